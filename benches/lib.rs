@@ -1,0 +1,1 @@
+//! Holder crate for pgveil criterion benches; see benches/*.rs and pgbench.sh.

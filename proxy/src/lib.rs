@@ -1,0 +1,1 @@
+//! pgveil: the wire-level proxy.
