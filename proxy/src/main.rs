@@ -1,1 +1,36 @@
-fn main() {}
+//! The `pgveil` binary: parse the command line and dispatch.
+use std::process::ExitCode;
+
+use clap::Parser;
+use pgveil::cli::{Cli, Command};
+use pgveil::config::Config;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Serve(args) => serve(args),
+        Command::Demo(args) => pgveil::demo::run(args),
+        Command::Policy(args) => pgveil::commands::policy::run(args),
+        Command::Keys(args) => pgveil::commands::keys::run(args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("pgveil: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn serve(args: pgveil::config::ServeArgs) -> anyhow::Result<ExitCode> {
+    let config = Config::resolve(&args)?;
+    pgveil::logging::init(config.log_format, &config.log_level);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let proxy = pgveil::app::RunningProxy::start(config).await?;
+        proxy.run_until_signal().await
+    })?;
+    Ok(ExitCode::SUCCESS)
+}

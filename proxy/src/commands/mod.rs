@@ -1,0 +1,3 @@
+//! Subcommands that are not the proxy itself: the DBA's tools.
+pub mod keys;
+pub mod policy;

@@ -1,0 +1,163 @@
+//! Server-side messages pgveil builds or reads, through pgwire's codec.
+use bytes::{Bytes, BytesMut};
+use pgwire::messages::response::ErrorResponse;
+use pgwire::messages::startup::Authentication;
+use pgwire::messages::{DecodeContext, Message, ProtocolVersion};
+
+use super::frame::{Frame, HEADER_LEN};
+use super::startup::CancelKey;
+
+/// SASL mechanism that binds to the TLS channel; it cannot survive a proxy that
+/// terminates TLS, so pgveil never offers it to clients.
+pub const SCRAM_PLUS: &str = "SCRAM-SHA-256-PLUS";
+
+/// Severity of an ErrorResponse pgveil sends.
+#[derive(Debug, Clone, Copy)]
+pub enum Severity {
+    Error,
+    Fatal,
+}
+
+impl Severity {
+    fn as_str(self) -> &'static str {
+        match self {
+            Severity::Error => "ERROR",
+            Severity::Fatal => "FATAL",
+        }
+    }
+}
+
+/// Encode an ErrorResponse. The message must not contain sensitive values.
+pub fn error_response(severity: Severity, code: &str, message: &str) -> BytesMut {
+    let fields = vec![
+        (b'S', severity.as_str().to_string()),
+        (b'V', severity.as_str().to_string()),
+        (b'C', code.to_string()),
+        (b'M', message.to_string()),
+    ];
+    let mut buf = BytesMut::with_capacity(32 + message.len());
+    // Encoding into a BytesMut cannot fail for these fields; if pgwire ever
+    // reports an error, fall back to an empty buffer rather than panic.
+    if ErrorResponse::new(fields).encode(&mut buf).is_err() {
+        buf.clear();
+    }
+    buf
+}
+
+/// Read the SQLSTATE and message of an ErrorResponse (for logs).
+pub fn error_fields(body: &[u8]) -> (String, String) {
+    let mut code = String::new();
+    let mut message = String::new();
+    let mut rest = body;
+    while let Some((&kind, tail)) = rest.split_first() {
+        if kind == 0 {
+            break;
+        }
+        let end = tail.iter().position(|&b| b == 0).unwrap_or(tail.len());
+        let value = String::from_utf8_lossy(&tail[..end]);
+        match kind {
+            b'C' => code = value.into_owned(),
+            b'M' => message = value.into_owned(),
+            _ => {}
+        }
+        rest = tail.get(end + 1..).unwrap_or(&[]);
+    }
+    (code, message)
+}
+
+/// The authentication request code of an 'R' message.
+pub fn auth_code(frame: &Frame) -> Option<i32> {
+    let b = frame.body();
+    (b.len() >= 4).then(|| i32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+}
+
+/// If `frame` is AuthenticationSASL offering SCRAM-SHA-256-PLUS, return the
+/// frame re-encoded without it. `None` means: forward unchanged.
+pub fn strip_channel_binding(frame: &Frame) -> Option<BytesMut> {
+    if frame.tag != b'R' || auth_code(frame) != Some(10) {
+        return None;
+    }
+    let mut buf = frame.bytes.clone();
+    let ctx = DecodeContext::new(ProtocolVersion::PROTOCOL3_0);
+    let Ok(Some(Authentication::SASL(mechanisms))) = Authentication::decode(&mut buf, &ctx) else {
+        return None;
+    };
+    if !mechanisms.iter().any(|m| m == SCRAM_PLUS) {
+        return None;
+    }
+    let kept: Vec<String> = mechanisms.into_iter().filter(|m| m != SCRAM_PLUS).collect();
+    let mut out = BytesMut::new();
+    Authentication::SASL(kept).encode(&mut out).ok()?;
+    Some(out)
+}
+
+/// The cancel key of a BackendKeyData message (any key length, for protocol 3.2).
+pub fn backend_key(frame: &Frame) -> Option<CancelKey> {
+    let b = frame.body();
+    if frame.tag != b'K' || b.len() < 8 {
+        return None;
+    }
+    Some(CancelKey {
+        pid: i32::from_be_bytes([b[0], b[1], b[2], b[3]]),
+        secret: Bytes::copy_from_slice(&b[4..]),
+    })
+}
+
+/// The command word of a CommandComplete body (`"INSERT 0 1\0"` gives `INSERT`).
+#[inline]
+pub fn command_word(body: &[u8]) -> &[u8] {
+    let end = body
+        .iter()
+        .position(|&b| b == b' ' || b == 0)
+        .unwrap_or(body.len());
+    &body[..end]
+}
+
+/// Total length of a frame with the given body length.
+pub fn frame_len(body_len: usize) -> usize {
+    HEADER_LEN + body_len
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frame(bytes: BytesMut) -> Frame {
+        Frame { tag: bytes[0], bytes }
+    }
+
+    #[test]
+    fn error_response_round_trips() {
+        let e = error_response(Severity::Fatal, "08P01", "invalid frontend message type 255");
+        assert_eq!(e[0], b'E');
+        let (code, message) = error_fields(&e[HEADER_LEN..]);
+        assert_eq!(code, "08P01");
+        assert_eq!(message, "invalid frontend message type 255");
+    }
+
+    #[test]
+    fn strips_scram_plus_only() {
+        let mut buf = BytesMut::new();
+        Authentication::SASL(vec![SCRAM_PLUS.into(), "SCRAM-SHA-256".into()])
+            .encode(&mut buf)
+            .unwrap();
+        let stripped = strip_channel_binding(&frame(buf)).unwrap();
+        let mut again = stripped.clone();
+        let ctx = DecodeContext::new(ProtocolVersion::PROTOCOL3_0);
+        let decoded = Authentication::decode(&mut again, &ctx).unwrap().unwrap();
+        assert_eq!(decoded, Authentication::SASL(vec!["SCRAM-SHA-256".into()]));
+
+        let mut plain = BytesMut::new();
+        Authentication::SASL(vec!["SCRAM-SHA-256".into()])
+            .encode(&mut plain)
+            .unwrap();
+        assert!(strip_channel_binding(&frame(plain)).is_none());
+    }
+
+    #[test]
+    fn command_word_takes_first_word() {
+        assert_eq!(command_word(b"INSERT 0 1\0"), b"INSERT");
+        assert_eq!(command_word(b"BEGIN\0"), b"BEGIN");
+        assert_eq!(command_word(b""), b"");
+    }
+}

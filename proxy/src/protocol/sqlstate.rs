@@ -1,0 +1,18 @@
+//! The SQLSTATE codes pgveil itself reports.
+
+/// Protocol violation: garbage, bad lengths, unknown message types.
+pub const PROTOCOL_VIOLATION: &str = "08P01";
+/// The upstream server cannot be reached.
+pub const CONNECTION_FAILURE: &str = "08006";
+/// Could not establish the upstream connection.
+pub const SQLCLIENT_UNABLE_TO_ESTABLISH: &str = "08001";
+/// Too many client connections.
+pub const TOO_MANY_CONNECTIONS: &str = "53300";
+/// Unsupported protocol version or feature.
+pub const FEATURE_NOT_SUPPORTED: &str = "0A000";
+/// Session closed because it was idle too long.
+pub const IDLE_SESSION_TIMEOUT: &str = "57P05";
+/// Session terminated by the administrator (shutdown).
+pub const ADMIN_SHUTDOWN: &str = "57P01";
+/// Internal error inside pgveil.
+pub const INTERNAL_ERROR: &str = "XX000";

@@ -1,0 +1,130 @@
+//! The listener: accept, connection limits, per-session tasks with panic
+//! containment, and graceful shutdown.
+pub mod tls;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::FutureExt;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+use tokio_rustls::TlsAcceptor;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::Config;
+use crate::metrics::Metrics;
+use crate::session::{self, cancel::CancelRegistry};
+use crate::upstream::Upstream;
+
+/// State shared by every session of one server.
+pub struct ServerContext {
+    pub config: Config,
+    pub upstream: Upstream,
+    pub client_tls: Option<TlsAcceptor>,
+    pub metrics: Arc<Metrics>,
+    pub cancels: CancelRegistry,
+    /// One permit per allowed client connection.
+    pub slots: Arc<Semaphore>,
+    /// Cancelled when sessions must stop now (the shutdown drain timed out).
+    pub force_close: CancellationToken,
+}
+
+impl ServerContext {
+    /// Build the shared state; fails on TLS files that cannot be used.
+    pub fn new(config: Config, metrics: Arc<Metrics>) -> anyhow::Result<ServerContext> {
+        let upstream = Upstream::new(&config.upstream)?;
+        let client_tls = match &config.client_tls {
+            Some(t) => Some(TlsAcceptor::from(tls::server_config(
+                &t.cert_file,
+                &t.key_file,
+            )?)),
+            None => None,
+        };
+        Ok(ServerContext {
+            slots: Arc::new(Semaphore::new(config.max_client_connections)),
+            config,
+            upstream,
+            client_tls,
+            metrics,
+            cancels: CancelRegistry::default(),
+            force_close: CancellationToken::new(),
+        })
+    }
+}
+
+/// Accept clients on `listener` until `stop` is cancelled, then drain.
+pub async fn run(listener: TcpListener, ctx: Arc<ServerContext>, stop: CancellationToken) {
+    let tracker = TaskTracker::new();
+    loop {
+        let accepted = tokio::select! {
+            _ = stop.cancelled() => break,
+            a = listener.accept() => a,
+        };
+        match accepted {
+            Ok((stream, peer)) => spawn_session(&tracker, ctx.clone(), stream, peer),
+            Err(e) => {
+                // EMFILE and friends: back off instead of spinning.
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+    drop(listener);
+    drain(tracker, &ctx).await;
+}
+
+async fn drain(tracker: TaskTracker, ctx: &ServerContext) {
+    tracker.close();
+    let open = tracker.len();
+    if open > 0 {
+        tracing::info!(
+            sessions = open,
+            timeout = ?ctx.config.shutdown_timeout,
+            "stopped accepting; waiting for sessions to finish"
+        );
+    }
+    if tokio::time::timeout(ctx.config.shutdown_timeout, tracker.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            sessions = tracker.len(),
+            "shutdown timeout reached; closing remaining sessions"
+        );
+        ctx.force_close.cancel();
+        let _ = tokio::time::timeout(Duration::from_secs(5), tracker.wait()).await;
+    }
+    tracing::info!("shutdown complete");
+}
+
+fn spawn_session(
+    tracker: &TaskTracker,
+    ctx: Arc<ServerContext>,
+    stream: TcpStream,
+    peer: SocketAddr,
+) {
+    let _ = stream.set_nodelay(true);
+    ctx.metrics.connections_total.inc();
+    // Over the limit, the session still runs its startup so that the client
+    // gets a proper "too many clients" ErrorResponse instead of a reset.
+    let permit = ctx.slots.clone().try_acquire_owned().ok();
+    tracker.spawn(async move {
+        let metrics = ctx.metrics.clone();
+        metrics.connections_active.inc();
+        let outcome = std::panic::AssertUnwindSafe(session::run(ctx, stream, peer, permit))
+            .catch_unwind()
+            .await;
+        metrics.connections_active.dec();
+        if let Err(panic) = outcome {
+            let what = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "unknown panic".into());
+            metrics.session_errors.with_label_values(&["panic"]).inc();
+            tracing::error!(%peer, panic = %what, "session panicked; it was closed, other sessions are unaffected");
+        }
+    });
+}

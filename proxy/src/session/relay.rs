@@ -1,0 +1,461 @@
+//! The established session: frames flow both ways.
+//!
+//! Each direction reads whatever the socket has (up to a bounded buffer),
+//! walks the frame headers in it, and writes every complete or partial frame it
+//! does not need to change in one write. Frames are never decoded unless
+//! they must be; a frame longer than the buffer streams through in pieces, so
+//! nothing ever holds a whole row or a whole result. The two directions run
+//! concurrently in one task, so a client that is slow to read only stalls its
+//! own session, and a pipelining client cannot deadlock against the server.
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use bytes::{Buf, BytesMut};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+use crate::metrics::Metrics;
+use crate::protocol::backend::{command_word, error_response, Severity};
+use crate::protocol::frame::{is_frontend_tag, Header, HEADER_LEN, MAX_MESSAGE_LEN};
+use crate::protocol::{sqlstate, ProtocolError};
+use crate::server::ServerContext;
+use crate::session::auth::Established;
+use crate::stream::MaybeTls;
+
+/// Starting size of each direction's buffer; idle sessions stay this small.
+const INITIAL_BUF: usize = 8 * 1024;
+/// Largest size a direction's buffer grows to under load.
+const MAX_BUF: usize = 64 * 1024;
+/// Frames the relay reads whole must fit in this many bytes.
+const MAX_INSPECTED_FRAME: usize = 4 * 1024;
+/// Outstanding Query/Sync timestamps kept for the latency histogram.
+const MAX_PENDING_TIMINGS: usize = 1024;
+
+/// Why a session's relay ended.
+#[derive(Debug)]
+enum End {
+    ClientClosed,
+    ServerClosed,
+    ClientError(ProtocolError),
+    ServerError(ProtocolError),
+    Idle,
+    Shutdown,
+}
+
+/// State both directions share. They run in the same task, so the mutex is
+/// never contended; it exists to satisfy `Send`.
+struct Shared<'a> {
+    metrics: &'a Metrics,
+    started: Instant,
+    last_activity_ms: AtomicU64,
+    track_activity: bool,
+    pending: Mutex<VecDeque<Instant>>,
+    /// True while every byte written to the client ends on a frame boundary,
+    /// so pgveil may append an ErrorResponse of its own.
+    client_at_boundary: AtomicBool,
+}
+
+impl Shared<'_> {
+    #[inline]
+    fn touch(&self) {
+        if self.track_activity {
+            let ms = self.started.elapsed().as_millis() as u64;
+            self.last_activity_ms.store(ms, Ordering::Relaxed);
+        }
+    }
+
+    fn idle_for(&self) -> Duration {
+        let last = Duration::from_millis(self.last_activity_ms.load(Ordering::Relaxed));
+        self.started.elapsed().saturating_sub(last)
+    }
+
+    #[inline]
+    fn query_started(&self) {
+        if let Ok(mut q) = self.pending.lock() {
+            if q.len() < MAX_PENDING_TIMINGS {
+                q.push_back(Instant::now());
+            }
+        }
+    }
+
+    #[inline]
+    fn query_finished(&self) {
+        let started = self.pending.lock().ok().and_then(|mut q| q.pop_front());
+        if let Some(t) = started {
+            self.metrics
+                .query_duration_end_to_end
+                .observe(t.elapsed().as_secs_f64());
+        }
+    }
+}
+
+/// Relay frames until either side closes, then close both.
+pub async fn run(ctx: &ServerContext, est: Established, peer: SocketAddr) {
+    let Established {
+        client,
+        server,
+        client_buf,
+        server_buf,
+        ..
+    } = est;
+    let shared = Shared {
+        metrics: &ctx.metrics,
+        started: Instant::now(),
+        last_activity_ms: AtomicU64::new(0),
+        track_activity: ctx.config.idle_timeout.is_some(),
+        pending: Mutex::new(VecDeque::new()),
+        client_at_boundary: AtomicBool::new(true),
+    };
+    // Plain TCP splits without a lock; TLS streams go through tokio's split.
+    let end = match (client, server) {
+        (MaybeTls::Plain(c), MaybeTls::Plain(s)) => {
+            let (cr, mut cw) = c.into_split();
+            let (sr, sw) = s.into_split();
+            let end = pump(ctx, &shared, (cr, client_buf), &mut cw, (sr, server_buf), sw).await;
+            finish(&shared, &mut cw, &end).await;
+            end
+        }
+        (c, s) => {
+            let (cr, mut cw) = tokio::io::split(c);
+            let (sr, sw) = tokio::io::split(s);
+            let end = pump(ctx, &shared, (cr, client_buf), &mut cw, (sr, server_buf), sw).await;
+            finish(&shared, &mut cw, &end).await;
+            end
+        }
+    };
+    log_end(ctx, peer, &end);
+}
+
+/// Run both directions plus the idle and shutdown watchers; the first to
+/// finish ends the session.
+async fn pump<CR, CW, SR, SW>(
+    ctx: &ServerContext,
+    shared: &Shared<'_>,
+    (mut cr, mut cbuf): (CR, BytesMut),
+    cw: &mut CW,
+    (mut sr, mut sbuf): (SR, BytesMut),
+    mut sw: SW,
+) -> End
+where
+    CR: AsyncRead + Unpin,
+    CW: AsyncWrite + Unpin,
+    SR: AsyncRead + Unpin,
+    SW: AsyncWrite + Unpin,
+{
+    tokio::select! {
+        end = client_to_server(shared, &mut cr, &mut sw, &mut cbuf) => end,
+        end = server_to_client(shared, &mut sr, cw, &mut sbuf) => end,
+        end = idle_watch(shared, ctx.config.idle_timeout) => end,
+        _ = ctx.force_close.cancelled() => End::Shutdown,
+    }
+}
+
+/// Tell the client why pgveil is closing, when the protocol still allows it.
+async fn finish<CW: AsyncWrite + Unpin>(shared: &Shared<'_>, cw: &mut CW, end: &End) {
+    let notice = match end {
+        End::ClientError(e) if !e.is_disconnect() => Some((sqlstate::PROTOCOL_VIOLATION, e.to_string())),
+        End::ServerError(e) => Some((
+            sqlstate::CONNECTION_FAILURE,
+            format!("pgveil lost the connection to the database server: {e}"),
+        )),
+        End::ServerClosed => Some((
+            sqlstate::CONNECTION_FAILURE,
+            "the database server closed the connection unexpectedly".to_string(),
+        )),
+        End::Idle => Some((
+            sqlstate::IDLE_SESSION_TIMEOUT,
+            "terminating connection due to idle timeout (pgveil idle_timeout)".to_string(),
+        )),
+        End::Shutdown => Some((
+            sqlstate::ADMIN_SHUTDOWN,
+            "terminating connection because pgveil is shutting down".to_string(),
+        )),
+        _ => None,
+    };
+    if let Some((code, message)) = notice {
+        if shared.client_at_boundary.load(Ordering::Relaxed) {
+            let frame = error_response(Severity::Fatal, code, &message);
+            let _ = cw.write_all(&frame).await;
+        }
+    }
+    let _ = cw.flush().await;
+    let _ = cw.shutdown().await;
+}
+
+fn log_end(ctx: &ServerContext, peer: SocketAddr, end: &End) {
+    let kind = match end {
+        End::ClientClosed | End::ServerClosed => {
+            tracing::debug!(%peer, ?end, "session closed");
+            return;
+        }
+        End::ClientError(e) if e.is_disconnect() => "client_disconnect",
+        End::ClientError(_) => "protocol_violation",
+        End::ServerError(_) => "upstream_lost",
+        End::Idle => "idle_timeout",
+        End::Shutdown => "shutdown",
+    };
+    ctx.metrics.session_errors.with_label_values(&[kind]).inc();
+    tracing::info!(%peer, reason = kind, detail = ?end, "session ended");
+}
+
+async fn idle_watch(shared: &Shared<'_>, timeout: Option<Duration>) -> End {
+    let Some(timeout) = timeout else {
+        return std::future::pending().await;
+    };
+    loop {
+        let idle = shared.idle_for();
+        if idle >= timeout {
+            return End::Idle;
+        }
+        tokio::time::sleep(timeout - idle).await;
+    }
+}
+
+/// Progress through the frames of one direction, across reads.
+#[derive(Default)]
+struct Cursor {
+    /// Bytes of the current frame that are still to come and pass untouched.
+    remaining: usize,
+}
+
+/// What a direction wants to do with a frame whose header it has seen.
+enum Inspect {
+    /// Forward it untouched without looking at the body.
+    Pass,
+    /// Forward it, but let `on_frame` see the whole body first.
+    Whole,
+}
+
+impl Cursor {
+    /// Walk the frames in `buf`; return how many leading bytes may be forwarded.
+    /// `classify` sees each header; `on_frame` sees whole frames it asked for.
+    #[inline]
+    fn scan(
+        &mut self,
+        buf: &[u8],
+        max_len: usize,
+        mut classify: impl FnMut(&Header) -> Result<Inspect, ProtocolError>,
+        mut on_frame: impl FnMut(u8, &[u8]),
+    ) -> (usize, Option<ProtocolError>) {
+        let mut pos = self.remaining.min(buf.len());
+        self.remaining -= pos;
+        while pos < buf.len() {
+            let header = match Header::parse(&buf[pos..], max_len) {
+                Ok(Some(h)) => h,
+                Ok(None) => break,
+                Err(e) => return (pos, Some(e)),
+            };
+            let available = buf.len() - pos;
+            match classify(&header) {
+                Err(e) => return (pos, Some(e)),
+                Ok(Inspect::Whole) if header.frame_len <= MAX_INSPECTED_FRAME => {
+                    if available < header.frame_len {
+                        break; // wait for the rest of this small frame
+                    }
+                    on_frame(header.tag, &buf[pos + HEADER_LEN..pos + header.frame_len]);
+                    pos += header.frame_len;
+                }
+                Ok(_) => {
+                    if available < header.frame_len {
+                        self.remaining = header.frame_len - available;
+                        pos = buf.len();
+                    } else {
+                        pos += header.frame_len;
+                    }
+                }
+            }
+        }
+        (pos, None)
+    }
+}
+
+/// Read into `buf` with bounded growth; returns the byte count (0 = EOF).
+async fn fill<R: AsyncRead + Unpin>(r: &mut R, buf: &mut BytesMut) -> std::io::Result<usize> {
+    if buf.is_empty() && buf.capacity() > INITIAL_BUF * 2 {
+        // Traffic went quiet after a burst: give the memory back.
+        *buf = BytesMut::with_capacity(INITIAL_BUF);
+    }
+    if buf.capacity() - buf.len() < 1024 {
+        let target = (buf.capacity() * 2).clamp(INITIAL_BUF, MAX_BUF).max(buf.len() + 1024);
+        buf.reserve(target - buf.len());
+    }
+    r.read_buf(buf).await
+}
+
+async fn write_out<W: AsyncWrite + Unpin>(w: &mut W, bytes: &[u8]) -> std::io::Result<()> {
+    w.write_all(bytes).await?;
+    w.flush().await
+}
+
+/// Client to server: validate every header (tag and length), note the start
+/// of each query for the latency histogram, forward everything untouched.
+async fn client_to_server<R, W>(shared: &Shared<'_>, r: &mut R, w: &mut W, buf: &mut BytesMut) -> End
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let mut cursor = Cursor::default();
+    loop {
+        let (forward, error) = cursor.scan(
+            buf,
+            MAX_MESSAGE_LEN,
+            |h| {
+                if !is_frontend_tag(h.tag) {
+                    return Err(ProtocolError::UnknownTag(h.tag));
+                }
+                if matches!(h.tag, b'Q' | b'S' | b'F') {
+                    shared.query_started();
+                }
+                Ok(Inspect::Pass)
+            },
+            |_, _| {},
+        );
+        if forward > 0 {
+            if let Err(e) = write_out(w, &buf[..forward]).await {
+                return End::ServerError(ProtocolError::Io(e));
+            }
+            buf.advance(forward);
+        }
+        if let Some(e) = error {
+            return End::ClientError(e);
+        }
+        match fill(r, buf).await {
+            Ok(0) if buf.is_empty() && cursor.remaining == 0 => return End::ClientClosed,
+            Ok(0) => return End::ClientError(ProtocolError::Truncated),
+            Ok(n) => {
+                shared.metrics.client_received_bytes.inc_by(n as u64);
+                shared.touch();
+            }
+            Err(e) => return End::ClientError(ProtocolError::Io(e)),
+        }
+    }
+}
+
+/// Server to client: count completions and errors, time queries, forward
+/// everything untouched.
+async fn server_to_client<R, W>(shared: &Shared<'_>, r: &mut R, w: &mut W, buf: &mut BytesMut) -> End
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let mut cursor = Cursor::default();
+    let metrics = shared.metrics;
+    loop {
+        let (forward, error) = cursor.scan(
+            buf,
+            i32::MAX as usize,
+            |h| {
+                Ok(match h.tag {
+                    b'C' => Inspect::Whole,
+                    b'Z' => {
+                        shared.query_finished();
+                        Inspect::Pass
+                    }
+                    b'E' => {
+                        metrics.queries_error.inc();
+                        Inspect::Pass
+                    }
+                    _ => Inspect::Pass,
+                })
+            },
+            |tag, body| {
+                if tag == b'C' {
+                    metrics.query_completed(command_word(body));
+                }
+            },
+        );
+        if forward > 0 {
+            shared.client_at_boundary.store(false, Ordering::Relaxed);
+            if let Err(e) = write_out(w, &buf[..forward]).await {
+                return End::ClientError(ProtocolError::Io(e));
+            }
+            metrics.client_sent_bytes.inc_by(forward as u64);
+            buf.advance(forward);
+            shared
+                .client_at_boundary
+                .store(cursor.remaining == 0, Ordering::Relaxed);
+        }
+        if let Some(e) = error {
+            return End::ServerError(e);
+        }
+        match fill(r, buf).await {
+            Ok(0) if buf.is_empty() && cursor.remaining == 0 => return End::ServerClosed,
+            Ok(0) => return End::ServerError(ProtocolError::Truncated),
+            Ok(_) => shared.touch(),
+            Err(e) => return End::ServerError(ProtocolError::Io(e)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frame(tag: u8, body: &[u8]) -> Vec<u8> {
+        let mut v = vec![tag];
+        v.extend_from_slice(&((body.len() + 4) as u32).to_be_bytes());
+        v.extend_from_slice(body);
+        v
+    }
+
+    #[test]
+    fn scan_forwards_complete_frames_and_keeps_partial_headers() {
+        let mut bytes = frame(b'Q', b"select 1\0");
+        bytes.extend_from_slice(&[b'S', 0, 0]);
+        let mut c = Cursor::default();
+        let (fwd, err) = c.scan(&bytes, MAX_MESSAGE_LEN, |_| Ok(Inspect::Pass), |_, _| {});
+        assert!(err.is_none());
+        assert_eq!(fwd, bytes.len() - 3);
+        assert_eq!(c.remaining, 0);
+    }
+
+    #[test]
+    fn scan_streams_long_frames_in_pieces() {
+        let big = frame(b'D', &vec![7u8; 1000]);
+        let mut c = Cursor::default();
+        let (fwd, _) = c.scan(&big[..100], MAX_MESSAGE_LEN, |_| Ok(Inspect::Pass), |_, _| {});
+        assert_eq!(fwd, 100);
+        assert_eq!(c.remaining, big.len() - 100);
+        let (fwd, _) = c.scan(&big[100..600], MAX_MESSAGE_LEN, |_| Ok(Inspect::Pass), |_, _| {});
+        assert_eq!(fwd, 500);
+        let mut rest = big[600..].to_vec();
+        rest.extend_from_slice(&frame(b'Z', b"I"));
+        let mut seen = Vec::new();
+        let (fwd, _) = c.scan(
+            &rest,
+            MAX_MESSAGE_LEN,
+            |h| {
+                seen.push(h.tag);
+                Ok(Inspect::Pass)
+            },
+            |_, _| {},
+        );
+        assert_eq!(fwd, rest.len());
+        assert_eq!(seen, vec![b'Z']);
+    }
+
+    #[test]
+    fn scan_waits_for_whole_inspected_frames() {
+        let c_frame = frame(b'C', b"SELECT 1\0");
+        let mut c = Cursor::default();
+        let (fwd, _) = c.scan(&c_frame[..8], 100, |_| Ok(Inspect::Whole), |_, _| {});
+        assert_eq!(fwd, 0);
+        let mut got = Vec::new();
+        let (fwd, _) = c.scan(&c_frame, 100, |_| Ok(Inspect::Whole), |_, b| got = b.to_vec());
+        assert_eq!(fwd, c_frame.len());
+        assert_eq!(got, b"SELECT 1\0");
+    }
+
+    #[test]
+    fn scan_stops_at_a_bad_frame_after_forwarding_good_ones() {
+        let mut bytes = frame(b'Q', b"x\0");
+        let good = bytes.len();
+        bytes.extend_from_slice(&[b'Q', 0xff, 0xff, 0xff, 0xf0]);
+        let mut c = Cursor::default();
+        let (fwd, err) = c.scan(&bytes, MAX_MESSAGE_LEN, |_| Ok(Inspect::Pass), |_, _| {});
+        assert_eq!(fwd, good);
+        assert!(matches!(err, Some(ProtocolError::InvalidLength { .. })));
+    }
+}

@@ -1,0 +1,168 @@
+//! Connections to the upstream PostgreSQL server, with libpq-style TLS modes.
+use std::sync::Arc;
+use std::time::Duration;
+
+use rustls::pki_types::ServerName;
+use rustls::ClientConfig;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+
+use crate::config::{UpstreamConfig, UpstreamTlsMode};
+use crate::protocol::startup::CancelKey;
+use crate::server::tls::{upstream_config, TlsError};
+use crate::stream::{MaybeTls, ServerStream};
+
+const SSL_REQUEST: [u8; 8] = [0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f];
+
+/// Why the upstream connection could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    #[error("cannot connect to upstream {addr}: {source}")]
+    Connect {
+        addr: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("timed out connecting to upstream {0}")]
+    Timeout(String),
+    #[error("upstream {addr} does not support TLS, but upstream.tls.mode is {mode}")]
+    NoTls { addr: String, mode: &'static str },
+    #[error("upstream {addr}: unexpected answer {answer:#04x} to SSLRequest")]
+    BadSslAnswer { addr: String, answer: u8 },
+    #[error("TLS handshake with upstream {addr} failed: {source}")]
+    Handshake {
+        addr: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("upstream host {0:?} is not a valid TLS server name")]
+    ServerName(String),
+    #[error("I/O error with upstream {addr}: {source}")]
+    Io {
+        addr: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Where and how to reach the upstream server.
+pub struct Upstream {
+    host: String,
+    port: u16,
+    mode: UpstreamTlsMode,
+    tls: Option<(TlsConnector, ServerName<'static>)>,
+    connect_timeout: Duration,
+}
+
+impl Upstream {
+    /// Prepare TLS for the configured mode; fails on an unreadable CA file.
+    pub fn new(config: &UpstreamConfig) -> Result<Upstream, TlsError> {
+        let tls = match upstream_config(config.tls_mode, config.ca_file.as_deref())? {
+            Some(client) => Some(connector(client, &config.host)?),
+            None => None,
+        };
+        Ok(Upstream {
+            host: config.host.clone(),
+            port: config.port,
+            mode: config.tls_mode,
+            tls,
+            connect_timeout: config.connect_timeout,
+        })
+    }
+
+    pub fn addr(&self) -> String {
+        format!("{}:{}", self.host, self.port)
+    }
+
+    pub fn host(&self) -> &str {
+        &self.host
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Open a connection and negotiate TLS according to the mode.
+    pub async fn connect(&self) -> Result<ServerStream, UpstreamError> {
+        let addr = self.addr();
+        let tcp = tokio::time::timeout(
+            self.connect_timeout,
+            TcpStream::connect((self.host.as_str(), self.port)),
+        )
+        .await
+        .map_err(|_| UpstreamError::Timeout(addr.clone()))?
+        .map_err(|source| UpstreamError::Connect {
+            addr: addr.clone(),
+            source,
+        })?;
+        let _ = tcp.set_nodelay(true);
+        match &self.tls {
+            None => Ok(MaybeTls::Plain(tcp)),
+            Some((connector, name)) => self.negotiate(tcp, connector, name, addr).await,
+        }
+    }
+
+    async fn negotiate(
+        &self,
+        mut tcp: TcpStream,
+        connector: &TlsConnector,
+        name: &ServerName<'static>,
+        addr: String,
+    ) -> Result<ServerStream, UpstreamError> {
+        let io = |source| UpstreamError::Io {
+            addr: addr.clone(),
+            source,
+        };
+        tcp.write_all(&SSL_REQUEST).await.map_err(io)?;
+        let answer = tcp.read_u8().await.map_err(io)?;
+        match answer {
+            b'S' => {
+                let tls = connector
+                    .connect(name.clone(), tcp)
+                    .await
+                    .map_err(|source| UpstreamError::Handshake {
+                        addr: addr.clone(),
+                        source,
+                    })?;
+                Ok(MaybeTls::Tls(Box::new(tls)))
+            }
+            b'N' if self.mode == UpstreamTlsMode::Prefer => Ok(MaybeTls::Plain(tcp)),
+            b'N' => Err(UpstreamError::NoTls {
+                addr,
+                mode: match self.mode {
+                    UpstreamTlsMode::VerifyFull => "verify-full",
+                    _ => "require",
+                },
+            }),
+            other => Err(UpstreamError::BadSslAnswer {
+                addr,
+                answer: other,
+            }),
+        }
+    }
+
+    /// Send a CancelRequest for `key` and wait for the server to close.
+    pub async fn cancel(&self, key: &CancelKey) -> Result<(), UpstreamError> {
+        let mut stream = self.connect().await?;
+        let addr = self.addr();
+        let io = |source| UpstreamError::Io {
+            addr: addr.clone(),
+            source,
+        };
+        stream.write_all(&key.cancel_request()).await.map_err(io)?;
+        stream.flush().await.map_err(io)?;
+        let mut sink = [0u8; 64];
+        let _ = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut sink)).await;
+        Ok(())
+    }
+}
+
+fn connector(
+    client: Arc<ClientConfig>,
+    host: &str,
+) -> Result<(TlsConnector, ServerName<'static>), TlsError> {
+    let name = ServerName::try_from(host.to_string())
+        .map_err(|_| TlsError(format!("upstream.host {host:?} is not a valid TLS server name")))?;
+    Ok((TlsConnector::from(client), name))
+}
