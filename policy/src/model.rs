@@ -1,0 +1,299 @@
+//! The policy model: what a loaded, validated policy file says.
+//!
+//! Every name here has already been checked by the loader; positions are kept so that
+//! deny reasons and the matrix can point back at the rule that decided.
+use crate::mask::Mask;
+use std::fmt;
+
+/// What a role gets for a column, from least to most restrictive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Action {
+    /// Plaintext.
+    Allow,
+    /// A keyed, stable pseudonym (HMAC-SHA256, truncated).
+    Hash,
+    /// The column's masking function.
+    Mask,
+    /// SQL NULL.
+    Null,
+    /// The statement is refused (SQLSTATE 42501).
+    Deny,
+}
+
+impl Action {
+    pub const ALL: [Action; 5] = [
+        Action::Allow,
+        Action::Hash,
+        Action::Mask,
+        Action::Null,
+        Action::Deny,
+    ];
+    pub const NAMES: [&'static str; 5] = ["allow", "hash", "mask", "null", "deny"];
+
+    pub fn name(self) -> &'static str {
+        Self::NAMES[self as usize]
+    }
+
+    pub fn parse(s: &str) -> Option<Action> {
+        Self::NAMES
+            .iter()
+            .position(|n| *n == s)
+            .map(|i| Self::ALL[i])
+    }
+}
+
+impl fmt::Display for Action {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// The kind of data a column holds. It picks the default mask and the detector.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Kind {
+    CnIdCard,
+    CnMobile,
+    CnName,
+    BankCard,
+    Email,
+    Passport,
+    Address,
+    Pnr,
+    Waybill,
+    Date,
+    /// Free text or anything without a better kind; masks to `redact`.
+    Text,
+}
+
+impl Kind {
+    pub const ALL: [Kind; 11] = [
+        Kind::CnIdCard,
+        Kind::CnMobile,
+        Kind::CnName,
+        Kind::BankCard,
+        Kind::Email,
+        Kind::Passport,
+        Kind::Address,
+        Kind::Pnr,
+        Kind::Waybill,
+        Kind::Date,
+        Kind::Text,
+    ];
+    pub const NAMES: [&'static str; 11] = [
+        "cn_id_card",
+        "cn_mobile",
+        "cn_name",
+        "bank_card",
+        "email",
+        "passport",
+        "address",
+        "pnr",
+        "waybill",
+        "date",
+        "text",
+    ];
+
+    pub fn name(self) -> &'static str {
+        Self::NAMES[self as usize]
+    }
+
+    pub fn parse(s: &str) -> Option<Kind> {
+        Self::NAMES
+            .iter()
+            .position(|n| *n == s)
+            .map(|i| Self::ALL[i])
+    }
+
+    /// Whether deterministic encryption (and so equality lookup) makes sense for this kind.
+    ///
+    /// `date`: a few tens of thousands of possible values, so deterministic ciphertexts are a
+    /// dictionary; and dates are searched by range, which equality cannot serve.
+    /// `address` and `text`: free text is not looked up by exact equality (spelling and spacing
+    /// vary), so determinism would only leak repeated values.
+    pub fn supports_lookup(self) -> bool {
+        !matches!(self, Kind::Date | Kind::Address | Kind::Text)
+    }
+}
+
+impl fmt::Display for Kind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// How a column is stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum EncryptMode {
+    None,
+    Randomized,
+    Deterministic,
+}
+
+impl EncryptMode {
+    pub const NAMES: [&'static str; 3] = ["none", "randomized", "deterministic"];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            EncryptMode::None => "none",
+            EncryptMode::Randomized => "randomized",
+            EncryptMode::Deterministic => "deterministic",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<EncryptMode> {
+        match s {
+            "none" => Some(EncryptMode::None),
+            "randomized" => Some(EncryptMode::Randomized),
+            "deterministic" => Some(EncryptMode::Deterministic),
+            _ => None,
+        }
+    }
+}
+
+/// A position in the policy file (1-based).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct Pos {
+    pub line: u64,
+    pub col: u64,
+}
+
+/// Index into [`Policy::levels`]; 0 is the most sensitive.
+pub type LevelId = usize;
+/// Index into [`Policy::roles`].
+pub type RoleId = usize;
+/// Index into [`Policy::columns`].
+pub type ColumnId = usize;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Role {
+    pub name: String,
+    /// Postgres login names, globs (`support_*`) or Postgres group role names.
+    pub members: Vec<String>,
+    pub pos: Pos,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Column {
+    /// `schema.table`
+    pub table: String,
+    pub column: String,
+    pub level: LevelId,
+    pub kind: Kind,
+    pub encrypt: EncryptMode,
+    /// Key domain; equal domains share keys so that deterministic columns join.
+    pub domain: String,
+    /// The mask this column uses when the action is `mask` (the kind's default unless overridden).
+    pub mask: Mask,
+    pub pos: Pos,
+}
+
+impl Column {
+    pub fn qualified(&self) -> String {
+        format!("{}.{}", self.table, self.column)
+    }
+}
+
+/// What a rule applies to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Selector {
+    Levels(Vec<LevelId>),
+    Kinds(Vec<Kind>),
+    Columns(Vec<ColumnId>),
+}
+
+impl Selector {
+    /// Column rules are the most specific, then kind rules, then level rules.
+    pub fn specificity(&self) -> u8 {
+        match self {
+            Selector::Columns(_) => 3,
+            Selector::Kinds(_) => 2,
+            Selector::Levels(_) => 1,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Rule {
+    /// 0-based position in `rules:`.
+    pub index: usize,
+    pub name: Option<String>,
+    /// Empty means the wildcard `"*"` (every login, including those without a policy role).
+    pub roles: Vec<RoleId>,
+    pub wildcard: bool,
+    pub selector: Selector,
+    pub action: Action,
+    /// Allows equality predicates on deterministic columns when the action is `mask`.
+    pub lookup: bool,
+    /// Mask override for this rule (action `mask` only).
+    pub mask: Option<Mask>,
+    pub pos: Pos,
+}
+
+impl Rule {
+    /// `rule 3 "name" (policy.yaml line 12)`-style label, without the file name.
+    pub fn label(&self) -> String {
+        match &self.name {
+            Some(n) => format!("rule {} \"{}\" (line {})", self.index + 1, n, self.pos.line),
+            None => format!("rule {} (line {})", self.index + 1, self.pos.line),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Anomaly {
+    pub name: String,
+    pub level: Option<LevelId>,
+    pub max_rows: u64,
+    /// Window length in seconds.
+    pub per_seconds: u64,
+    /// `log` (record and alert) or `deny` (refuse until the window clears).
+    pub then: AnomalyAction,
+    pub roles: Vec<RoleId>,
+    pub pos: Pos,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AnomalyAction {
+    Log,
+    Deny,
+}
+
+/// A validated policy file.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Policy {
+    pub version: u32,
+    /// Most to least sensitive.
+    pub levels: Vec<String>,
+    pub roles: Vec<Role>,
+    pub columns: Vec<Column>,
+    pub rules: Vec<Rule>,
+    /// One action per level, indexed by [`LevelId`].
+    pub defaults: Vec<Action>,
+    pub anomaly: Vec<Anomaly>,
+}
+
+impl Policy {
+    pub fn level_id(&self, name: &str) -> Option<LevelId> {
+        self.levels.iter().position(|l| l == name)
+    }
+
+    pub fn role_id(&self, name: &str) -> Option<RoleId> {
+        self.roles.iter().position(|r| r.name == name)
+    }
+
+    pub fn column_id(&self, table: &str, column: &str) -> Option<ColumnId> {
+        let table = normalize_table(table);
+        self.columns
+            .iter()
+            .position(|c| c.table == table && c.column == column)
+    }
+}
+
+/// `customers` means `public.customers`.
+pub fn normalize_table(t: &str) -> String {
+    if t.contains('.') {
+        t.to_string()
+    } else {
+        format!("public.{t}")
+    }
+}
