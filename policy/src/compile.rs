@@ -78,12 +78,12 @@ pub enum Usage {
 impl Usage {
     fn describe(self) -> &'static str {
         match self {
-            Usage::Projection => "read it",
-            Usage::Predicate { equality: true } => "compare it for equality",
-            Usage::Predicate { equality: false } => "use it in a WHERE condition",
-            Usage::JoinKey { .. } => "join on it",
-            Usage::GroupOrder => "group or sort by it",
-            Usage::FunctionArg => "pass it to a function",
+            Usage::Projection => "reading it",
+            Usage::Predicate { equality: true } => "an equality comparison on it",
+            Usage::Predicate { equality: false } => "a condition on it",
+            Usage::JoinKey { .. } => "joining on it",
+            Usage::GroupOrder => "grouping or sorting by it",
+            Usage::FunctionArg => "passing it to a function",
         }
     }
 }
@@ -151,9 +151,9 @@ impl fmt::Display for DenyReason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "permission denied: may not {} column {} (level {}, action {}, decided by {})",
-            self.usage.describe(),
+            "permission denied for column {}: {} is not allowed (level {}, action {}; {})",
             self.column,
+            self.usage.describe(),
             self.level,
             self.action,
             self.decided_by

@@ -123,6 +123,27 @@ impl<'a> Ctx<'a> {
         }
     }
 
+    /// An action name. YAML reads a bare `null` as a null value; accept it when it is spelled
+    /// `null` in the file, and nothing else (an empty value is an error, not `null`).
+    fn action(&mut self, n: &Node) -> Option<Action> {
+        if matches!(n.value, Value::Null) && self.source_at(n).starts_with("null") {
+            return Some(Action::Null);
+        }
+        let s = self.string(n, "action")?;
+        let act = Action::parse(s);
+        if act.is_none() {
+            self.unknown(n, "action", s, &Action::NAMES);
+        }
+        act
+    }
+
+    /// The source text from a node's position to the end of its line.
+    fn source_at(&self, n: &Node) -> &'a str {
+        let line = self.text.lines().nth((n.line.max(1) - 1) as usize).unwrap_or("");
+        let start = line.char_indices().nth((n.col.max(1) - 1) as usize).map_or(line.len(), |(i, _)| i);
+        &line[start..]
+    }
+
     /// Column of the first character inside a scalar: skips an opening quote.
     fn scalar_inner_col(&self, n: &Node) -> u64 {
         let line = self
@@ -655,13 +676,7 @@ fn build_rule(
 
     // action
     let action = match get(m, "action") {
-        Some(a) => cx.string(a, "action").and_then(|s| {
-            let act = Action::parse(s);
-            if act.is_none() {
-                cx.unknown(a, "action", s, &Action::NAMES);
-            }
-            act
-        }),
+        Some(a) => cx.action(a),
         None => {
             cx.err(
                 n,
@@ -821,11 +836,8 @@ fn build_defaults(
                 cx.unknown(k, "level", lname, levels);
                 continue;
             };
-            if let Some(s) = cx.string(v, "an action") {
-                match Action::parse(s) {
-                    Some(a) => out[li] = Some(a),
-                    None => cx.unknown(v, "action", s, &Action::NAMES),
-                }
+            if let Some(a) = cx.action(v) {
+                out[li] = Some(a);
             }
         }
         let missing: Vec<&str> = levels
