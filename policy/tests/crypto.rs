@@ -1,10 +1,15 @@
 //! Envelope encryption: known answers, tampering, determinism, round trips, key versions.
 use base64::engine::{general_purpose::STANDARD_NO_PAD, Engine};
-use pgveil_policy::crypto::{envelope_key_version, is_envelope, DecryptError, KeySet, MasterKey, Mode, ENVELOPE_PREFIX};
+use pgveil_policy::crypto::{
+    envelope_key_version, is_envelope, DecryptError, KeySet, MasterKey, Mode, ENVELOPE_PREFIX,
+};
 use proptest::prelude::*;
 
 fn keyset(fill: u8, versions: &[u32], active: u32) -> KeySet {
-    let v = versions.iter().map(|v| (*v, MasterKey::from_bytes([fill.wrapping_add(*v as u8); 32]))).collect();
+    let v = versions
+        .iter()
+        .map(|v| (*v, MasterKey::from_bytes([fill.wrapping_add(*v as u8); 32])))
+        .collect();
     KeySet::new(v, active).unwrap()
 }
 
@@ -18,15 +23,35 @@ const KAT_DET_EMPTY: &str = "pgv1:AAAAAd6HKz7XXACvd2mE6Ju0CeQVuwuhXl94SQGuLdI";
 fn known_answers() {
     let ks = keyset(0x41, &[1], 1); // key bytes 0x42 * 32
     let phone = ks.domain("phone");
-    assert_eq!(phone.encrypt(Mode::Deterministic, b"13812345678").unwrap(), KAT_DET_PHONE);
-    assert_eq!(phone.encrypt(Mode::Deterministic, b"").unwrap(), KAT_DET_EMPTY);
-    assert_eq!(phone.encrypt_with_nonce_for_tests([7; 12], "张三 hello".as_bytes()).unwrap(), KAT_RAND_NONCE7);
-    assert_eq!(phone.decrypt(KAT_DET_PHONE.as_bytes()).unwrap(), b"13812345678");
-    assert_eq!(phone.decrypt(KAT_RAND_NONCE7.as_bytes()).unwrap(), "张三 hello".as_bytes());
+    assert_eq!(
+        phone.encrypt(Mode::Deterministic, b"13812345678").unwrap(),
+        KAT_DET_PHONE
+    );
+    assert_eq!(
+        phone.encrypt(Mode::Deterministic, b"").unwrap(),
+        KAT_DET_EMPTY
+    );
+    assert_eq!(
+        phone
+            .encrypt_with_nonce_for_tests([7; 12], "张三 hello".as_bytes())
+            .unwrap(),
+        KAT_RAND_NONCE7
+    );
+    assert_eq!(
+        phone.decrypt(KAT_DET_PHONE.as_bytes()).unwrap(),
+        b"13812345678"
+    );
+    assert_eq!(
+        phone.decrypt(KAT_RAND_NONCE7.as_bytes()).unwrap(),
+        "张三 hello".as_bytes()
+    );
     assert_eq!(phone.decrypt(KAT_DET_EMPTY.as_bytes()).unwrap(), b"");
     assert!(KAT_DET_PHONE.starts_with(ENVELOPE_PREFIX));
     assert_eq!(envelope_key_version(KAT_DET_PHONE.as_bytes()), Ok(1));
-    assert_eq!(MasterKey::from_bytes([0x42; 32]).fingerprint(), "68d4b7fbf52849e4");
+    assert_eq!(
+        MasterKey::from_bytes([0x42; 32]).fingerprint(),
+        "68d4b7fbf52849e4"
+    );
 }
 
 #[test]
@@ -36,10 +61,21 @@ fn deterministic_equality_and_domains() {
     let b = ks.domain("phone");
     let other = ks.domain("id_card");
     let x = a.encrypt(Mode::Deterministic, b"13812345678").unwrap();
-    assert_eq!(x, b.encrypt(Mode::Deterministic, b"13812345678").unwrap(), "same domain joins");
+    assert_eq!(
+        x,
+        b.encrypt(Mode::Deterministic, b"13812345678").unwrap(),
+        "same domain joins"
+    );
     assert_ne!(x, a.encrypt(Mode::Deterministic, b"13812345679").unwrap());
-    assert_ne!(x, other.encrypt(Mode::Deterministic, b"13812345678").unwrap(), "domains are separate");
-    assert_eq!(other.decrypt(x.as_bytes()), Err(DecryptError::AuthenticationFailed));
+    assert_ne!(
+        x,
+        other.encrypt(Mode::Deterministic, b"13812345678").unwrap(),
+        "domains are separate"
+    );
+    assert_eq!(
+        other.decrypt(x.as_bytes()),
+        Err(DecryptError::AuthenticationFailed)
+    );
     let r1 = a.encrypt(Mode::Randomized, b"13812345678").unwrap();
     let r2 = a.encrypt(Mode::Randomized, b"13812345678").unwrap();
     assert_ne!(r1, r2, "randomized mode uses fresh nonces");
@@ -52,7 +88,9 @@ fn flipping_any_byte_is_detected() {
     let c = ks.domain("phone");
     for mode in [Mode::Deterministic, Mode::Randomized] {
         let env = c.encrypt(mode, b"13812345678").unwrap();
-        let raw = STANDARD_NO_PAD.decode(&env[ENVELOPE_PREFIX.len()..]).unwrap();
+        let raw = STANDARD_NO_PAD
+            .decode(&env[ENVELOPE_PREFIX.len()..])
+            .unwrap();
         for i in 0..raw.len() {
             for bit in [0x01u8, 0x80] {
                 let mut t = raw.clone();
@@ -60,7 +98,10 @@ fn flipping_any_byte_is_detected() {
                 let forged = format!("{ENVELOPE_PREFIX}{}", STANDARD_NO_PAD.encode(&t));
                 let e = c.decrypt(forged.as_bytes()).unwrap_err();
                 if i < 4 {
-                    assert!(matches!(e, DecryptError::UnknownKeyVersion(_)), "byte {i}: {e:?}");
+                    assert!(
+                        matches!(e, DecryptError::UnknownKeyVersion(_)),
+                        "byte {i}: {e:?}"
+                    );
                 } else {
                     assert_eq!(e, DecryptError::AuthenticationFailed, "byte {i}");
                 }
@@ -86,8 +127,19 @@ fn flipping_any_byte_is_detected() {
 #[test]
 fn not_an_envelope() {
     let c = keyset(3, &[1], 1).domain("d");
-    for s in ["", "13812345678", "pgv1:", "pgv1:!!!!", "pgv1:AAAA", "PGV1:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"] {
-        assert_eq!(c.decrypt(s.as_bytes()), Err(DecryptError::NotAnEnvelope), "{s}");
+    for s in [
+        "",
+        "13812345678",
+        "pgv1:",
+        "pgv1:!!!!",
+        "pgv1:AAAA",
+        "PGV1:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",
+    ] {
+        assert_eq!(
+            c.decrypt(s.as_bytes()),
+            Err(DecryptError::NotAnEnvelope),
+            "{s}"
+        );
         assert!(!is_envelope(s.as_bytes()), "{s}");
     }
     let env = c.encrypt(Mode::Randomized, b"x").unwrap();
@@ -97,10 +149,16 @@ fn not_an_envelope() {
 #[test]
 fn wrong_master_key_and_versions() {
     let old = keyset(5, &[1], 1);
-    let env_v1 = old.domain("phone").encrypt(Mode::Deterministic, b"13800000000").unwrap();
+    let env_v1 = old
+        .domain("phone")
+        .encrypt(Mode::Deterministic, b"13800000000")
+        .unwrap();
     // Wrong master key for the same version: authentication fails, nothing is returned.
     let wrong = keyset(6, &[1], 1);
-    assert_eq!(wrong.domain("phone").decrypt(env_v1.as_bytes()), Err(DecryptError::AuthenticationFailed));
+    assert_eq!(
+        wrong.domain("phone").decrypt(env_v1.as_bytes()),
+        Err(DecryptError::AuthenticationFailed)
+    );
     // A newer keyring (v1 kept, v2 active) still reads v1 and writes v2.
     let rotated = keyset(5, &[1, 2], 2);
     let c = rotated.domain("phone");
@@ -109,23 +167,31 @@ fn wrong_master_key_and_versions() {
     assert_eq!(envelope_key_version(env_v2.as_bytes()), Ok(2));
     assert_ne!(env_v1, env_v2);
     // A keyring without v2 cannot read it.
-    assert_eq!(old.domain("phone").decrypt(env_v2.as_bytes()), Err(DecryptError::UnknownKeyVersion(2)));
+    assert_eq!(
+        old.domain("phone").decrypt(env_v2.as_bytes()),
+        Err(DecryptError::UnknownKeyVersion(2))
+    );
 }
 
 #[test]
 fn buffers_are_reused() {
     let c = keyset(2, &[1], 1).domain("phone");
     let (mut scratch, mut out, mut plain) = (Vec::new(), String::new(), Vec::new());
-    c.encrypt_into(Mode::Deterministic, b"13812345678", &mut scratch, &mut out).unwrap();
+    c.encrypt_into(Mode::Deterministic, b"13812345678", &mut scratch, &mut out)
+        .unwrap();
     c.decrypt_into(out.as_bytes(), &mut plain).unwrap();
     assert_eq!(plain, b"13812345678");
     let (cap_s, cap_o, cap_p) = (scratch.capacity(), out.capacity(), plain.capacity());
     for _ in 0..100 {
         out.clear();
-        c.encrypt_into(Mode::Deterministic, b"13812345678", &mut scratch, &mut out).unwrap();
+        c.encrypt_into(Mode::Deterministic, b"13812345678", &mut scratch, &mut out)
+            .unwrap();
         c.decrypt_into(out.as_bytes(), &mut plain).unwrap();
     }
-    assert_eq!((scratch.capacity(), out.capacity(), plain.capacity()), (cap_s, cap_o, cap_p));
+    assert_eq!(
+        (scratch.capacity(), out.capacity(), plain.capacity()),
+        (cap_s, cap_o, cap_p)
+    );
 }
 
 proptest! {
@@ -157,4 +223,3 @@ proptest! {
         let _ = envelope_key_version(&prefixed);
     }
 }
-

@@ -25,7 +25,11 @@ fn diags(text: &str) -> String {
 
 /// BASE with one line replaced (1-based).
 fn with_line(n: usize, line: &str) -> String {
-    BASE.lines().enumerate().map(|(i, l)| if i + 1 == n { line } else { l }).collect::<Vec<_>>().join("\n")
+    BASE.lines()
+        .enumerate()
+        .map(|(i, l)| if i + 1 == n { line } else { l })
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 #[test]
@@ -35,7 +39,10 @@ fn base_is_clean() {
 
 #[test]
 fn unknown_level_with_hint() {
-    let t = with_line(8, "    id_card: { level: cor, kind: cn_id_card, encrypt: deterministic }");
+    let t = with_line(
+        8,
+        "    id_card: { level: cor, kind: cn_id_card, encrypt: deterministic }",
+    );
     assert_eq!(
         diags(&t),
         "p.yaml:8:23: unknown level \"cor\" (expected core, important, general)\n  hint: did you mean `core`?"
@@ -44,7 +51,10 @@ fn unknown_level_with_hint() {
 
 #[test]
 fn unknown_key_did_you_mean() {
-    let t = with_line(9, "    phone:   { levle: important, kind: cn_mobile, encrypt: deterministic }");
+    let t = with_line(
+        9,
+        "    phone:   { levle: important, kind: cn_mobile, encrypt: deterministic }",
+    );
     assert_eq!(
         diags(&t),
         "p.yaml:9:14: column \"public.customers.phone\" has no `level`\n\
@@ -55,13 +65,22 @@ fn unknown_key_did_you_mean() {
 #[test]
 fn unknown_top_level_key() {
     let t = format!("{BASE}rulez: []\n");
-    assert_eq!(diags(&t), "p.yaml:14:1: unknown key `rulez` in the policy file\n  hint: did you mean `rules`?");
+    assert_eq!(
+        diags(&t),
+        "p.yaml:14:1: unknown key `rulez` in the policy file\n  hint: did you mean `rules`?"
+    );
 }
 
 #[test]
 fn unknown_kind_role_action_mask() {
-    let t = with_line(10, "    address: { level: important, kind: adress, encrypt: randomized, mask: \"kepe(1,2)\" }");
-    let t = t.replace("- { roles: [support], level: important, action: mask }", "- { roles: [suport], level: important, action: maks }");
+    let t = with_line(
+        10,
+        "    address: { level: important, kind: adress, encrypt: randomized, mask: \"kepe(1,2)\" }",
+    );
+    let t = t.replace(
+        "- { roles: [support], level: important, action: mask }",
+        "- { roles: [suport], level: important, action: maks }",
+    );
     assert_eq!(
         diags(&t),
         "p.yaml:10:40: unknown kind \"adress\" (expected cn_id_card, cn_mobile, cn_name, bank_card, email, passport, address, pnr, waybill, date, text)\n  hint: did you mean `address`?\n\
@@ -73,9 +92,18 @@ fn unknown_kind_role_action_mask() {
 
 #[test]
 fn bad_mask_arguments_point_inside_the_string() {
-    let t = with_line(10, "    address: { level: important, kind: address, mask: \"keep(1,x)\" }");
-    assert_eq!(diags(&t), "p.yaml:10:63: `keep` argument `x` is not a whole number from 0 to 64");
-    let t = with_line(10, "    address: { level: important, kind: address, mask: keep(2) }");
+    let t = with_line(
+        10,
+        "    address: { level: important, kind: address, mask: \"keep(1,x)\" }",
+    );
+    assert_eq!(
+        diags(&t),
+        "p.yaml:10:63: `keep` argument `x` is not a whole number from 0 to 64"
+    );
+    let t = with_line(
+        10,
+        "    address: { level: important, kind: address, mask: keep(2) }",
+    );
     assert_eq!(
         diags(&t),
         "p.yaml:10:60: mask `keep` takes 2 arguments, found 1\n  hint: write keep(FIRST,LAST), for example keep(1,2)"
@@ -93,8 +121,15 @@ fn duplicate_column_yaml_key() {
 
 #[test]
 fn duplicate_table_after_schema_default() {
-    let t = format!("{}\n  customers:\n    x: {{ level: general }}\n{}", &BASE[..BASE.find("rules:").unwrap() - 1], &BASE[BASE.find("rules:").unwrap()..]);
-    assert_eq!(diags(&t), "p.yaml:11:3: duplicate table \"public.customers\" (first at line 7)");
+    let t = format!(
+        "{}\n  customers:\n    x: {{ level: general }}\n{}",
+        &BASE[..BASE.find("rules:").unwrap() - 1],
+        &BASE[BASE.find("rules:").unwrap()..]
+    );
+    assert_eq!(
+        diags(&t),
+        "p.yaml:11:3: duplicate table \"public.customers\" (first at line 7)"
+    );
 }
 
 #[test]
@@ -110,17 +145,26 @@ fn rule_names_unclassified_column() {
 
 #[test]
 fn deterministic_on_kinds_without_lookup() {
-    let t = with_line(10, "    address: { level: important, kind: address, encrypt: deterministic }");
+    let t = with_line(
+        10,
+        "    address: { level: important, kind: address, encrypt: deterministic }",
+    );
     assert_eq!(
         diags(&t),
         "p.yaml:10:58: deterministic encryption is not allowed for kind `address`: it cannot support equality lookups\n  hint: free text is not looked up by exact value and repeats leak; use `encrypt: randomized`"
     );
-    let t = with_line(10, "    dob: { level: important, kind: date, encrypt: deterministic }");
+    let t = with_line(
+        10,
+        "    dob: { level: important, kind: date, encrypt: deterministic }",
+    );
     assert_eq!(
         diags(&t),
         "p.yaml:10:51: deterministic encryption is not allowed for kind `date`: it cannot support equality lookups\n  hint: dates have few distinct values, so equal ciphertexts reveal them; use `encrypt: randomized`"
     );
-    let t = with_line(10, "    notes: { level: important, encrypt: deterministic }");
+    let t = with_line(
+        10,
+        "    notes: { level: important, encrypt: deterministic }",
+    );
     assert_eq!(
         diags(&t),
         "p.yaml:10:41: deterministic encryption is not allowed for kind `text` (the default kind): it cannot support equality lookups\n  hint: free text is not looked up by exact value and repeats leak; use `encrypt: randomized`"
@@ -130,27 +174,48 @@ fn deterministic_on_kinds_without_lookup() {
 #[test]
 fn rule_selector_problems() {
     let t = with_line(12, "  - { roles: [support], action: mask }");
-    assert_eq!(diags(&t), "p.yaml:12:5: rule 1 needs one of `level`, `kinds` or `columns`");
-    let t = with_line(12, "  - { roles: [support], level: core, kinds: [cn_mobile], action: mask }");
+    assert_eq!(
+        diags(&t),
+        "p.yaml:12:5: rule 1 needs one of `level`, `kinds` or `columns`"
+    );
+    let t = with_line(
+        12,
+        "  - { roles: [support], level: core, kinds: [cn_mobile], action: mask }",
+    );
     assert_eq!(
         diags(&t),
         "p.yaml:12:38: rule 1 has more than one of `level`, `kinds` and `columns`\n  hint: split it into one rule per selector"
     );
-    let t = with_line(12, "  - { roles: [\"*\", support], level: core, action: deny }");
-    assert_eq!(diags(&t), "p.yaml:12:14: `*` already matches every login; list it alone");
+    let t = with_line(
+        12,
+        "  - { roles: [\"*\", support], level: core, action: deny }",
+    );
+    assert_eq!(
+        diags(&t),
+        "p.yaml:12:14: `*` already matches every login; list it alone"
+    );
     let t = with_line(12, "  - { level: core, action: deny }");
-    assert_eq!(diags(&t), "p.yaml:12:5: rule 1 has no `roles`\n  hint: use `roles: [\"*\"]` for every login");
+    assert_eq!(
+        diags(&t),
+        "p.yaml:12:5: rule 1 has no `roles`\n  hint: use `roles: [\"*\"]` for every login"
+    );
 }
 
 #[test]
 fn lookup_and_mask_misuse() {
-    let t = with_line(12, "  - { roles: [support], level: important, action: allow, lookup: true, mask: redact }");
+    let t = with_line(
+        12,
+        "  - { roles: [support], level: important, action: allow, lookup: true, mask: redact }",
+    );
     assert_eq!(
         diags(&t),
         "p.yaml:12:66: `lookup` only applies to rules with `action: mask`\n  hint: `allow` already permits every use; other actions never permit lookups\n\
          p.yaml:12:78: `mask` only applies to rules with `action: mask`"
     );
-    let t = with_line(12, "  - { roles: [support], kinds: [address], action: mask, lookup: true }");
+    let t = with_line(
+        12,
+        "  - { roles: [support], kinds: [address], action: mask, lookup: true }",
+    );
     assert_eq!(
         diags(&t),
         "p.yaml:12:65: `lookup: true` has no effect: none of the selected columns is encrypted deterministically\n  hint: equality lookups on a masked column need `encrypt: deterministic`"
@@ -174,7 +239,10 @@ fn defaults_problems() {
         "p.yaml:13:1: defaults has no action for level \"important\", \"general\"\n\
          p.yaml:13:25: unknown level \"importnt\" (expected core, important, general)\n  hint: did you mean `important`?"
     );
-    let t = BASE.replace("defaults: { core: deny, important: mask, general: allow }\n", "");
+    let t = BASE.replace(
+        "defaults: { core: deny, important: mask, general: allow }\n",
+        "",
+    );
     assert_eq!(
         diags(&t),
         "p.yaml:1:1: missing key `defaults` (the action per level when no rule matches)\n  hint: for example `defaults: { core: deny, important: deny, general: deny }`"
@@ -184,7 +252,10 @@ fn defaults_problems() {
 #[test]
 fn version_and_levels() {
     let t = with_line(1, "version: 2");
-    assert_eq!(diags(&t), "p.yaml:1:10: unsupported policy version 2 (expected 1)");
+    assert_eq!(
+        diags(&t),
+        "p.yaml:1:10: unsupported policy version 2 (expected 1)"
+    );
     let t = with_line(2, "levels: [core, important, core, general]");
     assert_eq!(diags(&t), "p.yaml:2:27: duplicate level \"core\"");
 }
@@ -200,7 +271,9 @@ fn domain_mixing_kinds() {
 
 #[test]
 fn anomaly_problems() {
-    let t = format!("{BASE}anomaly:\n  - {{ name: a, level: core, max_rows: 0, per: 1 minute, then: block }}\n");
+    let t = format!(
+        "{BASE}anomaly:\n  - {{ name: a, level: core, max_rows: 0, per: 1 minute, then: block }}\n"
+    );
     assert_eq!(
         diags(&t),
         "p.yaml:15:39: max_rows must be a positive integer\n\
@@ -214,7 +287,11 @@ fn all_problems_reported_at_once() {
     let t = with_line(8, "    id_card: { level: cor, kind: id_card }");
     let t = t.replace("action: mask }", "action: msk }");
     let out = diags(&t);
-    assert_eq!(out.lines().filter(|l| l.starts_with("p.yaml:")).count(), 3, "{out}");
+    assert_eq!(
+        out.lines().filter(|l| l.starts_with("p.yaml:")).count(),
+        3,
+        "{out}"
+    );
 }
 
 #[test]
@@ -231,7 +308,10 @@ fn empty_binary_and_broken_input() {
         load_bytes("p.yaml", latin1).unwrap_err().to_string(),
         "p.yaml:2:6: file is not valid UTF-8 text\n  hint: save the policy as UTF-8"
     );
-    assert_eq!(diags("- a\n- b\n"), "p.yaml:1:1: the policy file must be a mapping, found a list");
+    assert_eq!(
+        diags("- a\n- b\n"),
+        "p.yaml:1:1: the policy file must be a mapping, found a list"
+    );
     let e = diags("version: 1\nlevels: [core\ntables: {}\n");
     assert!(e.starts_with("p.yaml:3:"), "{e}");
     assert!(e.contains("YAML syntax error"), "{e}");

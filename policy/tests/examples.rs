@@ -3,7 +3,10 @@ use pgveil_policy::{Action, CompiledPolicy, Usage};
 use std::path::Path;
 
 fn load(name: &str) -> std::sync::Arc<CompiledPolicy> {
-    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples").join(name).join("policy.yaml");
+    let p = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../examples")
+        .join(name)
+        .join("policy.yaml");
     match CompiledPolicy::from_path(&p) {
         Ok(c) => c,
         Err(d) => panic!("{d}"),
@@ -21,11 +24,19 @@ fn logistics_loads_and_decides() {
     let support = p.resolve_roles("support_night", &[] as &[&str]);
     assert_eq!(p.role_names(&support), ["support"]);
     assert_eq!(p.decide(&support, id_card).action, Action::Deny);
-    assert!(p.check_usage(&support, phone, Usage::Predicate { equality: true }).is_ok());
-    assert!(p.check_usage(&support, phone, Usage::Predicate { equality: false }).is_err());
+    assert!(p
+        .check_usage(&support, phone, Usage::Predicate { equality: true })
+        .is_ok());
+    assert!(p
+        .check_usage(&support, phone, Usage::Predicate { equality: false })
+        .is_err());
     let auditor = p.resolve_roles("someone", &["compliance"]);
     assert_eq!(p.decide(&auditor, id_card).action, Action::Allow);
-    assert_eq!(p.decide(&auditor, phone).action, Action::Mask, "important default");
+    assert_eq!(
+        p.decide(&auditor, phone).action,
+        Action::Mask,
+        "important default"
+    );
 }
 
 #[test]
@@ -40,5 +51,7 @@ fn travel_loads_and_decides() {
     );
     let passport = p.column_id("public.travellers", "passport_no").unwrap();
     assert_eq!(p.decide(&agent, passport).action, Action::Mask);
-    assert!(p.check_usage(&agent, passport, Usage::Predicate { equality: true }).is_ok());
+    assert!(p
+        .check_usage(&agent, passport, Usage::Predicate { equality: true })
+        .is_ok());
 }

@@ -139,8 +139,15 @@ impl<'a> Ctx<'a> {
 
     /// The source text from a node's position to the end of its line.
     fn source_at(&self, n: &Node) -> &'a str {
-        let line = self.text.lines().nth((n.line.max(1) - 1) as usize).unwrap_or("");
-        let start = line.char_indices().nth((n.col.max(1) - 1) as usize).map_or(line.len(), |(i, _)| i);
+        let line = self
+            .text
+            .lines()
+            .nth((n.line.max(1) - 1) as usize)
+            .unwrap_or("");
+        let start = line
+            .char_indices()
+            .nth((n.col.max(1) - 1) as usize)
+            .map_or(line.len(), |(i, _)| i);
         &line[start..]
     }
 

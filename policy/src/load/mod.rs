@@ -23,7 +23,9 @@ pub fn load_str(file: &str, text: &str) -> Result<Policy, Diagnostics> {
         node::parse(text).map_err(|e| fail(vec![Diagnostic::new(e.line, e.col, e.message)]))?;
     if matches!(root.value, node::Value::Null) {
         return Err(fail(vec![Diagnostic::new(1, 1, "policy file is empty")
-            .with_hint("start from examples/logistics/policy.yaml or see docs/policy.md")]));
+            .with_hint(
+                "start from examples/logistics/policy.yaml or see docs/policy.md",
+            )]));
     }
     build::build(&root, text).map_err(|mut items| {
         items.sort_by_key(|d| (d.line, d.col));
