@@ -1,10 +1,55 @@
 //! `pgveil keys ...`: generate, add-version, list.
+use std::path::PathBuf;
 use std::process::ExitCode;
+
+use pgveil_policy::keyring::Keyring;
 
 /// Manage a keyring file.
 #[derive(Debug, clap::Args)]
-pub struct KeysArgs {}
+pub struct KeysArgs {
+    #[command(subcommand)]
+    pub command: KeysCommand,
+}
 
-pub fn run(_args: KeysArgs) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("pgveil keys: not built yet (issue 3)")
+#[derive(Debug, clap::Subcommand)]
+pub enum KeysCommand {
+    /// Create a new keyring with one fresh key (version 1), mode 0600. Never overwrites.
+    Generate {
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Add a fresh key as the next version and make it active; old versions still decrypt.
+    AddVersion { file: PathBuf },
+    /// List versions, creation times and fingerprints (never key material).
+    List { file: PathBuf },
+}
+
+fn now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+pub fn run(args: KeysArgs) -> anyhow::Result<ExitCode> {
+    match args.command {
+        KeysCommand::Generate { out } => {
+            let k = Keyring::generate(now())?;
+            k.save(&out, true)?;
+            let info = k.list();
+            let fp = info.first().map(|i| i.fingerprint.as_str()).unwrap_or("");
+            println!("{}: new keyring, version 1 active (fingerprint {fp})", out.display());
+        }
+        KeysCommand::AddVersion { file } => {
+            let mut k = Keyring::load(&file)?;
+            let v = k.add_version(now())?;
+            k.save(&file, false)?;
+            println!("{}: version {v} added and active; earlier versions still decrypt", file.display());
+        }
+        KeysCommand::List { file } => {
+            let k = Keyring::load(&file)?;
+            println!("{:<8}  {:<20}  {:<16}  active", "version", "created", "fingerprint");
+            for i in k.list() {
+                println!("{:<8}  {:<20}  {:<16}  {}", i.version, i.created, i.fingerprint, if i.active { "*" } else { "" });
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }
