@@ -327,8 +327,9 @@ impl PgCluster {
 
     fn create_users(&self, options: &ClusterOptions) -> Result<(), TestkitError> {
         for (name, password) in &options.users {
+            // PostgreSQL 15 no longer lets every role create in schema public.
             let sql = format!(
-                "CREATE ROLE {} LOGIN PASSWORD {}",
+                "CREATE ROLE {0} LOGIN PASSWORD {1}; GRANT ALL ON SCHEMA public TO {0}",
                 quote_ident(name),
                 quote_literal(password)
             );

@@ -23,6 +23,8 @@ pub struct ServerContext {
     pub config: Config,
     pub upstream: Upstream,
     pub client_tls: Option<TlsAcceptor>,
+    /// DER of the leaf certificate pgveil presents to clients.
+    pub client_cert_der: Option<Vec<u8>>,
     pub metrics: Arc<Metrics>,
     pub cancels: CancelRegistry,
     /// One permit per allowed client connection.
@@ -35,18 +37,19 @@ impl ServerContext {
     /// Build the shared state; fails on TLS files that cannot be used.
     pub fn new(config: Config, metrics: Arc<Metrics>) -> anyhow::Result<ServerContext> {
         let upstream = Upstream::new(&config.upstream)?;
-        let client_tls = match &config.client_tls {
-            Some(t) => Some(TlsAcceptor::from(tls::server_config(
-                &t.cert_file,
-                &t.key_file,
-            )?)),
-            None => None,
+        let (client_tls, client_cert_der) = match &config.client_tls {
+            Some(t) => {
+                let (server_config, leaf) = tls::server_config(&t.cert_file, &t.key_file)?;
+                (Some(TlsAcceptor::from(server_config)), Some(leaf))
+            }
+            None => (None, None),
         };
         Ok(ServerContext {
             slots: Arc::new(Semaphore::new(config.max_client_connections)),
             config,
             upstream,
             client_tls,
+            client_cert_der,
             metrics,
             cancels: CancelRegistry::default(),
             force_close: CancellationToken::new(),

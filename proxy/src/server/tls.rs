@@ -42,9 +42,13 @@ fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
         .ok_or_else(|| TlsError(format!("tls.key_file {}: no private key found", path.display())))
 }
 
-/// The server config pgveil presents to clients.
-pub fn server_config(cert_file: &Path, key_file: &Path) -> Result<Arc<ServerConfig>, TlsError> {
+/// The server config pgveil presents to clients, and the DER of its leaf certificate.
+pub fn server_config(
+    cert_file: &Path,
+    key_file: &Path,
+) -> Result<(Arc<ServerConfig>, Vec<u8>), TlsError> {
     let certs = read_certs(cert_file, "tls.cert_file")?;
+    let leaf = certs.first().map(|c| c.as_ref().to_vec()).unwrap_or_default();
     let key = read_key(key_file)?;
     let config = ServerConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
@@ -56,7 +60,7 @@ pub fn server_config(cert_file: &Path, key_file: &Path) -> Result<Arc<ServerConf
                 "tls.cert_file/tls.key_file: certificate and key do not fit: {e}"
             ))
         })?;
-    Ok(Arc::new(config))
+    Ok((Arc::new(config), leaf))
 }
 
 /// The client config pgveil uses towards the upstream server, or `None` for `disable`.

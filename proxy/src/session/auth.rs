@@ -12,7 +12,7 @@ use crate::protocol::startup::{CancelKey, StartupMessage};
 use crate::protocol::{Frame, ProtocolError};
 use crate::server::ServerContext;
 use crate::session::send_fatal;
-use crate::stream::{ClientStream, ServerStream};
+use crate::stream::{ClientStream, MaybeTls, ServerStream};
 
 /// Largest message accepted during authentication (SASL exchanges are small;
 /// ParameterStatus values are bounded by PostgreSQL's own limits).
@@ -73,7 +73,11 @@ pub async fn run(
         .await;
         return Err(AuthError::Server(ProtocolError::Io(e)));
     }
+    let strip_plus = !channel_binding_passes_through(ctx, &client, &server);
+    let server_binds = server.is_tls();
     let mut exchange = Exchange {
+        strip_plus,
+        server_binds,
         client,
         server,
         client_buf: BytesMut::with_capacity(1024),
@@ -95,6 +99,10 @@ pub async fn run(
 }
 
 struct Exchange {
+    /// Remove SCRAM-SHA-256-PLUS from the server's offer.
+    strip_plus: bool,
+    /// The upstream leg is TLS, so the server supports channel binding.
+    server_binds: bool,
     client: ClientStream,
     server: ServerStream,
     client_buf: BytesMut,
@@ -137,7 +145,12 @@ impl Exchange {
     /// when the request expects one.
     async fn on_auth_request(&mut self, frame: Frame) -> Result<(), AuthError> {
         let code = auth_code(&frame).unwrap_or(-1);
-        match strip_channel_binding(&frame) {
+        let rewritten = if self.strip_plus {
+            strip_channel_binding(&frame)
+        } else {
+            None
+        };
+        match rewritten {
             Some(rewritten) => self.to_client(&rewritten, true).await?,
             None => self.to_client(&frame.bytes, code != 0).await?,
         }
@@ -158,6 +171,15 @@ impl Exchange {
             let message = e.to_string();
             send_fatal(&mut self.client, sqlstate::PROTOCOL_VIOLATION, &message).await;
             return Err(AuthError::Client(e));
+        }
+        if code == 10 && self.server_binds && gs2_flag(answer.body()) == Some(b'y') {
+            // The client supports channel binding but was not offered it; a
+            // server on TLS treats that as a downgrade attack and refuses.
+            send_fatal(&mut self.client, sqlstate::PROTOCOL_VIOLATION, CHANNEL_BINDING_HELP).await;
+            return Err(AuthError::Client(ProtocolError::Unexpected {
+                tag: 'p',
+                during: "SCRAM with channel binding through a TLS-terminating proxy",
+            }));
         }
         write_flush(&mut self.server, &answer.bytes)
             .await
@@ -194,6 +216,43 @@ impl Exchange {
         }
         Ok(())
     }
+}
+
+const CHANNEL_BINDING_HELP: &str = "SCRAM channel binding cannot pass through pgveil: \
+    your client supports it, but pgveil terminates TLS with a different certificate than the \
+    database server's. Give pgveil the database server's certificate and key (tls.cert_file, \
+    tls.key_file) so channel binding passes end to end, or connect with channel_binding=disable";
+
+/// SCRAM-SHA-256-PLUS survives the proxy only when the client's TLS session is
+/// with pgveil presenting the very certificate the upstream server presents:
+/// `tls-server-end-point` binds to the hash of that certificate.
+fn channel_binding_passes_through(
+    ctx: &ServerContext,
+    client: &ClientStream,
+    server: &ServerStream,
+) -> bool {
+    let (MaybeTls::Tls(_), MaybeTls::Tls(upstream)) = (client, server) else {
+        return false;
+    };
+    let Some(ours) = ctx.client_cert_der.as_deref() else {
+        return false;
+    };
+    let (_, session) = upstream.get_ref();
+    session
+        .peer_certificates()
+        .and_then(|chain| chain.first())
+        .is_some_and(|theirs| theirs.as_ref() == ours)
+}
+
+/// The gs2 channel-binding flag ('n', 'y' or 'p') of a SASLInitialResponse body.
+fn gs2_flag(body: &[u8]) -> Option<u8> {
+    let mech_end = body.iter().position(|&b| b == 0)?;
+    let rest = body.get(mech_end + 1..)?;
+    let len = i32::from_be_bytes(rest.get(..4)?.try_into().ok()?);
+    if len <= 0 {
+        return None;
+    }
+    rest.get(4).copied()
 }
 
 fn has_complete_frame(buf: &[u8]) -> bool {

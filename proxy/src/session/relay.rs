@@ -32,6 +32,9 @@ const MAX_BUF: usize = 64 * 1024;
 const MAX_INSPECTED_FRAME: usize = 4 * 1024;
 /// Outstanding Query/Sync timestamps kept for the latency histogram.
 const MAX_PENDING_TIMINGS: usize = 1024;
+/// After a client's protocol violation, how long pgveil waits for the answers
+/// to the valid messages before it (as PostgreSQL would do after them).
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Why a session's relay ended.
 #[derive(Debug)]
@@ -42,6 +45,9 @@ enum End {
     ServerError(ProtocolError),
     Idle,
     Shutdown,
+    /// Responses to what the client sent before a protocol violation have all
+    /// reached it.
+    Drained,
 }
 
 /// State both directions share. They run in the same task, so the mutex is
@@ -55,6 +61,10 @@ struct Shared<'a> {
     /// True while every byte written to the client ends on a frame boundary,
     /// so pgveil may append an ErrorResponse of its own.
     client_at_boundary: AtomicBool,
+    /// True while a write to the client is in progress.
+    client_writing: AtomicBool,
+    /// Set after a client protocol violation: stop once answers are delivered.
+    draining: AtomicBool,
 }
 
 impl Shared<'_> {
@@ -78,6 +88,10 @@ impl Shared<'_> {
                 q.push_back(Instant::now());
             }
         }
+    }
+
+    fn has_pending(&self) -> bool {
+        self.pending.lock().map(|q| !q.is_empty()).unwrap_or(false)
     }
 
     #[inline]
@@ -107,6 +121,8 @@ pub async fn run(ctx: &ServerContext, est: Established, peer: SocketAddr) {
         track_activity: ctx.config.idle_timeout.is_some(),
         pending: Mutex::new(VecDeque::new()),
         client_at_boundary: AtomicBool::new(true),
+        client_writing: AtomicBool::new(false),
+        draining: AtomicBool::new(false),
     };
     // Plain TCP splits without a lock; TLS streams go through tokio's split.
     let end = match (client, server) {
@@ -144,12 +160,23 @@ where
     SR: AsyncRead + Unpin,
     SW: AsyncWrite + Unpin,
 {
-    tokio::select! {
+    let mut s_cursor = Cursor::default();
+    let end = tokio::select! {
         end = client_to_server(shared, &mut cr, &mut sw, &mut cbuf) => end,
-        end = server_to_client(shared, &mut sr, cw, &mut sbuf) => end,
+        end = server_to_client(shared, &mut sr, cw, &mut sbuf, &mut s_cursor) => end,
         end = idle_watch(shared, ctx.config.idle_timeout) => end,
         _ = ctx.force_close.cancelled() => End::Shutdown,
+    };
+    if let End::ClientError(e) = &end {
+        // Like PostgreSQL, answer what came before the bad message first.
+        let consistent = !shared.client_writing.load(Ordering::Relaxed);
+        if !e.is_disconnect() && consistent && shared.has_pending() {
+            shared.draining.store(true, Ordering::Relaxed);
+            let drain = server_to_client(shared, &mut sr, cw, &mut sbuf, &mut s_cursor);
+            let _ = tokio::time::timeout(DRAIN_TIMEOUT, drain).await;
+        }
     }
+    end
 }
 
 /// Tell the client why pgveil is closing, when the protocol still allows it.
@@ -186,7 +213,7 @@ async fn finish<CW: AsyncWrite + Unpin>(shared: &Shared<'_>, cw: &mut CW, end: &
 
 fn log_end(ctx: &ServerContext, peer: SocketAddr, end: &End) {
     let kind = match end {
-        End::ClientClosed | End::ServerClosed => {
+        End::ClientClosed | End::ServerClosed | End::Drained => {
             tracing::debug!(%peer, ?end, "session closed");
             return;
         }
@@ -335,12 +362,17 @@ where
 
 /// Server to client: count completions and errors, time queries, forward
 /// everything untouched.
-async fn server_to_client<R, W>(shared: &Shared<'_>, r: &mut R, w: &mut W, buf: &mut BytesMut) -> End
+async fn server_to_client<R, W>(
+    shared: &Shared<'_>,
+    r: &mut R,
+    w: &mut W,
+    buf: &mut BytesMut,
+    cursor: &mut Cursor,
+) -> End
 where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
-    let mut cursor = Cursor::default();
     let metrics = shared.metrics;
     loop {
         let (forward, error) = cursor.scan(
@@ -368,9 +400,11 @@ where
         );
         if forward > 0 {
             shared.client_at_boundary.store(false, Ordering::Relaxed);
+            shared.client_writing.store(true, Ordering::Relaxed);
             if let Err(e) = write_out(w, &buf[..forward]).await {
                 return End::ClientError(ProtocolError::Io(e));
             }
+            shared.client_writing.store(false, Ordering::Relaxed);
             metrics.client_sent_bytes.inc_by(forward as u64);
             buf.advance(forward);
             shared
@@ -379,6 +413,9 @@ where
         }
         if let Some(e) = error {
             return End::ServerError(e);
+        }
+        if shared.draining.load(Ordering::Relaxed) && cursor.remaining == 0 && !shared.has_pending() {
+            return End::Drained;
         }
         match fill(r, buf).await {
             Ok(0) if buf.is_empty() && cursor.remaining == 0 => return End::ServerClosed,

@@ -1,0 +1,10 @@
+//! Integration tests: real PostgreSQL (testkit), real clients (tokio-postgres,
+//! psql, raw sockets), pgveil in between.
+mod support;
+
+mod auth;
+mod bad_input;
+mod extended;
+mod lifecycle;
+mod simple;
+mod tls;
