@@ -170,3 +170,23 @@ async fn binary_serves_and_stops_on_sigterm() {
     child.stderr.take().unwrap().read_to_string(&mut stderr).await.unwrap();
     assert!(stderr.contains("\"message\":\"shutdown complete\""), "{stderr}");
 }
+
+#[test]
+fn demo_runs_the_tour_and_cleans_up() {
+    let out = bin().args(["demo", "--customers", "50"]).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    for needle in [
+        "Connected through pgveil as dispatch_app",
+        "== Five customers",
+        "== Prepared statement, reused",
+        "pgveil_queries_total{command=\"SELECT\",outcome=\"ok\"}",
+        "PostgreSQL stopped and its temp directory removed",
+    ] {
+        assert!(stdout.contains(needle), "missing {needle:?} in\n{stdout}");
+    }
+    // Same seed, same data: the customers shown are stable.
+    let again = bin().args(["demo", "--customers", "50"]).output().unwrap();
+    let first_table = |s: &str| s.split("== Five customers").nth(1).map(|t| t[..400.min(t.len())].to_string());
+    assert_eq!(first_table(&stdout), first_table(&String::from_utf8_lossy(&again.stdout)));
+}
