@@ -50,23 +50,36 @@ fn crypto(c: &mut Criterion) {
     g.throughput(Throughput::Elements(1));
     for len in [16usize, 20, 32, 64] {
         let value: Vec<u8> = (0..len).map(|i| b'0' + (i % 10) as u8).collect();
-        for (name, mode) in [("deterministic", Mode::Deterministic), ("randomized", Mode::Randomized)] {
+        for (name, mode) in [
+            ("deterministic", Mode::Deterministic),
+            ("randomized", Mode::Randomized),
+        ] {
             let (mut scratch, mut out) = (Vec::with_capacity(128), String::with_capacity(160));
-            g.bench_with_input(BenchmarkId::new(format!("encrypt_{name}"), len), &value, |b, v| {
-                b.iter(|| {
-                    out.clear();
-                    d.encrypt_into(mode, black_box(v), &mut scratch, &mut out).expect("encrypts");
-                    black_box(out.len())
-                })
-            });
+            g.bench_with_input(
+                BenchmarkId::new(format!("encrypt_{name}"), len),
+                &value,
+                |b, v| {
+                    b.iter(|| {
+                        out.clear();
+                        d.encrypt_into(mode, black_box(v), &mut scratch, &mut out)
+                            .expect("encrypts");
+                        black_box(out.len())
+                    })
+                },
+            );
             let env = d.encrypt(mode, &value).expect("encrypts");
             let mut plain = Vec::with_capacity(128);
-            g.bench_with_input(BenchmarkId::new(format!("decrypt_{name}"), len), &env, |b, e| {
-                b.iter(|| {
-                    d.decrypt_into(black_box(e.as_bytes()), &mut plain).expect("decrypts");
-                    black_box(plain.len())
-                })
-            });
+            g.bench_with_input(
+                BenchmarkId::new(format!("decrypt_{name}"), len),
+                &env,
+                |b, e| {
+                    b.iter(|| {
+                        d.decrypt_into(black_box(e.as_bytes()), &mut plain)
+                            .expect("decrypts");
+                        black_box(plain.len())
+                    })
+                },
+            );
         }
     }
     g.finish();
@@ -78,14 +91,17 @@ fn decrypt_then_mask(c: &mut Criterion) {
     let d = ks.domain("phone");
     let key = ks.pseudonym_key();
     let value = "13812345678@mail.com"; // 20 bytes
-    let env = d.encrypt(Mode::Deterministic, value.as_bytes()).expect("encrypts");
+    let env = d
+        .encrypt(Mode::Deterministic, value.as_bytes())
+        .expect("encrypts");
     let mask = Mask::Keep { first: 3, last: 4 };
     let (mut plain, mut out) = (Vec::with_capacity(64), String::with_capacity(64));
     let mut g = c.benchmark_group("read_path");
     g.throughput(Throughput::Elements(1));
     g.bench_function("decrypt_mask_20B", |b| {
         b.iter(|| {
-            d.decrypt_into(black_box(env.as_bytes()), &mut plain).expect("decrypts");
+            d.decrypt_into(black_box(env.as_bytes()), &mut plain)
+                .expect("decrypts");
             out.clear();
             if let Ok(s) = std::str::from_utf8(&plain) {
                 mask.apply(s, &key, &mut out);

@@ -107,7 +107,10 @@ mod tests {
     #[test]
     fn schema_lists_every_kind_and_action() {
         let s = super::json_schema().to_string();
-        for k in crate::model::Kind::NAMES.iter().chain(crate::model::Action::NAMES.iter()) {
+        for k in crate::model::Kind::NAMES
+            .iter()
+            .chain(crate::model::Action::NAMES.iter())
+        {
             assert!(s.contains(&format!("\"{k}\"")), "{k}");
         }
         assert!(s.contains("\"additionalProperties\":false"));

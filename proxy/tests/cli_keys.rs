@@ -4,7 +4,10 @@ use std::path::PathBuf;
 use std::process::{Command, Output};
 
 fn pgveil(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_pgveil")).args(args).output().expect("run pgveil")
+    Command::new(env!("CARGO_BIN_EXE_pgveil"))
+        .args(args)
+        .output()
+        .expect("run pgveil")
 }
 
 fn dir(name: &str) -> PathBuf {
@@ -25,7 +28,10 @@ fn generate_add_list() {
     let fs = f.to_str().unwrap();
     let out = pgveil(&["keys", "generate", "--out", fs]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
-    assert_eq!(std::fs::metadata(&f).unwrap().permissions().mode() & 0o777, 0o600);
+    assert_eq!(
+        std::fs::metadata(&f).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
     let again = pgveil(&["keys", "generate", "--out", fs]);
     assert_ne!(again.status.code(), Some(0), "never overwrites");
     assert!(text(&again.stderr).contains("refusing to overwrite"));
@@ -39,7 +45,8 @@ fn generate_add_list() {
     assert!(lines[1].starts_with("1 ") && !lines[1].ends_with('*'));
     assert!(lines[2].starts_with("2 ") && lines[2].ends_with('*'));
     // No key material in the listing.
-    let json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&f).unwrap()).unwrap();
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&f).unwrap()).unwrap();
     for k in json["keys"].as_array().unwrap() {
         assert!(!t.contains(k["key"].as_str().unwrap()));
         assert!(t.contains(k["fingerprint"].as_str().unwrap()));
@@ -51,7 +58,10 @@ fn readable_keyring_is_refused() {
     let d = dir("perm");
     let f = d.join("keyring.json");
     let fs = f.to_str().unwrap();
-    assert_eq!(pgveil(&["keys", "generate", "--out", fs]).status.code(), Some(0));
+    assert_eq!(
+        pgveil(&["keys", "generate", "--out", fs]).status.code(),
+        Some(0)
+    );
     std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o640)).unwrap();
     let out = pgveil(&["keys", "list", fs]);
     assert_eq!(out.status.code(), Some(1));
@@ -71,6 +81,9 @@ fn corrupted_keyring_is_reported() {
     let out = pgveil(&["keys", "list", fs]);
     assert_eq!(out.status.code(), Some(1));
     let e = text(&out.stderr);
-    assert!(e.starts_with(&format!("pgveil: {fs}:1:")) && e.contains("keyring is not valid JSON"), "{e}");
+    assert!(
+        e.starts_with(&format!("pgveil: {fs}:1:")) && e.contains("keyring is not valid JSON"),
+        "{e}"
+    );
     assert!(!e.contains("panicked"));
 }

@@ -3,11 +3,19 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 fn pgveil(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_pgveil")).args(args).output().expect("run pgveil")
+    Command::new(env!("CARGO_BIN_EXE_pgveil"))
+        .args(args)
+        .output()
+        .expect("run pgveil")
 }
 
 fn example(name: &str) -> String {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples").join(name).join("policy.yaml").display().to_string()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../examples")
+        .join(name)
+        .join("policy.yaml")
+        .display()
+        .to_string()
 }
 
 fn temp_file(name: &str, content: &[u8]) -> PathBuf {
@@ -47,12 +55,22 @@ fn check_reports_diagnostics_and_exits_1() {
 #[test]
 fn check_json() {
     let p = temp_file("bad2.yaml", b"version: 1\nlevels: [core]\ntables: { t: { c: { level: cor } } }\ndefaults: { core: deny }\n");
-    let out = pgveil(&["policy", "check", "--format", "json", p.to_str().unwrap(), &example("travel")]);
+    let out = pgveil(&[
+        "policy",
+        "check",
+        "--format",
+        "json",
+        p.to_str().unwrap(),
+        &example("travel"),
+    ]);
     assert_eq!(out.status.code(), Some(1));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["ok"], false);
     let d = &v["files"][0]["diagnostics"][0];
-    assert_eq!((d["line"].as_u64(), d["column"].as_u64()), (Some(3), Some(28)));
+    assert_eq!(
+        (d["line"].as_u64(), d["column"].as_u64()),
+        (Some(3), Some(28))
+    );
     assert_eq!(d["message"], "unknown level \"cor\" (expected core)");
     assert_eq!(d["hint"], "did you mean `core`?");
     assert_eq!(v["files"][1]["ok"], true);
@@ -65,8 +83,17 @@ fn check_empty_and_binary_files() {
     let out = pgveil(&["policy", "check", e.to_str().unwrap(), b.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(1));
     let err = text(&out.stderr);
-    assert!(err.contains(&format!("{}:1:1: policy file is empty", e.display())), "{err}");
-    assert!(err.contains(&format!("{}:1:5: file is binary, not a YAML policy (NUL byte)", b.display())), "{err}");
+    assert!(
+        err.contains(&format!("{}:1:1: policy file is empty", e.display())),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!(
+            "{}:1:5: file is binary, not a YAML policy (NUL byte)",
+            b.display()
+        )),
+        "{err}"
+    );
     let missing = pgveil(&["policy", "check", "/nonexistent/policy.yaml"]);
     assert_eq!(missing.status.code(), Some(1));
     assert!(text(&missing.stderr).starts_with("/nonexistent/policy.yaml:1:1: cannot read file:"));
@@ -78,13 +105,42 @@ fn matrix_formats() {
     assert_eq!(out.status.code(), Some(0));
     let t = text(&out.stdout);
     let header = t.lines().next().unwrap();
-    assert!(header.starts_with("column") && header.contains("dispatcher") && header.ends_with("(no role)"), "{header}");
-    let id = t.lines().find(|l| l.starts_with("public.customers.id_card")).unwrap();
-    let cells: Vec<&str> = id.split("  ").map(str::trim).filter(|s| !s.is_empty()).collect();
-    assert_eq!(cells, ["public.customers.id_card", "core", "cn_id_card", "deterministic", "mask cn_id_card", "deny", "deny", "hash", "allow", "deny"]);
+    assert!(
+        header.starts_with("column")
+            && header.contains("dispatcher")
+            && header.ends_with("(no role)"),
+        "{header}"
+    );
+    let id = t
+        .lines()
+        .find(|l| l.starts_with("public.customers.id_card"))
+        .unwrap();
+    let cells: Vec<&str> = id
+        .split("  ")
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .collect();
+    assert_eq!(
+        cells,
+        [
+            "public.customers.id_card",
+            "core",
+            "cn_id_card",
+            "deterministic",
+            "mask cn_id_card",
+            "deny",
+            "deny",
+            "hash",
+            "allow",
+            "deny"
+        ]
+    );
 
     let csv = text(&pgveil(&["policy", "matrix", "--format", "csv", &example("logistics")]).stdout);
-    assert_eq!(csv.lines().next().unwrap(), "column,level,kind,encrypt,dispatcher,support,driver,analyst,auditor,(no role)");
+    assert_eq!(
+        csv.lines().next().unwrap(),
+        "column,level,kind,encrypt,dispatcher,support,driver,analyst,auditor,(no role)"
+    );
     assert!(csv.contains("\npublic.customers.phone,important,cn_mobile,deterministic,allow,mask cn_mobile +lookup,mask cn_mobile,hash,mask cn_mobile,mask cn_mobile\n"), "{csv}");
 
     let html = text(&pgveil(&["policy", "matrix", "--format", "html", &example("travel")]).stdout);
@@ -103,14 +159,49 @@ fn schema_is_json() {
 
 #[test]
 fn explain_login() {
-    let out = pgveil(&["policy", "explain", "--policy", &example("logistics"), "--user", "alice", "--member-of", "compliance"]);
+    let out = pgveil(&[
+        "policy",
+        "explain",
+        "--policy",
+        &example("logistics"),
+        "--user",
+        "alice",
+        "--member-of",
+        "compliance",
+    ]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     let t = text(&out.stdout);
     assert!(t.contains("login alice: policy roles auditor"), "{t}");
-    let line = t.lines().find(|l| l.starts_with("public.customers.id_card")).unwrap();
-    assert!(line.contains(" allow ") && line.contains("plaintext") && line.contains("\"auditor-id-check\""), "{line}");
-    let nobody = text(&pgveil(&["policy", "explain", "--policy", &example("logistics"), "--user", "nobody"]).stdout);
+    let line = t
+        .lines()
+        .find(|l| l.starts_with("public.customers.id_card"))
+        .unwrap();
+    assert!(
+        line.contains(" allow ")
+            && line.contains("plaintext")
+            && line.contains("\"auditor-id-check\""),
+        "{line}"
+    );
+    let nobody = text(
+        &pgveil(&[
+            "policy",
+            "explain",
+            "--policy",
+            &example("logistics"),
+            "--user",
+            "nobody",
+        ])
+        .stdout,
+    );
     assert!(nobody.contains("login nobody: no policy role"), "{nobody}");
-    let line = nobody.lines().find(|l| l.starts_with("public.customers.phone")).unwrap();
-    assert!(line.contains("mask") && line.contains("cn_mobile") && line.contains("default for level important"), "{line}");
+    let line = nobody
+        .lines()
+        .find(|l| l.starts_with("public.customers.phone"))
+        .unwrap();
+    assert!(
+        line.contains("mask")
+            && line.contains("cn_mobile")
+            && line.contains("default for level important"),
+        "{line}"
+    );
 }

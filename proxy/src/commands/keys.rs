@@ -25,7 +25,9 @@ pub enum KeysCommand {
 }
 
 fn now() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 pub fn run(args: KeysArgs) -> anyhow::Result<ExitCode> {
@@ -35,19 +37,34 @@ pub fn run(args: KeysArgs) -> anyhow::Result<ExitCode> {
             k.save(&out, true)?;
             let info = k.list();
             let fp = info.first().map(|i| i.fingerprint.as_str()).unwrap_or("");
-            println!("{}: new keyring, version 1 active (fingerprint {fp})", out.display());
+            println!(
+                "{}: new keyring, version 1 active (fingerprint {fp})",
+                out.display()
+            );
         }
         KeysCommand::AddVersion { file } => {
             let mut k = Keyring::load(&file)?;
             let v = k.add_version(now())?;
             k.save(&file, false)?;
-            println!("{}: version {v} added and active; earlier versions still decrypt", file.display());
+            println!(
+                "{}: version {v} added and active; earlier versions still decrypt",
+                file.display()
+            );
         }
         KeysCommand::List { file } => {
             let k = Keyring::load(&file)?;
-            println!("{:<8}  {:<20}  {:<16}  active", "version", "created", "fingerprint");
+            println!(
+                "{:<8}  {:<20}  {:<16}  active",
+                "version", "created", "fingerprint"
+            );
             for i in k.list() {
-                println!("{:<8}  {:<20}  {:<16}  {}", i.version, i.created, i.fingerprint, if i.active { "*" } else { "" });
+                println!(
+                    "{:<8}  {:<20}  {:<16}  {}",
+                    i.version,
+                    i.created,
+                    i.fingerprint,
+                    if i.active { "*" } else { "" }
+                );
             }
         }
     }

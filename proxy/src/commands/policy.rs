@@ -65,17 +65,26 @@ pub fn run(args: PolicyArgs) -> anyhow::Result<ExitCode> {
     match args.command {
         PolicyCommand::Check { files, format } => Ok(check(&files, format)),
         PolicyCommand::Matrix { file, format } => {
-            let Some(p) = load_or_report(&file) else { return Ok(ExitCode::from(1)) };
+            let Some(p) = load_or_report(&file) else {
+                return Ok(ExitCode::from(1));
+            };
             print!("{}", matrix(&p, format));
             Ok(ExitCode::SUCCESS)
         }
         PolicyCommand::Schema => {
-            let s = serde_json::to_string_pretty(&pgveil_policy::schema::json_schema()).context("serialising the schema")?;
+            let s = serde_json::to_string_pretty(&pgveil_policy::schema::json_schema())
+                .context("serialising the schema")?;
             println!("{s}");
             Ok(ExitCode::SUCCESS)
         }
-        PolicyCommand::Explain { policy, user, member_of } => {
-            let Some(p) = load_or_report(&policy) else { return Ok(ExitCode::from(1)) };
+        PolicyCommand::Explain {
+            policy,
+            user,
+            member_of,
+        } => {
+            let Some(p) = load_or_report(&policy) else {
+                return Ok(ExitCode::from(1));
+            };
             print!("{}", explain(&p, &user, &member_of));
             Ok(ExitCode::SUCCESS)
         }
@@ -87,7 +96,11 @@ fn load_or_report(file: &std::path::Path) -> Option<Arc<CompiledPolicy>> {
         Ok(p) => Some(p),
         Err(d) => {
             eprintln!("{d}");
-            eprintln!("{}: {} error(s); fix them first (pgveil policy check)", file.display(), d.items.len());
+            eprintln!(
+                "{}: {} error(s); fix them first (pgveil policy check)",
+                file.display(),
+                d.items.len()
+            );
             None
         }
     }
@@ -143,7 +156,10 @@ fn check(files: &[PathBuf], format: CheckFormat) -> ExitCode {
     }
     if format == CheckFormat::Json {
         let doc = serde_json::json!({ "ok": !failed, "files": reports });
-        println!("{}", serde_json::to_string_pretty(&doc).unwrap_or_else(|_| doc.to_string()));
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&doc).unwrap_or_else(|_| doc.to_string())
+        );
     }
     if failed {
         ExitCode::from(1)
@@ -153,7 +169,12 @@ fn check(files: &[PathBuf], format: CheckFormat) -> ExitCode {
 }
 
 fn count_tables(p: &CompiledPolicy) -> usize {
-    let mut t: Vec<&str> = p.policy().columns.iter().map(|c| c.table.as_str()).collect();
+    let mut t: Vec<&str> = p
+        .policy()
+        .columns
+        .iter()
+        .map(|c| c.table.as_str())
+        .collect();
     t.dedup();
     t.len()
 }
@@ -172,12 +193,20 @@ fn cell(d: &Decision<'_>) -> String {
 
 fn matrix(p: &CompiledPolicy, format: MatrixFormat) -> String {
     let pol = p.policy();
-    let mut header: Vec<String> = ["column", "level", "kind", "encrypt"].iter().map(|s| s.to_string()).collect();
+    let mut header: Vec<String> = ["column", "level", "kind", "encrypt"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
     header.extend(pol.roles.iter().map(|r| r.name.clone()));
     header.push("(no role)".to_string());
     let mut rows: Vec<Vec<String>> = Vec::new();
     for (ci, c) in pol.columns.iter().enumerate() {
-        let mut row = vec![c.qualified(), pol.levels[c.level].clone(), c.kind.to_string(), c.encrypt.name().to_string()];
+        let mut row = vec![
+            c.qualified(),
+            pol.levels[c.level].clone(),
+            c.kind.to_string(),
+            c.encrypt.name().to_string(),
+        ];
         for r in 0..pol.roles.len() {
             row.push(cell(&p.decide_role(Some(r), ci)));
         }
@@ -222,12 +251,20 @@ fn matrix(p: &CompiledPolicy, format: MatrixFormat) -> String {
 
 fn text_table(header: &[String], rows: &[Vec<String>]) -> String {
     let width = |i: usize| {
-        std::iter::once(header).chain(rows.iter().map(Vec::as_slice)).map(|r| r[i].chars().count()).max().unwrap_or(0)
+        std::iter::once(header)
+            .chain(rows.iter().map(Vec::as_slice))
+            .map(|r| r[i].chars().count())
+            .max()
+            .unwrap_or(0)
     };
     let widths: Vec<usize> = (0..header.len()).map(width).collect();
     let mut out = String::new();
     for r in std::iter::once(header).chain(rows.iter().map(Vec::as_slice)) {
-        let line: Vec<String> = r.iter().zip(&widths).map(|(f, w)| format!("{f:<w$}")).collect();
+        let line: Vec<String> = r
+            .iter()
+            .zip(&widths)
+            .map(|(f, w)| format!("{f:<w$}"))
+            .collect();
         out.push_str(line.join("  ").trim_end());
         out.push('\n');
     }
@@ -243,7 +280,10 @@ fn csv_field(f: &str) -> String {
 }
 
 fn html(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
 }
 
 fn explain(p: &CompiledPolicy, user: &str, member_of: &[String]) -> String {
@@ -252,12 +292,24 @@ fn explain(p: &CompiledPolicy, user: &str, member_of: &[String]) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "policy version {}", p.version());
     if names.is_empty() {
-        let _ = writeln!(out, "login {user}: no policy role; roles: [\"*\"] rules and defaults apply");
+        let _ = writeln!(
+            out,
+            "login {user}: no policy role; roles: [\"*\"] rules and defaults apply"
+        );
     } else {
         let _ = writeln!(out, "login {user}: policy roles {}", names.join(", "));
     }
-    let header: Vec<String> =
-        ["column", "level", "action", "transform", "equality lookup", "decided by"].iter().map(|s| s.to_string()).collect();
+    let header: Vec<String> = [
+        "column",
+        "level",
+        "action",
+        "transform",
+        "equality lookup",
+        "decided by",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
     let mut rows = Vec::new();
     for (ci, c) in p.policy().columns.iter().enumerate() {
         let d = p.decide(&roles, ci);
@@ -278,7 +330,14 @@ fn explain(p: &CompiledPolicy, user: &str, member_of: &[String]) -> String {
                 let _ = write!(by, " via role {}", role.name);
             }
         }
-        rows.push(vec![c.qualified(), p.policy().levels[c.level].clone(), d.action.to_string(), transform, lookup.to_string(), by]);
+        rows.push(vec![
+            c.qualified(),
+            p.policy().levels[c.level].clone(),
+            d.action.to_string(),
+            transform,
+            lookup.to_string(),
+            by,
+        ]);
     }
     out.push_str(&text_table(&header, &rows));
     out
