@@ -8,8 +8,8 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
-use crate::metrics::{serve_http, Metrics};
 use crate::metrics::http::ReadinessTarget;
+use crate::metrics::{serve_http, Metrics};
 use crate::server::{self, ServerContext};
 
 /// A proxy running inside this process.

@@ -162,7 +162,10 @@ fn connector(
     client: Arc<ClientConfig>,
     host: &str,
 ) -> Result<(TlsConnector, ServerName<'static>), TlsError> {
-    let name = ServerName::try_from(host.to_string())
-        .map_err(|_| TlsError(format!("upstream.host {host:?} is not a valid TLS server name")))?;
+    let name = ServerName::try_from(host.to_string()).map_err(|_| {
+        TlsError(format!(
+            "upstream.host {host:?} is not a valid TLS server name"
+        ))
+    })?;
     Ok((TlsConnector::from(client), name))
 }

@@ -19,9 +19,10 @@ impl TestCerts {
         let ca_key = rcgen::KeyPair::generate().map_err(err)?;
         let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).map_err(err)?;
         ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-        ca_params
-            .distinguished_name
-            .push(rcgen::DnType::CommonName, format!("pgveil test CA {prefix}"));
+        ca_params.distinguished_name.push(
+            rcgen::DnType::CommonName,
+            format!("pgveil test CA {prefix}"),
+        );
         let ca_cert = ca_params.self_signed(&ca_key).map_err(err)?;
         let ca_issuer = rcgen::Issuer::from_params(&ca_params, &ca_key);
 

@@ -74,9 +74,11 @@ async fn tour(cluster: &PgCluster, args: &DemoArgs) -> anyhow::Result<()> {
     let loaded = load_sample_data(cluster, args).await?;
     println!("{loaded}");
 
-    let mut config = Config::default();
-    config.listen = "127.0.0.1:0".into();
-    config.metrics_listen = Some("127.0.0.1:0".into());
+    let mut config = Config {
+        listen: "127.0.0.1:0".into(),
+        metrics_listen: Some("127.0.0.1:0".into()),
+        ..Default::default()
+    };
     config.upstream.host = cluster.host().into();
     config.upstream.port = cluster.port();
     config.upstream.tls_mode = UpstreamTlsMode::Disable;
@@ -101,9 +103,7 @@ async fn tour(cluster: &PgCluster, args: &DemoArgs) -> anyhow::Result<()> {
     show_metrics(&proxy).await;
 
     if args.keep {
-        println!(
-            "\nStill running. Try:  psql \"{conninfo}\"\nPress Ctrl-C to stop and clean up."
-        );
+        println!("\nStill running. Try:  psql \"{conninfo}\"\nPress Ctrl-C to stop and clean up.");
         std::future::pending::<()>().await;
     }
     drop(client);
@@ -115,10 +115,12 @@ async fn tour(cluster: &PgCluster, args: &DemoArgs) -> anyhow::Result<()> {
 /// Create the schema and load generated rows with COPY, as the superuser, directly.
 async fn load_sample_data(cluster: &PgCluster, args: &DemoArgs) -> anyhow::Result<String> {
     let started = Instant::now();
-    let (admin, conn) =
-        tokio_postgres::connect(&cluster.superuser_conninfo("postgres"), tokio_postgres::NoTls)
-            .await
-            .context("connecting to the demo PostgreSQL")?;
+    let (admin, conn) = tokio_postgres::connect(
+        &cluster.superuser_conninfo("postgres"),
+        tokio_postgres::NoTls,
+    )
+    .await
+    .context("connecting to the demo PostgreSQL")?;
     tokio::spawn(conn);
     admin
         .batch_execute(LOGISTICS_SCHEMA)

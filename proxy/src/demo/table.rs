@@ -32,7 +32,11 @@ pub fn render(messages: &[SimpleQueryMessage]) -> String {
                 if header.is_empty() {
                     header = r.columns().iter().map(|c| c.name().to_string()).collect();
                 }
-                rows.push((0..r.len()).map(|i| r.get(i).unwrap_or("NULL").to_string()).collect());
+                rows.push(
+                    (0..r.len())
+                        .map(|i| r.get(i).unwrap_or("NULL").to_string())
+                        .collect(),
+                );
             }
             _ => {}
         }
@@ -52,7 +56,11 @@ pub fn render(messages: &[SimpleQueryMessage]) -> String {
     let mut out = vec![line(&header)];
     out.push(format!(
         "   {}",
-        widths.iter().map(|w| "-".repeat(*w)).collect::<Vec<_>>().join("-+-")
+        widths
+            .iter()
+            .map(|w| "-".repeat(*w))
+            .collect::<Vec<_>>()
+            .join("-+-")
     ));
     out.extend(rows.iter().map(|r| line(r)));
     out.push(format!("   ({} rows)\n", rows.len()));

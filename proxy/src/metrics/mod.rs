@@ -13,11 +13,44 @@ use prometheus::{
 
 /// Command words that get their own `command` label value; anything else is "other".
 const COMMANDS: &[&str] = &[
-    "SELECT", "INSERT", "UPDATE", "DELETE", "MERGE", "COPY", "BEGIN", "START", "COMMIT",
-    "ROLLBACK", "SAVEPOINT", "RELEASE", "PREPARE", "SET", "RESET", "SHOW", "FETCH", "MOVE",
-    "DECLARE", "CLOSE", "LISTEN", "UNLISTEN", "NOTIFY", "CREATE", "ALTER", "DROP", "TRUNCATE",
-    "GRANT", "REVOKE", "VACUUM", "ANALYZE", "EXPLAIN", "DISCARD", "DEALLOCATE", "DO", "CALL",
-    "LOCK", "COMMENT",
+    "SELECT",
+    "INSERT",
+    "UPDATE",
+    "DELETE",
+    "MERGE",
+    "COPY",
+    "BEGIN",
+    "START",
+    "COMMIT",
+    "ROLLBACK",
+    "SAVEPOINT",
+    "RELEASE",
+    "PREPARE",
+    "SET",
+    "RESET",
+    "SHOW",
+    "FETCH",
+    "MOVE",
+    "DECLARE",
+    "CLOSE",
+    "LISTEN",
+    "UNLISTEN",
+    "NOTIFY",
+    "CREATE",
+    "ALTER",
+    "DROP",
+    "TRUNCATE",
+    "GRANT",
+    "REVOKE",
+    "VACUUM",
+    "ANALYZE",
+    "EXPLAIN",
+    "DISCARD",
+    "DEALLOCATE",
+    "DO",
+    "CALL",
+    "LOCK",
+    "COMMENT",
 ];
 
 /// All of pgveil's metrics, registered in one registry.
@@ -38,8 +71,8 @@ pub struct Metrics {
 
 fn buckets() -> Vec<f64> {
     vec![
-        0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
-        2.5, 5.0, 10.0, 30.0,
+        0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+        5.0, 10.0, 30.0,
     ]
 }
 
@@ -47,10 +80,8 @@ impl Metrics {
     /// Create and register every metric.
     pub fn new() -> Result<Metrics, prometheus::Error> {
         let registry = Registry::new_custom(Some("pgveil".into()), None)?;
-        let connections_active = IntGauge::new(
-            "connections_active",
-            "Client connections currently open.",
-        )?;
+        let connections_active =
+            IntGauge::new("connections_active", "Client connections currently open.")?;
         let connections_total =
             IntCounter::new("connections_total", "Client connections accepted.")?;
         let connections_rejected = IntCounterVec::new(

@@ -123,12 +123,19 @@ mod tests {
     use super::*;
 
     fn frame(bytes: BytesMut) -> Frame {
-        Frame { tag: bytes[0], bytes }
+        Frame {
+            tag: bytes[0],
+            bytes,
+        }
     }
 
     #[test]
     fn error_response_round_trips() {
-        let e = error_response(Severity::Fatal, "08P01", "invalid frontend message type 255");
+        let e = error_response(
+            Severity::Fatal,
+            "08P01",
+            "invalid frontend message type 255",
+        );
         assert_eq!(e[0], b'E');
         let (code, message) = error_fields(&e[HEADER_LEN..]);
         assert_eq!(code, "08P01");

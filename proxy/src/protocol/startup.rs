@@ -217,7 +217,10 @@ mod tests {
     #[tokio::test]
     async fn parses_ssl_and_cancel() {
         let ssl = [0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f];
-        assert!(matches!(read(&ssl).await, Ok(Some(StartupPacket::SslRequest))));
+        assert!(matches!(
+            read(&ssl).await,
+            Ok(Some(StartupPacket::SslRequest))
+        ));
         let key = CancelKey {
             pid: 42,
             secret: Bytes::from_static(&[1, 2, 3, 4]),
@@ -247,6 +250,9 @@ mod tests {
     #[tokio::test]
     async fn rejects_startup_without_user() {
         let raw = encode_startup(&[("database", "x")]);
-        assert!(matches!(read(&raw).await, Err(ProtocolError::BadStartup(_))));
+        assert!(matches!(
+            read(&raw).await,
+            Err(ProtocolError::BadStartup(_))
+        ));
     }
 }

@@ -116,18 +116,43 @@ fn spawn_session(
     tracker.spawn(async move {
         let metrics = ctx.metrics.clone();
         metrics.connections_active.inc();
-        let outcome = std::panic::AssertUnwindSafe(session::run(ctx, stream, peer, permit))
-            .catch_unwind()
-            .await;
+        contained(session::run(ctx, stream, peer, permit), &metrics, peer).await;
         metrics.connections_active.dec();
-        if let Err(panic) = outcome {
-            let what = panic
-                .downcast_ref::<&str>()
-                .map(|s| s.to_string())
-                .or_else(|| panic.downcast_ref::<String>().cloned())
-                .unwrap_or_else(|| "unknown panic".into());
-            metrics.session_errors.with_label_values(&["panic"]).inc();
-            tracing::error!(%peer, panic = %what, "session panicked; it was closed, other sessions are unaffected");
-        }
     });
+}
+
+/// Run a session future; a panic inside it is caught, logged and counted, and
+/// never reaches the listener or other sessions.
+async fn contained<F: std::future::Future<Output = ()>>(
+    fut: F,
+    metrics: &Metrics,
+    peer: SocketAddr,
+) {
+    if let Err(panic) = std::panic::AssertUnwindSafe(fut).catch_unwind().await {
+        let what = panic
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "unknown panic".into());
+        metrics.session_errors.with_label_values(&["panic"]).inc();
+        tracing::error!(%peer, panic = %what, "session panicked; it was closed, other sessions are unaffected");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_panicking_session_is_contained_and_counted() {
+        let metrics = Metrics::new().unwrap();
+        let peer: SocketAddr = "127.0.0.1:1".parse().unwrap();
+        let bad = async { panic!("boom in one session") };
+        contained(bad, &metrics, peer).await;
+        contained(async {}, &metrics, peer).await;
+        assert_eq!(
+            metrics.session_errors.with_label_values(&["panic"]).get(),
+            1
+        );
+    }
 }

@@ -39,7 +39,12 @@ fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
         .map_err(|e| TlsError(format!("tls.key_file {}: cannot read: {e}", path.display())))?;
     rustls_pemfile::private_key(&mut pem.as_slice())
         .map_err(|e| TlsError(format!("tls.key_file {}: invalid PEM: {e}", path.display())))?
-        .ok_or_else(|| TlsError(format!("tls.key_file {}: no private key found", path.display())))
+        .ok_or_else(|| {
+            TlsError(format!(
+                "tls.key_file {}: no private key found",
+                path.display()
+            ))
+        })
 }
 
 /// The server config pgveil presents to clients, and the DER of its leaf certificate.
@@ -48,7 +53,10 @@ pub fn server_config(
     key_file: &Path,
 ) -> Result<(Arc<ServerConfig>, Vec<u8>), TlsError> {
     let certs = read_certs(cert_file, "tls.cert_file")?;
-    let leaf = certs.first().map(|c| c.as_ref().to_vec()).unwrap_or_default();
+    let leaf = certs
+        .first()
+        .map(|c| c.as_ref().to_vec())
+        .unwrap_or_default();
     let key = read_key(key_file)?;
     let config = ServerConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()

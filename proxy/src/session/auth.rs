@@ -56,7 +56,12 @@ pub async fn run(
         Ok(s) => s,
         Err(e) => {
             let message = format!("pgveil cannot reach the database server: {e}");
-            send_fatal(&mut client, sqlstate::SQLCLIENT_UNABLE_TO_ESTABLISH, &message).await;
+            send_fatal(
+                &mut client,
+                sqlstate::SQLCLIENT_UNABLE_TO_ESTABLISH,
+                &message,
+            )
+            .await;
             ctx.metrics
                 .session_errors
                 .with_label_values(&["upstream_unavailable"])
@@ -119,15 +124,15 @@ impl Exchange {
                 b'R' => self.on_auth_request(frame).await?,
                 b'K' => {
                     self.cancel_key = backend_key(&frame);
-                    self.to_client(&frame.bytes, false).await?;
+                    self.send_client(&frame.bytes, false).await?;
                 }
-                b'S' | b'N' | b'v' => self.to_client(&frame.bytes, false).await?,
+                b'S' | b'N' | b'v' => self.send_client(&frame.bytes, false).await?,
                 b'Z' => {
-                    self.to_client(&frame.bytes, true).await?;
+                    self.send_client(&frame.bytes, true).await?;
                     return Ok(());
                 }
                 b'E' => {
-                    self.to_client(&frame.bytes, true).await?;
+                    self.send_client(&frame.bytes, true).await?;
                     let (code, message) = error_fields(frame.body());
                     return Err(AuthError::Refused { code, message });
                 }
@@ -151,8 +156,8 @@ impl Exchange {
             None
         };
         match rewritten {
-            Some(rewritten) => self.to_client(&rewritten, true).await?,
-            None => self.to_client(&frame.bytes, code != 0).await?,
+            Some(rewritten) => self.send_client(&rewritten, true).await?,
+            None => self.send_client(&frame.bytes, code != 0).await?,
         }
         // 0 = Ok, 12 = SASLFinal: nothing to answer. Everything else
         // (cleartext, MD5, SASL, SASLContinue, GSS, SSPI) expects a 'p'.
@@ -175,7 +180,12 @@ impl Exchange {
         if code == 10 && self.server_binds && gs2_flag(answer.body()) == Some(b'y') {
             // The client supports channel binding but was not offered it; a
             // server on TLS treats that as a downgrade attack and refuses.
-            send_fatal(&mut self.client, sqlstate::PROTOCOL_VIOLATION, CHANNEL_BINDING_HELP).await;
+            send_fatal(
+                &mut self.client,
+                sqlstate::PROTOCOL_VIOLATION,
+                CHANNEL_BINDING_HELP,
+            )
+            .await;
             return Err(AuthError::Client(ProtocolError::Unexpected {
                 tag: 'p',
                 during: "SCRAM with channel binding through a TLS-terminating proxy",
@@ -207,7 +217,7 @@ impl Exchange {
     /// Queue bytes for the client; write them out when asked (before waiting
     /// on the client) or when the server has no further complete message
     /// buffered, so a burst of ParameterStatus messages leaves in one write.
-    async fn to_client(&mut self, bytes: &[u8], flush: bool) -> Result<(), AuthError> {
+    async fn send_client(&mut self, bytes: &[u8], flush: bool) -> Result<(), AuthError> {
         self.client_out.extend_from_slice(bytes);
         if flush || !has_complete_frame(&self.server_buf) {
             let r = write_flush(&mut self.client, &self.client_out).await;

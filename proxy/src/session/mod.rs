@@ -32,8 +32,11 @@ pub async fn run(
     permit: Option<OwnedSemaphorePermit>,
 ) {
     let startup_timeout = ctx.config.startup_timeout;
-    let established =
-        tokio::time::timeout(startup_timeout, establish(&ctx, tcp, peer, permit.is_some())).await;
+    let established = tokio::time::timeout(
+        startup_timeout,
+        establish(&ctx, tcp, peer, permit.is_some()),
+    )
+    .await;
     let established = match established {
         Err(_) => {
             ctx.metrics

@@ -129,14 +129,30 @@ pub async fn run(ctx: &ServerContext, est: Established, peer: SocketAddr) {
         (MaybeTls::Plain(c), MaybeTls::Plain(s)) => {
             let (cr, mut cw) = c.into_split();
             let (sr, sw) = s.into_split();
-            let end = pump(ctx, &shared, (cr, client_buf), &mut cw, (sr, server_buf), sw).await;
+            let end = pump(
+                ctx,
+                &shared,
+                (cr, client_buf),
+                &mut cw,
+                (sr, server_buf),
+                sw,
+            )
+            .await;
             finish(&shared, &mut cw, &end).await;
             end
         }
         (c, s) => {
             let (cr, mut cw) = tokio::io::split(c);
             let (sr, sw) = tokio::io::split(s);
-            let end = pump(ctx, &shared, (cr, client_buf), &mut cw, (sr, server_buf), sw).await;
+            let end = pump(
+                ctx,
+                &shared,
+                (cr, client_buf),
+                &mut cw,
+                (sr, server_buf),
+                sw,
+            )
+            .await;
             finish(&shared, &mut cw, &end).await;
             end
         }
@@ -182,7 +198,9 @@ where
 /// Tell the client why pgveil is closing, when the protocol still allows it.
 async fn finish<CW: AsyncWrite + Unpin>(shared: &Shared<'_>, cw: &mut CW, end: &End) {
     let notice = match end {
-        End::ClientError(e) if !e.is_disconnect() => Some((sqlstate::PROTOCOL_VIOLATION, e.to_string())),
+        End::ClientError(e) if !e.is_disconnect() => {
+            Some((sqlstate::PROTOCOL_VIOLATION, e.to_string()))
+        }
         End::ServerError(e) => Some((
             sqlstate::CONNECTION_FAILURE,
             format!("pgveil lost the connection to the database server: {e}"),
@@ -305,7 +323,9 @@ async fn fill<R: AsyncRead + Unpin>(r: &mut R, buf: &mut BytesMut) -> std::io::R
         *buf = BytesMut::with_capacity(INITIAL_BUF);
     }
     if buf.capacity() - buf.len() < 1024 {
-        let target = (buf.capacity() * 2).clamp(INITIAL_BUF, MAX_BUF).max(buf.len() + 1024);
+        let target = (buf.capacity() * 2)
+            .clamp(INITIAL_BUF, MAX_BUF)
+            .max(buf.len() + 1024);
         buf.reserve(target - buf.len());
     }
     r.read_buf(buf).await
@@ -318,7 +338,12 @@ async fn write_out<W: AsyncWrite + Unpin>(w: &mut W, bytes: &[u8]) -> std::io::R
 
 /// Client to server: validate every header (tag and length), note the start
 /// of each query for the latency histogram, forward everything untouched.
-async fn client_to_server<R, W>(shared: &Shared<'_>, r: &mut R, w: &mut W, buf: &mut BytesMut) -> End
+async fn client_to_server<R, W>(
+    shared: &Shared<'_>,
+    r: &mut R,
+    w: &mut W,
+    buf: &mut BytesMut,
+) -> End
 where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
@@ -414,7 +439,8 @@ where
         if let Some(e) = error {
             return End::ServerError(e);
         }
-        if shared.draining.load(Ordering::Relaxed) && cursor.remaining == 0 && !shared.has_pending() {
+        if shared.draining.load(Ordering::Relaxed) && cursor.remaining == 0 && !shared.has_pending()
+        {
             return End::Drained;
         }
         match fill(r, buf).await {
@@ -452,10 +478,20 @@ mod tests {
     fn scan_streams_long_frames_in_pieces() {
         let big = frame(b'D', &vec![7u8; 1000]);
         let mut c = Cursor::default();
-        let (fwd, _) = c.scan(&big[..100], MAX_MESSAGE_LEN, |_| Ok(Inspect::Pass), |_, _| {});
+        let (fwd, _) = c.scan(
+            &big[..100],
+            MAX_MESSAGE_LEN,
+            |_| Ok(Inspect::Pass),
+            |_, _| {},
+        );
         assert_eq!(fwd, 100);
         assert_eq!(c.remaining, big.len() - 100);
-        let (fwd, _) = c.scan(&big[100..600], MAX_MESSAGE_LEN, |_| Ok(Inspect::Pass), |_, _| {});
+        let (fwd, _) = c.scan(
+            &big[100..600],
+            MAX_MESSAGE_LEN,
+            |_| Ok(Inspect::Pass),
+            |_, _| {},
+        );
         assert_eq!(fwd, 500);
         let mut rest = big[600..].to_vec();
         rest.extend_from_slice(&frame(b'Z', b"I"));
@@ -480,7 +516,12 @@ mod tests {
         let (fwd, _) = c.scan(&c_frame[..8], 100, |_| Ok(Inspect::Whole), |_, _| {});
         assert_eq!(fwd, 0);
         let mut got = Vec::new();
-        let (fwd, _) = c.scan(&c_frame, 100, |_| Ok(Inspect::Whole), |_, b| got = b.to_vec());
+        let (fwd, _) = c.scan(
+            &c_frame,
+            100,
+            |_| Ok(Inspect::Whole),
+            |_, b| got = b.to_vec(),
+        );
         assert_eq!(fwd, c_frame.len());
         assert_eq!(got, b"SELECT 1\0");
     }

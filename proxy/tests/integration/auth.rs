@@ -10,10 +10,18 @@ async fn login_works(method: AuthMethod) {
     });
     let proxy = proxy_for(&pg).await;
     let c = client(&proxy).await;
-    let who: String = c.query_one("select current_user::text", &[]).await.unwrap().get(0);
+    let who: String = c
+        .query_one("select current_user::text", &[])
+        .await
+        .unwrap()
+        .get(0);
     assert_eq!(who, USER);
 
-    let wrong = tokio_postgres::connect(&conninfo(&proxy, USER, "wrong password"), tokio_postgres::NoTls).await;
+    let wrong = tokio_postgres::connect(
+        &conninfo(&proxy, USER, "wrong password"),
+        tokio_postgres::NoTls,
+    )
+    .await;
     if method == AuthMethod::Trust {
         assert!(wrong.is_ok());
     } else {

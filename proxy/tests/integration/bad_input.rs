@@ -17,7 +17,12 @@ async fn still_serving(proxy: &pgveil::app::RunningProxy) {
 fn assert_protocol_violation(msgs: &[Msg]) {
     let last = msgs.last().expect("an ErrorResponse before the close");
     assert_eq!(last.tag, b'E', "got {}", tags(msgs));
-    assert_eq!(last.sqlstate().as_deref(), Some("08P01"), "{:?}", last.field(b'M'));
+    assert_eq!(
+        last.sqlstate().as_deref(),
+        Some("08P01"),
+        "{:?}",
+        last.field(b'M')
+    );
     assert_eq!(last.field(b'S').as_deref(), Some("FATAL"));
 }
 
@@ -32,7 +37,10 @@ async fn garbage_at_connect() {
     let mut raw = Raw::connect(&proxy).await;
     raw.send(&[0, 0, 0, 9, 0xde, 0xad, 0xbe, 0xef, 0]).await; // unknown protocol code
     let msgs = raw.until_closed().await;
-    assert_eq!(msgs.last().and_then(|m| m.sqlstate()).as_deref(), Some("0A000"));
+    assert_eq!(
+        msgs.last().and_then(|m| m.sqlstate()).as_deref(),
+        Some("0A000")
+    );
     still_serving(&proxy).await;
     proxy.shutdown().await;
 }
@@ -113,7 +121,10 @@ async fn truncated_message_and_mid_startup_disconnect() {
     tokio::time::sleep(Duration::from_millis(200)).await;
     still_serving(&proxy).await;
     let metrics = metrics_text(&proxy).await;
-    assert!(metrics.contains("pgveil_session_errors_total{kind=\"client_disconnect\"}"), "{metrics}");
+    assert!(
+        metrics.contains("pgveil_session_errors_total{kind=\"client_disconnect\"}"),
+        "{metrics}"
+    );
     assert!(!metrics.contains("kind=\"panic\""), "{metrics}");
     proxy.shutdown().await;
 }

@@ -15,7 +15,10 @@ async fn named_statements_reused_and_binary_results() {
         .await
         .unwrap();
     for i in 0..5i64 {
-        let row = c.query_one(&stmt, &[&i, &"hi", &vec![0u8, 1, 255]]).await.unwrap();
+        let row = c
+            .query_one(&stmt, &[&i, &"hi", &vec![0u8, 1, 255]])
+            .await
+            .unwrap();
         assert_eq!(row.get::<_, i64>(0), i * 2);
         assert_eq!(row.get::<_, &str>(1), "hi!");
         assert_eq!(row.get::<_, Vec<u8>>(2), vec![0u8, 1, 255]);
@@ -42,7 +45,11 @@ async fn raw_unnamed_statement_reuse_in_one_pipeline() {
     let mut batch = Vec::new();
     for sql in ["select 'first'", "select 'second'", "select $1::text"] {
         batch.extend(fe::parse("", sql));
-        let params: &[Option<&str>] = if sql.contains("$1") { &[Some("third")] } else { &[] };
+        let params: &[Option<&str>] = if sql.contains("$1") {
+            &[Some("third")]
+        } else {
+            &[]
+        };
         batch.extend(fe::bind("", "", params, false));
         batch.extend(fe::execute("", 0));
     }
@@ -60,7 +67,11 @@ async fn raw_unnamed_statement_reuse_in_one_pipeline() {
     raw.send(&batch).await;
     let msgs = raw.until_ready().await;
     assert_eq!(tags(&msgs), "12DC12DC12DC12DC2DC312DCZ");
-    let data: Vec<Vec<u8>> = msgs.iter().filter(|m| m.tag == b'D').map(|m| m.body[6..].to_vec()).collect();
+    let data: Vec<Vec<u8>> = msgs
+        .iter()
+        .filter(|m| m.tag == b'D')
+        .map(|m| m.body[6..].to_vec())
+        .collect();
     assert_eq!(data[0], b"first");
     assert_eq!(data[1], b"second");
     assert_eq!(data[2], b"third");
@@ -110,7 +121,8 @@ async fn tokio_postgres_pipelines_with_a_failing_member() {
     let stmt = c.prepare("select 100 / $1::int").await.unwrap();
     // Polled together, these queries are pipelined on one connection.
     let divisors: Vec<i32> = vec![1, 2, 0, 4, 5, 0, 10];
-    let params: Vec<[&(dyn tokio_postgres::types::ToSql + Sync); 1]> = divisors.iter().map(|d| [d as _]).collect();
+    let params: Vec<[&(dyn tokio_postgres::types::ToSql + Sync); 1]> =
+        divisors.iter().map(|d| [d as _]).collect();
     let futures = params.iter().map(|p| c.query_one(&stmt, p));
     let results = join_all(futures).await;
     for (d, r) in divisors.iter().zip(results) {

@@ -37,7 +37,9 @@ async fn metrics_endpoint_serves_the_documented_series() {
     let pg = pg_trust();
     let proxy = proxy_for(&pg).await;
     let c = client(&proxy).await;
-    c.batch_execute("create temp table m(x int); insert into m values (1)").await.unwrap();
+    c.batch_execute("create temp table m(x int); insert into m values (1)")
+        .await
+        .unwrap();
     let (status, text) = http_get(proxy.metrics_addr.unwrap(), "/metrics").await;
     assert_eq!(status, 200);
     for needle in [
@@ -64,7 +66,10 @@ async fn idle_sessions_are_closed_with_57p05() {
     let proxy = proxy_with(config).await;
     let mut raw = Raw::login(&proxy, USER).await;
     let msgs = raw.until_closed().await;
-    assert_eq!(msgs.last().and_then(|m| m.sqlstate()).as_deref(), Some("57P05"));
+    assert_eq!(
+        msgs.last().and_then(|m| m.sqlstate()).as_deref(),
+        Some("57P05")
+    );
     proxy.shutdown().await;
 }
 
@@ -86,7 +91,10 @@ async fn shutdown_drains_then_closes_sessions() {
     assert_eq!(tags(&raw.until_ready().await), "TDCZ");
     // After the timeout the session is closed with 57P01.
     let msgs = raw.until_closed().await;
-    assert_eq!(msgs.last().and_then(|m| m.sqlstate()).as_deref(), Some("57P01"));
+    assert_eq!(
+        msgs.last().and_then(|m| m.sqlstate()).as_deref(),
+        Some("57P01")
+    );
     shutdown.await.unwrap();
     assert!(started.elapsed() < Duration::from_secs(5));
 }
@@ -99,27 +107,56 @@ fn bin() -> std::process::Command {
 fn bad_config_gives_one_line_naming_the_key() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("pgveil.yaml");
-    std::fs::write(&path, "listen: 127.0.0.1:0\nupstream:\n  tls:\n    mode: requier\n").unwrap();
-    let out = bin().arg("serve").arg("--config").arg(&path).output().unwrap();
+    std::fs::write(
+        &path,
+        "listen: 127.0.0.1:0\nupstream:\n  tls:\n    mode: requier\n",
+    )
+    .unwrap();
+    let out = bin()
+        .arg("serve")
+        .arg("--config")
+        .arg(&path)
+        .output()
+        .unwrap();
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
     assert!(stderr.contains("pgveil.yaml:4:"), "{stderr}");
     assert!(stderr.contains("upstream.tls.mode"), "{stderr}");
 
-    let out = bin().args(["serve", "--tls-cert-file", "/nonexistent/cert.pem", "--tls-key-file", "/nonexistent/key.pem"]).output().unwrap();
+    let out = bin()
+        .args([
+            "serve",
+            "--tls-cert-file",
+            "/nonexistent/cert.pem",
+            "--tls-key-file",
+            "/nonexistent/key.pem",
+        ])
+        .output()
+        .unwrap();
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("tls.cert_file /nonexistent/cert.pem"), "{stderr}");
+    assert!(
+        stderr.contains("tls.cert_file /nonexistent/cert.pem"),
+        "{stderr}"
+    );
 
-    let out = bin().args(["serve"]).env("PGVEIL_UPSTREAM_PORT", "not-a-port").output().unwrap();
+    let out = bin()
+        .args(["serve"])
+        .env("PGVEIL_UPSTREAM_PORT", "not-a-port")
+        .output()
+        .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("upstream-port"));
 }
 
 #[test]
 fn help_texts_read_well() {
-    for args in [vec!["--help"], vec!["serve", "--help"], vec!["demo", "--help"]] {
+    for args in [
+        vec!["--help"],
+        vec!["serve", "--help"],
+        vec!["demo", "--help"],
+    ] {
         let out = bin().args(&args).output().unwrap();
         assert!(out.status.success(), "{args:?}");
         let text = String::from_utf8_lossy(&out.stdout);
@@ -127,7 +164,12 @@ fn help_texts_read_well() {
     }
     let out = bin().args(["serve", "--help"]).output().unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
-    for flag in ["--upstream-tls-mode", "PGVEIL_LISTEN", "--max-client-connections", "--idle-timeout"] {
+    for flag in [
+        "--upstream-tls-mode",
+        "PGVEIL_LISTEN",
+        "--max-client-connections",
+        "--idle-timeout",
+    ] {
         assert!(text.contains(flag), "missing {flag} in\n{text}");
     }
 }
@@ -140,8 +182,19 @@ async fn binary_serves_and_stops_on_sigterm() {
         l.local_addr().unwrap().port()
     };
     let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_pgveil"))
-        .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--metrics-listen", "off"])
-        .args(["--upstream-host", "127.0.0.1", "--upstream-port", &pg.port().to_string()])
+        .args([
+            "serve",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--metrics-listen",
+            "off",
+        ])
+        .args([
+            "--upstream-host",
+            "127.0.0.1",
+            "--upstream-port",
+            &pg.port().to_string(),
+        ])
         .args(["--upstream-tls-mode", "disable", "--log-format", "json"])
         .kill_on_drop(true)
         .stderr(std::process::Stdio::piped())
@@ -163,19 +216,35 @@ async fn binary_serves_and_stops_on_sigterm() {
     let pid = child.id().unwrap() as i32;
     // SAFETY: sending a signal to our own child process.
     unsafe { libc::kill(pid, libc::SIGTERM) };
-    let status = tokio::time::timeout(Duration::from_secs(10), child.wait()).await.unwrap().unwrap();
+    let status = tokio::time::timeout(Duration::from_secs(10), child.wait())
+        .await
+        .unwrap()
+        .unwrap();
     assert!(status.success());
     let mut stderr = String::new();
     use tokio::io::AsyncReadExt;
-    child.stderr.take().unwrap().read_to_string(&mut stderr).await.unwrap();
-    assert!(stderr.contains("\"message\":\"shutdown complete\""), "{stderr}");
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .await
+        .unwrap();
+    assert!(
+        stderr.contains("\"message\":\"shutdown complete\""),
+        "{stderr}"
+    );
 }
 
 #[test]
 fn demo_runs_the_tour_and_cleans_up() {
     let out = bin().args(["demo", "--customers", "50"]).output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     for needle in [
         "Connected through pgveil as dispatch_app",
         "== Five customers",
@@ -187,6 +256,13 @@ fn demo_runs_the_tour_and_cleans_up() {
     }
     // Same seed, same data: the customers shown are stable.
     let again = bin().args(["demo", "--customers", "50"]).output().unwrap();
-    let first_table = |s: &str| s.split("== Five customers").nth(1).map(|t| t.chars().take(300).collect::<String>());
-    assert_eq!(first_table(&stdout), first_table(&String::from_utf8_lossy(&again.stdout)));
+    let first_table = |s: &str| {
+        s.split("== Five customers")
+            .nth(1)
+            .map(|t| t.chars().take(300).collect::<String>())
+    };
+    assert_eq!(
+        first_table(&stdout),
+        first_table(&String::from_utf8_lossy(&again.stdout))
+    );
 }

@@ -31,13 +31,15 @@ pub fn pg_trust() -> PgCluster {
 
 /// A config pointing at `cluster`, on ephemeral ports.
 pub fn config_for(cluster: &PgCluster) -> Config {
-    let mut c = Config::default();
-    c.listen = "127.0.0.1:0".into();
-    c.metrics_listen = Some("127.0.0.1:0".into());
+    let mut c = Config {
+        listen: "127.0.0.1:0".into(),
+        metrics_listen: Some("127.0.0.1:0".into()),
+        shutdown_timeout: Duration::from_secs(5),
+        ..Default::default()
+    };
     c.upstream.host = cluster.host().into();
     c.upstream.port = cluster.port();
     c.upstream.tls_mode = UpstreamTlsMode::Disable;
-    c.shutdown_timeout = Duration::from_secs(5);
     c
 }
 
@@ -67,9 +69,10 @@ pub async fn client(proxy: &RunningProxy) -> tokio_postgres::Client {
 }
 
 pub async fn client_as(proxy: &RunningProxy, user: &str, password: &str) -> tokio_postgres::Client {
-    let (client, conn) = tokio_postgres::connect(&conninfo(proxy, user, password), tokio_postgres::NoTls)
-        .await
-        .unwrap_or_else(|e| panic!("connect through pgveil as {user}: {e}"));
+    let (client, conn) =
+        tokio_postgres::connect(&conninfo(proxy, user, password), tokio_postgres::NoTls)
+            .await
+            .unwrap_or_else(|e| panic!("connect through pgveil as {user}: {e}"));
     tokio::spawn(async move {
         let _ = conn.await;
     });
@@ -78,10 +81,12 @@ pub async fn client_as(proxy: &RunningProxy, user: &str, password: &str) -> toki
 
 /// Connect directly to PostgreSQL as the superuser (to check what is stored).
 pub async fn direct(cluster: &PgCluster) -> tokio_postgres::Client {
-    let (client, conn) =
-        tokio_postgres::connect(&cluster.superuser_conninfo("postgres"), tokio_postgres::NoTls)
-            .await
-            .expect("direct connection to PostgreSQL");
+    let (client, conn) = tokio_postgres::connect(
+        &cluster.superuser_conninfo("postgres"),
+        tokio_postgres::NoTls,
+    )
+    .await
+    .expect("direct connection to PostgreSQL");
     tokio::spawn(async move {
         let _ = conn.await;
     });
@@ -89,12 +94,16 @@ pub async fn direct(cluster: &PgCluster) -> tokio_postgres::Client {
 }
 
 pub async fn metrics_text(proxy: &RunningProxy) -> String {
-    http_get(proxy.metrics_addr.expect("metrics enabled"), "/metrics").await.1
+    http_get(proxy.metrics_addr.expect("metrics enabled"), "/metrics")
+        .await
+        .1
 }
 
 /// Minimal HTTP/1.1 GET; returns (status, body).
 pub async fn http_get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
-    let mut s = TcpStream::connect(addr).await.expect("connect to metrics endpoint");
+    let mut s = TcpStream::connect(addr)
+        .await
+        .expect("connect to metrics endpoint");
     let req = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
     s.write_all(req.as_bytes()).await.expect("send request");
     let mut out = Vec::new();
@@ -105,7 +114,10 @@ pub async fn http_get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
         .nth(1)
         .and_then(|s| s.parse().ok())
         .unwrap_or(0);
-    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
     (status, body)
 }
 
@@ -146,7 +158,9 @@ impl Msg {
 
 impl Raw {
     pub async fn connect(proxy: &RunningProxy) -> Raw {
-        let stream = TcpStream::connect(proxy.addr).await.expect("connect to pgveil");
+        let stream = TcpStream::connect(proxy.addr)
+            .await
+            .expect("connect to pgveil");
         Raw {
             stream,
             buf: BytesMut::new(),
@@ -156,7 +170,8 @@ impl Raw {
     /// Connect and log in as the superuser over trust; returns after ReadyForQuery.
     pub async fn login(proxy: &RunningProxy, user: &str) -> Raw {
         let mut raw = Raw::connect(proxy).await;
-        let startup = pgveil::protocol::startup::encode_startup(&[("user", user), ("database", "postgres")]);
+        let startup =
+            pgveil::protocol::startup::encode_startup(&[("user", user), ("database", "postgres")]);
         raw.send(&startup).await;
         loop {
             let m = raw.recv().await.expect("message during login");
@@ -177,7 +192,8 @@ impl Raw {
     pub async fn recv(&mut self) -> Option<Msg> {
         loop {
             if self.buf.len() >= 5 {
-                let len = i32::from_be_bytes([self.buf[1], self.buf[2], self.buf[3], self.buf[4]]) as usize;
+                let len = i32::from_be_bytes([self.buf[1], self.buf[2], self.buf[3], self.buf[4]])
+                    as usize;
                 if self.buf.len() > len {
                     let tag = self.buf[0];
                     self.buf.advance(5);
@@ -185,9 +201,10 @@ impl Raw {
                     return Some(Msg { tag, body });
                 }
             }
-            let read = tokio::time::timeout(Duration::from_secs(30), self.stream.read_buf(&mut self.buf))
-                .await
-                .expect("timed out waiting for pgveil");
+            let read =
+                tokio::time::timeout(Duration::from_secs(30), self.stream.read_buf(&mut self.buf))
+                    .await
+                    .expect("timed out waiting for pgveil");
             match read {
                 Ok(0) | Err(_) => return None,
                 Ok(_) => {}
@@ -250,7 +267,12 @@ pub mod fe {
     }
 
     /// Bind text parameters; `binary_results` asks for binary result columns.
-    pub fn bind(portal: &str, stmt: &str, params: &[Option<&str>], binary_results: bool) -> Vec<u8> {
+    pub fn bind(
+        portal: &str,
+        stmt: &str,
+        params: &[Option<&str>],
+        binary_results: bool,
+    ) -> Vec<u8> {
         let mut b = Vec::new();
         cstr(&mut b, portal);
         cstr(&mut b, stmt);

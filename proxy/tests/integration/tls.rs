@@ -13,7 +13,12 @@ fn tls_pg(auth: AuthMethod) -> pgveil_testkit::PgCluster {
     })
 }
 
-async fn run_psql(port: u16, conn_extra: &str, password: &str, sql: &str) -> (bool, String, String) {
+async fn run_psql(
+    port: u16,
+    conn_extra: &str,
+    password: &str,
+    sql: &str,
+) -> (bool, String, String) {
     let conninfo = format!("host=localhost port={port} user={USER} dbname=postgres {conn_extra}");
     let out = tokio::process::Command::new(psql())
         .args(["-X", "-A", "-t", "-d", &conninfo, "-c", sql])
@@ -42,7 +47,10 @@ async fn scram_over_tls_on_both_legs_with_a_different_certificate() {
     config.upstream.tls_mode = UpstreamTlsMode::VerifyFull;
     config.upstream.ca_file = pg.certs().map(|c| c.ca_cert.clone());
     let proxy = proxy_with(config).await;
-    let verify = format!("sslmode=verify-full sslrootcert={}", certs.ca_cert.display());
+    let verify = format!(
+        "sslmode=verify-full sslrootcert={}",
+        certs.ca_cert.display()
+    );
 
     // pgveil's own certificate verifies; SCRAM-SHA-256-PLUS is not offered, and
     // a client that leaves channel binding off logs in over TLS on both legs.
@@ -60,10 +68,14 @@ async fn scram_over_tls_on_both_legs_with_a_different_certificate() {
     // downgrade; pgveil says why and what to do instead.
     let (ok, _, stderr) = run_psql(proxy.addr.port(), &verify, PASSWORD, "select 1").await;
     assert!(!ok);
-    assert!(stderr.contains("channel binding cannot pass through pgveil"), "{stderr}");
+    assert!(
+        stderr.contains("channel binding cannot pass through pgveil"),
+        "{stderr}"
+    );
 
     // A client without TLS on its leg is unaffected (the upstream stays TLS).
-    let (ok, stdout, stderr) = run_psql(proxy.addr.port(), "sslmode=disable", PASSWORD, "select 7").await;
+    let (ok, stdout, stderr) =
+        run_psql(proxy.addr.port(), "sslmode=disable", PASSWORD, "select 7").await;
     assert!(ok, "{stderr}");
     assert_eq!(stdout, "7");
     proxy.shutdown().await;
@@ -81,7 +93,10 @@ async fn scram_plus_passes_through_with_the_servers_certificate() {
     config.upstream.tls_mode = UpstreamTlsMode::VerifyFull;
     config.upstream.ca_file = Some(pg_certs.ca_cert.clone());
     let proxy = proxy_with(config).await;
-    let verify = format!("sslmode=verify-full sslrootcert={}", pg_certs.ca_cert.display());
+    let verify = format!(
+        "sslmode=verify-full sslrootcert={}",
+        pg_certs.ca_cert.display()
+    );
     // Same certificate on both legs: tls-server-end-point matches, so even
     // channel_binding=require works end to end.
     for binding in ["prefer", "require"] {
@@ -109,7 +124,10 @@ async fn upstream_prefer_and_require_use_tls_when_offered() {
         let proxy = proxy_with(config).await;
         let c = client(&proxy).await;
         let ssl: bool = c
-            .query_one("select ssl from pg_stat_ssl where pid = pg_backend_pid()", &[])
+            .query_one(
+                "select ssl from pg_stat_ssl where pid = pg_backend_pid()",
+                &[],
+            )
             .await
             .unwrap()
             .get(0);
@@ -130,7 +148,10 @@ async fn upstream_tls_failures_are_reported_to_the_client() {
         .err()
         .expect("must fail");
     assert_eq!(err.code().map(|c| c.code()), Some("08001"), "{err:?}");
-    assert!(format!("{err:?}").contains("does not support TLS"), "{err:?}");
+    assert!(
+        format!("{err:?}").contains("does not support TLS"),
+        "{err:?}"
+    );
     proxy.shutdown().await;
 
     // Server with TLS, but pgveil trusts a different CA.
@@ -154,10 +175,12 @@ async fn client_without_tls_support_on_proxy_gets_n() {
     // No certificate configured: sslmode=require must fail, prefer must fall back.
     let pg = pg_trust();
     let proxy = proxy_for(&pg).await;
-    let (ok, _, stderr) = run_psql(proxy.addr.port(), "sslmode=require", PASSWORD, "select 1").await;
+    let (ok, _, stderr) =
+        run_psql(proxy.addr.port(), "sslmode=require", PASSWORD, "select 1").await;
     assert!(!ok);
     assert!(stderr.contains("does not support SSL"), "{stderr}");
-    let (ok, stdout, stderr) = run_psql(proxy.addr.port(), "sslmode=prefer", PASSWORD, "select 1").await;
+    let (ok, stdout, stderr) =
+        run_psql(proxy.addr.port(), "sslmode=prefer", PASSWORD, "select 1").await;
     assert!(ok, "{stderr}");
     assert_eq!(stdout, "1");
     proxy.shutdown().await;
