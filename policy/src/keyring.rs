@@ -253,6 +253,8 @@ impl Keyring {
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
         let tmp = path.with_file_name(format!(".{file_name}.tmp"));
+        // A temporary file left by an interrupted run is ours to replace.
+        let _ = std::fs::remove_file(&tmp);
         let mut f = std::fs::OpenOptions::new()
             .write(true)
             .create_new(true)
