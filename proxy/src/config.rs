@@ -250,8 +250,15 @@ fn parse_file(name: &str, text: &str) -> Result<FileConfig, ConfigError> {
     })
 }
 
+/// The first line of a YAML error, without the "error: line N column M:" prefix
+/// (pgveil puts the position in front itself).
 fn first_line(message: &str) -> String {
-    message.lines().next().unwrap_or("").trim().to_string()
+    let line = message.lines().next().unwrap_or("").trim();
+    let line = line.strip_prefix("error: ").unwrap_or(line);
+    match line.strip_prefix("line ").and_then(|rest| rest.split_once(": ")) {
+        Some((_, tail)) => tail.to_string(),
+        None => line.to_string(),
+    }
 }
 
 impl Config {
@@ -426,6 +433,7 @@ mod tests {
         let text = err.to_string();
         assert!(text.contains("upstream.tls.mode"), "{text}");
         assert!(text.contains("c.yaml:3:"), "{text}");
+        assert!(!text.contains("error: line"), "{text}");
     }
 
     #[test]
