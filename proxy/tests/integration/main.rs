@@ -6,5 +6,6 @@ mod auth;
 mod bad_input;
 mod extended;
 mod lifecycle;
+mod sample_data;
 mod simple;
 mod tls;
