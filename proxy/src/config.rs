@@ -79,6 +79,9 @@ pub struct ServeArgs {
     /// On SIGTERM/SIGINT, how long sessions may drain before they are closed [default: 30s].
     #[arg(long, env = "PGVEIL_SHUTDOWN_TIMEOUT", value_name = "DURATION", value_parser = parse_duration)]
     pub shutdown_timeout: Option<Duration>,
+    /// Threads that run sessions [default: number of CPUs].
+    #[arg(long, env = "PGVEIL_WORKER_THREADS", value_name = "N")]
+    pub worker_threads: Option<usize>,
     /// Log format [default: text].
     #[arg(long, env = "PGVEIL_LOG_FORMAT", value_name = "FORMAT")]
     pub log_format: Option<LogFormat>,
@@ -98,6 +101,7 @@ pub struct Config {
     pub startup_timeout: Duration,
     pub idle_timeout: Option<Duration>,
     pub shutdown_timeout: Duration,
+    pub worker_threads: usize,
     pub log_format: LogFormat,
     pub log_level: String,
 }
@@ -134,6 +138,9 @@ impl Default for Config {
             startup_timeout: Duration::from_secs(15),
             idle_timeout: None,
             shutdown_timeout: Duration::from_secs(30),
+            worker_threads: std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1),
             log_format: LogFormat::Text,
             log_level: "info".into(),
         }
@@ -193,6 +200,7 @@ struct FileLimits {
     idle_timeout: Option<Duration>,
     #[serde(default, deserialize_with = "de_duration")]
     shutdown_timeout: Option<Duration>,
+    worker_threads: Option<usize>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -255,7 +263,10 @@ fn parse_file(name: &str, text: &str) -> Result<FileConfig, ConfigError> {
 fn first_line(message: &str) -> String {
     let line = message.lines().next().unwrap_or("").trim();
     let line = line.strip_prefix("error: ").unwrap_or(line);
-    match line.strip_prefix("line ").and_then(|rest| rest.split_once(": ")) {
+    match line
+        .strip_prefix("line ")
+        .and_then(|rest| rest.split_once(": "))
+    {
         Some((_, tail)) => tail.to_string(),
         None => line.to_string(),
     }
@@ -299,6 +310,7 @@ impl Config {
             set(&mut self.max_client_connections, l.max_client_connections);
             set(&mut self.startup_timeout, l.startup_timeout);
             set(&mut self.shutdown_timeout, l.shutdown_timeout);
+            set(&mut self.worker_threads, l.worker_threads);
             if let Some(idle) = l.idle_timeout {
                 self.idle_timeout = (!idle.is_zero()).then_some(idle);
             }
@@ -326,6 +338,7 @@ impl Config {
         set(&mut self.max_client_connections, a.max_client_connections);
         set(&mut self.startup_timeout, a.startup_timeout);
         set(&mut self.shutdown_timeout, a.shutdown_timeout);
+        set(&mut self.worker_threads, a.worker_threads);
         if let Some(idle) = a.idle_timeout {
             self.idle_timeout = (!idle.is_zero()).then_some(idle);
         }
@@ -360,6 +373,11 @@ impl Config {
         if self.max_client_connections == 0 {
             return Err(ConfigError(
                 "limits.max_client_connections: must be at least 1".into(),
+            ));
+        }
+        if self.worker_threads == 0 {
+            return Err(ConfigError(
+                "limits.worker_threads: must be at least 1".into(),
             ));
         }
         if self.startup_timeout.is_zero() {

@@ -26,6 +26,7 @@ fn serve(args: pgveil::config::ServeArgs) -> anyhow::Result<ExitCode> {
     let config = Config::resolve(&args)?;
     pgveil::logging::init(config.log_format, &config.log_level);
     let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(config.worker_threads)
         .enable_all()
         .build()?;
     runtime.block_on(async {
