@@ -1,0 +1,516 @@
+#!/usr/bin/env bash
+# benches/pgbench.sh: pass-through benchmark of pgveil against direct
+# PostgreSQL and pgbouncer (session mode), plus pgveil's memory use.
+#
+# This is a benchmark, not a test. It:
+#   1. finds the PostgreSQL server binaries (like the test harness does),
+#      pgbench, psql and pgbouncer;
+#   2. starts a throwaway PostgreSQL on a free loopback port (fsync=off, trust
+#      auth on 127.0.0.1) and initialises pgbench data (scale $SCALE);
+#   3. starts pgbouncer in session mode and the release pgveil in front of it,
+#      each on its own free port;
+#   4. for each workload (-S simple, -S prepared, TPC-B-like simple) runs
+#      $ROUNDS rounds; each round runs every target once, in an order that
+#      rotates from round to round, so slow drift on a shared machine hits all
+#      targets alike; reports the median TPS and latency per target;
+#   5. measures pgveil's RSS with 1,000 idle client connections, and its peak
+#      RSS while a 1,000,000-row result streams through it;
+#   6. prints a table and writes it as markdown to
+#      bench-results/pgbench-<timestamp>.md (git-ignored).
+#
+# Everything runs on 127.0.0.1 and is torn down on exit or Ctrl-C.
+# It must run as root or as a user allowed to run PostgreSQL: when root, the
+# server and pgbouncer (which refuse to run as root) run as user "postgres".
+#
+# Environment (all optional):
+#   SCALE=10          pgbench scale factor
+#   CLIENTS=8         pgbench -c
+#   THREADS=2         pgbench -j
+#   DURATION=20       seconds per pgbench run
+#   ROUNDS=3          rounds per workload (median is taken over rounds)
+#   WARMUP=5          seconds of untimed direct warm-up before each workload (0: none)
+#   IDLE_CONNS=1000   idle connections for the memory measurement (0: skip memory part)
+#   BIG_ROWS=1000000  rows of the large-result memory measurement (0: skip)
+#   PGVEIL_BIN=path   use this pgveil binary instead of building target/release/pgveil
+#   PGVEIL_EXTRA_ARGS extra arguments for `pgveil serve`, e.g. "--worker-threads 1"
+#   PGVEIL_PG_BINDIR  directory of initdb/pg_ctl/postgres
+#   WAIT_IDLE=1       before measuring, wait until no rustc/cargo ran for 30 s
+#                     (up to WAIT_IDLE_MAX=600 s); 0 disables
+#   WORKLOADS="select-simple select-prepared tpcb-simple"   subset to run
+set -euo pipefail
+export LC_ALL=C
+
+SCALE=${SCALE:-10}
+CLIENTS=${CLIENTS:-8}
+THREADS=${THREADS:-2}
+DURATION=${DURATION:-20}
+ROUNDS=${ROUNDS:-3}
+WARMUP=${WARMUP:-5}
+IDLE_CONNS=${IDLE_CONNS:-1000}
+BIG_ROWS=${BIG_ROWS:-1000000}
+WAIT_IDLE=${WAIT_IDLE:-1}
+WAIT_IDLE_MAX=${WAIT_IDLE_MAX:-600}
+WORKLOADS=${WORKLOADS:-"select-simple select-prepared tpcb-simple"}
+PGVEIL_EXTRA_ARGS=${PGVEIL_EXTRA_ARGS:-}
+
+SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+REPO=$(cd "$SCRIPT_DIR/.." && pwd)
+DB=bench
+DBUSER=postgres
+
+log() { printf '[pgbench.sh] %s\n' "$*" >&2; }
+die() { printf '[pgbench.sh] error: %s\n' "$*" >&2; exit 1; }
+
+# ---------------------------------------------------------------- binaries --
+
+# Same search order as testkit/src/bins.rs: $PGVEIL_PG_BINDIR, PATH (resolving
+# Debian's pg_wrapper symlinks), `pg_config --bindir`, /usr/lib/postgresql/*/bin
+# (newest first). A directory counts when it holds initdb, pg_ctl and postgres.
+has_server_bins() { [[ -x $1/initdb && -x $1/pg_ctl && -x $1/postgres ]]; }
+find_pg_bindir() {
+    local d
+    if [[ -n ${PGVEIL_PG_BINDIR:-} ]] && has_server_bins "$PGVEIL_PG_BINDIR"; then
+        echo "$PGVEIL_PG_BINDIR"; return 0
+    fi
+    if command -v initdb >/dev/null 2>&1; then
+        d=$(dirname "$(readlink -f "$(command -v initdb)")")
+        if has_server_bins "$d"; then echo "$d"; return 0; fi
+    fi
+    if command -v pg_config >/dev/null 2>&1; then
+        d=$(pg_config --bindir 2>/dev/null || true)
+        if [[ -n $d ]] && has_server_bins "$d"; then echo "$d"; return 0; fi
+    fi
+    for d in $(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -t/ -k4 -V -r); do
+        if has_server_bins "$d"; then echo "$d"; return 0; fi
+    done
+    return 1
+}
+
+PG_BINDIR=$(find_pg_bindir) || {
+    echo "PostgreSQL server binaries not found (looked in \$PGVEIL_PG_BINDIR, PATH, pg_config --bindir, /usr/lib/postgresql/*/bin)." >&2
+    echo "install with: apt-get update && apt-get install -y postgresql" >&2
+    exit 1
+}
+# Client tools: prefer the ones next to the server, fall back to PATH.
+PGBENCH=$PG_BINDIR/pgbench; [[ -x $PGBENCH ]] || PGBENCH=$(command -v pgbench || true)
+PSQL=$PG_BINDIR/psql;       [[ -x $PSQL ]] || PSQL=$(command -v psql || true)
+[[ -n $PGBENCH ]] || die "pgbench not found; install with: apt-get update && apt-get install -y postgresql-contrib"
+[[ -n $PSQL ]] || die "psql not found; install with: apt-get update && apt-get install -y postgresql-client"
+PGBOUNCER=$(command -v pgbouncer || true)
+[[ -z $PGBOUNCER && -x /usr/sbin/pgbouncer ]] && PGBOUNCER=/usr/sbin/pgbouncer
+if [[ -z $PGBOUNCER ]]; then
+    echo "pgbouncer not found; install with: apt-get update && apt-get install -y pgbouncer" >&2
+    exit 1
+fi
+command -v python3 >/dev/null 2>&1 || die "python3 not found (needed to open idle connections)"
+
+# PostgreSQL and pgbouncer refuse to run as root: run them as "postgres".
+if [[ $(id -u) -eq 0 ]]; then
+    id postgres >/dev/null 2>&1 || die "running as root but there is no 'postgres' user to run the server as"
+    RUN_USER=postgres
+    # setpriv execs the command directly (so a background job's $! is the
+    # server's own pid); runuser is the fallback.
+    if command -v setpriv >/dev/null 2>&1; then
+        AS_PG=(setpriv --reuid=postgres --regid=postgres --init-groups --)
+    else
+        AS_PG=(runuser -u postgres --)
+    fi
+else
+    RUN_USER=$(id -un)
+    AS_PG=()
+fi
+# Run a command as $RUN_USER from the work dir (the postgres user may not be
+# able to read the caller's current directory).
+as_pg() { (cd "$WORK" && exec "${AS_PG[@]}" "$@"); }
+
+# ------------------------------------------------------------------- pgveil --
+
+if [[ -n ${PGVEIL_BIN:-} ]]; then
+    [[ -x $PGVEIL_BIN ]] || die "PGVEIL_BIN=$PGVEIL_BIN is not executable"
+else
+    log "building pgveil (cargo build --release -p pgveil)"
+    (cd "$REPO" && cargo build --release -p pgveil)
+    PGVEIL_BIN=$REPO/target/release/pgveil
+fi
+
+# ------------------------------------------------------------ temp + cleanup --
+
+WORK=$(mktemp -d /tmp/pgveil-bench.XXXXXX)
+chown "$RUN_USER" "$WORK" 2>/dev/null || true
+chmod 755 "$WORK"
+PGDATA=$WORK/data
+PGVEIL_PID=""
+BOUNCER_PID=""
+IDLE_PID=""
+PG_STARTED=0
+
+cleanup() {
+    local rc=$?
+    trap - EXIT INT TERM
+    set +e
+    for pid in $IDLE_PID $PGVEIL_PID $BOUNCER_PID; do
+        kill "$pid" 2>/dev/null
+    done
+    for pid in $IDLE_PID $PGVEIL_PID $BOUNCER_PID; do
+        # Give each up to 5 s to exit, then kill it.
+        for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+        kill -9 "$pid" 2>/dev/null
+        wait "$pid" 2>/dev/null
+    done
+    if [[ $PG_STARTED -eq 1 ]]; then
+        as_pg "$PG_BINDIR/pg_ctl" -D "$PGDATA" stop -m immediate >/dev/null 2>&1
+    fi
+    rm -rf "$WORK"
+    exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# Free loopback ports: bind to port 0 and read back what the kernel chose.
+free_ports() {
+    python3 - "$1" <<'EOF'
+import socket, sys
+socks = []
+for _ in range(int(sys.argv[1])):
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    socks.append(s)
+print(" ".join(str(s.getsockname()[1]) for s in socks))
+EOF
+}
+read -r PGPORT BOUNCER_PORT PGVEIL_PORT < <(free_ports 3)
+
+# Wait until something accepts TCP connections on 127.0.0.1:$1.
+wait_port() {
+    local port=$1 what=$2
+    for _ in $(seq 200); do
+        if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then return 0; fi
+        sleep 0.05
+    done
+    die "$what did not start listening on port $port"
+}
+
+# ---------------------------------------------------------------- postgres --
+
+log "PostgreSQL binaries: $PG_BINDIR"
+as_pg "$PG_BINDIR/initdb" -D "$PGDATA" -U "$DBUSER" -A trust -E UTF8 --no-sync >"$WORK/initdb.log" 2>&1 \
+    || { cat "$WORK/initdb.log" >&2; die "initdb failed"; }
+cat >>"$PGDATA/postgresql.conf" <<EOF
+# pgveil benchmark settings
+listen_addresses = '127.0.0.1'
+port = $PGPORT
+unix_socket_directories = '$WORK'
+fsync = off
+synchronous_commit = off
+full_page_writes = off
+shared_buffers = 256MB
+max_connections = 200
+logging_collector = off
+EOF
+# Trust on loopback only (initdb -A trust already sets this; be explicit).
+cat >"$PGDATA/pg_hba.conf" <<EOF
+local all all trust
+host  all all 127.0.0.1/32 trust
+EOF
+
+# Start (or restart) PostgreSQL with a given max_connections.
+pg_start() {
+    as_pg "$PG_BINDIR/pg_ctl" -D "$PGDATA" -l "$WORK/postgres.log" -w -t 60 \
+        -o "-c max_connections=$1" start >/dev/null \
+        || { tail -20 "$WORK/postgres.log" >&2; die "PostgreSQL failed to start"; }
+    PG_STARTED=1
+}
+pg_stop() {
+    as_pg "$PG_BINDIR/pg_ctl" -D "$PGDATA" -w -m fast stop >/dev/null
+    PG_STARTED=0
+}
+pg_start 200
+PG_VERSION=$("$PSQL" -h 127.0.0.1 -p "$PGPORT" -U "$DBUSER" -d postgres -XAtqc 'show server_version')
+log "PostgreSQL $PG_VERSION on port $PGPORT"
+
+"$PSQL" -h 127.0.0.1 -p "$PGPORT" -U "$DBUSER" -d postgres -Xqc "create database $DB" >/dev/null
+log "pgbench -i -s $SCALE"
+"$PGBENCH" -h 127.0.0.1 -p "$PGPORT" -U "$DBUSER" -i -s "$SCALE" -q "$DB" >"$WORK/pgbench-init.log" 2>&1 \
+    || { cat "$WORK/pgbench-init.log" >&2; die "pgbench -i failed"; }
+
+# --------------------------------------------------------------- pgbouncer --
+
+# Session mode; one server connection per client, so the pool never queues.
+POOL_SIZE=$((CLIENTS + 10))
+cat >"$WORK/userlist.txt" <<EOF
+"$DBUSER" ""
+EOF
+cat >"$WORK/pgbouncer.ini" <<EOF
+[databases]
+* = host=127.0.0.1 port=$PGPORT
+
+[pgbouncer]
+listen_addr = 127.0.0.1
+listen_port = $BOUNCER_PORT
+unix_socket_dir =
+auth_type = trust
+auth_file = $WORK/userlist.txt
+pool_mode = session
+default_pool_size = $POOL_SIZE
+max_client_conn = 200
+max_db_connections = 0
+ignore_startup_parameters = extra_float_digits
+logfile = $WORK/pgbouncer.log
+log_connections = 0
+log_disconnections = 0
+EOF
+chown "$RUN_USER" "$WORK/userlist.txt" "$WORK/pgbouncer.ini" 2>/dev/null || true
+# Not via as_pg: the subshell must exec straight into pgbouncer so that $! is
+# pgbouncer's pid (pgbouncer writes its own log file as $RUN_USER).
+(cd "$WORK" && exec "${AS_PG[@]}" "$PGBOUNCER" "$WORK/pgbouncer.ini") >"$WORK/pgbouncer.out" 2>&1 &
+BOUNCER_PID=$!
+wait_port "$BOUNCER_PORT" pgbouncer
+PGBOUNCER_VERSION=$("$PGBOUNCER" --version 2>/dev/null | head -1 | awk '{print $2}')
+log "pgbouncer $PGBOUNCER_VERSION on port $BOUNCER_PORT (session mode, pool $POOL_SIZE)"
+
+# ------------------------------------------------------------------ pgveil --
+
+# Start pgveil on $PGVEIL_PORT; sets PGVEIL_PID. $PGVEIL_EXTRA_ARGS is split
+# into words on purpose.
+pgveil_start() {
+    "$PGVEIL_BIN" serve \
+        --listen "127.0.0.1:$PGVEIL_PORT" \
+        --upstream-host 127.0.0.1 --upstream-port "$PGPORT" \
+        --upstream-tls-mode disable \
+        --metrics-listen off \
+        --max-client-connections 2000 \
+        $PGVEIL_EXTRA_ARGS \
+        >>"$WORK/pgveil.log" 2>&1 &
+    PGVEIL_PID=$!
+    wait_port "$PGVEIL_PORT" pgveil
+}
+pgveil_stop() {
+    kill "$PGVEIL_PID" 2>/dev/null || true
+    for _ in $(seq 100); do kill -0 "$PGVEIL_PID" 2>/dev/null || break; sleep 0.1; done
+    kill -9 "$PGVEIL_PID" 2>/dev/null || true
+    wait "$PGVEIL_PID" 2>/dev/null || true
+    PGVEIL_PID=""
+}
+# Read a field (VmRSS, VmHWM) of /proc/PID/status, in kB.
+proc_kb() { awk -v k="$2:" '$1 == k {print $2}' "/proc/$1/status"; }
+mb() { awk -v kb="$1" 'BEGIN {printf "%.1f", kb / 1024}'; }
+
+pgveil_start
+PGVEIL_VERSION=$("$PGVEIL_BIN" --version 2>/dev/null | head -1 | awk '{print $2}')
+log "pgveil $PGVEIL_VERSION on port $PGVEIL_PORT"
+
+# ------------------------------------------------------- wait for quiet CPU --
+
+# On a shared 2-core machine a concurrent compile skews everything; wait for
+# 30 s without rustc/cargo (up to WAIT_IDLE_MAX s), and record what happened.
+others_busy() { pgrep -x rustc >/dev/null 2>&1 || pgrep -x cargo >/dev/null 2>&1; }
+MACHINE_NOTE="not checked (WAIT_IDLE=0)"
+if [[ $WAIT_IDLE -eq 1 ]]; then
+    log "waiting for 30 s without rustc/cargo (at most ${WAIT_IDLE_MAX}s)"
+    quiet=0 waited=0
+    while (( quiet < 30 && waited < WAIT_IDLE_MAX )); do
+        if others_busy; then quiet=0; else quiet=$((quiet + 1)); fi
+        sleep 1; waited=$((waited + 1))
+    done
+    if (( quiet >= 30 )); then
+        MACHINE_NOTE="idle before the run (no rustc/cargo for 30 s; waited ${waited}s)"
+    else
+        MACHINE_NOTE="NOT idle: rustc/cargo still running after ${WAIT_IDLE_MAX}s"
+    fi
+    log "$MACHINE_NOTE"
+fi
+BUSY_DURING=0   # set to 1 if rustc/cargo is seen between runs
+LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
+
+# ---------------------------------------------------------------- pgbench --
+
+declare -A TARGET_PORT=([direct]=$PGPORT [pgbouncer]=$BOUNCER_PORT [pgveil]=$PGVEIL_PORT)
+TARGETS=(direct pgbouncer pgveil)
+
+# pgbench arguments for each workload. -S runs need no vacuum (-n); the
+# TPC-B-like runs keep pgbench's default pre-run vacuum/truncate of history so
+# every run starts from the same state.
+workload_args() {
+    case $1 in
+        select-simple)   echo "-S -M simple -n" ;;
+        select-prepared) echo "-S -M prepared -n" ;;
+        tpcb-simple)     echo "-M simple" ;;
+        *) die "unknown workload $1" ;;
+    esac
+}
+workload_label() {
+    case $1 in
+        select-simple)   echo "-S -M simple" ;;
+        select-prepared) echo "-S -M prepared" ;;
+        tpcb-simple)     echo "TPC-B-like -M simple" ;;
+    esac
+}
+
+RAW=$WORK/raw.txt   # lines: workload target round tps latency_ms
+: >"$RAW"
+
+# Run pgbench once; prints "tps latency_ms".
+run_pgbench() {
+    local port=$1 seconds=$2; shift 2
+    local out
+    # shellcheck disable=SC2068 # word splitting of the workload args is intended
+    out=$("$PGBENCH" -h 127.0.0.1 -p "$port" -U "$DBUSER" -c "$CLIENTS" -j "$THREADS" -T "$seconds" $@ "$DB" 2>&1) \
+        || { echo "$out" >&2; die "pgbench failed on port $port"; }
+    local tps lat
+    tps=$(awk '/^tps = / {print $3; exit}' <<<"$out")
+    lat=$(awk '/^latency average = / {print $4; exit}' <<<"$out")
+    [[ -n $tps && -n $lat ]] || { echo "$out" >&2; die "could not parse pgbench output"; }
+    echo "$tps $lat"
+}
+
+median() { printf '%s\n' "$@" | sort -g | awk '{a[NR] = $1} END {if (NR % 2) print a[(NR + 1) / 2]; else print (a[NR / 2] + a[NR / 2 + 1]) / 2}'; }
+
+for w in $WORKLOADS; do
+    args=$(workload_args "$w")
+    if (( WARMUP > 0 )); then
+        log "$w: warm-up ${WARMUP}s (direct, not recorded)"
+        run_pgbench "$PGPORT" "$WARMUP" "$args" >/dev/null
+    fi
+    for ((r = 0; r < ROUNDS; r++)); do
+        # Rotate the order: round 0 direct,pgbouncer,pgveil; round 1
+        # pgbouncer,pgveil,direct; round 2 pgveil,direct,pgbouncer; ...
+        for ((i = 0; i < ${#TARGETS[@]}; i++)); do
+            t=${TARGETS[$(((i + r) % ${#TARGETS[@]}))]}
+            others_busy && BUSY_DURING=1
+            res=$(run_pgbench "${TARGET_PORT[$t]}" "$DURATION" "$args")
+            read -r tps lat <<<"$res"
+            log "$w round $((r + 1))/$ROUNDS $t: tps=$tps latency=${lat}ms"
+            echo "$w $t $((r + 1)) $tps $lat" >>"$RAW"
+        done
+    done
+done
+LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)
+
+# ------------------------------------------------------------------ memory --
+
+IDLE_RSS_BEFORE="" IDLE_RSS_WITH="" BIG_HWM_BEFORE="" BIG_HWM_AFTER="" BIG_SECONDS=""
+if (( IDLE_CONNS > 0 || BIG_ROWS > 0 )); then
+    # Fresh processes so the pgbench runs do not colour the figures; PostgreSQL
+    # needs room for the idle connections (its own memory cost is not measured).
+    pgveil_stop
+    kill "$BOUNCER_PID" 2>/dev/null || true; wait "$BOUNCER_PID" 2>/dev/null || true; BOUNCER_PID=""
+    pg_stop
+    pg_start $((IDLE_CONNS + 110))
+fi
+
+if (( IDLE_CONNS > 0 )); then
+    pgveil_start
+    sleep 1
+    IDLE_RSS_BEFORE=$(proc_kb "$PGVEIL_PID" VmRSS)
+    log "memory: opening $IDLE_CONNS idle connections through pgveil (RSS now $(mb "$IDLE_RSS_BEFORE") MB)"
+    python3 "$SCRIPT_DIR/idle_conns.py" --port "$PGVEIL_PORT" --user "$DBUSER" --database "$DB" \
+        -n "$IDLE_CONNS" --hold 600 --ready-file "$WORK/idle.ready" >"$WORK/idle.log" 2>&1 &
+    IDLE_PID=$!
+    for _ in $(seq 1200); do
+        [[ -s $WORK/idle.ready ]] && break
+        kill -0 "$IDLE_PID" 2>/dev/null || { cat "$WORK/idle.log" >&2; die "idle_conns.py failed"; }
+        sleep 0.1
+    done
+    [[ -s $WORK/idle.ready ]] || die "idle connections not ready after 120 s"
+    sleep 2   # let the sessions settle
+    IDLE_RSS_WITH=$(proc_kb "$PGVEIL_PID" VmRSS)
+    IDLE_HWM=$(proc_kb "$PGVEIL_PID" VmHWM)
+    log "memory: pgveil RSS with $IDLE_CONNS idle connections: $(mb "$IDLE_RSS_WITH") MB (peak $(mb "$IDLE_HWM") MB)"
+    kill "$IDLE_PID" 2>/dev/null || true; wait "$IDLE_PID" 2>/dev/null || true; IDLE_PID=""
+    pgveil_stop
+fi
+
+if (( BIG_ROWS > 0 )); then
+    pgveil_start
+    sleep 1
+    BIG_HWM_BEFORE=$(proc_kb "$PGVEIL_PID" VmHWM)
+    log "memory: $BIG_ROWS-row result through pgveil (peak RSS so far $(mb "$BIG_HWM_BEFORE") MB)"
+    t0=$(date +%s.%N)
+    # psql itself holds the whole result; only pgveil's memory is measured.
+    # Count the rows (-At prints one line per row) to be sure they all came.
+    got=$("$PSQL" -h 127.0.0.1 -p "$PGVEIL_PORT" -U "$DBUSER" -d "$DB" -XAtq \
+        -c "select g, repeat('x',20) from generate_series(1,$BIG_ROWS) g" | wc -l)
+    t1=$(date +%s.%N)
+    [[ $got -eq $BIG_ROWS ]] || die "large result: expected $BIG_ROWS rows, got $got"
+    BIG_SECONDS=$(awk -v a="$t0" -v b="$t1" 'BEGIN {printf "%.1f", b - a}')
+    BIG_HWM_AFTER=$(proc_kb "$PGVEIL_PID" VmHWM)
+    log "memory: pgveil peak RSS after the $BIG_ROWS-row result: $(mb "$BIG_HWM_AFTER") MB (${BIG_SECONDS}s)"
+    pgveil_stop
+fi
+
+# ------------------------------------------------------------------ report --
+
+STAMP=$(date -u +%Y%m%dT%H%M%SZ)
+OUT_DIR=$REPO/bench-results
+mkdir -p "$OUT_DIR"
+OUT=$OUT_DIR/pgbench-$STAMP.md
+
+# One row per workload and target: median TPS, median latency, ratio to direct.
+TABLE=$WORK/table.txt
+: >"$TABLE"
+for w in $WORKLOADS; do
+    direct_tps=$(median $(awk -v w="$w" '$1 == w && $2 == "direct" {print $4}' "$RAW"))
+    for t in "${TARGETS[@]}"; do
+        tps=$(median $(awk -v w="$w" -v t="$t" '$1 == w && $2 == t {print $4}' "$RAW"))
+        lat=$(median $(awk -v w="$w" -v t="$t" '$1 == w && $2 == t {print $5}' "$RAW"))
+        runs=$(awk -v w="$w" -v t="$t" '$1 == w && $2 == t {printf "%s%.0f", (n++ ? ", " : ""), $4}' "$RAW")
+        ratio=$(awk -v a="$tps" -v b="$direct_tps" 'BEGIN {printf "%.2f", a / b}')
+        printf '%s\t%s\t%.0f\t%.3f\t%s\t%s\n' "$(workload_label "$w")" "$t" "$tps" "$lat" "$ratio" "$runs" >>"$TABLE"
+    done
+done
+
+MACHINE="$(nproc) CPUs, Linux $(uname -r)"
+CMD="benches/pgbench.sh (SCALE=$SCALE CLIENTS=$CLIENTS THREADS=$THREADS DURATION=$DURATION ROUNDS=$ROUNDS WARMUP=$WARMUP${PGVEIL_EXTRA_ARGS:+ PGVEIL_EXTRA_ARGS=\"$PGVEIL_EXTRA_ARGS\"})"
+
+{
+    echo
+    printf '%-22s %-10s %12s %14s %10s\n' workload target "median TPS" "latency (ms)" "vs direct"
+    printf '%-22s %-10s %12s %14s %10s\n' ---------------------- ---------- ------------ -------------- ----------
+    while IFS=$'\t' read -r w t tps lat ratio _; do
+        printf '%-22s %-10s %12s %14s %9sx\n' "$w" "$t" "$tps" "$lat" "$ratio"
+    done <"$TABLE"
+    echo
+    if [[ -n $IDLE_RSS_WITH ]]; then
+        echo "pgveil RSS: $(mb "$IDLE_RSS_BEFORE") MB idle, $(mb "$IDLE_RSS_WITH") MB with $IDLE_CONNS idle client connections (target < 100 MB)"
+    fi
+    if [[ -n $BIG_HWM_AFTER ]]; then
+        echo "pgveil peak RSS: $(mb "$BIG_HWM_BEFORE") MB before, $(mb "$BIG_HWM_AFTER") MB after a $BIG_ROWS-row result via psql (${BIG_SECONDS}s; target < 64 MB)"
+    fi
+    echo "machine: $MACHINE; PostgreSQL $PG_VERSION; pgbouncer $PGBOUNCER_VERSION; $MACHINE_NOTE; rustc/cargo seen during runs: $([[ $BUSY_DURING -eq 1 ]] && echo yes || echo no); load avg before $LOAD_BEFORE, after $LOAD_AFTER"
+} >&2
+
+{
+    echo "# pgbench: pgveil pass-through vs direct PostgreSQL vs pgbouncer"
+    echo
+    echo "- Command: \`$CMD\`"
+    echo "- Date: $(date -u '+%Y-%m-%d %H:%M UTC')"
+    echo "- Machine: $MACHINE"
+    echo "- PostgreSQL $PG_VERSION (fsync=off, synchronous_commit=off, shared_buffers=256MB, max_connections=200), pgbouncer $PGBOUNCER_VERSION (session mode, pool $POOL_SIZE), pgveil $PGVEIL_VERSION (release build)"
+    echo "- pgbench -c $CLIENTS -j $THREADS -T $DURATION, scale $SCALE, all over TCP on 127.0.0.1; $ROUNDS rounds per workload (round-robin, targets in rotating order); medians over rounds"
+    echo "- Machine state: $MACHINE_NOTE; rustc/cargo seen during runs: $([[ $BUSY_DURING -eq 1 ]] && echo yes || echo no); load average before $LOAD_BEFORE, after $LOAD_AFTER"
+    echo
+    echo "| workload | target | median TPS | avg latency (ms) | ratio to direct | TPS per round |"
+    echo "|---|---|---:|---:|---:|---|"
+    while IFS=$'\t' read -r w t tps lat ratio runs; do
+        echo "| $w | $t | $tps | $lat | ${ratio}× | $runs |"
+    done <"$TABLE"
+    echo
+    if [[ -n $IDLE_RSS_WITH || -n $BIG_HWM_AFTER ]]; then
+        echo "## pgveil memory"
+        echo
+        echo "| measurement | value | target |"
+        echo "|---|---:|---|"
+        if [[ -n $IDLE_RSS_WITH ]]; then
+            echo "| RSS, no connections | $(mb "$IDLE_RSS_BEFORE") MB | |"
+            echo "| RSS, $IDLE_CONNS idle client connections | $(mb "$IDLE_RSS_WITH") MB | < 100 MB |"
+            echo "| per idle connection | $(awk -v a="$IDLE_RSS_BEFORE" -v b="$IDLE_RSS_WITH" -v n="$IDLE_CONNS" 'BEGIN {printf "%.1f", (b - a) / n}') kB | |"
+        fi
+        if [[ -n $BIG_HWM_AFTER ]]; then
+            echo "| peak RSS (VmHWM) before the large result | $(mb "$BIG_HWM_BEFORE") MB | |"
+            echo "| peak RSS (VmHWM) after a $BIG_ROWS-row result ($BIG_SECONDS s via psql) | $(mb "$BIG_HWM_AFTER") MB | < 64 MB |"
+        fi
+        echo
+    fi
+} >"$OUT"
+log "wrote $OUT"
