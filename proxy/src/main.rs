@@ -25,10 +25,18 @@ fn main() -> ExitCode {
 fn serve(args: pgveil::config::ServeArgs) -> anyhow::Result<ExitCode> {
     let config = Config::resolve(&args)?;
     pgveil::logging::init(config.log_format, &config.log_level);
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(config.worker_threads)
-        .enable_all()
-        .build()?;
+    // One worker: a single-threaded runtime, with no cross-thread wake-ups at
+    // all (pgbouncer's model). More: tokio's work-stealing scheduler.
+    let runtime = if config.worker_threads == 1 {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(config.worker_threads)
+            .enable_all()
+            .build()?
+    };
     runtime.block_on(async {
         let proxy = pgveil::app::RunningProxy::start(config).await?;
         proxy.run_until_signal().await
