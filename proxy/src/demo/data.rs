@@ -30,90 +30,37 @@ use rand_chacha::ChaCha8Rng;
 // Check digits
 // ---------------------------------------------------------------------------------------------
 
-/// GB 11643-1999 weights for the first 17 digits (2^(18-i) mod 11).
-const GB11643_WEIGHTS: [u32; 17] = [7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2];
-/// Check character indexed by (weighted sum mod 11).
-const GB11643_CHARS: &[u8; 11] = b"10X98765432";
+// The algorithms live in pgveil-policy's detectors (the same code that checks
+// live data); these wrappers give the generator the digit types it builds with.
+use pgveil_policy::detect;
 
 /// Check character (`0`-`9` or `X`) of an 18-digit Chinese ID number, computed from its first 17
 /// digits with ISO 7064 MOD 11-2. Returns `None` unless `first17` is exactly 17 ASCII digits.
 pub fn gb11643_check_char(first17: &str) -> Option<char> {
-    let digits = ascii_digits(first17)?;
-    if digits.len() != 17 {
-        return None;
-    }
-    let sum: u32 = digits.iter().zip(GB11643_WEIGHTS).map(|(d, w)| d * w).sum();
-    Some(GB11643_CHARS[(sum % 11) as usize] as char)
+    detect::cn_id_card_check_char(first17)
 }
 
 /// True if `id` is 18 characters whose last one is the correct GB 11643 check character
-/// (lower-case `x` accepted).
+/// (lower-case `x` accepted) and whose birth date is a real date.
 pub fn gb11643_valid(id: &str) -> bool {
-    if id.len() != 18 || !id.is_ascii() {
-        return false;
-    }
-    let (body, check) = id.split_at(17);
-    match gb11643_check_char(body) {
-        Some(c) => check.eq_ignore_ascii_case(c.encode_utf8(&mut [0; 4])),
-        None => false,
-    }
+    detect::cn_id_card_valid(id)
 }
 
 /// Luhn (mod 10) check digit to append to `payload` (all digits, without the check digit).
 /// Returns `None` if `payload` is empty or contains a non-digit.
 pub fn luhn_check_digit(payload: &str) -> Option<u8> {
-    let digits = ascii_digits(payload)?;
-    if digits.is_empty() {
-        return None;
-    }
-    // Walking from the right, the digit next to the (future) check digit is doubled first.
-    let sum: u32 = digits
-        .iter()
-        .rev()
-        .enumerate()
-        .map(|(i, &d)| if i % 2 == 0 { luhn_double(d) } else { d })
-        .sum();
-    Some(((10 - sum % 10) % 10) as u8)
-}
-
-/// Doubles a Luhn digit and folds it back to one digit (e.g. 7 -> 14 -> 5).
-fn luhn_double(d: u32) -> u32 {
-    let x = d * 2;
-    if x > 9 {
-        x - 9
-    } else {
-        x
-    }
+    detect::luhn_check_digit(payload).and_then(digit_value)
 }
 
 /// True if `number` (digits only, check digit last) passes the Luhn check.
 pub fn luhn_valid(number: &str) -> bool {
-    if number.len() < 2 || !number.is_ascii() {
-        return false;
-    }
-    let (payload, check) = number.split_at(number.len() - 1);
-    match (luhn_check_digit(payload), ascii_digits(check)) {
-        (Some(c), Some(d)) => d.first() == Some(&u32::from(c)),
-        _ => false,
-    }
+    detect::luhn_valid(number)
 }
 
-/// ICAO Doc 9303 check digit of an MRZ field: weights 7,3,1 repeating; `0`-`9` count as their
-/// value, `A`-`Z` as 10-35, the filler `<` as 0; the result is the sum mod 10.
+/// ICAO Doc 9303 check digit of an MRZ field (weights 7,3,1; `A`-`Z` = 10-35; `<` = 0).
 /// Returns `None` for any other character (lower case included).
 pub fn icao_check_digit(field: &str) -> Option<u8> {
-    const WEIGHTS: [u32; 3] = [7, 3, 1];
-    let mut sum = 0u32;
-    for (i, b) in field.bytes().enumerate() {
-        let value = match b {
-            b'0'..=b'9' => u32::from(b - b'0'),
-            b'A'..=b'Z' => u32::from(b - b'A') + 10,
-            b'<' => 0,
-            _ => return None,
-        };
-        sum += value * WEIGHTS[i % 3];
-    }
-    Some((sum % 10) as u8)
+    detect::icao9303_check_digit(field).and_then(digit_value)
 }
 
 /// Check digit printed after the document number in a passport's MRZ. The document number field
@@ -122,44 +69,22 @@ pub fn passport_check_digit(passport_no: &str) -> Option<u8> {
     if passport_no.is_empty() || passport_no.len() > 9 {
         return None;
     }
-    let field = format!("{passport_no:<<9}");
-    icao_check_digit(&field)
+    icao_check_digit(&format!("{passport_no:<<9}"))
 }
 
 /// UPU S10 check digit of the 8-digit serial number of an item identifier such as
-/// `EE123456785CN`: weights 8,6,4,2,3,5,9,7; `11 - (sum mod 11)`, where 10 becomes 0 and 11
-/// becomes 5. Returns `None` unless `serial8` is exactly 8 ASCII digits.
+/// `EE123456785CN`. Returns `None` unless `serial8` is exactly 8 ASCII digits.
 pub fn s10_check_digit(serial8: &str) -> Option<u8> {
-    const WEIGHTS: [u32; 8] = [8, 6, 4, 2, 3, 5, 9, 7];
-    let digits = ascii_digits(serial8)?;
-    if digits.len() != 8 {
-        return None;
-    }
-    let sum: u32 = digits.iter().zip(WEIGHTS).map(|(d, w)| d * w).sum();
-    Some(match 11 - sum % 11 {
-        10 => 0,
-        11 => 5,
-        c => c as u8,
-    })
+    detect::upu_s10_check_digit(serial8).and_then(digit_value)
 }
 
-/// True if `item` is a 13-character S10 identifier (2 letters, 8 digits, check digit,
-/// 2 letters) with a correct check digit.
+/// True if `item` is a 13-character S10 identifier with a correct check digit.
 pub fn s10_valid(item: &str) -> bool {
-    let b = item.as_bytes();
-    if b.len() != 13 || !item.is_ascii() {
-        return false;
-    }
-    let letters_ok = b[..2].iter().chain(&b[11..]).all(u8::is_ascii_uppercase);
-    let check = s10_check_digit(&item[2..10]);
-    letters_ok && check.map(|c| c + b'0') == Some(b[10])
+    detect::upu_s10_valid(item)
 }
 
-/// The values of a string of ASCII digits, or `None` if any character is not a digit.
-fn ascii_digits(s: &str) -> Option<Vec<u32>> {
-    s.bytes()
-        .map(|b| b.is_ascii_digit().then(|| u32::from(b - b'0')))
-        .collect()
+fn digit_value(c: char) -> Option<u8> {
+    c.to_digit(10).map(|d| d as u8)
 }
 
 // ---------------------------------------------------------------------------------------------
