@@ -20,7 +20,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the proxy in front of a PostgreSQL server.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Start a throwaway PostgreSQL with sample data and pgveil in front of it, and show a tour.
     Demo(DemoArgs),
     /// Check, explain and review a policy file.

@@ -8,7 +8,7 @@ use pgveil::config::Config;
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Serve(args) => serve(args),
+        Command::Serve(args) => serve(*args),
         Command::Demo(args) => pgveil::demo::run(args),
         Command::Policy(args) => pgveil::commands::policy::run(args),
         Command::Keys(args) => pgveil::commands::keys::run(args),

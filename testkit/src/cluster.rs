@@ -134,44 +134,32 @@ impl PgCluster {
         )
     }
 
-    /// Run SQL through `psql` as the superuser, over the Unix socket. Returns stdout.
+    /// Run SQL through `psql` as the superuser, over the Unix socket. Returns stdout
+    /// (unaligned, tuples only).
     pub fn psql(&self, dbname: &str, sql: &str) -> Result<String, TestkitError> {
-        let mut cmd = Command::new(self.bins.psql());
-        cmd.arg("-X")
-            .arg("-q")
-            .arg("-A")
-            .arg("-t")
-            .arg("-v")
-            .arg("ON_ERROR_STOP=1")
-            .arg("-h")
-            .arg(self.socket_dir())
-            .arg("-p")
-            .arg(self.port.to_string())
-            .arg("-U")
-            .arg(SUPERUSER)
-            .arg("-d")
-            .arg(dbname)
-            .arg("-c")
-            .arg(sql);
+        let mut cmd = self.psql_command(dbname);
+        cmd.args(["-A", "-t", "-c", sql]);
         let out = run(&mut cmd, "psql")?;
         Ok(String::from_utf8_lossy(&out.stdout).to_string())
     }
 
     /// Run a SQL file through `psql` as the superuser.
     pub fn psql_file(&self, dbname: &str, file: &Path) -> Result<String, TestkitError> {
+        let mut cmd = self.psql_command(dbname);
+        cmd.arg("-f").arg(file);
+        let out = run(&mut cmd, "psql -f")?;
+        Ok(String::from_utf8_lossy(&out.stdout).to_string())
+    }
+
+    /// `psql` as the superuser over the Unix socket, stopping at the first error.
+    fn psql_command(&self, dbname: &str) -> Command {
         let mut cmd = Command::new(self.bins.psql());
         cmd.args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-h"])
             .arg(self.socket_dir())
             .arg("-p")
             .arg(self.port.to_string())
-            .arg("-U")
-            .arg(SUPERUSER)
-            .arg("-d")
-            .arg(dbname)
-            .arg("-f")
-            .arg(file);
-        let out = run(&mut cmd, "psql -f")?;
-        Ok(String::from_utf8_lossy(&out.stdout).to_string())
+            .args(["-U", SUPERUSER, "-d", dbname]);
+        cmd
     }
 
     /// Stop the server (fast shutdown: sessions are terminated).
