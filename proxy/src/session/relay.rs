@@ -65,6 +65,9 @@ struct Shared<'a> {
     client_writing: AtomicBool,
     /// Set after a client protocol violation: stop once answers are delivered.
     draining: AtomicBool,
+    /// The last frame the server sent was an ErrorResponse (a FATAL one, if the
+    /// server then closes), so pgveil need not add its own.
+    server_said_why: AtomicBool,
 }
 
 impl Shared<'_> {
@@ -123,6 +126,7 @@ pub async fn run(ctx: &ServerContext, est: Established, peer: SocketAddr) {
         client_at_boundary: AtomicBool::new(true),
         client_writing: AtomicBool::new(false),
         draining: AtomicBool::new(false),
+        server_said_why: AtomicBool::new(false),
     };
     // Plain TCP splits without a lock; TLS streams go through tokio's split.
     let end = match (client, server) {
@@ -205,6 +209,7 @@ async fn finish<CW: AsyncWrite + Unpin>(shared: &Shared<'_>, cw: &mut CW, end: &
             sqlstate::CONNECTION_FAILURE,
             format!("pgveil lost the connection to the database server: {e}"),
         )),
+        End::ServerClosed if shared.server_said_why.load(Ordering::Relaxed) => None,
         End::ServerClosed => Some((
             sqlstate::CONNECTION_FAILURE,
             "the database server closed the connection unexpectedly".to_string(),
@@ -404,6 +409,9 @@ where
             buf,
             i32::MAX as usize,
             |h| {
+                shared
+                    .server_said_why
+                    .store(h.tag == b'E', Ordering::Relaxed);
                 Ok(match h.tag {
                     b'C' => Inspect::Whole,
                     b'Z' => {

@@ -266,3 +266,24 @@ fn demo_runs_the_tour_and_cleans_up() {
         first_table(&String::from_utf8_lossy(&again.stdout))
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_side_termination_reaches_the_client_once() {
+    let pg = pg_trust();
+    let proxy = proxy_for(&pg).await;
+    let mut raw = Raw::login(&proxy, USER).await;
+    raw.send(&fe::query("select pg_backend_pid()")).await;
+    let msgs = raw.until_ready().await;
+    let row = msgs.iter().find(|m| m.tag == b'D').expect("a row");
+    let pid: i32 = String::from_utf8_lossy(&row.body[6..]).parse().unwrap();
+    let admin = direct(&pg).await;
+    admin
+        .execute("select pg_terminate_backend($1)", &[&pid])
+        .await
+        .unwrap();
+    let msgs = raw.until_closed().await;
+    let errors: Vec<_> = msgs.iter().filter(|m| m.tag == b'E').collect();
+    assert_eq!(errors.len(), 1, "{}", tags(&msgs));
+    assert_eq!(errors[0].sqlstate().as_deref(), Some("57P01"));
+    proxy.shutdown().await;
+}
