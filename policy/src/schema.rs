@@ -1,7 +1,7 @@
 //! The JSON Schema (draft 2020-12) of the policy file, for editors (yaml-language-server) and
 //! CI. `pgveil policy schema` prints it. Semantic checks (unknown level names, unclassified
 //! columns, ...) need `pgveil policy check`; the schema covers shape, keys and enumerations.
-use crate::mask::MASK_NAMES;
+use crate::mask::mask_names;
 use crate::model::{Action, EncryptMode, Kind};
 use serde_json::{json, Value};
 
@@ -19,7 +19,7 @@ pub fn json_schema() -> Value {
         "type": "string",
         "description": format!(
             "A mask expression: a kind name, keep(FIRST,LAST), redact, constant(VALUE) or hash. Known names: {}",
-            MASK_NAMES.join(", ")
+            mask_names().collect::<Vec<_>>().join(", ")
         ),
         "pattern": "^\\s*(cn_id_card|cn_mobile|cn_name|bank_card|email|passport|address|pnr|waybill|date|text|redact|hash|keep\\(\\s*\\d+\\s*,\\s*\\d+\\s*\\)|constant\\(.*\\))\\s*$"
     });

@@ -11,24 +11,13 @@ pub struct MaskParseError {
     pub hint: Option<String>,
 }
 
+/// Masks that are not some kind's default (each kind's default mask has the kind's name).
+const GENERIC_MASKS: [&str; 4] = ["keep", "redact", "constant", "hash"];
+
 /// Every mask name, for did-you-mean hints and documentation.
-pub const MASK_NAMES: [&str; 15] = [
-    "cn_id_card",
-    "cn_mobile",
-    "cn_name",
-    "bank_card",
-    "email",
-    "passport",
-    "address",
-    "pnr",
-    "waybill",
-    "date",
-    "text",
-    "keep",
-    "redact",
-    "constant",
-    "hash",
-];
+pub fn mask_names() -> impl Iterator<Item = &'static str> {
+    Kind::NAMES.into_iter().chain(GENERIC_MASKS)
+}
 
 fn err(offset: usize, message: impl Into<String>) -> MaskParseError {
     MaskParseError {
@@ -124,9 +113,14 @@ pub fn parse(expr: &str) -> Result<Mask, MaskParseError> {
         other => match Kind::parse(other) {
             Some(k) => no_args(Mask::default_for(k)),
             None => {
-                let hint = crate::diag::did_you_mean(other, MASK_NAMES)
+                let hint = crate::diag::did_you_mean(other, mask_names())
                     .map(|s| format!("did you mean `{s}`?"))
-                    .or_else(|| Some(format!("known masks: {}", MASK_NAMES.join(", "))));
+                    .or_else(|| {
+                        Some(format!(
+                            "known masks: {}",
+                            mask_names().collect::<Vec<_>>().join(", ")
+                        ))
+                    });
                 Err(MaskParseError {
                     offset: lead,
                     message: format!("unknown mask `{other}`"),

@@ -11,7 +11,7 @@ mod generic;
 mod ids;
 mod name;
 
-pub use expr::{MaskParseError, MASK_NAMES};
+pub use expr::{mask_names, MaskParseError};
 pub use generic::PseudonymKey;
 
 use crate::model::Kind;
