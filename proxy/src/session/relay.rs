@@ -131,37 +131,33 @@ pub async fn run(ctx: &ServerContext, est: Established, peer: SocketAddr) {
     // Plain TCP splits without a lock; TLS streams go through tokio's split.
     let end = match (client, server) {
         (MaybeTls::Plain(c), MaybeTls::Plain(s)) => {
-            let (cr, mut cw) = c.into_split();
-            let (sr, sw) = s.into_split();
-            let end = pump(
-                ctx,
-                &shared,
-                (cr, client_buf),
-                &mut cw,
-                (sr, server_buf),
-                sw,
-            )
-            .await;
-            finish(&shared, &mut cw, &end).await;
-            end
+            let client = (c.into_split(), client_buf);
+            relay_halves(ctx, &shared, client, (s.into_split(), server_buf)).await
         }
         (c, s) => {
-            let (cr, mut cw) = tokio::io::split(c);
-            let (sr, sw) = tokio::io::split(s);
-            let end = pump(
-                ctx,
-                &shared,
-                (cr, client_buf),
-                &mut cw,
-                (sr, server_buf),
-                sw,
-            )
-            .await;
-            finish(&shared, &mut cw, &end).await;
-            end
+            let client = (tokio::io::split(c), client_buf);
+            relay_halves(ctx, &shared, client, (tokio::io::split(s), server_buf)).await
         }
     };
     log_end(ctx, peer, &end);
+}
+
+/// Relay over split halves, then tell the client why the session ends.
+async fn relay_halves<CR, CW, SR, SW>(
+    ctx: &ServerContext,
+    shared: &Shared<'_>,
+    ((cr, mut cw), client_buf): ((CR, CW), BytesMut),
+    ((sr, sw), server_buf): ((SR, SW), BytesMut),
+) -> End
+where
+    CR: AsyncRead + Unpin,
+    CW: AsyncWrite + Unpin,
+    SR: AsyncRead + Unpin,
+    SW: AsyncWrite + Unpin,
+{
+    let end = pump(ctx, shared, (cr, client_buf), &mut cw, (sr, server_buf), sw).await;
+    finish(shared, &mut cw, &end).await;
+    end
 }
 
 /// Run both directions plus the idle and shutdown watchers; the first to
