@@ -52,6 +52,11 @@ WAIT_IDLE=${WAIT_IDLE:-1}
 WAIT_IDLE_MAX=${WAIT_IDLE_MAX:-600}
 WORKLOADS=${WORKLOADS:-"select-simple select-prepared tpcb-simple"}
 PGVEIL_EXTRA_ARGS=${PGVEIL_EXTRA_ARGS:-}
+# Which targets to measure. direct, pgbouncer and pgveil reach PostgreSQL over
+# loopback TCP; the *-unix variants reach it over its Unix-domain socket (the
+# co-located deployment). Clients always connect over TCP.
+read -r -a TARGETS <<<"${TARGETS:-direct pgbouncer pgveil pgbouncer-unix pgveil-unix}"
+has_target() { [[ " ${TARGETS[*]} " == *" $1 "* ]]; }
 
 SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO=$(cd "$SCRIPT_DIR/.." && pwd)
@@ -140,6 +145,7 @@ chown "$RUN_USER" "$WORK" 2>/dev/null || true
 chmod 755 "$WORK"
 PGDATA=$WORK/data
 PGVEIL_PID=""
+PGVEIL_UNIX_PID=""
 BOUNCER_PID=""
 IDLE_PID=""
 PG_STARTED=0
@@ -148,10 +154,10 @@ cleanup() {
     local rc=$?
     trap - EXIT INT TERM
     set +e
-    for pid in $IDLE_PID $PGVEIL_PID $BOUNCER_PID; do
+    for pid in $IDLE_PID $PGVEIL_PID $PGVEIL_UNIX_PID $BOUNCER_PID; do
         kill "$pid" 2>/dev/null
     done
-    for pid in $IDLE_PID $PGVEIL_PID $BOUNCER_PID; do
+    for pid in $IDLE_PID $PGVEIL_PID $PGVEIL_UNIX_PID $BOUNCER_PID; do
         # Give each up to 5 s to exit, then kill it.
         for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
         kill -9 "$pid" 2>/dev/null
@@ -179,7 +185,7 @@ for _ in range(int(sys.argv[1])):
 print(" ".join(str(s.getsockname()[1]) for s in socks))
 EOF
 }
-read -r PGPORT BOUNCER_PORT PGVEIL_PORT < <(free_ports 3)
+read -r PGPORT BOUNCER_PORT PGVEIL_PORT BOUNCER_UNIX_PORT PGVEIL_UNIX_PORT < <(free_ports 5)
 
 # Wait until something accepts TCP connections on 127.0.0.1:$1.
 wait_port() {
@@ -241,13 +247,18 @@ POOL_SIZE=$((CLIENTS + 10))
 cat >"$WORK/userlist.txt" <<EOF
 "$DBUSER" ""
 EOF
-cat >"$WORK/pgbouncer.ini" <<EOF
+chown "$RUN_USER" "$WORK/userlist.txt" 2>/dev/null || true
+# Start a pgbouncer: $1 name, $2 listen port, $3 upstream host (127.0.0.1, or
+# the socket directory for the Unix-domain socket). Appends to BOUNCER_PID.
+bouncer_start() {
+    local name=$1 port=$2 host=$3
+    cat >"$WORK/$name.ini" <<EOF
 [databases]
-* = host=127.0.0.1 port=$PGPORT
+* = host=$host port=$PGPORT
 
 [pgbouncer]
 listen_addr = 127.0.0.1
-listen_port = $BOUNCER_PORT
+listen_port = $port
 unix_socket_dir =
 auth_type = trust
 auth_file = $WORK/userlist.txt
@@ -256,34 +267,44 @@ default_pool_size = $POOL_SIZE
 max_client_conn = 200
 max_db_connections = 0
 ignore_startup_parameters = extra_float_digits
-logfile = $WORK/pgbouncer.log
+logfile = $WORK/$name.log
 log_connections = 0
 log_disconnections = 0
 EOF
-chown "$RUN_USER" "$WORK/userlist.txt" "$WORK/pgbouncer.ini" 2>/dev/null || true
-# Not via as_pg: the subshell must exec straight into pgbouncer so that $! is
-# pgbouncer's pid (pgbouncer writes its own log file as $RUN_USER).
-(cd "$WORK" && exec "${AS_PG[@]}" "$PGBOUNCER" "$WORK/pgbouncer.ini") >"$WORK/pgbouncer.out" 2>&1 &
-BOUNCER_PID=$!
-wait_port "$BOUNCER_PORT" pgbouncer
+    chown "$RUN_USER" "$WORK/$name.ini" 2>/dev/null || true
+    # Not via as_pg: the subshell must exec straight into pgbouncer so that $!
+    # is pgbouncer's pid (pgbouncer writes its own log file as $RUN_USER).
+    (cd "$WORK" && exec "${AS_PG[@]}" "$PGBOUNCER" "$WORK/$name.ini") >"$WORK/$name.out" 2>&1 &
+    BOUNCER_PID="$BOUNCER_PID $!"
+    wait_port "$port" "$name"
+}
 PGBOUNCER_VERSION=$("$PGBOUNCER" --version 2>/dev/null | head -1 | awk '{print $2}')
-log "pgbouncer $PGBOUNCER_VERSION on port $BOUNCER_PORT (session mode, pool $POOL_SIZE)"
+if has_target pgbouncer; then
+    bouncer_start pgbouncer "$BOUNCER_PORT" 127.0.0.1
+    log "pgbouncer $PGBOUNCER_VERSION on port $BOUNCER_PORT (session mode, pool $POOL_SIZE, upstream over TCP)"
+fi
+if has_target pgbouncer-unix; then
+    bouncer_start pgbouncer-unix "$BOUNCER_UNIX_PORT" "$WORK"
+    log "pgbouncer $PGBOUNCER_VERSION on port $BOUNCER_UNIX_PORT (session mode, pool $POOL_SIZE, upstream over the Unix socket)"
+fi
 
 # ------------------------------------------------------------------ pgveil --
 
-# Start pgveil on $PGVEIL_PORT; sets PGVEIL_PID. $PGVEIL_EXTRA_ARGS is split
-# into words on purpose.
+# Start pgveil on port $1 (default $PGVEIL_PORT) with upstream host $2
+# (default 127.0.0.1; a directory means PostgreSQL's Unix-domain socket there);
+# sets PGVEIL_PID. $PGVEIL_EXTRA_ARGS is split into words on purpose.
 pgveil_start() {
+    local port=${1:-$PGVEIL_PORT} host=${2:-127.0.0.1}
     "$PGVEIL_BIN" serve \
-        --listen "127.0.0.1:$PGVEIL_PORT" \
-        --upstream-host 127.0.0.1 --upstream-port "$PGPORT" \
+        --listen "127.0.0.1:$port" \
+        --upstream-host "$host" --upstream-port "$PGPORT" \
         --upstream-tls-mode disable \
         --metrics-listen off \
         --max-client-connections 2000 \
         $PGVEIL_EXTRA_ARGS \
         >>"$WORK/pgveil.log" 2>&1 &
     PGVEIL_PID=$!
-    wait_port "$PGVEIL_PORT" pgveil
+    wait_port "$port" pgveil
 }
 pgveil_stop() {
     kill "$PGVEIL_PID" 2>/dev/null || true
@@ -296,9 +317,15 @@ pgveil_stop() {
 proc_kb() { awk -v k="$2:" '$1 == k {print $2}' "/proc/$1/status"; }
 mb() { awk -v kb="$1" 'BEGIN {printf "%.1f", kb / 1024}'; }
 
-pgveil_start
 PGVEIL_VERSION=$("$PGVEIL_BIN" --version 2>/dev/null | head -1 | awk '{print $2}')
-log "pgveil $PGVEIL_VERSION on port $PGVEIL_PORT"
+PGVEIL_UNIX_PID=""
+if has_target pgveil-unix; then
+    pgveil_start "$PGVEIL_UNIX_PORT" "$WORK"
+    PGVEIL_UNIX_PID=$PGVEIL_PID
+    log "pgveil $PGVEIL_VERSION on port $PGVEIL_UNIX_PORT (upstream over the Unix socket)"
+fi
+pgveil_start
+log "pgveil $PGVEIL_VERSION on port $PGVEIL_PORT (upstream over TCP)"
 
 # ------------------------------------------------------- wait for quiet CPU --
 
@@ -325,8 +352,8 @@ LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
 
 # ---------------------------------------------------------------- pgbench --
 
-declare -A TARGET_PORT=([direct]=$PGPORT [pgbouncer]=$BOUNCER_PORT [pgveil]=$PGVEIL_PORT)
-TARGETS=(direct pgbouncer pgveil)
+declare -A TARGET_PORT=([direct]=$PGPORT [pgbouncer]=$BOUNCER_PORT [pgveil]=$PGVEIL_PORT
+                        [pgbouncer-unix]=$BOUNCER_UNIX_PORT [pgveil-unix]=$PGVEIL_UNIX_PORT)
 
 # pgbench arguments for each workload. -S runs need no vacuum (-n); the
 # TPC-B-like runs keep pgbench's default pre-run vacuum/truncate of history so
@@ -394,7 +421,9 @@ if (( IDLE_CONNS > 0 || BIG_ROWS > 0 )); then
     # Fresh processes so the pgbench runs do not colour the figures; PostgreSQL
     # needs room for the idle connections (its own memory cost is not measured).
     pgveil_stop
-    kill "$BOUNCER_PID" 2>/dev/null || true; wait "$BOUNCER_PID" 2>/dev/null || true; BOUNCER_PID=""
+    if [[ -n $PGVEIL_UNIX_PID ]]; then PGVEIL_PID=$PGVEIL_UNIX_PID; pgveil_stop; PGVEIL_UNIX_PID=""; fi
+    for pid in $BOUNCER_PID; do kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; done
+    BOUNCER_PID=""
     pg_stop
     pg_start $((IDLE_CONNS + 110))
 fi
@@ -465,10 +494,10 @@ CMD="benches/pgbench.sh (SCALE=$SCALE CLIENTS=$CLIENTS THREADS=$THREADS DURATION
 
 {
     echo
-    printf '%-22s %-10s %12s %14s %10s\n' workload target "median TPS" "latency (ms)" "vs direct"
-    printf '%-22s %-10s %12s %14s %10s\n' ---------------------- ---------- ------------ -------------- ----------
+    printf '%-22s %-14s %12s %14s %10s\n' workload target "median TPS" "latency (ms)" "vs direct"
+    printf '%-22s %-14s %12s %14s %10s\n' ---------------------- ---------- ------------ -------------- ----------
     while IFS=$'\t' read -r w t tps lat ratio _; do
-        printf '%-22s %-10s %12s %14s %9sx\n' "$w" "$t" "$tps" "$lat" "$ratio"
+        printf '%-22s %-14s %12s %14s %9sx\n' "$w" "$t" "$tps" "$lat" "$ratio"
     done <"$TABLE"
     echo
     if [[ -n $IDLE_RSS_WITH ]]; then

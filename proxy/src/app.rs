@@ -48,10 +48,11 @@ impl RunningProxy {
             }
             None => None,
         };
+        let upstream = ctx.upstream.addr();
         let server = tokio::spawn(server::run(listener, ctx, stop.clone()));
         tracing::info!(
             %addr,
-            upstream = %format!("{}:{}", config.upstream.host, config.upstream.port),
+            %upstream,
             metrics = ?metrics_addr,
             "pgveil listening"
         );

@@ -28,6 +28,18 @@ pub enum UpstreamTlsMode {
     VerifyFull,
 }
 
+impl UpstreamTlsMode {
+    /// The name used in the config file and on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            UpstreamTlsMode::Disable => "disable",
+            UpstreamTlsMode::Prefer => "prefer",
+            UpstreamTlsMode::Require => "require",
+            UpstreamTlsMode::VerifyFull => "verify-full",
+        }
+    }
+}
+
 /// Log output format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, ValueEnum, Default)]
 #[serde(rename_all = "lowercase")]
@@ -46,7 +58,8 @@ pub struct ServeArgs {
     /// Address clients connect to [default: 127.0.0.1:6432].
     #[arg(long, env = "PGVEIL_LISTEN", value_name = "ADDR")]
     pub listen: Option<String>,
-    /// Upstream PostgreSQL host [default: 127.0.0.1].
+    /// Upstream PostgreSQL host, or the directory of its Unix-domain socket
+    /// when it starts with `/` [default: 127.0.0.1].
     #[arg(long, env = "PGVEIL_UPSTREAM_HOST", value_name = "HOST")]
     pub upstream_host: Option<String>,
     /// Upstream PostgreSQL port [default: 5432].
@@ -389,6 +402,19 @@ impl Config {
         if self.upstream.port == 0 {
             return Err(ConfigError("upstream.port: must not be 0".into()));
         }
+        if self.upstream.host.starts_with('/')
+            && matches!(
+                self.upstream.tls_mode,
+                UpstreamTlsMode::Require | UpstreamTlsMode::VerifyFull
+            )
+        {
+            return Err(ConfigError(format!(
+                "upstream.tls.mode: {} needs a TCP host, but upstream.host {:?} is a Unix-domain \
+                 socket directory, where TLS is not used; set it to prefer or disable",
+                self.upstream.tls_mode.name(),
+                self.upstream.host
+            )));
+        }
         if self.upstream.ca_file.is_some() && self.upstream.tls_mode == UpstreamTlsMode::Disable {
             return Err(ConfigError(
                 "upstream.tls.ca_file: set, but upstream.tls.mode is disable".into(),
@@ -474,5 +500,21 @@ mod tests {
         c.set_client_tls(Some("/cert.pem".into()), None);
         let err = c.validate().unwrap_err().to_string();
         assert!(err.starts_with("tls.key_file"), "{err}");
+    }
+
+    #[test]
+    fn socket_directory_upstream_refuses_required_tls() {
+        let mut c = Config::default();
+        c.upstream.host = "/var/run/postgresql".into();
+        assert!(c.validate().is_ok(), "prefer (the default) is fine");
+        c.upstream.tls_mode = UpstreamTlsMode::Disable;
+        assert!(c.validate().is_ok());
+        for mode in [UpstreamTlsMode::Require, UpstreamTlsMode::VerifyFull] {
+            c.upstream.tls_mode = mode;
+            let err = c.validate().unwrap_err().to_string();
+            assert!(err.starts_with("upstream.tls.mode:"), "{err}");
+            assert!(err.contains(mode.name()), "{err}");
+            assert!(err.contains("Unix-domain socket"), "{err}");
+        }
     }
 }

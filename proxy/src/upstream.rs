@@ -1,11 +1,15 @@
 //! Connections to the upstream PostgreSQL server, with libpq-style TLS modes.
+//!
+//! As in libpq, a host that starts with `/` is the directory of the server's
+//! Unix-domain socket (`<dir>/.s.PGSQL.<port>`); TLS is never used there.
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use rustls::pki_types::ServerName;
 use rustls::ClientConfig;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::net::{TcpStream, UnixStream};
 use tokio_rustls::TlsConnector;
 
 use crate::config::{UpstreamConfig, UpstreamTlsMode};
@@ -50,6 +54,8 @@ pub enum UpstreamError {
 pub struct Upstream {
     host: String,
     port: u16,
+    /// The socket file when `host` is a directory (a co-located server).
+    socket: Option<PathBuf>,
     mode: UpstreamTlsMode,
     tls: Option<(TlsConnector, ServerName<'static>)>,
     connect_timeout: Duration,
@@ -58,21 +64,28 @@ pub struct Upstream {
 impl Upstream {
     /// Prepare TLS for the configured mode; fails on an unreadable CA file.
     pub fn new(config: &UpstreamConfig) -> Result<Upstream, TlsError> {
+        let socket = unix_socket_path(&config.host, config.port);
         let tls = match upstream_config(config.tls_mode, config.ca_file.as_deref())? {
+            Some(_) if socket.is_some() => None,
             Some(client) => Some(connector(client, &config.host)?),
             None => None,
         };
         Ok(Upstream {
             host: config.host.clone(),
             port: config.port,
+            socket,
             mode: config.tls_mode,
             tls,
             connect_timeout: config.connect_timeout,
         })
     }
 
+    /// `host:port`, or the socket file's path.
     pub fn addr(&self) -> String {
-        format!("{}:{}", self.host, self.port)
+        match &self.socket {
+            Some(path) => path.display().to_string(),
+            None => format!("{}:{}", self.host, self.port),
+        }
     }
 
     pub fn host(&self) -> &str {
@@ -86,6 +99,13 @@ impl Upstream {
     /// Open a connection and negotiate TLS according to the mode.
     pub async fn connect(&self) -> Result<ServerStream, UpstreamError> {
         let addr = self.addr();
+        if let Some(path) = &self.socket {
+            let unix = tokio::time::timeout(self.connect_timeout, UnixStream::connect(path))
+                .await
+                .map_err(|_| UpstreamError::Timeout(addr.clone()))?
+                .map_err(|source| UpstreamError::Connect { addr, source })?;
+            return Ok(MaybeTls::Unix(unix));
+        }
         let tcp = tokio::time::timeout(
             self.connect_timeout,
             TcpStream::connect((self.host.as_str(), self.port)),
@@ -130,10 +150,7 @@ impl Upstream {
             b'N' if self.mode == UpstreamTlsMode::Prefer => Ok(MaybeTls::Plain(tcp)),
             b'N' => Err(UpstreamError::NoTls {
                 addr,
-                mode: match self.mode {
-                    UpstreamTlsMode::VerifyFull => "verify-full",
-                    _ => "require",
-                },
+                mode: self.mode.name(),
             }),
             other => Err(UpstreamError::BadSslAnswer {
                 addr,
@@ -158,6 +175,12 @@ impl Upstream {
     }
 }
 
+/// libpq's rule: a host starting with `/` names the socket directory.
+pub fn unix_socket_path(host: &str, port: u16) -> Option<PathBuf> {
+    host.starts_with('/')
+        .then(|| PathBuf::from(host).join(format!(".s.PGSQL.{port}")))
+}
+
 fn connector(
     client: Arc<ClientConfig>,
     host: &str,
@@ -168,4 +191,19 @@ fn connector(
         ))
     })?;
     Ok((TlsConnector::from(client), name))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_host_starting_with_slash_is_a_socket_directory() {
+        assert_eq!(
+            unix_socket_path("/var/run/postgresql", 5433),
+            Some(PathBuf::from("/var/run/postgresql/.s.PGSQL.5433"))
+        );
+        assert_eq!(unix_socket_path("127.0.0.1", 5432), None);
+        assert_eq!(unix_socket_path("db.internal", 5432), None);
+    }
 }

@@ -184,7 +184,9 @@ impl PgCluster {
         self.dir.path().join("data")
     }
 
-    fn socket_dir(&self) -> PathBuf {
+    /// The directory of the server's Unix-domain socket (`.s.PGSQL.<port>`);
+    /// `local` connections are trusted.
+    pub fn socket_dir(&self) -> PathBuf {
         self.dir.path().to_path_buf()
     }
 

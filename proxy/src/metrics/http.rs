@@ -22,6 +22,19 @@ pub struct ReadinessTarget {
     pub port: u16,
 }
 
+impl ReadinessTarget {
+    /// Open (and drop) a connection: TCP, or the Unix-domain socket when the
+    /// host is a directory.
+    async fn probe(&self) -> std::io::Result<()> {
+        match crate::upstream::unix_socket_path(&self.host, self.port) {
+            Some(path) => tokio::net::UnixStream::connect(path).await.map(drop),
+            None => tokio::net::TcpStream::connect((self.host.as_str(), self.port))
+                .await
+                .map(drop),
+        }
+    }
+}
+
 /// Serve HTTP on `listener` until `stop` is cancelled.
 pub async fn serve(
     listener: TcpListener,
@@ -74,12 +87,9 @@ async fn route(
         ),
         "/healthz" => reply(StatusCode::OK, "text/plain", b"ok\n".to_vec()),
         "/readyz" => {
-            let addr = (upstream.host.as_str(), upstream.port);
-            let check =
-                tokio::time::timeout(Duration::from_secs(2), tokio::net::TcpStream::connect(addr))
-                    .await;
+            let check = tokio::time::timeout(Duration::from_secs(2), upstream.probe()).await;
             match check {
-                Ok(Ok(_)) => reply(StatusCode::OK, "text/plain", b"ready\n".to_vec()),
+                Ok(Ok(())) => reply(StatusCode::OK, "text/plain", b"ready\n".to_vec()),
                 Ok(Err(e)) => reply(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "text/plain",

@@ -105,7 +105,7 @@ async fn negotiate_tls(
 ) -> Result<ClientStream, HandshakeError> {
     let tcp = match client {
         MaybeTls::Plain(tcp) => tcp,
-        MaybeTls::Tls(_) => {
+        MaybeTls::Tls(_) | MaybeTls::Unix(_) => {
             let e = ProtocolError::Unexpected {
                 tag: 'S',
                 during: "SSLRequest after TLS was established",

@@ -128,9 +128,13 @@ pub async fn run(ctx: &ServerContext, est: Established, peer: SocketAddr) {
         draining: AtomicBool::new(false),
         server_said_why: AtomicBool::new(false),
     };
-    // Plain TCP splits without a lock; TLS streams go through tokio's split.
+    // Plain sockets split without a lock; TLS streams go through tokio's split.
     let end = match (client, server) {
         (MaybeTls::Plain(c), MaybeTls::Plain(s)) => {
+            let client = (c.into_split(), client_buf);
+            relay_halves(ctx, &shared, client, (s.into_split(), server_buf)).await
+        }
+        (MaybeTls::Plain(c), MaybeTls::Unix(s)) => {
             let client = (c.into_split(), client_buf);
             relay_halves(ctx, &shared, client, (s.into_split(), server_buf)).await
         }

@@ -9,3 +9,4 @@ mod lifecycle;
 mod sample_data;
 mod simple;
 mod tls;
+mod upstream_socket;
