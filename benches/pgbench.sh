@@ -57,6 +57,13 @@ PGVEIL_EXTRA_ARGS=${PGVEIL_EXTRA_ARGS:-}
 # co-located deployment). Clients always connect over TCP.
 read -r -a TARGETS <<<"${TARGETS:-direct pgbouncer pgveil pgbouncer-unix pgveil-unix}"
 has_target() { [[ " ${TARGETS[*]} " == *" $1 "* ]]; }
+[[ ${TARGETS[0]:-} == direct ]] || { echo "TARGETS must start with direct (ratios are to direct)" >&2; exit 1; }
+for t in "${TARGETS[@]}"; do
+    case $t in
+        direct | pgbouncer | pgveil | null-relay | pgbouncer-unix | pgveil-unix) ;;
+        *) echo "unknown target $t in TARGETS" >&2; exit 1 ;;
+    esac
+done
 
 SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO=$(cd "$SCRIPT_DIR/.." && pwd)
@@ -516,7 +523,7 @@ CMD="benches/pgbench.sh (SCALE=$SCALE CLIENTS=$CLIENTS THREADS=$THREADS DURATION
     echo "- Date: $(date -u '+%Y-%m-%d %H:%M UTC')"
     echo "- Machine: $MACHINE"
     echo "- PostgreSQL $PG_VERSION (fsync=off, synchronous_commit=off, shared_buffers=256MB, max_connections=200), pgbouncer $PGBOUNCER_VERSION (session mode, pool $POOL_SIZE), pgveil $PGVEIL_VERSION (release build)"
-    echo "- pgbench -c $CLIENTS -j $THREADS -T $DURATION, scale $SCALE, all over TCP on 127.0.0.1; $ROUNDS rounds per workload (round-robin, targets in rotating order); medians over rounds"
+    echo "- pgbench -c $CLIENTS -j $THREADS -T $DURATION, scale $SCALE, pgbench always over TCP on 127.0.0.1 (the -unix targets reach PostgreSQL over its Unix-domain socket); $ROUNDS rounds per workload (round-robin, targets in rotating order); medians over rounds"
     echo "- Machine state: $MACHINE_NOTE; rustc/cargo seen during runs: $([[ $BUSY_DURING -eq 1 ]] && echo yes || echo no); load average before $LOAD_BEFORE, after $LOAD_AFTER"
     echo
     echo "| workload | target | median TPS | avg latency (ms) | ratio to direct | TPS per round |"
