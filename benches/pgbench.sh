@@ -7,8 +7,10 @@
 #      pgbench, psql and pgbouncer;
 #   2. starts a throwaway PostgreSQL on a free loopback port (fsync=off, trust
 #      auth on 127.0.0.1) and initialises pgbench data (scale $SCALE);
-#   3. starts pgbouncer in session mode and the release pgveil in front of it,
-#      each on its own free port;
+#   3. starts pgbouncer in session mode, the release pgveil and null-relay (a
+#      byte copier: the floor for any relay) in front of it, each on its own
+#      free port; pgbouncer and pgveil twice, once reaching PostgreSQL over
+#      loopback TCP and once over its Unix-domain socket;
 #   4. for each workload (-S simple, -S prepared, TPC-B-like simple) runs
 #      $ROUNDS rounds; each round runs every target once, in an order that
 #      rotates from round to round, so slow drift on a shared machine hits all
@@ -33,6 +35,9 @@
 #   BIG_ROWS=1000000  rows of the large-result memory measurement (0: skip)
 #   PGVEIL_BIN=path   use this pgveil binary instead of building target/release/pgveil
 #   PGVEIL_EXTRA_ARGS extra arguments for `pgveil serve`, e.g. "--worker-threads 1"
+#   NULL_RELAY_BIN=path  use this null-relay binary instead of building it
+#   TARGETS="direct pgbouncer pgveil null-relay pgbouncer-unix pgveil-unix"
+#                     targets to measure (direct must come first)
 #   PGVEIL_PG_BINDIR  directory of initdb/pg_ctl/postgres
 #   WAIT_IDLE=1       before measuring, wait until no rustc/cargo ran for 30 s
 #                     (up to WAIT_IDLE_MAX=600 s); 0 disables
@@ -54,8 +59,9 @@ WORKLOADS=${WORKLOADS:-"select-simple select-prepared tpcb-simple"}
 PGVEIL_EXTRA_ARGS=${PGVEIL_EXTRA_ARGS:-}
 # Which targets to measure. direct, pgbouncer and pgveil reach PostgreSQL over
 # loopback TCP; the *-unix variants reach it over its Unix-domain socket (the
-# co-located deployment). Clients always connect over TCP.
-read -r -a TARGETS <<<"${TARGETS:-direct pgbouncer pgveil pgbouncer-unix pgveil-unix}"
+# co-located deployment); null-relay (benches/null_relay.rs) only copies bytes,
+# the floor for any relaying proxy. Clients always connect over TCP.
+read -r -a TARGETS <<<"${TARGETS:-direct pgbouncer pgveil null-relay pgbouncer-unix pgveil-unix}"
 has_target() { [[ " ${TARGETS[*]} " == *" $1 "* ]]; }
 [[ ${TARGETS[0]:-} == direct ]] || { echo "TARGETS must start with direct (ratios are to direct)" >&2; exit 1; }
 for t in "${TARGETS[@]}"; do
@@ -144,6 +150,15 @@ else
     (cd "$REPO" && cargo build --release -p pgveil)
     PGVEIL_BIN=$REPO/target/release/pgveil
 fi
+if has_target null-relay; then
+    if [[ -n ${NULL_RELAY_BIN:-} ]]; then
+        [[ -x $NULL_RELAY_BIN ]] || die "NULL_RELAY_BIN=$NULL_RELAY_BIN is not executable"
+    else
+        log "building null-relay (cargo build --release -p pgveil-benches --bin null-relay)"
+        (cd "$REPO" && cargo build --release -p pgveil-benches --bin null-relay)
+        NULL_RELAY_BIN=$REPO/target/release/null-relay
+    fi
+fi
 
 # ------------------------------------------------------------ temp + cleanup --
 
@@ -153,7 +168,9 @@ chmod 755 "$WORK"
 PGDATA=$WORK/data
 PGVEIL_PID=""
 PGVEIL_UNIX_PID=""
+NULL_RELAY_PID=""
 BOUNCER_PID=""
+declare -A TARGET_PID=()   # proxy target -> pid, for its CPU time per transaction
 IDLE_PID=""
 PG_STARTED=0
 
@@ -161,7 +178,7 @@ cleanup() {
     local rc=$?
     trap - EXIT INT TERM
     set +e
-    for pid in $IDLE_PID $PGVEIL_PID $PGVEIL_UNIX_PID $BOUNCER_PID; do
+    for pid in $IDLE_PID $PGVEIL_PID $PGVEIL_UNIX_PID $NULL_RELAY_PID $BOUNCER_PID; do
         kill "$pid" 2>/dev/null
     done
     for pid in $IDLE_PID $PGVEIL_PID $PGVEIL_UNIX_PID $BOUNCER_PID; do
@@ -192,7 +209,7 @@ for _ in range(int(sys.argv[1])):
 print(" ".join(str(s.getsockname()[1]) for s in socks))
 EOF
 }
-read -r PGPORT BOUNCER_PORT PGVEIL_PORT BOUNCER_UNIX_PORT PGVEIL_UNIX_PORT < <(free_ports 5)
+read -r PGPORT BOUNCER_PORT PGVEIL_PORT BOUNCER_UNIX_PORT PGVEIL_UNIX_PORT NULL_RELAY_PORT < <(free_ports 6)
 
 # Wait until something accepts TCP connections on 127.0.0.1:$1.
 wait_port() {
@@ -283,6 +300,7 @@ EOF
     # is pgbouncer's pid (pgbouncer writes its own log file as $RUN_USER).
     (cd "$WORK" && exec "${AS_PG[@]}" "$PGBOUNCER" "$WORK/$name.ini") >"$WORK/$name.out" 2>&1 &
     BOUNCER_PID="$BOUNCER_PID $!"
+    TARGET_PID[$name]=$!
     wait_port "$port" "$name"
 }
 PGBOUNCER_VERSION=$("$PGBOUNCER" --version 2>/dev/null | head -1 | awk '{print $2}')
@@ -329,10 +347,19 @@ PGVEIL_UNIX_PID=""
 if has_target pgveil-unix; then
     pgveil_start "$PGVEIL_UNIX_PORT" "$WORK"
     PGVEIL_UNIX_PID=$PGVEIL_PID
+    TARGET_PID[pgveil-unix]=$PGVEIL_PID
     log "pgveil $PGVEIL_VERSION on port $PGVEIL_UNIX_PORT (upstream over the Unix socket)"
 fi
 pgveil_start
+TARGET_PID[pgveil]=$PGVEIL_PID
 log "pgveil $PGVEIL_VERSION on port $PGVEIL_PORT (upstream over TCP)"
+if has_target null-relay; then
+    "$NULL_RELAY_BIN" "127.0.0.1:$NULL_RELAY_PORT" "127.0.0.1:$PGPORT" >>"$WORK/null-relay.log" 2>&1 &
+    NULL_RELAY_PID=$!
+    TARGET_PID[null-relay]=$NULL_RELAY_PID
+    wait_port "$NULL_RELAY_PORT" null-relay
+    log "null-relay on port $NULL_RELAY_PORT (copies bytes only, upstream over TCP)"
+fi
 
 # ------------------------------------------------------- wait for quiet CPU --
 
@@ -360,7 +387,8 @@ LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
 # ---------------------------------------------------------------- pgbench --
 
 declare -A TARGET_PORT=([direct]=$PGPORT [pgbouncer]=$BOUNCER_PORT [pgveil]=$PGVEIL_PORT
-                        [pgbouncer-unix]=$BOUNCER_UNIX_PORT [pgveil-unix]=$PGVEIL_UNIX_PORT)
+                        [pgbouncer-unix]=$BOUNCER_UNIX_PORT [pgveil-unix]=$PGVEIL_UNIX_PORT
+                        [null-relay]=$NULL_RELAY_PORT)
 
 # pgbench arguments for each workload. -S runs need no vacuum (-n); the
 # TPC-B-like runs keep pgbench's default pre-run vacuum/truncate of history so
@@ -381,21 +409,42 @@ workload_label() {
     esac
 }
 
-RAW=$WORK/raw.txt   # lines: workload target round tps latency_ms
+# lines: workload target round tps latency_ms idle_pct cs_per_tx proxy_us_per_tx
+RAW=$WORK/raw.txt
 : >"$RAW"
+CLK_TCK=$(getconf CLK_TCK)
 
-# Run pgbench once; prints "tps latency_ms".
+# CPU ticks (user + system) a process has used so far; fields 14 and 15 of
+# /proc/PID/stat, counted after the ")" that ends the command name.
+cpu_ticks() { sed 's/.*) //' "/proc/$1/stat" | awk '{print $12 + $13}'; }
+
+# Run pgbench once against target $1 (port $2) for $3 seconds; prints
+# "tps latency_ms idle_pct cs_per_tx proxy_us_per_tx". While it runs, vmstat
+# samples the whole machine's idle time and context switches, and the proxy's
+# own CPU time is read from /proc ("-" for direct).
 run_pgbench() {
-    local port=$1 seconds=$2; shift 2
-    local out
+    local target=$1 port=$2 seconds=$3; shift 3
+    local out pid=${TARGET_PID[$target]:-} t0="" t1 vm
+    [[ -n $pid ]] && t0=$(cpu_ticks "$pid")
+    vmstat 1 "$seconds" >"$WORK/vmstat.txt" &
+    vm=$!
     # shellcheck disable=SC2068 # word splitting of the workload args is intended
     out=$("$PGBENCH" -h 127.0.0.1 -p "$port" -U "$DBUSER" -c "$CLIENTS" -j "$THREADS" -T "$seconds" $@ "$DB" 2>&1) \
         || { echo "$out" >&2; die "pgbench failed on port $port"; }
-    local tps lat
+    wait "$vm" 2>/dev/null || true
+    local tps lat txs idle cs proxy_us="-"
     tps=$(awk '/^tps = / {print $3; exit}' <<<"$out")
     lat=$(awk '/^latency average = / {print $4; exit}' <<<"$out")
-    [[ -n $tps && -n $lat ]] || { echo "$out" >&2; die "could not parse pgbench output"; }
-    echo "$tps $lat"
+    txs=$(awk -F': *' '/^number of transactions actually processed/ {print $2; exit}' <<<"$out" | awk -F/ '{print $1}')
+    [[ -n $tps && -n $lat && -n $txs ]] || { echo "$out" >&2; die "could not parse pgbench output"; }
+    # vmstat: two header lines, then the since-boot line, then 1 s samples.
+    read -r idle cs < <(awk 'NR > 3 {id += $15; cs += $12; n++} END {if (n) printf "%.0f %.0f", id / n, cs / n; else print "- -"}' "$WORK/vmstat.txt")
+    cs=$(awk -v cs="$cs" -v tps="$tps" 'BEGIN {if (cs == "-") print "-"; else printf "%.2f", cs / tps}')
+    if [[ -n $t0 ]]; then
+        t1=$(cpu_ticks "$pid")
+        proxy_us=$(awk -v d=$((t1 - t0)) -v hz="$CLK_TCK" -v n="$txs" 'BEGIN {printf "%.1f", d / hz * 1e6 / n}')
+    fi
+    echo "$tps $lat $idle $cs $proxy_us"
 }
 
 median() { printf '%s\n' "$@" | sort -g | awk '{a[NR] = $1} END {if (NR % 2) print a[(NR + 1) / 2]; else print (a[NR / 2] + a[NR / 2 + 1]) / 2}'; }
@@ -404,7 +453,7 @@ for w in $WORKLOADS; do
     args=$(workload_args "$w")
     if (( WARMUP > 0 )); then
         log "$w: warm-up ${WARMUP}s (direct, not recorded)"
-        run_pgbench "$PGPORT" "$WARMUP" "$args" >/dev/null
+        run_pgbench direct "$PGPORT" "$WARMUP" "$args" >/dev/null
     fi
     for ((r = 0; r < ROUNDS; r++)); do
         # Rotate the order: round 0 direct,pgbouncer,pgveil; round 1
@@ -412,10 +461,10 @@ for w in $WORKLOADS; do
         for ((i = 0; i < ${#TARGETS[@]}; i++)); do
             t=${TARGETS[$(((i + r) % ${#TARGETS[@]}))]}
             others_busy && BUSY_DURING=1
-            res=$(run_pgbench "${TARGET_PORT[$t]}" "$DURATION" "$args")
-            read -r tps lat <<<"$res"
-            log "$w round $((r + 1))/$ROUNDS $t: tps=$tps latency=${lat}ms"
-            echo "$w $t $((r + 1)) $tps $lat" >>"$RAW"
+            res=$(run_pgbench "$t" "${TARGET_PORT[$t]}" "$DURATION" "$args")
+            read -r tps lat idle cs proxy_us <<<"$res"
+            log "$w round $((r + 1))/$ROUNDS $t: tps=$tps latency=${lat}ms idle=${idle}% cs/tx=$cs proxy_cpu=${proxy_us}us/tx"
+            echo "$w $t $((r + 1)) $tps $lat $idle $cs $proxy_us" >>"$RAW"
         done
     done
 done
@@ -429,6 +478,7 @@ if (( IDLE_CONNS > 0 || BIG_ROWS > 0 )); then
     # needs room for the idle connections (its own memory cost is not measured).
     pgveil_stop
     if [[ -n $PGVEIL_UNIX_PID ]]; then PGVEIL_PID=$PGVEIL_UNIX_PID; pgveil_stop; PGVEIL_UNIX_PID=""; fi
+    if [[ -n $NULL_RELAY_PID ]]; then kill "$NULL_RELAY_PID" 2>/dev/null || true; wait "$NULL_RELAY_PID" 2>/dev/null || true; NULL_RELAY_PID=""; fi
     for pid in $BOUNCER_PID; do kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; done
     BOUNCER_PID=""
     pg_stop
@@ -492,7 +542,11 @@ for w in $WORKLOADS; do
         lat=$(median $(awk -v w="$w" -v t="$t" '$1 == w && $2 == t {print $5}' "$RAW"))
         runs=$(awk -v w="$w" -v t="$t" '$1 == w && $2 == t {printf "%s%.0f", (n++ ? ", " : ""), $4}' "$RAW")
         ratio=$(awk -v a="$tps" -v b="$direct_tps" 'BEGIN {printf "%.2f", a / b}')
-        printf '%s\t%s\t%.0f\t%.3f\t%s\t%s\n' "$(workload_label "$w")" "$t" "$tps" "$lat" "$ratio" "$runs" >>"$TABLE"
+        idle=$(median $(awk -v w="$w" -v t="$t" '$1 == w && $2 == t {print $6}' "$RAW"))
+        cs=$(median $(awk -v w="$w" -v t="$t" '$1 == w && $2 == t {print $7}' "$RAW"))
+        proxy_us="-"
+        [[ $t == direct ]] || proxy_us=$(median $(awk -v w="$w" -v t="$t" '$1 == w && $2 == t {print $8}' "$RAW"))
+        printf '%s\t%s\t%.0f\t%.3f\t%s\t%s\t%s\t%s\t%s\n' "$(workload_label "$w")" "$t" "$tps" "$lat" "$ratio" "$idle" "$cs" "$proxy_us" "$runs" >>"$TABLE"
     done
 done
 
@@ -501,10 +555,10 @@ CMD="benches/pgbench.sh (SCALE=$SCALE CLIENTS=$CLIENTS THREADS=$THREADS DURATION
 
 {
     echo
-    printf '%-22s %-14s %12s %14s %10s\n' workload target "median TPS" "latency (ms)" "vs direct"
-    printf '%-22s %-14s %12s %14s %10s\n' ---------------------- ---------- ------------ -------------- ----------
-    while IFS=$'\t' read -r w t tps lat ratio _; do
-        printf '%-22s %-14s %12s %14s %9sx\n' "$w" "$t" "$tps" "$lat" "$ratio"
+    printf '%-22s %-14s %12s %14s %10s %7s %7s %14s\n' workload target "median TPS" "latency (ms)" "vs direct" "idle %" "cs/tx" "proxy µs/tx"
+    printf '%-22s %-14s %12s %14s %10s %7s %7s %14s\n' ---------------------- -------------- ------------ -------------- ---------- ------- ------- --------------
+    while IFS=$'\t' read -r w t tps lat ratio idle cs proxy_us _; do
+        printf '%-22s %-14s %12s %14s %9sx %7s %7s %14s\n' "$w" "$t" "$tps" "$lat" "$ratio" "$idle" "$cs" "$proxy_us"
     done <"$TABLE"
     echo
     if [[ -n $IDLE_RSS_WITH ]]; then
@@ -526,11 +580,13 @@ CMD="benches/pgbench.sh (SCALE=$SCALE CLIENTS=$CLIENTS THREADS=$THREADS DURATION
     echo "- pgbench -c $CLIENTS -j $THREADS -T $DURATION, scale $SCALE, pgbench always over TCP on 127.0.0.1 (the -unix targets reach PostgreSQL over its Unix-domain socket); $ROUNDS rounds per workload (round-robin, targets in rotating order); medians over rounds"
     echo "- Machine state: $MACHINE_NOTE; rustc/cargo seen during runs: $([[ $BUSY_DURING -eq 1 ]] && echo yes || echo no); load average before $LOAD_BEFORE, after $LOAD_AFTER"
     echo
-    echo "| workload | target | median TPS | avg latency (ms) | ratio to direct | TPS per round |"
-    echo "|---|---|---:|---:|---:|---|"
-    while IFS=$'\t' read -r w t tps lat ratio runs; do
-        echo "| $w | $t | $tps | $lat | ${ratio}× | $runs |"
+    echo "| workload | target | median TPS | avg latency (ms) | ratio to direct | CPU idle % | context switches / tx | proxy CPU µs / tx | TPS per round |"
+    echo "|---|---|---:|---:|---:|---:|---:|---:|---|"
+    while IFS=$'\t' read -r w t tps lat ratio idle cs proxy_us runs; do
+        echo "| $w | $t | $tps | $lat | ${ratio}× | $idle | $cs | $proxy_us | $runs |"
     done <"$TABLE"
+    echo
+    echo "CPU idle % and context switches per transaction are machine-wide (vmstat, 1 s samples during each run); proxy CPU is the proxy process's user + system time from /proc divided by the transactions of the run. All three are medians over rounds."
     echo
     if [[ -n $IDLE_RSS_WITH || -n $BIG_HWM_AFTER ]]; then
         echo "## pgveil memory"
