@@ -438,7 +438,7 @@ run_pgbench() {
     txs=$(awk -F': *' '/^number of transactions actually processed/ {print $2; exit}' <<<"$out" | awk -F/ '{print $1}')
     [[ -n $tps && -n $lat && -n $txs ]] || { echo "$out" >&2; die "could not parse pgbench output"; }
     # vmstat: two header lines, then the since-boot line, then 1 s samples.
-    read -r idle cs < <(awk 'NR > 3 {id += $15; cs += $12; n++} END {if (n) printf "%.0f %.0f", id / n, cs / n; else print "- -"}' "$WORK/vmstat.txt")
+    read -r idle cs < <(awk 'NR > 3 {id += $15; cs += $12; n++} END {if (n) printf "%.0f %.0f\n", id / n, cs / n; else print "- -"}' "$WORK/vmstat.txt")
     cs=$(awk -v cs="$cs" -v tps="$tps" 'BEGIN {if (cs == "-") print "-"; else printf "%.2f", cs / tps}')
     if [[ -n $t0 ]]; then
         t1=$(cpu_ticks "$pid")
