@@ -13,7 +13,9 @@ use tokio::net::{TcpListener, TcpStream};
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let [listen, upstream] = args.as_slice() else {
-        eprintln!("usage: null-relay LISTEN_ADDR UPSTREAM_ADDR (e.g. 127.0.0.1:6000 127.0.0.1:5432)");
+        eprintln!(
+            "usage: null-relay LISTEN_ADDR UPSTREAM_ADDR (e.g. 127.0.0.1:6000 127.0.0.1:5432)"
+        );
         return ExitCode::from(2);
     };
     let runtime = match tokio::runtime::Builder::new_current_thread()

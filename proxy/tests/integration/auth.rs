@@ -67,3 +67,47 @@ async fn unknown_user_gets_the_servers_error() {
     assert_eq!(err.code().map(|c| c.code()), Some("28P01"), "{err}");
     proxy.shutdown().await;
 }
+
+/// A client asking for protocol 3.2 with an unknown `_pq_` option gets the
+/// server's NegotiateProtocolVersion relayed (PostgreSQL 15 speaks 3.0), then
+/// logs in and queries as usual.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn negotiate_protocol_version_is_relayed() {
+    let pg = pg_trust();
+    let proxy = proxy_for(&pg).await;
+    let mut raw = Raw::connect(&proxy).await;
+    let mut body = Vec::new();
+    body.extend_from_slice(&((3u32 << 16) | 2).to_be_bytes());
+    for (k, v) in [
+        ("user", USER),
+        ("database", "postgres"),
+        ("_pq_.pgveil_test", "on"),
+    ] {
+        body.extend_from_slice(k.as_bytes());
+        body.push(0);
+        body.extend_from_slice(v.as_bytes());
+        body.push(0);
+    }
+    body.push(0);
+    let mut startup = ((body.len() + 4) as u32).to_be_bytes().to_vec();
+    startup.extend_from_slice(&body);
+    raw.send(&startup).await;
+
+    let login = raw.until_ready().await;
+    let negotiate = login
+        .iter()
+        .find(|m| m.tag == b'v')
+        .unwrap_or_else(|| panic!("no NegotiateProtocolVersion in {}", tags(&login)));
+    // The newest version the server supports (PostgreSQL sends the whole
+    // code, 3.0), then the options it did not recognise.
+    assert_eq!(negotiate.body[..4], (3u32 << 16).to_be_bytes());
+    assert_eq!(negotiate.body[4..8], 1u32.to_be_bytes());
+    assert_eq!(&negotiate.body[8..], b"_pq_.pgveil_test\0");
+    assert!(login.iter().any(|m| m.tag == b'K'), "{}", tags(&login));
+
+    raw.send(&fe::query("select 40 + 2")).await;
+    let answer = raw.until_ready().await;
+    assert_eq!(tags(&answer), "TDCZ");
+    assert_eq!(answer[1].body[6..], *b"42");
+    proxy.shutdown().await;
+}
