@@ -8,7 +8,6 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
-use crate::metrics::http::ReadinessTarget;
 use crate::metrics::{serve_http, Metrics};
 use crate::server::{self, ServerContext};
 
@@ -39,10 +38,7 @@ impl RunningProxy {
                     .await
                     .with_context(|| format!("metrics.listen: cannot bind {listen}"))?;
                 let bound = l.local_addr()?;
-                let target = ReadinessTarget {
-                    host: config.upstream.host.clone(),
-                    port: config.upstream.port,
-                };
+                let target = ctx.upstream.address().clone();
                 tokio::spawn(serve_http(l, metrics.clone(), target, stop.clone()));
                 Some(bound)
             }

@@ -2,6 +2,7 @@
 //!
 //! As in libpq, a host that starts with `/` is the directory of the server's
 //! Unix-domain socket (`<dir>/.s.PGSQL.<port>`); TLS is never used there.
+use std::fmt;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -50,12 +51,55 @@ pub enum UpstreamError {
     },
 }
 
+/// Where the upstream server listens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Address {
+    Tcp {
+        host: String,
+        port: u16,
+    },
+    /// The socket file `<dir>/.s.PGSQL.<port>` of a co-located server.
+    Unix(PathBuf),
+}
+
+impl Address {
+    /// libpq's rule: a host starting with `/` names the socket directory.
+    pub fn new(host: &str, port: u16) -> Address {
+        if host.starts_with('/') {
+            Address::Unix(PathBuf::from(host).join(format!(".s.PGSQL.{port}")))
+        } else {
+            Address::Tcp {
+                host: host.to_string(),
+                port,
+            }
+        }
+    }
+
+    /// Open the transport (no TLS yet): TCP with Nagle off, or the socket.
+    pub async fn open(&self) -> std::io::Result<ServerStream> {
+        match self {
+            Address::Tcp { host, port } => {
+                let tcp = TcpStream::connect((host.as_str(), *port)).await?;
+                let _ = tcp.set_nodelay(true);
+                Ok(MaybeTls::Plain(tcp))
+            }
+            Address::Unix(path) => Ok(MaybeTls::Unix(UnixStream::connect(path).await?)),
+        }
+    }
+}
+
+impl fmt::Display for Address {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Address::Tcp { host, port } => write!(f, "{host}:{port}"),
+            Address::Unix(path) => write!(f, "{}", path.display()),
+        }
+    }
+}
+
 /// Where and how to reach the upstream server.
 pub struct Upstream {
-    host: String,
-    port: u16,
-    /// The socket file when `host` is a directory (a co-located server).
-    socket: Option<PathBuf>,
+    address: Address,
     mode: UpstreamTlsMode,
     tls: Option<(TlsConnector, ServerName<'static>)>,
     connect_timeout: Duration,
@@ -64,62 +108,47 @@ pub struct Upstream {
 impl Upstream {
     /// Prepare TLS for the configured mode; fails on an unreadable CA file.
     pub fn new(config: &UpstreamConfig) -> Result<Upstream, TlsError> {
-        let socket = unix_socket_path(&config.host, config.port);
+        let address = Address::new(&config.host, config.port);
+        // TLS is never used over a Unix-domain socket (config validation
+        // refuses the modes that would require it).
         let tls = match upstream_config(config.tls_mode, config.ca_file.as_deref())? {
-            Some(_) if socket.is_some() => None,
-            Some(client) => Some(connector(client, &config.host)?),
-            None => None,
+            Some(client) if matches!(address, Address::Tcp { .. }) => {
+                Some(connector(client, &config.host)?)
+            }
+            _ => None,
         };
         Ok(Upstream {
-            host: config.host.clone(),
-            port: config.port,
-            socket,
+            address,
             mode: config.tls_mode,
             tls,
             connect_timeout: config.connect_timeout,
         })
     }
 
+    pub fn address(&self) -> &Address {
+        &self.address
+    }
+
     /// `host:port`, or the socket file's path.
     pub fn addr(&self) -> String {
-        match &self.socket {
-            Some(path) => path.display().to_string(),
-            None => format!("{}:{}", self.host, self.port),
-        }
-    }
-
-    pub fn host(&self) -> &str {
-        &self.host
-    }
-
-    pub fn port(&self) -> u16 {
-        self.port
+        self.address.to_string()
     }
 
     /// Open a connection and negotiate TLS according to the mode.
     pub async fn connect(&self) -> Result<ServerStream, UpstreamError> {
         let addr = self.addr();
-        if let Some(path) = &self.socket {
-            let unix = tokio::time::timeout(self.connect_timeout, UnixStream::connect(path))
-                .await
-                .map_err(|_| UpstreamError::Timeout(addr.clone()))?
-                .map_err(|source| UpstreamError::Connect { addr, source })?;
-            return Ok(MaybeTls::Unix(unix));
-        }
-        let tcp = tokio::time::timeout(
-            self.connect_timeout,
-            TcpStream::connect((self.host.as_str(), self.port)),
-        )
-        .await
-        .map_err(|_| UpstreamError::Timeout(addr.clone()))?
-        .map_err(|source| UpstreamError::Connect {
-            addr: addr.clone(),
-            source,
-        })?;
-        let _ = tcp.set_nodelay(true);
-        match &self.tls {
-            None => Ok(MaybeTls::Plain(tcp)),
-            Some((connector, name)) => self.negotiate(tcp, connector, name, addr).await,
+        let stream = tokio::time::timeout(self.connect_timeout, self.address.open())
+            .await
+            .map_err(|_| UpstreamError::Timeout(addr.clone()))?
+            .map_err(|source| UpstreamError::Connect {
+                addr: addr.clone(),
+                source,
+            })?;
+        match (&self.tls, stream) {
+            (Some((connector, name)), MaybeTls::Plain(tcp)) => {
+                self.negotiate(tcp, connector, name, addr).await
+            }
+            (_, stream) => Ok(stream),
         }
     }
 
@@ -175,12 +204,6 @@ impl Upstream {
     }
 }
 
-/// libpq's rule: a host starting with `/` names the socket directory.
-pub fn unix_socket_path(host: &str, port: u16) -> Option<PathBuf> {
-    host.starts_with('/')
-        .then(|| PathBuf::from(host).join(format!(".s.PGSQL.{port}")))
-}
-
 fn connector(
     client: Arc<ClientConfig>,
     host: &str,
@@ -199,11 +222,16 @@ mod tests {
 
     #[test]
     fn a_host_starting_with_slash_is_a_socket_directory() {
+        let socket = Address::new("/var/run/postgresql", 5433);
         assert_eq!(
-            unix_socket_path("/var/run/postgresql", 5433),
-            Some(PathBuf::from("/var/run/postgresql/.s.PGSQL.5433"))
+            socket,
+            Address::Unix(PathBuf::from("/var/run/postgresql/.s.PGSQL.5433"))
         );
-        assert_eq!(unix_socket_path("127.0.0.1", 5432), None);
-        assert_eq!(unix_socket_path("db.internal", 5432), None);
+        assert_eq!(socket.to_string(), "/var/run/postgresql/.s.PGSQL.5433");
+        for host in ["127.0.0.1", "db.internal"] {
+            let tcp = Address::new(host, 5432);
+            assert!(matches!(tcp, Address::Tcp { .. }), "{tcp:?}");
+            assert_eq!(tcp.to_string(), format!("{host}:5432"));
+        }
     }
 }

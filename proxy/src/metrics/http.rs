@@ -1,5 +1,5 @@
 //! The HTTP endpoint: `/metrics`, `/healthz` (the process is up) and `/readyz`
-//! (the upstream server accepts TCP connections).
+//! (the upstream server accepts connections).
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,31 +15,13 @@ use tokio_util::sync::CancellationToken;
 
 use super::Metrics;
 
-/// Where `/readyz` checks the upstream.
-#[derive(Debug, Clone)]
-pub struct ReadinessTarget {
-    pub host: String,
-    pub port: u16,
-}
-
-impl ReadinessTarget {
-    /// Open (and drop) a connection: TCP, or the Unix-domain socket when the
-    /// host is a directory.
-    async fn probe(&self) -> std::io::Result<()> {
-        match crate::upstream::unix_socket_path(&self.host, self.port) {
-            Some(path) => tokio::net::UnixStream::connect(path).await.map(drop),
-            None => tokio::net::TcpStream::connect((self.host.as_str(), self.port))
-                .await
-                .map(drop),
-        }
-    }
-}
+use crate::upstream::Address;
 
 /// Serve HTTP on `listener` until `stop` is cancelled.
 pub async fn serve(
     listener: TcpListener,
     metrics: Arc<Metrics>,
-    upstream: ReadinessTarget,
+    upstream: Address,
     stop: CancellationToken,
 ) {
     loop {
@@ -77,7 +59,7 @@ pub async fn serve(
 async fn route(
     req: Request<Incoming>,
     metrics: &Metrics,
-    upstream: &ReadinessTarget,
+    upstream: &Address,
 ) -> Response<Full<Bytes>> {
     match req.uri().path() {
         "/metrics" => reply(
@@ -87,9 +69,9 @@ async fn route(
         ),
         "/healthz" => reply(StatusCode::OK, "text/plain", b"ok\n".to_vec()),
         "/readyz" => {
-            let check = tokio::time::timeout(Duration::from_secs(2), upstream.probe()).await;
+            let check = tokio::time::timeout(Duration::from_secs(2), upstream.open()).await;
             match check {
-                Ok(Ok(())) => reply(StatusCode::OK, "text/plain", b"ready\n".to_vec()),
+                Ok(Ok(_)) => reply(StatusCode::OK, "text/plain", b"ready\n".to_vec()),
                 Ok(Err(e)) => reply(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "text/plain",

@@ -80,6 +80,23 @@ pub async fn client_as(proxy: &RunningProxy, user: &str, password: &str) -> toki
 }
 
 /// Connect directly to PostgreSQL as the superuser (to check what is stored).
+/// Start `select pg_sleep(30)` on `c`, cancel it through the client's cancel
+/// token after 500 ms, and check it ends with 57014 well before 30 s.
+pub async fn cancel_a_sleeping_query(c: tokio_postgres::Client) {
+    let token = c.cancel_token();
+    let started = std::time::Instant::now();
+    let sleeper = tokio::spawn(async move { c.simple_query("select pg_sleep(30)").await });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    token.cancel_query(tokio_postgres::NoTls).await.unwrap();
+    let result = tokio::time::timeout(Duration::from_secs(10), sleeper)
+        .await
+        .unwrap()
+        .unwrap();
+    let err = result.unwrap_err();
+    assert_eq!(err.code().map(|c| c.code()), Some("57014"), "{err}");
+    assert!(started.elapsed() < Duration::from_secs(15));
+}
+
 pub async fn direct(cluster: &PgCluster) -> tokio_postgres::Client {
     let (client, conn) = tokio_postgres::connect(
         &cluster.superuser_conninfo("postgres"),

@@ -1,7 +1,5 @@
 //! pgveil co-located with PostgreSQL: the upstream leg over the server's
 //! Unix-domain socket (`upstream.host` is a directory, as in libpq).
-use std::time::{Duration, Instant};
-
 use pgveil::config::UpstreamTlsMode;
 use pgveil_testkit::PgCluster;
 
@@ -56,18 +54,7 @@ async fn cancel_and_readiness_use_the_socket_too() {
     let mut pg = pg_trust();
     let proxy = proxy_over_socket(&pg).await;
     let c = client(&proxy).await;
-    let token = c.cancel_token();
-    let started = Instant::now();
-    let sleeper = tokio::spawn(async move { c.simple_query("select pg_sleep(30)").await });
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    token.cancel_query(tokio_postgres::NoTls).await.unwrap();
-    let result = tokio::time::timeout(Duration::from_secs(10), sleeper)
-        .await
-        .unwrap()
-        .unwrap();
-    let err = result.unwrap_err();
-    assert_eq!(err.code().map(|c| c.code()), Some("57014"), "{err}");
-    assert!(started.elapsed() < Duration::from_secs(15));
+    cancel_a_sleeping_query(c).await;
 
     // With PostgreSQL down, readiness fails and a new client is told which
     // socket could not be reached.
