@@ -9,6 +9,7 @@
 //! - [`metrics`]: Prometheus metrics and the HTTP endpoint;
 //! - [`demo`], [`commands`]: the demo and the DBA's tools.
 pub mod app;
+pub mod catalog;
 pub mod cli;
 pub mod commands;
 pub mod config;
@@ -18,5 +19,6 @@ pub mod metrics;
 pub mod protocol;
 pub mod server;
 pub mod session;
+pub mod sql;
 pub mod stream;
 pub mod upstream;

@@ -16,3 +16,7 @@ pub const IDLE_SESSION_TIMEOUT: &str = "57P05";
 pub const ADMIN_SHUTDOWN: &str = "57P01";
 /// Internal error inside pgveil.
 pub const INTERNAL_ERROR: &str = "XX000";
+/// The policy refuses the statement (the column or rule is named in the message).
+pub const INSUFFICIENT_PRIVILEGE: &str = "42501";
+/// pgveil cannot enforce the policy on this session's settings or this construct.
+pub const INVALID_PARAMETER_VALUE: &str = "22023";

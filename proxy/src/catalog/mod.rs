@@ -1,0 +1,135 @@
+//! The catalog cache: per database, what the analysis needs to know about relations, views,
+//! functions and roles, read over connections pgveil owns.
+//!
+//! Steady state costs nothing per statement: a snapshot is an `Arc` read under an
+//! uncontended lock. A snapshot is reloaded when it is older than the refresh interval, and
+//! before the next statement after a session relayed DDL ([`Catalog::invalidate`]).
+pub mod load;
+pub mod snapshot;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use pgveil_policy::CompiledPolicy;
+
+pub use load::{CatalogSource, LoadError};
+pub use snapshot::{RawCatalog, Relation, Snapshot};
+
+/// A snapshot bound to one policy version.
+pub struct Bound {
+    pub snapshot: Arc<Snapshot>,
+    /// Changes whenever the snapshot does; part of the parse-cache key.
+    pub generation: u64,
+}
+
+struct Loaded {
+    raw: Arc<RawCatalog>,
+    at: Instant,
+    policy_version: String,
+    bound: Arc<Bound>,
+}
+
+/// One database's cache entry.
+struct DbCatalog {
+    current: RwLock<Option<Arc<Loaded>>>,
+    stale: AtomicBool,
+    /// Only one load at a time per database; others wait for it.
+    loading: tokio::sync::Mutex<()>,
+}
+
+/// Catalogs of every database sessions connect to.
+pub struct Catalog {
+    source: CatalogSource,
+    refresh: Duration,
+    dbs: Mutex<HashMap<String, Arc<DbCatalog>>>,
+    generation: AtomicU64,
+}
+
+impl Catalog {
+    pub fn new(source: CatalogSource, refresh: Duration) -> Catalog {
+        Catalog {
+            source,
+            refresh,
+            dbs: Mutex::new(HashMap::new()),
+            generation: AtomicU64::new(1),
+        }
+    }
+
+    fn db(&self, database: &str) -> Arc<DbCatalog> {
+        let mut dbs = self.dbs.lock().unwrap_or_else(|e| e.into_inner());
+        dbs.entry(database.to_string())
+            .or_insert_with(|| {
+                Arc::new(DbCatalog {
+                    current: RwLock::new(None),
+                    stale: AtomicBool::new(false),
+                    loading: tokio::sync::Mutex::new(()),
+                })
+            })
+            .clone()
+    }
+
+    /// Mark every database's snapshot stale: DDL went through, or a reload was asked for.
+    pub fn invalidate(&self) {
+        let dbs = self.dbs.lock().unwrap_or_else(|e| e.into_inner());
+        for db in dbs.values() {
+            db.stale.store(true, Ordering::Release);
+        }
+    }
+
+    /// The snapshot of `database` bound to `policy`, loading or rebinding it if needed.
+    pub async fn get(
+        &self,
+        database: &str,
+        policy: &CompiledPolicy,
+    ) -> Result<Arc<Bound>, LoadError> {
+        let db = self.db(database);
+        if let Some(b) = self.fresh(&db, policy) {
+            return Ok(b);
+        }
+        let _guard = db.loading.lock().await;
+        if let Some(b) = self.fresh(&db, policy) {
+            return Ok(b);
+        }
+        let reuse = {
+            let cur = db.current.read().unwrap_or_else(|e| e.into_inner());
+            cur.as_ref()
+                .filter(|l| !db.stale.load(Ordering::Acquire) && l.at.elapsed() < self.refresh)
+                .map(|l| (l.raw.clone(), l.at))
+        };
+        let (raw, at) = match reuse {
+            // Only the policy changed: rebind what was read, no round trip.
+            Some(r) => r,
+            None => {
+                db.stale.store(false, Ordering::Release);
+                let raw = self.source.load(database).await?;
+                (Arc::new(raw), Instant::now())
+            }
+        };
+        let snapshot = Snapshot::build((*raw).clone(), policy);
+        let bound = Arc::new(Bound {
+            snapshot: Arc::new(snapshot),
+            generation: self.generation.fetch_add(1, Ordering::Relaxed),
+        });
+        let loaded = Arc::new(Loaded {
+            raw,
+            at,
+            policy_version: policy.version().to_string(),
+            bound: bound.clone(),
+        });
+        *db.current.write().unwrap_or_else(|e| e.into_inner()) = Some(loaded);
+        tracing::debug!(database, "catalog loaded");
+        Ok(bound)
+    }
+
+    fn fresh(&self, db: &DbCatalog, policy: &CompiledPolicy) -> Option<Arc<Bound>> {
+        if db.stale.load(Ordering::Acquire) {
+            return None;
+        }
+        let cur = db.current.read().unwrap_or_else(|e| e.into_inner());
+        cur.as_ref()
+            .filter(|l| l.at.elapsed() < self.refresh && l.policy_version == policy.version())
+            .map(|l| l.bound.clone())
+    }
+}

@@ -1,0 +1,292 @@
+//! One consistent picture of a database's relations, as pgveil needs it: the columns of every
+//! user relation (so `SELECT *` expands to known positions), which of them the policy protects,
+//! which views and functions expose protected columns, and the role memberships of logins.
+//!
+//! A snapshot is plain data, built from rows the loader read (or, in tests and `policy
+//! explain`, from a description), then bound to one compiled policy.
+use std::collections::HashMap;
+
+use pgveil_policy::model::ColumnId;
+use pgveil_policy::CompiledPolicy;
+
+/// What kind of relation `pg_class.relkind` says this is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RelKind {
+    Table,
+    View,
+    MaterializedView,
+    Foreign,
+    Partitioned,
+}
+
+impl RelKind {
+    pub fn from_relkind(k: &str) -> Option<RelKind> {
+        Some(match k {
+            "r" => RelKind::Table,
+            "v" => RelKind::View,
+            "m" => RelKind::MaterializedView,
+            "f" => RelKind::Foreign,
+            "p" => RelKind::Partitioned,
+            _ => return None,
+        })
+    }
+
+    pub fn is_view(self) -> bool {
+        matches!(self, RelKind::View | RelKind::MaterializedView)
+    }
+}
+
+/// One column of a relation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Attribute {
+    pub name: String,
+    pub attnum: i16,
+    pub type_oid: u32,
+    /// The policy column this is, if the policy classifies it.
+    pub protected: Option<ColumnId>,
+}
+
+/// One user relation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Relation {
+    pub oid: u32,
+    pub schema: String,
+    pub name: String,
+    pub kind: RelKind,
+    pub columns: Vec<Attribute>,
+    /// For views and functions: the protected columns whose values they can expose.
+    pub exposes: Vec<ColumnId>,
+}
+
+impl Relation {
+    pub fn qualified(&self) -> String {
+        format!("{}.{}", self.schema, self.name)
+    }
+
+    pub fn has_protected(&self) -> bool {
+        self.columns.iter().any(|c| c.protected.is_some())
+    }
+}
+
+/// A dependency read from `pg_depend`: relation or function `from` uses column `attnum` of
+/// relation `on` (0: the whole row).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Dependency {
+    pub from: u32,
+    pub on: u32,
+    pub attnum: i16,
+}
+
+/// A user function as the loader read it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FunctionSource {
+    pub oid: u32,
+    pub name: String,
+    pub language: String,
+    pub body: String,
+}
+
+/// What the loader read, before it is bound to a policy.
+#[derive(Debug, Clone, Default)]
+pub struct RawCatalog {
+    pub relations: Vec<Relation>,
+    pub dependencies: Vec<Dependency>,
+    pub functions: Vec<FunctionSource>,
+    /// (member, role it is a member of), already closed transitively.
+    pub memberships: Vec<(String, String)>,
+}
+
+/// A catalog bound to a policy: the analysis reads this.
+#[derive(Debug, Default)]
+pub struct Snapshot {
+    relations: Vec<Relation>,
+    by_name: HashMap<String, Vec<usize>>,
+    by_oid: HashMap<u32, usize>,
+    /// Function name (lower case) → protected columns its body can expose.
+    functions: HashMap<String, Vec<ColumnId>>,
+    member_of: HashMap<String, Vec<String>>,
+}
+
+impl Snapshot {
+    /// Bind what was read to a policy: mark protected columns, and work out which views and
+    /// functions expose them (through other views too).
+    pub fn build(raw: RawCatalog, policy: &CompiledPolicy) -> Snapshot {
+        let mut relations = raw.relations.clone();
+        for r in &mut relations {
+            let table = r.qualified();
+            for c in &mut r.columns {
+                c.protected = policy.column_id(&table, &c.name);
+            }
+        }
+        let by_oid: HashMap<u32, usize> = relations
+            .iter()
+            .enumerate()
+            .map(|(i, r)| (r.oid, i))
+            .collect();
+        let protected_of = |rels: &[Relation], oid: u32, attnum: i16| -> Vec<ColumnId> {
+            let Some(&i) = by_oid.get(&oid) else {
+                return Vec::new();
+            };
+            let r = &rels[i];
+            let mut out: Vec<ColumnId> = r
+                .columns
+                .iter()
+                .filter(|c| attnum == 0 || c.attnum == attnum)
+                .filter_map(|c| c.protected)
+                .collect();
+            if r.kind.is_view() && attnum == 0 {
+                out.extend(r.exposes.iter().copied());
+            }
+            out
+        };
+        // Views over views: iterate to a fixed point (bounded by the number of views).
+        let views = relations.iter().filter(|r| r.kind.is_view()).count();
+        for _ in 0..=views {
+            let mut changed = false;
+            for d in &raw.dependencies {
+                let Some(&vi) = by_oid.get(&d.from) else {
+                    continue;
+                };
+                if !relations[vi].kind.is_view() {
+                    continue;
+                }
+                let mut found = protected_of(&relations, d.on, d.attnum);
+                if let Some(&oi) = by_oid.get(&d.on) {
+                    if relations[oi].kind.is_view() {
+                        found.extend(relations[oi].exposes.iter().copied());
+                    }
+                }
+                for c in found {
+                    if !relations[vi].exposes.contains(&c) {
+                        relations[vi].exposes.push(c);
+                        changed = true;
+                    }
+                }
+            }
+            if !changed {
+                break;
+            }
+        }
+        let mut by_name: HashMap<String, Vec<usize>> = HashMap::new();
+        for (i, r) in relations.iter().enumerate() {
+            by_name.entry(r.name.clone()).or_default().push(i);
+        }
+        let functions = bind_functions(&raw, &relations, &by_oid, policy);
+        let mut member_of: HashMap<String, Vec<String>> = HashMap::new();
+        for (m, g) in raw.memberships {
+            member_of.entry(m).or_default().push(g);
+        }
+        Snapshot {
+            relations,
+            by_name,
+            by_oid,
+            functions,
+            member_of,
+        }
+    }
+
+    /// Relations a name can mean. A qualified name means exactly one (or none); an
+    /// unqualified one means every relation of that name in any schema, protected ones
+    /// first, so that callers that take the first resolve conservatively.
+    pub fn lookup(&self, schema: Option<&str>, name: &str) -> Vec<&Relation> {
+        let mut found: Vec<&Relation> = self
+            .by_name
+            .get(name)
+            .map(|v| v.iter().map(|&i| &self.relations[i]).collect())
+            .unwrap_or_default();
+        if let Some(s) = schema {
+            found.retain(|r| r.schema == s);
+        }
+        found.sort_by_key(|r| !(r.has_protected() || !r.exposes.is_empty()));
+        found
+    }
+
+    pub fn by_oid(&self, oid: u32) -> Option<&Relation> {
+        self.by_oid.get(&oid).map(|&i| &self.relations[i])
+    }
+
+    pub fn relations(&self) -> &[Relation] {
+        &self.relations
+    }
+
+    /// Protected columns a function (by unqualified name) can expose, if any.
+    pub fn function_exposes(&self, name: &str) -> Option<&[ColumnId]> {
+        self.functions.get(name).map(|v| v.as_slice())
+    }
+
+    /// Function names that expose protected columns.
+    pub fn exposing_functions(&self) -> impl Iterator<Item = &str> {
+        self.functions.keys().map(|s| s.as_str())
+    }
+
+    /// Every Postgres role `login` is a member of, directly or not.
+    pub fn member_of(&self, login: &str) -> &[String] {
+        self.member_of.get(login).map_or(&[], |v| v.as_slice())
+    }
+}
+
+/// A function exposes the protected columns its body names (by table), those `pg_depend`
+/// records for it (SQL-standard bodies), and, when its body runs dynamic SQL or it is written
+/// in a language pgveil cannot read, every protected column.
+fn bind_functions(
+    raw: &RawCatalog,
+    relations: &[Relation],
+    by_oid: &HashMap<u32, usize>,
+    policy: &CompiledPolicy,
+) -> HashMap<String, Vec<ColumnId>> {
+    let all: Vec<ColumnId> = (0..policy.policy().columns.len()).collect();
+    let mut table_words: HashMap<String, Vec<ColumnId>> = HashMap::new();
+    for r in relations {
+        let cols: Vec<ColumnId> = r
+            .columns
+            .iter()
+            .filter_map(|c| c.protected)
+            .chain(r.exposes.iter().copied())
+            .collect();
+        if !cols.is_empty() {
+            table_words
+                .entry(r.name.to_ascii_lowercase())
+                .or_default()
+                .extend(cols);
+        }
+    }
+    let mut out: HashMap<String, Vec<ColumnId>> = HashMap::new();
+    for f in &raw.functions {
+        let mut cols: Vec<ColumnId> = Vec::new();
+        // C and internal functions need a superuser to create: the DBA's own code. Other
+        // languages (plperl, plpython, ...) can run any query pgveil cannot read.
+        let mut dynamic = !matches!(f.language.as_str(), "sql" | "plpgsql" | "c" | "internal");
+        for w in crate::sql::scan::words(f.body.as_bytes()) {
+            let w = String::from_utf8_lossy(&w).into_owned();
+            if w == "execute" && f.language == "plpgsql" {
+                dynamic = true;
+            }
+            if let Some(c) = table_words.get(&w) {
+                cols.extend(c.iter().copied());
+            }
+        }
+        for d in raw.dependencies.iter().filter(|d| d.from == f.oid) {
+            if let Some(&i) = by_oid.get(&d.on) {
+                let r = &relations[i];
+                cols.extend(
+                    r.columns
+                        .iter()
+                        .filter(|c| d.attnum == 0 || c.attnum == d.attnum)
+                        .filter_map(|c| c.protected),
+                );
+                cols.extend(r.exposes.iter().copied());
+            }
+        }
+        if dynamic && !all.is_empty() {
+            cols = all.clone();
+        }
+        if !cols.is_empty() {
+            cols.sort_unstable();
+            cols.dedup();
+            out.entry(f.name.to_ascii_lowercase())
+                .or_default()
+                .extend(cols);
+        }
+    }
+    out
+}

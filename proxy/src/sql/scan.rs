@@ -1,0 +1,172 @@
+//! The fast path: a word scan that tells whether SQL text might touch protected data.
+//!
+//! It reads the whole text, string literals and comments included (a name inside
+//! `query_to_xml('select phone from customers', ...)` or a `DO` body counts), lower-cases
+//! each word and looks it up in a set of trigger words: protected table, column, view and
+//! function names, plus the words of statements that change who is asking or how SQL is
+//! read. Text with no trigger word is forwarded untouched and never parsed.
+use std::collections::HashSet;
+
+use pgveil_policy::CompiledPolicy;
+
+use crate::catalog::Snapshot;
+
+/// PostgreSQL truncates identifiers to this many bytes (NAMEDATALEN - 1).
+const MAX_IDENT: usize = 63;
+
+/// Words that send a statement to the analysis whatever the policy says.
+pub const ALWAYS: &[&str] = &[
+    // who is asking
+    "role",
+    "authorization",
+    "set_config",
+    // how SQL text is read
+    "standard_conforming_strings",
+    "client_encoding",
+    // code the proxy cannot read
+    "do",
+    "execute",
+    "function",
+    "procedure",
+    "trigger",
+    "rule",
+    "view",
+    "language",
+    // SQL run from inside SQL
+    "query_to_xml",
+    "query_to_xmlschema",
+    "query_to_xml_and_xmlschema",
+    "cursor_to_xml",
+    "cursor_to_xmlschema",
+    "table_to_xml",
+    "table_to_xmlschema",
+    "table_to_xml_and_xmlschema",
+    "schema_to_xml",
+    "schema_to_xmlschema",
+    "schema_to_xml_and_xmlschema",
+    "database_to_xml",
+    "database_to_xmlschema",
+    "database_to_xml_and_xmlschema",
+    "ts_stat",
+    "dblink",
+    "dblink_exec",
+    "dblink_open",
+    "dblink_send_query",
+];
+
+/// The trigger words of one (policy, catalog snapshot) pair.
+#[derive(Debug, Default)]
+pub struct Scanner {
+    words: HashSet<Box<[u8]>>,
+}
+
+impl Scanner {
+    pub fn new(policy: &CompiledPolicy, snapshot: &Snapshot) -> Scanner {
+        let mut words: HashSet<Box<[u8]>> = HashSet::new();
+        let mut add = |w: &str| {
+            let w = w.to_ascii_lowercase();
+            let b = w.as_bytes();
+            words.insert(b[..b.len().min(MAX_IDENT)].into());
+        };
+        for w in ALWAYS {
+            add(w);
+        }
+        for c in &policy.policy().columns {
+            add(&c.column);
+            let table = c.table.rsplit('.').next().unwrap_or(&c.table);
+            add(table);
+        }
+        for r in snapshot.relations() {
+            if r.has_protected() || !r.exposes.is_empty() {
+                add(&r.name);
+            }
+        }
+        for f in snapshot.exposing_functions() {
+            add(f);
+        }
+        Scanner { words }
+    }
+
+    /// Whether `sql` names anything that needs the analysis. Text with `U&` escapes
+    /// (which can spell a name without its letters) always does.
+    pub fn needs_analysis(&self, sql: &[u8]) -> bool {
+        if has_unicode_escape(sql) {
+            return true;
+        }
+        let mut buf = [0u8; MAX_IDENT];
+        let mut i = 0;
+        while i < sql.len() {
+            if !is_word_byte(sql[i]) {
+                i += 1;
+                continue;
+            }
+            let start = i;
+            while i < sql.len() && is_word_byte(sql[i]) {
+                i += 1;
+            }
+            let word = &sql[start..i];
+            let n = word.len().min(MAX_IDENT);
+            for (d, s) in buf.iter_mut().zip(&word[..n]) {
+                *d = s.to_ascii_lowercase();
+            }
+            if self.words.contains(&buf[..n]) {
+                return true;
+            }
+        }
+        false
+    }
+}
+
+#[inline]
+fn is_word_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b == b'_' || b == b'$' || b >= 0x80
+}
+
+fn has_unicode_escape(sql: &[u8]) -> bool {
+    sql.windows(3)
+        .any(|w| (w[0] == b'u' || w[0] == b'U') && w[1] == b'&' && (w[2] == b'\'' || w[2] == b'"'))
+}
+
+/// The lower-cased words of a text (for function bodies and tests).
+pub fn words(text: &[u8]) -> impl Iterator<Item = Vec<u8>> + '_ {
+    text.split(|&b| !is_word_byte(b))
+        .filter(|w| !w.is_empty())
+        .map(|w| w[..w.len().min(MAX_IDENT)].to_ascii_lowercase())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scanner(words: &[&str]) -> Scanner {
+        Scanner {
+            words: words.iter().map(|w| w.as_bytes().into()).collect(),
+        }
+    }
+
+    #[test]
+    fn finds_names_anywhere_case_insensitively() {
+        let s = scanner(&["customers", "phone"]);
+        assert!(s.needs_analysis(b"SELECT * FROM Customers"));
+        assert!(s.needs_analysis(b"select \"PHONE\" from t"));
+        assert!(s.needs_analysis(b"select query_to_xml('select phone from x', true, true, '')"));
+        assert!(s.needs_analysis(b"select 1 -- customers"));
+        assert!(!s.needs_analysis(b"SELECT abalance FROM pgbench_accounts WHERE aid = 1"));
+        assert!(!s.needs_analysis(b"select phones from customers_archive"));
+    }
+
+    #[test]
+    fn unicode_escapes_always_need_analysis() {
+        let s = scanner(&["customers"]);
+        assert!(s.needs_analysis(br#"select * from U&"\0063ustomers""#));
+        assert!(s.needs_analysis(b"select u&'x'"));
+    }
+
+    #[test]
+    fn long_words_are_truncated_like_postgres() {
+        let long = "a".repeat(63);
+        let s = scanner(&[long.as_str()]);
+        let text = format!("select * from {}", "a".repeat(70));
+        assert!(s.needs_analysis(text.as_bytes()));
+    }
+}
