@@ -98,6 +98,15 @@ pub struct ServeArgs {
     /// Log format [default: text].
     #[arg(long, env = "PGVEIL_LOG_FORMAT", value_name = "FORMAT")]
     pub log_format: Option<LogFormat>,
+    /// Policy file to enforce; without one pgveil is a pure pass-through.
+    #[arg(long, env = "PGVEIL_POLICY", value_name = "FILE")]
+    pub policy: Option<PathBuf>,
+    /// Keyring file (required with --policy).
+    #[arg(long, env = "PGVEIL_KEYRING", value_name = "FILE")]
+    pub keyring: Option<PathBuf>,
+    /// Login pgveil reads the catalog with [default: the login named in the config file].
+    #[arg(long, env = "PGVEIL_CATALOG_USER", value_name = "ROLE")]
+    pub catalog_user: Option<String>,
     /// Log filter, e.g. "info" or "pgveil=debug" [default: info].
     #[arg(long, env = "PGVEIL_LOG_LEVEL", value_name = "FILTER")]
     pub log_level: Option<String>,
@@ -117,6 +126,32 @@ pub struct Config {
     pub worker_threads: usize,
     pub log_format: LogFormat,
     pub log_level: String,
+    pub enforcement: Option<EnforcementConfig>,
+}
+
+/// Policy enforcement settings (present when a policy is configured).
+#[derive(Clone)]
+pub struct EnforcementConfig {
+    pub policy: PathBuf,
+    pub keyring: PathBuf,
+    pub catalog_user: String,
+    /// From `catalog.password` or `PGVEIL_CATALOG_PASSWORD`; never from a flag.
+    pub catalog_password: Option<String>,
+    pub catalog_refresh: Duration,
+    pub parse_cache_size: usize,
+}
+
+impl std::fmt::Debug for EnforcementConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EnforcementConfig")
+            .field("policy", &self.policy)
+            .field("keyring", &self.keyring)
+            .field("catalog_user", &self.catalog_user)
+            .field("catalog_password", &self.catalog_password.as_ref().map(|_| "***"))
+            .field("catalog_refresh", &self.catalog_refresh)
+            .field("parse_cache_size", &self.parse_cache_size)
+            .finish()
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -154,6 +189,7 @@ impl Default for Config {
             worker_threads: default_worker_threads(),
             log_format: LogFormat::Text,
             log_level: "info".into(),
+            enforcement: None,
         }
     }
 }
@@ -169,6 +205,19 @@ struct FileConfig {
     metrics: Option<FileMetrics>,
     limits: Option<FileLimits>,
     log: Option<FileLog>,
+    policy: Option<PathBuf>,
+    keyring: Option<PathBuf>,
+    catalog: Option<FileCatalog>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileCatalog {
+    user: Option<String>,
+    password: Option<String>,
+    #[serde(default, deserialize_with = "de_duration")]
+    refresh_interval: Option<Duration>,
+    parse_cache_size: Option<usize>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -292,8 +341,10 @@ impl Config {
             None => FileConfig::default(),
         };
         let mut c = Config::default();
+        let pending = PendingEnforcement::from_file(&file);
         c.apply_file(file);
         c.apply_args(args);
+        c.enforcement = pending.resolve(args)?;
         c.validate()?;
         Ok(c)
     }
@@ -432,6 +483,74 @@ fn default_worker_threads() -> usize {
         .map(|n| n.get().saturating_sub(1))
         .unwrap_or(1)
         .max(1)
+}
+
+/// Enforcement keys gathered from the file, before flags and environment override them.
+#[derive(Default)]
+struct PendingEnforcement {
+    policy: Option<PathBuf>,
+    keyring: Option<PathBuf>,
+    user: Option<String>,
+    password: Option<String>,
+    refresh: Option<Duration>,
+    cache: Option<usize>,
+}
+
+impl PendingEnforcement {
+    fn from_file(f: &FileConfig) -> Self {
+        let c = f.catalog.as_ref();
+        PendingEnforcement {
+            policy: f.policy.clone(),
+            keyring: f.keyring.clone(),
+            user: c.and_then(|c| c.user.clone()),
+            password: c.and_then(|c| c.password.clone()),
+            refresh: c.and_then(|c| c.refresh_interval),
+            cache: c.and_then(|c| c.parse_cache_size),
+        }
+    }
+
+    fn resolve(self, a: &ServeArgs) -> Result<Option<EnforcementConfig>, ConfigError> {
+        let policy = a.policy.clone().or(self.policy);
+        let keyring = a.keyring.clone().or(self.keyring);
+        let Some(policy) = policy else {
+            if keyring.is_some() {
+                return Err(ConfigError(
+                    "keyring: set, but no policy is; give --policy (or policy:) to enforce one".into(),
+                ));
+            }
+            return Ok(None);
+        };
+        let keyring = keyring.ok_or_else(|| {
+            ConfigError(
+                "keyring: required with a policy (create one with `pgveil keys generate --out FILE`)"
+                    .into(),
+            )
+        })?;
+        let catalog_user = a.catalog_user.clone().or(self.user).ok_or_else(|| {
+            ConfigError(
+                "catalog.user: required with a policy: the login pgveil reads the catalog with \
+                 (it needs only CONNECT; see docs/operations.md)"
+                    .into(),
+            )
+        })?;
+        let password = std::env::var("PGVEIL_CATALOG_PASSWORD").ok().or(self.password);
+        let refresh = self.refresh.unwrap_or(Duration::from_secs(60));
+        if refresh.is_zero() {
+            return Err(ConfigError("catalog.refresh_interval: must be greater than 0".into()));
+        }
+        let cache = self.cache.unwrap_or(10_000);
+        if cache == 0 {
+            return Err(ConfigError("catalog.parse_cache_size: must be at least 1".into()));
+        }
+        Ok(Some(EnforcementConfig {
+            policy,
+            keyring,
+            catalog_user,
+            catalog_password: password,
+            catalog_refresh: refresh,
+            parse_cache_size: cache,
+        }))
+    }
 }
 
 fn set<T>(slot: &mut T, value: Option<T>) {

@@ -13,6 +13,7 @@ pub mod catalog;
 pub mod cli;
 pub mod commands;
 pub mod config;
+pub mod enforce;
 pub mod demo;
 pub mod logging;
 pub mod metrics;

@@ -20,6 +20,8 @@ pub use snapshot::{RawCatalog, Relation, Snapshot};
 /// A snapshot bound to one policy version.
 pub struct Bound {
     pub snapshot: Arc<Snapshot>,
+    /// The fast path's trigger words for this snapshot and policy.
+    pub scanner: crate::sql::Scanner,
     /// Changes whenever the snapshot does; part of the parse-cache key.
     pub generation: u64,
 }
@@ -108,7 +110,9 @@ impl Catalog {
             }
         };
         let snapshot = Snapshot::build((*raw).clone(), policy);
+        let scanner = crate::sql::Scanner::new(policy, &snapshot);
         let bound = Arc::new(Bound {
+            scanner,
             snapshot: Arc::new(snapshot),
             generation: self.generation.fetch_add(1, Ordering::Relaxed),
         });
@@ -121,6 +125,14 @@ impl Catalog {
         *db.current.write().unwrap_or_else(|e| e.into_inner()) = Some(loaded);
         tracing::debug!(database, "catalog loaded");
         Ok(bound)
+    }
+
+    /// The snapshot of `database` as last loaded, without loading.
+    pub fn peek(&self, database: &str) -> Option<Arc<Snapshot>> {
+        let dbs = self.dbs.lock().unwrap_or_else(|e| e.into_inner());
+        let db = dbs.get(database)?;
+        let cur = db.current.read().unwrap_or_else(|e| e.into_inner());
+        cur.as_ref().map(|l| l.bound.snapshot.clone())
     }
 
     fn fresh(&self, db: &DbCatalog, policy: &CompiledPolicy) -> Option<Arc<Bound>> {

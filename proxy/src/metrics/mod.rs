@@ -2,6 +2,7 @@
 //!
 //! No label ever carries a user name, an address or query text: the command
 //! label is drawn from a fixed list of PostgreSQL command words.
+pub mod enforcement;
 pub mod http;
 
 pub use http::serve as serve_http;
@@ -67,6 +68,7 @@ pub struct Metrics {
     pub queries_error: IntCounter,
     pub query_duration_end_to_end: Histogram,
     pub cancel_requests: IntCounterVec,
+    pub enforcement: enforcement::EnforcementMetrics,
 }
 
 fn buckets() -> Vec<f64> {
@@ -145,6 +147,7 @@ impl Metrics {
         registry.register(Box::new(cancel_requests.clone()))?;
         registry.register(Box::new(build_info))?;
 
+        let enforcement = enforcement::EnforcementMetrics::new(&registry, &query_duration)?;
         let queries_ok = COMMANDS
             .iter()
             .map(|c| queries.with_label_values(&[c, "ok"]))
@@ -162,6 +165,7 @@ impl Metrics {
             queries_error: queries.with_label_values(&["unknown", "error"]),
             query_duration_end_to_end: query_duration.with_label_values(&["end_to_end"]),
             cancel_requests,
+            enforcement,
         })
     }
 

@@ -29,12 +29,25 @@ impl Severity {
 
 /// Encode an ErrorResponse. The message must not contain sensitive values.
 pub fn error_response(severity: Severity, code: &str, message: &str) -> BytesMut {
-    let fields = vec![
+    error_response_hint(severity, code, message, None)
+}
+
+/// An ErrorResponse with an optional hint (`H` field).
+pub fn error_response_hint(
+    severity: Severity,
+    code: &str,
+    message: &str,
+    hint: Option<&str>,
+) -> BytesMut {
+    let mut fields = vec![
         (b'S', severity.as_str().to_string()),
         (b'V', severity.as_str().to_string()),
         (b'C', code.to_string()),
         (b'M', message.to_string()),
     ];
+    if let Some(h) = hint {
+        fields.push((b'H', h.to_string()));
+    }
     let mut buf = BytesMut::with_capacity(32 + message.len());
     // Encoding into a BytesMut cannot fail for these fields; if pgwire ever
     // reports an error, fall back to an empty buffer rather than panic.

@@ -31,6 +31,8 @@ pub struct ServerContext {
     pub slots: Arc<Semaphore>,
     /// Cancelled when sessions must stop now (the shutdown drain timed out).
     pub force_close: CancellationToken,
+    /// Policy enforcement; `None` runs the pure pass-through relay.
+    pub enforcement: Option<Arc<crate::enforce::Enforcement>>,
 }
 
 impl ServerContext {
@@ -44,7 +46,12 @@ impl ServerContext {
             }
             None => (None, None),
         };
+        let enforcement = match &config.enforcement {
+            Some(e) => Some(Arc::new(enforcement(&config, e, metrics.clone())?)),
+            None => None,
+        };
         Ok(ServerContext {
+            enforcement,
             slots: Arc::new(Semaphore::new(config.max_client_connections)),
             config,
             upstream,
@@ -55,6 +62,45 @@ impl ServerContext {
             force_close: CancellationToken::new(),
         })
     }
+}
+
+/// Load the policy and keyring; any problem stops start-up with a one-line reason.
+fn enforcement(
+    config: &Config,
+    e: &crate::config::EnforcementConfig,
+    metrics: Arc<Metrics>,
+) -> anyhow::Result<crate::enforce::Enforcement> {
+    use crate::enforce::{Enforcement, PolicyFiles, PolicyState};
+    let state = PolicyState::load(&e.policy, &e.keyring).map_err(|m| anyhow::anyhow!(m))?;
+    let source = crate::catalog::CatalogSource {
+        host: config.upstream.host.clone(),
+        port: config.upstream.port,
+        user: e.catalog_user.clone(),
+        password: e.catalog_password.clone(),
+        connect_timeout: config.upstream.connect_timeout,
+    };
+    if matches!(
+        config.upstream.tls_mode,
+        crate::config::UpstreamTlsMode::Require | crate::config::UpstreamTlsMode::VerifyFull
+    ) {
+        anyhow::bail!(
+            "upstream.tls.mode: {} is not yet supported together with a policy (the catalog \
+             connection has no TLS); use a Unix-domain socket or prefer/disable on a trusted network",
+            config.upstream.tls_mode.name()
+        );
+    }
+    tracing::info!(policy = %e.policy.display(), version = state.policy.version(), "enforcing policy");
+    Ok(Enforcement::new(
+        state,
+        PolicyFiles {
+            policy: e.policy.clone(),
+            keyring: e.keyring.clone(),
+        },
+        source,
+        e.catalog_refresh,
+        e.parse_cache_size,
+        metrics,
+    ))
 }
 
 /// Accept clients on `listener` until `stop` is cancelled, then drain.

@@ -30,6 +30,8 @@ pub struct Established {
     pub user: String,
     pub database: String,
     pub application_name: String,
+    /// The ParameterStatus values the server reported during startup.
+    pub server_params: Vec<(String, String)>,
 }
 
 /// Why a session ended during authentication.
@@ -89,6 +91,7 @@ pub async fn run(
         server_buf: BytesMut::with_capacity(4096),
         client_out: BytesMut::with_capacity(1024),
         cancel_key: None,
+        server_params: Vec::new(),
     };
     exchange.relay_until_ready().await?;
     Ok(Established {
@@ -100,6 +103,7 @@ pub async fn run(
         user: startup.user().to_string(),
         database: startup.database().to_string(),
         application_name: startup.application_name().to_string(),
+        server_params: exchange.server_params,
     })
 }
 
@@ -114,6 +118,7 @@ struct Exchange {
     server_buf: BytesMut,
     client_out: BytesMut,
     cancel_key: Option<CancelKey>,
+    server_params: Vec<(String, String)>,
 }
 
 impl Exchange {
@@ -126,7 +131,13 @@ impl Exchange {
                     self.cancel_key = backend_key(&frame);
                     self.send_client(&frame.bytes, false).await?;
                 }
-                b'S' | b'N' | b'v' => self.send_client(&frame.bytes, false).await?,
+                b'S' => {
+                    if let Some(p) = parameter_status(frame.body()) {
+                        self.server_params.push(p);
+                    }
+                    self.send_client(&frame.bytes, false).await?
+                }
+                b'N' | b'v' => self.send_client(&frame.bytes, false).await?,
                 b'Z' => {
                     self.send_client(&frame.bytes, true).await?;
                     return Ok(());
@@ -263,6 +274,17 @@ fn gs2_flag(body: &[u8]) -> Option<u8> {
         return None;
     }
     rest.get(4).copied()
+}
+
+/// The name and value of a ParameterStatus body.
+pub fn parameter_status(body: &[u8]) -> Option<(String, String)> {
+    let mut parts = body.split(|&b| b == 0);
+    let name = parts.next()?;
+    let value = parts.next()?;
+    Some((
+        String::from_utf8_lossy(name).into_owned(),
+        String::from_utf8_lossy(value).into_owned(),
+    ))
 }
 
 fn has_complete_frame(buf: &[u8]) -> bool {

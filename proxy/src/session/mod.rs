@@ -7,6 +7,7 @@
 //! ```
 pub mod auth;
 pub mod cancel;
+pub mod enforced;
 pub mod handshake;
 pub mod relay;
 
@@ -54,7 +55,10 @@ pub async fn run(
         ctx.cancels.register(k.clone());
     }
     tracing::debug!(%peer, user = %established.user, database = %established.database, "session established");
-    relay::run(&ctx, established, peer).await;
+    match &ctx.enforcement {
+        Some(enf) => enforced::run(&ctx, established, peer, enf.clone()).await,
+        None => relay::run(&ctx, established, peer).await,
+    }
     if let Some(k) = &key {
         ctx.cancels.unregister(k);
     }

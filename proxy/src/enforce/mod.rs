@@ -1,0 +1,141 @@
+//! Policy enforcement on the wire: what every session shares ([`Enforcement`]), the
+//! per-session enforcer ([`session::Enforcer`]), the frontend messages it reads
+//! ([`messages`]) and the result transforms ([`rows`]).
+//!
+//! Imports run one way: `session → enforce → (sql, catalog, policy)`.
+pub mod binary;
+pub mod book;
+pub mod messages;
+pub mod rows;
+pub mod session;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+
+use pgveil_policy::crypto::{DomainCipher, KeySet};
+use pgveil_policy::keyring::Keyring;
+use pgveil_policy::mask::PseudonymKey;
+use pgveil_policy::model::EncryptMode;
+use pgveil_policy::CompiledPolicy;
+
+use crate::catalog::{Catalog, CatalogSource};
+use crate::metrics::Metrics;
+use crate::sql::ParseCache;
+
+/// A policy with the keys it needs, ready to enforce. Replaced whole on reload.
+pub struct PolicyState {
+    pub policy: Arc<CompiledPolicy>,
+    pub keys: KeySet,
+    pub pseudonym: PseudonymKey,
+    /// One cipher per key domain of an encrypted column.
+    pub ciphers: HashMap<String, Arc<DomainCipher>>,
+}
+
+impl PolicyState {
+    pub fn new(policy: Arc<CompiledPolicy>, keys: KeySet) -> PolicyState {
+        let mut ciphers = HashMap::new();
+        for c in &policy.policy().columns {
+            if c.encrypt != EncryptMode::None && !ciphers.contains_key(&c.domain) {
+                ciphers.insert(c.domain.clone(), Arc::new(keys.domain(&c.domain)));
+            }
+        }
+        PolicyState {
+            pseudonym: keys.pseudonym_key(),
+            policy,
+            keys,
+            ciphers,
+        }
+    }
+
+    /// Load and check a policy file and a keyring file; errors are one line each.
+    pub fn load(policy: &Path, keyring: &Path) -> Result<PolicyState, String> {
+        let compiled = CompiledPolicy::from_path(policy).map_err(|d| {
+            let text = d.to_string();
+            let n = text.lines().count();
+            let first = text.lines().next().unwrap_or("invalid policy").to_string();
+            if n > 1 {
+                format!("{first} (and {} more; run `pgveil policy check`)", n - 1)
+            } else {
+                first
+            }
+        })?;
+        let keyring = Keyring::load(keyring).map_err(|e| e.to_string())?;
+        Ok(PolicyState::new(compiled, keyring.into_key_set()))
+    }
+}
+
+/// Where the policy and keyring come from, for reloads.
+#[derive(Debug, Clone)]
+pub struct PolicyFiles {
+    pub policy: PathBuf,
+    pub keyring: PathBuf,
+}
+
+/// What every enforcing session shares.
+pub struct Enforcement {
+    state: RwLock<Arc<PolicyState>>,
+    pub files: PolicyFiles,
+    pub catalog: Catalog,
+    pub cache: ParseCache,
+    pub metrics: Arc<Metrics>,
+}
+
+impl Enforcement {
+    pub fn new(
+        state: PolicyState,
+        files: PolicyFiles,
+        source: CatalogSource,
+        refresh: std::time::Duration,
+        cache_size: usize,
+        metrics: Arc<Metrics>,
+    ) -> Enforcement {
+        metrics
+            .enforcement
+            .policy_info
+            .with_label_values(&[state.policy.version()])
+            .set(1);
+        Enforcement {
+            state: RwLock::new(Arc::new(state)),
+            files,
+            catalog: Catalog::new(source, refresh),
+            cache: ParseCache::new(cache_size),
+            metrics,
+        }
+    }
+
+    /// The policy in force now.
+    pub fn current(&self) -> Arc<PolicyState> {
+        self.state
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Load the policy and keyring files again. An invalid one is rejected and the one in
+    /// force stays; sessions pick up a new one at their next statement.
+    pub fn reload(&self) -> Result<(), String> {
+        let m = &self.metrics.enforcement;
+        match PolicyState::load(&self.files.policy, &self.files.keyring) {
+            Ok(new) => {
+                let old = self.current();
+                if old.policy.version() != new.policy.version() {
+                    m.policy_info.reset();
+                    m.policy_info
+                        .with_label_values(&[new.policy.version()])
+                        .set(1);
+                }
+                let version = new.policy.version().to_string();
+                *self.state.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(new);
+                m.policy_reloads.with_label_values(&["ok"]).inc();
+                tracing::info!(version, "policy reloaded");
+                Ok(())
+            }
+            Err(e) => {
+                m.policy_reloads.with_label_values(&["error"]).inc();
+                tracing::error!(error = %e, "policy reload failed; the previous policy stays in force");
+                Err(e)
+            }
+        }
+    }
+}

@@ -1,0 +1,260 @@
+//! Result transforms: RowDescription and DataRow rewritten per output column.
+//!
+//! Values are decrypted (encrypted columns hold a text envelope, whose binary format is its
+//! bytes), then masked, hashed or nulled. Masks work on text: a binary value of another type
+//! is turned into its text form first ([`super::binary`]). A masked or hashed column is
+//! reported as `text`, and text's binary format is its UTF-8 bytes, so whichever format the
+//! client asked for, it gets a value of the type it was told.
+use std::sync::Arc;
+
+use bytes::{BufMut, BytesMut};
+use pgveil_policy::crypto::ENVELOPE_PREFIX;
+use pgveil_policy::crypto::DomainCipher;
+use pgveil_policy::mask::{Mask, PseudonymKey};
+use pgveil_policy::model::{Action, ColumnId, LevelId};
+
+use super::binary;
+
+/// `text`'s type OID.
+pub const TEXT_OID: u32 = 25;
+
+/// What happens to one output column's values.
+#[derive(Debug)]
+pub enum Op {
+    /// Decrypt (if an envelope), then send as is.
+    Plain,
+    Mask(Mask),
+    Null,
+}
+
+#[derive(Debug)]
+pub struct ColumnOp {
+    pub column: ColumnId,
+    pub level: LevelId,
+    pub action: Action,
+    /// The column's type in the database (decides how binary values are read).
+    pub type_oid: u32,
+    /// Set when the column is encrypted.
+    pub cipher: Option<Arc<DomainCipher>>,
+    pub op: Op,
+}
+
+impl ColumnOp {
+    /// Masked and hashed values are text whatever the column's type.
+    pub fn reports_text(&self) -> bool {
+        matches!(self.op, Op::Mask(_))
+    }
+}
+
+/// The transforms of one statement's output columns, by position. Positions past the end, and
+/// `None` entries, pass untouched.
+#[derive(Debug, Default)]
+pub struct RowPlan {
+    pub ops: Vec<Option<ColumnOp>>,
+    pub qualified: Vec<String>,
+}
+
+impl RowPlan {
+    pub fn is_empty(&self) -> bool {
+        self.ops.iter().all(Option::is_none)
+    }
+
+    fn op(&self, i: usize) -> Option<&ColumnOp> {
+        self.ops.get(i).and_then(Option::as_ref)
+    }
+}
+
+/// The format code of column `i` under Bind's rules (none: text; one: all; else per column).
+pub fn formats_get(codes: &[i16], i: usize) -> i16 {
+    match codes.len() {
+        0 => 0,
+        1 => codes[0],
+        _ => codes.get(i).copied().unwrap_or(0),
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RowError {
+    #[error("malformed {0} message from the server")]
+    Malformed(&'static str),
+    #[error("pgveil could not transform a value of column {column}: {reason}")]
+    Decrypt { column: String, reason: String },
+    #[error("result column {index} comes from protected column {column}, which pgveil's analysis did not expect there; the statement was stopped")]
+    Unexpected { index: usize, column: String },
+}
+
+/// A RowDescription field, as far as the cross-check needs it.
+pub struct Field {
+    pub table_oid: u32,
+    pub attnum: i16,
+}
+
+/// Rewrite a RowDescription body: transformed columns that are masked or hashed report
+/// `text` (format codes stay as the server reports them). `check` sees each field before it
+/// is written, for the cross-check.
+pub fn row_description(
+    body: &[u8],
+    plan: &RowPlan,
+    mut check: impl FnMut(usize, &Field) -> Result<(), RowError>,
+) -> Result<BytesMut, RowError> {
+    const W: &str = "RowDescription";
+    let mut out = BytesMut::with_capacity(body.len() + 5);
+    out.put_u8(b'T');
+    out.put_i32(0);
+    if body.len() < 2 {
+        return Err(RowError::Malformed(W));
+    }
+    let n = i16::from_be_bytes([body[0], body[1]]);
+    out.put_slice(&body[..2]);
+    let mut rest = &body[2..];
+    for i in 0..n.max(0) as usize {
+        let end = rest
+            .iter()
+            .position(|&b| b == 0)
+            .ok_or(RowError::Malformed(W))?;
+        if rest.len() < end + 1 + 18 {
+            return Err(RowError::Malformed(W));
+        }
+        let (name, tail) = rest.split_at(end + 1);
+        let f = &tail[..18];
+        rest = &tail[18..];
+        let field = Field {
+            table_oid: u32::from_be_bytes([f[0], f[1], f[2], f[3]]),
+            attnum: i16::from_be_bytes([f[4], f[5]]),
+        };
+        check(i, &field)?;
+        out.put_slice(name);
+        match plan.op(i) {
+            Some(op) => {
+                out.put_slice(&f[..6]);
+                if op.reports_text() {
+                    out.put_u32(TEXT_OID);
+                    out.put_i16(-1);
+                    out.put_i32(-1);
+                } else {
+                    out.put_slice(&f[6..16]);
+                }
+                out.put_slice(&f[16..18]);
+            }
+            None => out.put_slice(f),
+        }
+    }
+    let len = (out.len() - 1) as i32;
+    out[1..5].copy_from_slice(&len.to_be_bytes());
+    Ok(out)
+}
+
+/// Per-session scratch space, so that transforming a row allocates nothing after warm-up.
+#[derive(Default)]
+pub struct Scratch {
+    plain: Vec<u8>,
+    input: String,
+    text: String,
+}
+
+/// Counts of transformed values, flushed to the metrics now and then.
+#[derive(Default)]
+pub struct Tally {
+    /// (level, action) → values.
+    pub values: Vec<((LevelId, Action), u64)>,
+    pub decrypted: u64,
+}
+
+impl Tally {
+    fn add(&mut self, level: LevelId, action: Action) {
+        match self.values.iter_mut().find(|(k, _)| *k == (level, action)) {
+            Some((_, n)) => *n += 1,
+            None => self.values.push(((level, action), 1)),
+        }
+    }
+}
+
+/// Rewrite a DataRow body into `out` (a whole frame). `formats` are the result formats the
+/// portal was bound with (empty for a simple Query: all text).
+pub fn data_row(
+    body: &[u8],
+    plan: &RowPlan,
+    formats: &[i16],
+    key: &PseudonymKey,
+    scratch: &mut Scratch,
+    tally: &mut Tally,
+    out: &mut BytesMut,
+) -> Result<(), RowError> {
+    const W: &str = "DataRow";
+    if body.len() < 2 {
+        return Err(RowError::Malformed(W));
+    }
+    let start = out.len();
+    out.reserve(body.len() + 64);
+    out.put_u8(b'D');
+    out.put_i32(0);
+    out.put_slice(&body[..2]);
+    let n = i16::from_be_bytes([body[0], body[1]]);
+    let mut rest = &body[2..];
+    for i in 0..n.max(0) as usize {
+        if rest.len() < 4 {
+            return Err(RowError::Malformed(W));
+        }
+        let len = i32::from_be_bytes([rest[0], rest[1], rest[2], rest[3]]);
+        let (value, tail) = if len < 0 {
+            (None, &rest[4..])
+        } else {
+            let l = len as usize;
+            if rest.len() < 4 + l {
+                return Err(RowError::Malformed(W));
+            }
+            (Some(&rest[4..4 + l]), &rest[4 + l..])
+        };
+        rest = tail;
+        let (Some(op), Some(value)) = (plan.op(i), value) else {
+            // Untouched column, or SQL NULL (which stays NULL).
+            match value {
+                Some(v) => {
+                    out.put_i32(v.len() as i32);
+                    out.put_slice(v);
+                }
+                None => out.put_i32(-1),
+            }
+            continue;
+        };
+        tally.add(op.level, op.action);
+        let plain: &[u8] = match &op.cipher {
+            Some(c) if value.starts_with(ENVELOPE_PREFIX.as_bytes()) => {
+                c.decrypt_into(value, &mut scratch.plain)
+                    .map_err(|e| RowError::Decrypt {
+                        column: plan.qualified.get(i).cloned().unwrap_or_default(),
+                        reason: e.to_string(),
+                    })?;
+                tally.decrypted += 1;
+                &scratch.plain
+            }
+            _ => value,
+        };
+        match &op.op {
+            Op::Null => out.put_i32(-1),
+            Op::Plain => {
+                out.put_i32(plain.len() as i32);
+                out.put_slice(plain);
+            }
+            Op::Mask(m) => {
+                scratch.input.clear();
+                if formats_get(formats, i) == 1 && !binary::is_textual(op.type_oid) {
+                    binary::to_text(op.type_oid, plain, &mut scratch.input)
+                        .map_err(|reason| RowError::Decrypt {
+                            column: plan.qualified.get(i).cloned().unwrap_or_default(),
+                            reason,
+                        })?;
+                } else {
+                    scratch.input.push_str(&String::from_utf8_lossy(plain));
+                }
+                scratch.text.clear();
+                m.apply(&scratch.input, key, &mut scratch.text);
+                out.put_i32(scratch.text.len() as i32);
+                out.put_slice(scratch.text.as_bytes());
+            }
+        }
+    }
+    let len = (out.len() - start - 1) as i32;
+    out[start + 1..start + 5].copy_from_slice(&len.to_be_bytes());
+    Ok(())
+}

@@ -1,0 +1,297 @@
+//! One session's enforcer: it decides, message by message, what the server gets and how the
+//! answers must be transformed, and keeps the session state that changes those decisions
+//! (named statements and portals, the login's policy roles).
+use std::sync::Arc;
+use std::time::Instant;
+
+use pgveil_policy::model::{ColumnId, EncryptMode};
+use pgveil_policy::{RoleSet, Transform};
+
+use super::rows::{ColumnOp, Op, RowPlan};
+use super::{Enforcement, PolicyState};
+use crate::catalog::{Bound, Snapshot};
+use crate::protocol::sqlstate;
+use crate::sql::{self, Analysis, Env, Kind, Refusal, Src};
+
+/// What a statement text needs, once analysed.
+#[derive(Debug, Default)]
+pub struct Prepared {
+    /// One plan per statement in the text (a simple Query may hold several).
+    pub rows: Vec<Arc<RowPlan>>,
+}
+
+impl Prepared {
+    pub fn is_empty(&self) -> bool {
+        self.rows.iter().all(|r| r.is_empty())
+    }
+}
+
+/// The enforcer's verdict on a statement text.
+pub enum Verdict {
+    /// Nothing protected: forward untouched, no transforms.
+    Pass,
+    /// Forward, and transform the results with these plans.
+    Transform(Arc<Prepared>),
+    /// Refuse with this error; the statement never reaches the server.
+    Refuse(Refusal),
+}
+
+struct Roles {
+    generation: u64,
+    set: RoleSet,
+}
+
+pub struct Enforcer {
+    enf: Arc<Enforcement>,
+    pub login: String,
+    pub database: String,
+    roles: Option<Roles>,
+}
+
+impl Enforcer {
+    pub fn new(enf: Arc<Enforcement>, login: String, database: String) -> Enforcer {
+        Enforcer {
+            enf,
+            login,
+            database,
+            roles: None,
+        }
+    }
+
+    pub fn enforcement(&self) -> &Enforcement {
+        &self.enf
+    }
+
+    /// Read the catalog ahead of the first statement (failures are retried then).
+    pub async fn warm_up(&mut self) {
+        let state = self.enf.current();
+        if let Err(e) = self.enf.catalog.get(&self.database, &state.policy).await {
+            tracing::warn!(database = %self.database, error = %e, "catalog not loaded yet; will retry at the first statement");
+        }
+    }
+
+    /// Decide on one SQL text (a Query, or a Parse). `settings_ok` is false when the
+    /// session's encoding or string settings make the text unreadable for pgveil.
+    pub async fn judge(&mut self, sql: &[u8], settings_ok: bool) -> Verdict {
+        let state = self.enf.current();
+        let bound = match self.enf.catalog.get(&self.database, &state.policy).await {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::error!(database = %self.database, error = %e, "catalog unavailable; refusing statements");
+                return Verdict::Refuse(Refusal {
+                    sqlstate: "57P03",
+                    message: format!(
+                        "pgveil cannot read the catalog of database \"{}\", so it cannot enforce the policy: {e}",
+                        self.database
+                    ),
+                    hint: Some("check pgveil's catalog settings (catalog.user) and the server".into()),
+                    level: None,
+                    unanalysable: false,
+                });
+            }
+        };
+        if !bound.scanner.needs_analysis(sql) {
+            return Verdict::Pass;
+        }
+        let started = Instant::now();
+        let verdict = self.analyse(sql, settings_ok, &state, &bound);
+        self.enf
+            .metrics
+            .enforcement
+            .added
+            .observe(started.elapsed().as_secs_f64());
+        verdict
+    }
+
+    fn analyse(
+        &mut self,
+        sql: &[u8],
+        settings_ok: bool,
+        state: &PolicyState,
+        bound: &Bound,
+    ) -> Verdict {
+        let enf = self.enf.clone();
+        let m = &enf.metrics.enforcement;
+        if !settings_ok {
+            return Verdict::Refuse(Refusal {
+                sqlstate: sqlstate::INVALID_PARAMETER_VALUE,
+                message: "pgveil refuses statements on protected data in this session: \
+                          client_encoding must be UTF8 and standard_conforming_strings on, \
+                          or pgveil would read the SQL differently from the server"
+                    .into(),
+                hint: Some("SET client_encoding = 'UTF8'; SET standard_conforming_strings = on".into()),
+                level: None,
+                unanalysable: true,
+            });
+        }
+        let Ok(text) = std::str::from_utf8(sql) else {
+            return Verdict::Refuse(Refusal {
+                sqlstate: sqlstate::INVALID_PARAMETER_VALUE,
+                message: "pgveil refuses a statement on protected data that is not valid UTF-8".into(),
+                hint: None,
+                level: None,
+                unanalysable: true,
+            });
+        };
+        let roles = self.roles(state, bound);
+        let analysis = match self.enf.cache.get(text, bound.generation, &roles) {
+            Some(a) => {
+                m.cache_hits.inc();
+                a
+            }
+            None => {
+                m.cache_misses.inc();
+                let env = Env {
+                    policy: &state.policy,
+                    snapshot: &bound.snapshot,
+                    roles: &roles,
+                };
+                let a = Arc::new(sql::analyze(text, &env));
+                self.enf.cache.insert(text, bound.generation, &roles, a.clone());
+                a
+            }
+        };
+        match analysis.as_ref() {
+            Ok(a) => match plan(a, state, &roles, &bound.snapshot) {
+                // Even a plan without transforms is kept: the RowDescription cross-check
+                // needs to know which protected columns the analysis saw.
+                Ok(p) => Verdict::Transform(Arc::new(p)),
+                Err(r) => Verdict::Refuse(r),
+            },
+            Err(r) => Verdict::Refuse(r.clone()),
+        }
+    }
+
+    /// The login's policy roles, resolved once per catalog generation.
+    fn roles(&mut self, state: &PolicyState, bound: &Bound) -> RoleSet {
+        match &self.roles {
+            Some(r) if r.generation == bound.generation => r.set.clone(),
+            _ => {
+                let set = state
+                    .policy
+                    .resolve_roles(&self.login, bound.snapshot.member_of(&self.login));
+                self.roles = Some(Roles {
+                    generation: bound.generation,
+                    set: set.clone(),
+                });
+                set
+            }
+        }
+    }
+
+    /// Count a refusal and log it (never the SQL text: it may hold values).
+    pub fn refused(&self, r: &Refusal) {
+        let m = &self.enf.metrics.enforcement;
+        let state = self.enf.current();
+        let level = r
+            .level
+            .and_then(|l| state.policy.policy().levels.get(l).cloned())
+            .unwrap_or_else(|| "none".into());
+        m.denied.with_label_values(&[&level]).inc();
+        if r.unanalysable {
+            m.parse_failures.inc();
+        }
+        tracing::info!(login = %self.login, database = %self.database, sqlstate = r.sqlstate, reason = %r.message, "statement refused");
+    }
+}
+
+/// Turn an analysis into per-statement row plans.
+fn plan(
+    a: &Analysis,
+    state: &PolicyState,
+    roles: &RoleSet,
+    snapshot: &Snapshot,
+) -> Result<Prepared, Refusal> {
+    let mut rows = Vec::with_capacity(a.statements.len());
+    for s in &a.statements {
+        let mut ops = Vec::new();
+        let mut qualified = Vec::new();
+        if s.kind == Kind::Rows {
+            let mut after_opaque = false;
+            for src in &s.outputs {
+                match *src {
+                    Src::Pass if !after_opaque => {
+                        ops.push(None);
+                        qualified.push(String::new());
+                    }
+                    Src::Pass => {}
+                    Src::Opaque => after_opaque = true,
+                    Src::Col(c) if after_opaque => {
+                        return Err(Refusal {
+                            sqlstate: sqlstate::FEATURE_NOT_SUPPORTED,
+                            message: format!(
+                                "pgveil cannot tell the position of protected column {} in this result: \
+                                 it follows a * over a relation or function whose columns pgveil does not know",
+                                state.policy.column(c).qualified()
+                            ),
+                            hint: Some("list the columns explicitly".into()),
+                            level: Some(state.policy.column(c).level),
+                            unanalysable: true,
+                        })
+                    }
+                    Src::Col(c) => {
+                        ops.push(column_op(c, state, roles, snapshot)?);
+                        qualified.push(state.policy.column(c).qualified());
+                    }
+                }
+            }
+        }
+        rows.push(Arc::new(RowPlan { ops, qualified }));
+    }
+    Ok(Prepared { rows })
+}
+
+/// The transform of one output column for a login; `None` when its values pass untouched.
+fn column_op(
+    c: ColumnId,
+    state: &PolicyState,
+    roles: &RoleSet,
+    snapshot: &Snapshot,
+) -> Result<Option<ColumnOp>, Refusal> {
+    let policy = &state.policy;
+    let d = policy.decide(roles, c);
+    let col = policy.column(c);
+    let cipher = match col.encrypt {
+        EncryptMode::None => None,
+        _ => Some(state.ciphers.get(&col.domain).cloned().ok_or_else(|| Refusal {
+            sqlstate: sqlstate::INTERNAL_ERROR,
+            message: format!("pgveil has no key for domain {} of column {}", col.domain, col.qualified()),
+            hint: None,
+            level: Some(col.level),
+            unanalysable: false,
+        })?),
+    };
+    let op = match d.transform {
+        Transform::Plain if cipher.is_none() => return Ok(None),
+        Transform::Plain => Op::Plain,
+        Transform::Mask(m) => Op::Mask(m.clone()),
+        Transform::Null => Op::Null,
+        Transform::Deny => {
+            return Err(Refusal {
+                sqlstate: sqlstate::INSUFFICIENT_PRIVILEGE,
+                message: format!(
+                    "permission denied for column {}: reading it is not allowed (action deny; {})",
+                    col.qualified(),
+                    policy.describe_source(d.source, col)
+                ),
+                hint: None,
+                level: Some(col.level),
+                unanalysable: false,
+            })
+        }
+    };
+    let (schema, table) = col.table.split_once('.').unwrap_or(("public", &col.table));
+    let type_oid = snapshot
+        .lookup(Some(schema), table)
+        .first()
+        .and_then(|r| r.columns.iter().find(|a| a.name == col.column))
+        .map_or(super::rows::TEXT_OID, |a| a.type_oid);
+    Ok(Some(ColumnOp {
+        type_oid,
+        column: c,
+        level: col.level,
+        action: d.action,
+        cipher,
+        op,
+    }))
+}

@@ -1,0 +1,85 @@
+//! Metrics of policy enforcement. Labels are drawn from fixed lists (actions) and from the
+//! policy's own level names, never from users, addresses or SQL.
+use prometheus::{Histogram, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry};
+
+pub struct EnforcementMetrics {
+    /// `policy_decisions_total{action,level}`: output columns decided, per statement.
+    pub decisions: IntCounterVec,
+    /// `sensitive_values_total{level,action}`: values transformed on the way out.
+    pub sensitive_values: IntCounterVec,
+    /// `denied_queries_total{level}` (`level="none"` when no column caused it).
+    pub denied: IntCounterVec,
+    pub parse_failures: IntCounter,
+    pub cache_hits: IntCounter,
+    pub cache_misses: IntCounter,
+    /// `crypto_operations_total{op}`: decrypt, decrypt_failed.
+    pub crypto: IntCounterVec,
+    pub policy_info: IntGaugeVec,
+    pub policy_reloads: IntCounterVec,
+    /// `query_duration_seconds{scope="added"}`: analysis and transforms per message.
+    pub added: Histogram,
+}
+
+impl EnforcementMetrics {
+    pub fn new(registry: &Registry, durations: &HistogramVec) -> Result<Self, prometheus::Error> {
+        let decisions = IntCounterVec::new(
+            Opts::new(
+                "policy_decisions_total",
+                "Protected output columns decided, by action and level.",
+            ),
+            &["action", "level"],
+        )?;
+        let sensitive_values = IntCounterVec::new(
+            Opts::new(
+                "sensitive_values_total",
+                "Protected values sent to clients, by level and action.",
+            ),
+            &["level", "action"],
+        )?;
+        let denied = IntCounterVec::new(
+            Opts::new(
+                "denied_queries_total",
+                "Statements refused by the policy or because pgveil could not analyse them, by level.",
+            ),
+            &["level"],
+        )?;
+        let parse_failures = IntCounter::new(
+            "parse_failures_total",
+            "Statements naming protected data that pgveil could not analyse (refused).",
+        )?;
+        let cache_hits = IntCounter::new("parse_cache_hits_total", "Parse cache hits.")?;
+        let cache_misses = IntCounter::new("parse_cache_misses_total", "Parse cache misses.")?;
+        let crypto = IntCounterVec::new(
+            Opts::new("crypto_operations_total", "Envelope operations, by operation."),
+            &["op"],
+        )?;
+        let policy_info = IntGaugeVec::new(
+            Opts::new("policy_info", "The policy in force; always 1."),
+            &["version"],
+        )?;
+        let policy_reloads = IntCounterVec::new(
+            Opts::new("policy_reloads_total", "Policy and keyring reloads, by result."),
+            &["result"],
+        )?;
+        let added = durations.with_label_values(&["added"]);
+        for c in [&decisions, &sensitive_values, &denied, &crypto, &policy_reloads] {
+            registry.register(Box::new(c.clone()))?;
+        }
+        registry.register(Box::new(parse_failures.clone()))?;
+        registry.register(Box::new(cache_hits.clone()))?;
+        registry.register(Box::new(cache_misses.clone()))?;
+        registry.register(Box::new(policy_info.clone()))?;
+        Ok(EnforcementMetrics {
+            decisions,
+            sensitive_values,
+            denied,
+            parse_failures,
+            cache_hits,
+            cache_misses,
+            crypto,
+            policy_info,
+            policy_reloads,
+            added,
+        })
+    }
+}

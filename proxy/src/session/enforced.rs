@@ -1,0 +1,934 @@
+//! The relay of a session under a policy.
+//!
+//! The client direction reads whole messages. Query and Parse go to the enforcer, which
+//! passes them, passes them with result transforms, or refuses them; a refused statement is
+//! replaced by one that fails at parse time, so the server's own error handling (skip to
+//! Sync, abort the transaction) keeps the protocol in order, and the server's error is then
+//! replaced by pgveil's. For every message that gets an answer, the client direction queues
+//! what to expect, before the message leaves; the queue is bounded, and a full queue stops the
+//! client direction (backpressure), never drops.
+//!
+//! The server direction walks the answers against that queue. Frames that need no change
+//! stream through untouched; RowDescription and DataRow frames of results with transforms
+//! are rewritten; the prepared statements and portals that need transforms are booked when
+//! the server confirms them.
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::{Buf, BytesMut};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::mpsc;
+
+use crate::enforce::book::{Book, PortalPlan};
+use crate::enforce::messages::{self, REFUSED_SQL};
+use crate::enforce::rows::{self, RowError, RowPlan, Scratch, Tally};
+use crate::enforce::session::{Enforcer, Prepared, Verdict};
+use crate::enforce::Enforcement;
+use crate::protocol::backend::{command_word, error_response, error_response_hint, Severity};
+use crate::protocol::frame::{is_frontend_tag, Header, MAX_MESSAGE_LEN};
+use crate::protocol::{sqlstate, ProtocolError};
+use crate::server::ServerContext;
+use crate::session::auth::{parameter_status, Established};
+use crate::sql::Refusal;
+
+/// Messages in flight whose answers are still to come.
+const MAX_PENDING: usize = 1024;
+const INITIAL_BUF: usize = 8 * 1024;
+
+/// What the server's next answers belong to.
+enum Expect {
+    Query {
+        plans: Vec<Arc<RowPlan>>,
+        replace: Option<BytesMut>,
+        /// The SQL text, when it may DEALLOCATE or DISCARD.
+        effects: Option<Vec<u8>>,
+    },
+    FunctionCall {
+        replace: Option<BytesMut>,
+    },
+    Parse {
+        name: Vec<u8>,
+        plan: Option<Arc<Prepared>>,
+        replace: Option<BytesMut>,
+    },
+    Bind {
+        portal: Vec<u8>,
+        statement: Vec<u8>,
+        formats: Arc<[i16]>,
+    },
+    DescribeStatement {
+        name: Vec<u8>,
+    },
+    DescribePortal {
+        name: Vec<u8>,
+    },
+    Execute {
+        portal: Vec<u8>,
+    },
+    Close {
+        kind: u8,
+        name: Vec<u8>,
+    },
+    Sync,
+}
+
+impl Expect {
+    fn ends_cycle(&self) -> bool {
+        matches!(
+            self,
+            Expect::Sync | Expect::Query { .. } | Expect::FunctionCall { .. }
+        )
+    }
+}
+
+/// Why the session ended.
+#[derive(Debug)]
+enum End {
+    ClientClosed,
+    ServerClosed,
+    ClientError(ProtocolError),
+    ServerError(ProtocolError),
+    Idle,
+    Shutdown,
+}
+
+/// Session settings the server reports, which decide whether pgveil can read SQL text.
+struct Settings {
+    utf8: AtomicBool,
+    scs: AtomicBool,
+    terminated: AtomicBool,
+    /// Every byte written to the client so far ends on a message boundary.
+    client_at_boundary: AtomicBool,
+    last_activity: std::sync::Mutex<Instant>,
+}
+
+impl Settings {
+    fn apply(&self, name: &str, value: &str) {
+        match name {
+            "client_encoding" => self.utf8.store(
+                value.eq_ignore_ascii_case("utf8") || value.eq_ignore_ascii_case("utf-8"),
+                Ordering::Relaxed,
+            ),
+            "standard_conforming_strings" => self
+                .scs
+                .store(value.eq_ignore_ascii_case("on"), Ordering::Relaxed),
+            _ => {}
+        }
+    }
+
+    fn readable(&self) -> bool {
+        self.utf8.load(Ordering::Relaxed) && self.scs.load(Ordering::Relaxed)
+    }
+
+    fn touch(&self) {
+        if let Ok(mut t) = self.last_activity.lock() {
+            *t = Instant::now();
+        }
+    }
+}
+
+pub async fn run(ctx: &ServerContext, est: Established, peer: SocketAddr, enf: Arc<Enforcement>) {
+    let Established {
+        client,
+        server,
+        client_buf,
+        server_buf,
+        user,
+        database,
+        server_params,
+        ..
+    } = est;
+    let settings = Settings {
+        utf8: AtomicBool::new(false),
+        scs: AtomicBool::new(false),
+        terminated: AtomicBool::new(false),
+        client_at_boundary: AtomicBool::new(true),
+        last_activity: std::sync::Mutex::new(Instant::now()),
+    };
+    for (n, v) in &server_params {
+        settings.apply(n, v);
+    }
+    let upstream_db = database.clone();
+    let mut enforcer = Enforcer::new(enf.clone(), user, database);
+    enforcer.warm_up().await;
+    let (cr, mut cw) = tokio::io::split(client);
+    let (sr, sw) = tokio::io::split(server);
+    let (tx, rx) = mpsc::channel(MAX_PENDING);
+    let mut upstream = Upstream {
+        enforcer,
+        settings: &settings,
+        tx,
+        sw,
+        out: BytesMut::new(),
+    };
+    let mut downstream = Downstream {
+        enf: &enf,
+        ctx,
+        settings: &settings,
+        rx,
+        queue: VecDeque::new(),
+        skipping: false,
+        book: Book::default(),
+        query_index: 0,
+        query_failed: false,
+        rows: None,
+        discard: false,
+        ddl_pending: false,
+        scratch: Scratch::default(),
+        tally: Tally::default(),
+        resolved: false,
+        database: upstream_db,
+    };
+    let end = tokio::select! {
+        e = upstream.run(cr, client_buf) => e,
+        e = downstream.run(sr, &mut cw, server_buf) => e,
+        e = idle_watch(&settings, ctx.config.idle_timeout) => e,
+        _ = ctx.force_close.cancelled() => End::Shutdown,
+    };
+    downstream.flush_tally();
+    finish(&settings, &mut cw, &end).await;
+    log_end(ctx, peer, &end);
+}
+
+async fn idle_watch(settings: &Settings, timeout: Option<Duration>) -> End {
+    let Some(timeout) = timeout else {
+        return std::future::pending().await;
+    };
+    loop {
+        let idle = settings
+            .last_activity
+            .lock()
+            .map(|t| t.elapsed())
+            .unwrap_or_default();
+        if idle >= timeout {
+            return End::Idle;
+        }
+        tokio::time::sleep(timeout - idle).await;
+    }
+}
+
+async fn finish<W: AsyncWrite + Unpin>(settings: &Settings, cw: &mut W, end: &End) {
+    // After the client's Terminate, PostgreSQL sends nothing more; neither does pgveil.
+    let notice = match end {
+        _ if settings.terminated.load(Ordering::Relaxed) => None,
+        End::ClientError(e) if !e.is_disconnect() => {
+            Some((sqlstate::PROTOCOL_VIOLATION, e.to_string()))
+        }
+        End::ServerError(e) if !e.is_disconnect() => Some((
+            sqlstate::CONNECTION_FAILURE,
+            format!("pgveil lost the connection to the database server: {e}"),
+        )),
+        End::Idle => Some((
+            sqlstate::IDLE_SESSION_TIMEOUT,
+            "terminating connection due to idle timeout (pgveil idle_timeout)".to_string(),
+        )),
+        End::Shutdown => Some((
+            sqlstate::ADMIN_SHUTDOWN,
+            "terminating connection because pgveil is shutting down".to_string(),
+        )),
+        _ => None,
+    };
+    if let Some((code, message)) = notice {
+        if settings.client_at_boundary.load(Ordering::Relaxed) {
+            let _ = cw
+                .write_all(&error_response(Severity::Fatal, code, &message))
+                .await;
+        }
+    }
+    let _ = cw.flush().await;
+    let _ = cw.shutdown().await;
+}
+
+fn log_end(ctx: &ServerContext, peer: SocketAddr, end: &End) {
+    let kind = match end {
+        End::ClientClosed | End::ServerClosed => {
+            tracing::debug!(%peer, ?end, "session closed");
+            return;
+        }
+        End::ClientError(e) if e.is_disconnect() => "client_disconnect",
+        End::ClientError(_) => "protocol_violation",
+        End::ServerError(_) => "upstream_lost",
+        End::Idle => "idle_timeout",
+        End::Shutdown => "shutdown",
+    };
+    ctx.metrics.session_errors.with_label_values(&[kind]).inc();
+    tracing::info!(%peer, reason = kind, detail = ?end, "session ended");
+}
+
+fn refusal_frame(r: &Refusal) -> BytesMut {
+    error_response_hint(Severity::Error, r.sqlstate, &r.message, r.hint.as_deref())
+}
+
+async fn read_more<R: AsyncRead + Unpin>(r: &mut R, buf: &mut BytesMut) -> std::io::Result<usize> {
+    if buf.is_empty() && buf.capacity() > INITIAL_BUF * 8 {
+        *buf = BytesMut::with_capacity(INITIAL_BUF);
+    }
+    if buf.capacity() - buf.len() < 1024 {
+        buf.reserve(INITIAL_BUF);
+    }
+    r.read_buf(buf).await
+}
+
+// ---- client to server -----------------------------------------------------
+
+struct Upstream<'a, SW> {
+    enforcer: Enforcer,
+    settings: &'a Settings,
+    tx: mpsc::Sender<Expect>,
+    sw: SW,
+    /// Bytes for the server, written when the client's buffer holds no further message.
+    out: BytesMut,
+}
+
+impl<SW: AsyncWrite + Unpin> Upstream<'_, SW> {
+    async fn run<R: AsyncRead + Unpin>(&mut self, mut cr: R, mut buf: BytesMut) -> End {
+        loop {
+            loop {
+                let header = match Header::parse(&buf, MAX_MESSAGE_LEN) {
+                    Ok(Some(h)) => h,
+                    Ok(None) => break,
+                    Err(e) => return End::ClientError(e),
+                };
+                if !is_frontend_tag(header.tag) {
+                    return End::ClientError(ProtocolError::UnknownTag(header.tag));
+                }
+                if buf.len() < header.frame_len {
+                    buf.reserve(header.frame_len - buf.len());
+                    break;
+                }
+                let frame = buf.split_to(header.frame_len);
+                match self.on_message(header.tag, frame).await {
+                    Ok(true) => {}
+                    Ok(false) => {
+                        // Terminate: forward it and stop reading.
+                        let _ = self.flush().await;
+                        return End::ClientClosed;
+                    }
+                    Err(end) => return end,
+                }
+            }
+            if let Err(e) = self.flush().await {
+                return End::ServerError(ProtocolError::Io(e));
+            }
+            match read_more(&mut cr, &mut buf).await {
+                Ok(0) if buf.is_empty() => return End::ClientClosed,
+                Ok(0) => return End::ClientError(ProtocolError::Truncated),
+                Ok(_) => self.settings.touch(),
+                Err(e) => return End::ClientError(ProtocolError::Io(e)),
+            }
+        }
+    }
+
+    async fn flush(&mut self) -> std::io::Result<()> {
+        if self.out.is_empty() {
+            return Ok(());
+        }
+        self.sw.write_all(&self.out).await?;
+        self.sw.flush().await?;
+        self.out.clear();
+        Ok(())
+    }
+
+    /// Queue an expectation; when the queue is full, first let the server see what it must
+    /// answer, then wait.
+    async fn expect(&mut self, e: Expect) -> Result<(), End> {
+        match self.tx.try_send(e) {
+            Ok(()) => Ok(()),
+            Err(mpsc::error::TrySendError::Full(e)) => {
+                self.flush()
+                    .await
+                    .map_err(|e| End::ServerError(ProtocolError::Io(e)))?;
+                self.tx
+                    .send(e)
+                    .await
+                    .map_err(|_| End::ServerClosed)
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => Err(End::ServerClosed),
+        }
+    }
+
+    /// Returns `Ok(false)` after a Terminate.
+    async fn on_message(&mut self, tag: u8, frame: BytesMut) -> Result<bool, End> {
+        let body = &frame[5..];
+        let bad = |e: ProtocolError| End::ClientError(e);
+        match tag {
+            b'Q' => {
+                let sql = messages::query_text(body).map_err(bad)?;
+                let effects = may_deallocate(sql).then(|| sql.to_vec());
+                let verdict = self.enforcer.judge(sql, self.settings.readable()).await;
+                match verdict {
+                    Verdict::Pass => {
+                        self.expect(Expect::Query {
+                            plans: Vec::new(),
+                            replace: None,
+                            effects,
+                        })
+                        .await?;
+                        self.out.extend_from_slice(&frame);
+                    }
+                    Verdict::Transform(p) => {
+                        self.expect(Expect::Query {
+                            plans: p.rows.clone(),
+                            replace: None,
+                            effects,
+                        })
+                        .await?;
+                        self.out.extend_from_slice(&frame);
+                    }
+                    Verdict::Refuse(r) => {
+                        self.enforcer.refused(&r);
+                        self.expect(Expect::Query {
+                            plans: Vec::new(),
+                            replace: Some(refusal_frame(&r)),
+                            effects: None,
+                        })
+                        .await?;
+                        self.out.extend_from_slice(&messages::query_frame(REFUSED_SQL));
+                    }
+                }
+            }
+            b'P' => {
+                let (name, sql) = messages::parse(body).map_err(bad)?;
+                let name = name.to_vec();
+                let verdict = self.enforcer.judge(sql, self.settings.readable()).await;
+                match verdict {
+                    Verdict::Pass | Verdict::Transform(_) => {
+                        let plan = match verdict {
+                            Verdict::Transform(p) => Some(p),
+                            _ => None,
+                        };
+                        self.expect(Expect::Parse {
+                            name,
+                            plan,
+                            replace: None,
+                        })
+                        .await?;
+                        self.out.extend_from_slice(&frame);
+                    }
+                    Verdict::Refuse(r) => {
+                        self.enforcer.refused(&r);
+                        let injected = messages::parse_frame(&name, REFUSED_SQL);
+                        self.expect(Expect::Parse {
+                            name,
+                            plan: None,
+                            replace: Some(refusal_frame(&r)),
+                        })
+                        .await?;
+                        self.out.extend_from_slice(&injected);
+                    }
+                }
+            }
+            b'B' => {
+                let b = messages::bind(body).map_err(bad)?;
+                let e = Expect::Bind {
+                    portal: b.portal.to_vec(),
+                    statement: b.statement.to_vec(),
+                    formats: b.result_formats.into(),
+                };
+                self.expect(e).await?;
+                self.out.extend_from_slice(&frame);
+            }
+            b'D' => {
+                let (kind, name) = messages::target(body, "Describe").map_err(bad)?;
+                let name = name.to_vec();
+                let e = if kind == b'S' {
+                    Expect::DescribeStatement { name }
+                } else {
+                    Expect::DescribePortal { name }
+                };
+                self.expect(e).await?;
+                self.out.extend_from_slice(&frame);
+            }
+            b'E' => {
+                let portal = messages::execute(body).map_err(bad)?.to_vec();
+                self.expect(Expect::Execute { portal }).await?;
+                self.out.extend_from_slice(&frame);
+            }
+            b'C' => {
+                let (kind, name) = messages::target(body, "Close").map_err(bad)?;
+                let e = Expect::Close {
+                    kind,
+                    name: name.to_vec(),
+                };
+                self.expect(e).await?;
+                self.out.extend_from_slice(&frame);
+            }
+            b'S' => {
+                self.expect(Expect::Sync).await?;
+                self.out.extend_from_slice(&frame);
+            }
+            b'F' => {
+                // A call by function OID could reach any function; pgveil cannot tell which
+                // protected columns it reads.
+                let r = Refusal {
+                    sqlstate: sqlstate::FEATURE_NOT_SUPPORTED,
+                    message: "pgveil refuses the fast-path function call protocol while a policy is enforced".into(),
+                    hint: Some("call the function with a SELECT statement".into()),
+                    level: None,
+                    unanalysable: false,
+                };
+                self.enforcer.refused(&r);
+                self.expect(Expect::FunctionCall {
+                    replace: Some(refusal_frame(&r)),
+                })
+                .await?;
+                self.out.extend_from_slice(&messages::query_frame(REFUSED_SQL));
+            }
+            b'X' => {
+                self.settings.terminated.store(true, Ordering::Relaxed);
+                self.out.extend_from_slice(&frame);
+                return Ok(false);
+            }
+            _ => self.out.extend_from_slice(&frame),
+        }
+        Ok(true)
+    }
+}
+
+/// Whether a SQL text may drop prepared statements (DEALLOCATE, DISCARD ALL).
+fn may_deallocate(sql: &[u8]) -> bool {
+    let lower = |w: &[u8]| {
+        sql.windows(w.len())
+            .any(|x| x.eq_ignore_ascii_case(w))
+    };
+    lower(b"deallocate") || lower(b"discard")
+}
+
+// ---- server to client -----------------------------------------------------
+
+struct Downstream<'a> {
+    enf: &'a Enforcement,
+    ctx: &'a ServerContext,
+    settings: &'a Settings,
+    rx: mpsc::Receiver<Expect>,
+    queue: VecDeque<Expect>,
+    /// After an error in an extended-protocol message: answers skip to the next Sync.
+    skipping: bool,
+    book: Book,
+    /// Which statement of a simple Query the answers are at.
+    query_index: usize,
+    query_failed: bool,
+    /// The transforms of the result being streamed, and its formats.
+    rows: Option<(Arc<RowPlan>, Arc<[i16]>)>,
+    /// A value could not be transformed: drop everything up to ReadyForQuery.
+    discard: bool,
+    ddl_pending: bool,
+    scratch: Scratch,
+    tally: Tally,
+    /// The current Execute's portal has been looked up.
+    resolved: bool,
+    database: String,
+}
+
+impl Downstream<'_> {
+    async fn run<R, W>(&mut self, mut sr: R, cw: &mut W, mut buf: BytesMut) -> End
+    where
+        R: AsyncRead + Unpin,
+        W: AsyncWrite + Unpin,
+    {
+        let mut out = BytesMut::with_capacity(INITIAL_BUF);
+        // Bytes of a frame passing through untouched that are still to come.
+        let mut remaining = 0usize;
+        let mut dropping = false;
+        loop {
+            loop {
+                if remaining > 0 {
+                    let n = remaining.min(buf.len());
+                    if n == 0 {
+                        break;
+                    }
+                    if !dropping {
+                        out.extend_from_slice(&buf[..n]);
+                    }
+                    buf.advance(n);
+                    remaining -= n;
+                    continue;
+                }
+                let header = match Header::parse(&buf, i32::MAX as usize) {
+                    Ok(Some(h)) => h,
+                    Ok(None) => break,
+                    Err(e) => return End::ServerError(e),
+                };
+                if header.tag == b'D' && self.rows.is_none() && !self.resolved {
+                    self.resolve_portal();
+                }
+                let stream = match header.tag {
+                    b'd' | b'V' | b'A' | b'N' => true,
+                    b'D' => self.rows.is_none() || self.discard,
+                    _ => false,
+                };
+                if stream {
+                    remaining = header.frame_len;
+                    dropping = self.discard;
+                    continue;
+                }
+                if buf.len() < header.frame_len {
+                    buf.reserve(header.frame_len - buf.len());
+                    break;
+                }
+                let frame = buf.split_to(header.frame_len);
+                if let Err(e) = self.on_frame(header.tag, frame, &mut out) {
+                    return End::ServerError(e);
+                }
+                if out.len() >= 64 * 1024 {
+                    if let Err(e) = self.write(cw, &mut out, remaining == 0).await {
+                        return End::ClientError(ProtocolError::Io(e));
+                    }
+                }
+            }
+            if let Err(e) = self.write(cw, &mut out, remaining == 0).await {
+                return End::ClientError(ProtocolError::Io(e));
+            }
+            match read_more(&mut sr, &mut buf).await {
+                Ok(0) if buf.is_empty() && remaining == 0 => return End::ServerClosed,
+                Ok(0) => return End::ServerError(ProtocolError::Truncated),
+                Ok(_) => self.settings.touch(),
+                Err(e) => return End::ServerError(ProtocolError::Io(e)),
+            }
+        }
+    }
+
+    async fn write<W: AsyncWrite + Unpin>(
+        &mut self,
+        cw: &mut W,
+        out: &mut BytesMut,
+        at_boundary: bool,
+    ) -> std::io::Result<()> {
+        if out.is_empty() {
+            return Ok(());
+        }
+        if self.settings.terminated.load(Ordering::Relaxed) {
+            out.clear();
+            return Ok(());
+        }
+        self.settings
+            .client_at_boundary
+            .store(false, Ordering::Relaxed);
+        cw.write_all(out).await?;
+        cw.flush().await?;
+        self.ctx.metrics.client_sent_bytes.inc_by(out.len() as u64);
+        out.clear();
+        self.settings
+            .client_at_boundary
+            .store(at_boundary, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// The expectation the next answer belongs to.
+    fn front(&mut self) -> Option<&mut Expect> {
+        loop {
+            if self.skipping {
+                while self.queue.front().is_some_and(|e| !matches!(e, Expect::Sync)) {
+                    self.queue.pop_front();
+                }
+                if !self.queue.is_empty() {
+                    self.skipping = false;
+                }
+            }
+            if !self.queue.is_empty() {
+                return self.queue.front_mut();
+            }
+            match self.rx.try_recv() {
+                Ok(e) => self.queue.push_back(e),
+                Err(_) => return None,
+            }
+        }
+    }
+
+    fn pop(&mut self) -> Option<Expect> {
+        self.front()?;
+        self.queue.pop_front()
+    }
+
+    fn on_frame(&mut self, tag: u8, frame: BytesMut, out: &mut BytesMut) -> Result<(), ProtocolError> {
+        let body = &frame[5..];
+        let mut forward = !self.discard;
+        match tag {
+            b'S' => {
+                if let Some((n, v)) = parameter_status(body) {
+                    self.settings.apply(&n, &v);
+                }
+                forward = true;
+            }
+            b'T' => {
+                let index = self.query_index;
+                let plan = match self.front() {
+                    Some(Expect::Query { plans, .. }) => plans.get(index).cloned(),
+                    Some(Expect::DescribeStatement { name }) => {
+                        let name = name.clone();
+                        self.pop();
+                        self.book.statement_row(&name)
+                    }
+                    Some(Expect::DescribePortal { name }) => {
+                        let name = name.clone();
+                        self.pop();
+                        let p = self.book.portal(&name);
+                        p.map(|p| p.row)
+                    }
+                    _ => None,
+                };
+                if forward {
+                    match self.describe(body, plan.clone()) {
+                        Ok(Some(rewritten)) => {
+                            out.extend_from_slice(&rewritten);
+                            forward = false;
+                        }
+                        Ok(None) => {}
+                        Err(e) => {
+                            self.fail(e, out);
+                            forward = false;
+                        }
+                    }
+                }
+                if matches!(self.front(), Some(Expect::Query { .. })) && !self.discard {
+                    self.rows = plan
+                        .filter(|p| !p.is_empty())
+                        .map(|p| (p, Arc::<[i16]>::from(Vec::new())));
+                }
+            }
+            b'D' => {
+                if let (Some((plan, formats)), true) = (self.rows.clone(), forward) {
+                    let started = Instant::now();
+                    let state = self.enf.current();
+                    let r = rows::data_row(
+                        body,
+                        &plan,
+                        &formats,
+                        &state.pseudonym,
+                        &mut self.scratch,
+                        &mut self.tally,
+                        out,
+                    );
+                    self.enf
+                        .metrics
+                        .enforcement
+                        .added
+                        .observe(started.elapsed().as_secs_f64());
+                    if let Err(e) = r {
+                        self.fail(e, out);
+                    }
+                    forward = false;
+                }
+            }
+            b'C' => {
+                let word = command_word(body);
+                self.ctx.metrics.query_completed(word);
+                if crate::sql::is_ddl_word(&String::from_utf8_lossy(word)) {
+                    self.enf.catalog.invalidate();
+                    self.ddl_pending = true;
+                }
+                self.result_done();
+            }
+            b'I' => self.result_done(),
+            b's' => {
+                self.rows = None;
+                self.resolved = false;
+                if matches!(self.front(), Some(Expect::Execute { .. })) {
+                    self.pop();
+                }
+            }
+            b'1' => {
+                if let Some(Expect::Parse { name, plan, .. }) = self.pop() {
+                    self.book.parsed(&name, plan);
+                }
+            }
+            b'2' => {
+                if let Some(Expect::Bind {
+                    portal,
+                    statement,
+                    formats,
+                }) = self.pop()
+                {
+                    self.book.bound(&portal, &statement, formats);
+                }
+            }
+            b'3' => {
+                if let Some(Expect::Close { kind, name }) = self.pop() {
+                    self.book.closed(kind, &name);
+                }
+            }
+            b'n' => {
+                if matches!(
+                    self.front(),
+                    Some(Expect::DescribeStatement { .. } | Expect::DescribePortal { .. })
+                ) {
+                    self.pop();
+                }
+            }
+            b'E' => {
+                self.ctx.metrics.queries_error.inc();
+                self.rows = None;
+                let mut replacement = None;
+                match self.front() {
+                    Some(Expect::Query { replace, .. } | Expect::FunctionCall { replace }) => {
+                        replacement = replace.take();
+                        self.query_failed = true;
+                    }
+                    Some(Expect::Sync) | None => {}
+                    Some(_) => {
+                        if let Some(Expect::Parse { replace, .. }) = self.front() {
+                            replacement = replace.take();
+                        }
+                        self.pop();
+                        self.skipping = true;
+                    }
+                }
+                if !self.discard {
+                    match replacement {
+                        Some(r) => {
+                            out.extend_from_slice(&r);
+                            forward = false;
+                        }
+                        None => forward = true,
+                    }
+                }
+            }
+            b'Z' => {
+                let status = body.first().copied().unwrap_or(b'I');
+                while let Some(e) = self.pop() {
+                    let done = e.ends_cycle();
+                    if let Expect::Query { effects, .. } = &e {
+                        self.book.simple_query();
+                        if let Some(sql) = effects {
+                            self.book.sql_ran(sql);
+                        }
+                    }
+                    if done {
+                        break;
+                    }
+                }
+                if status == b'I' {
+                    self.book.transaction_ended();
+                    if self.ddl_pending {
+                        self.enf.catalog.invalidate();
+                        self.ddl_pending = false;
+                    }
+                }
+                self.query_index = 0;
+                self.query_failed = false;
+                self.rows = None;
+                self.resolved = false;
+                self.discard = false;
+                self.skipping = false;
+                forward = true;
+                self.flush_tally();
+            }
+            _ => {}
+        }
+        if forward {
+            out.extend_from_slice(&frame);
+        }
+        Ok(())
+    }
+
+    /// The first row of an Execute: look up the transforms of its portal.
+    fn resolve_portal(&mut self) {
+        self.resolved = true;
+        if let Some(Expect::Execute { portal }) = self.front() {
+            let portal = portal.clone();
+            if let Some(PortalPlan { row, formats }) = self.book.portal(&portal) {
+                if !row.is_empty() {
+                    self.rows = Some((row, formats));
+                }
+            }
+        }
+    }
+
+    /// CommandComplete or EmptyQueryResponse: a result ended.
+    fn result_done(&mut self) {
+        self.rows = None;
+        self.resolved = false;
+        match self.front() {
+            Some(Expect::Query { .. }) => self.query_index += 1,
+            Some(Expect::Execute { .. }) => {
+                self.pop();
+            }
+            _ => {}
+        }
+    }
+
+    /// Rewrite a RowDescription for `plan`, and cross-check every field against the
+    /// catalog: a protected column the plan does not transform stops the statement.
+    fn describe(&self, body: &[u8], plan: Option<Arc<RowPlan>>) -> Result<Option<BytesMut>, RowError> {
+        let state = self.enf.current();
+        let snapshot = self.enf.catalog.peek(&self.database);
+        let empty = RowPlan::default();
+        let plan_ref = plan.as_deref().unwrap_or(&empty);
+        let check = |i: usize, f: &rows::Field| -> Result<(), RowError> {
+            let (Some(snap), true) = (&snapshot, f.table_oid != 0) else {
+                return Ok(());
+            };
+            let Some(rel) = snap.by_oid(f.table_oid) else {
+                return Ok(());
+            };
+            let Some(c) = rel
+                .columns
+                .iter()
+                .find(|a| a.attnum == f.attnum)
+                .and_then(|a| a.protected)
+            else {
+                return Ok(());
+            };
+            // The analysis must have seen this column here (transformed, or passed because
+            // the login may read it in clear).
+            let qualified = state.policy.column(c).qualified();
+            match plan_ref.qualified.get(i) {
+                Some(q) if *q == qualified => Ok(()),
+                _ => Err(RowError::Unexpected {
+                    index: i + 1,
+                    column: qualified,
+                }),
+            }
+        };
+        let rewritten = rows::row_description(body, plan_ref, check)?;
+        Ok(plan.filter(|p| !p.is_empty()).map(|_| rewritten))
+    }
+
+    /// A result could not be transformed: the client gets an error instead of the rest.
+    fn fail(&mut self, e: RowError, out: &mut BytesMut) {
+        tracing::error!(error = %e, "result transform failed; statement stopped");
+        if matches!(e, RowError::Decrypt { .. }) {
+            self.enf
+                .metrics
+                .enforcement
+                .crypto
+                .with_label_values(&["decrypt_failed"])
+                .inc();
+        }
+        let code = match e {
+            RowError::Unexpected { .. } => sqlstate::INSUFFICIENT_PRIVILEGE,
+            _ => sqlstate::INTERNAL_ERROR,
+        };
+        out.extend_from_slice(&error_response(Severity::Error, code, &e.to_string()));
+        self.discard = true;
+        self.rows = None;
+    }
+
+    fn flush_tally(&mut self) {
+        let m = &self.enf.metrics.enforcement;
+        if self.tally.values.is_empty() && self.tally.decrypted == 0 {
+            return;
+        }
+        let state = self.enf.current();
+        for ((level, action), n) in self.tally.values.drain(..) {
+            let level = state
+                .policy
+                .policy()
+                .levels
+                .get(level)
+                .map_or("?", |s| s.as_str());
+            m.sensitive_values
+                .with_label_values(&[level, action.name()])
+                .inc_by(n);
+        }
+        if self.tally.decrypted > 0 {
+            m.crypto
+                .with_label_values(&["decrypt"])
+                .inc_by(self.tally.decrypted);
+            self.tally.decrypted = 0;
+        }
+    }
+}
