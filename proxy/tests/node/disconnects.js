@@ -20,6 +20,7 @@ const TERMINATE = Buffer.from([0x58, 0, 0, 0, 4])
 const summary = {
   cycles: 0,
   late_closes: 0,
+  cycle_error_events: 0,
   error_events: 0,
   errors: [],
   terminate_before_startup: 0,
@@ -32,6 +33,7 @@ const summary = {
 function onError(where) {
   return (err) => {
     summary.error_events += 1
+    if (where.startsWith('cycle ')) summary.cycle_error_events += 1
     if (summary.errors.length < 10) {
       summary.errors.push(`${where}: ${err && err.code ? err.code + ' ' : ''}${err && err.message}`)
     }
