@@ -48,6 +48,9 @@ enum End {
     /// Responses to what the client sent before a protocol violation have all
     /// reached it.
     Drained,
+    /// The client sent Terminate: a clean close, whatever happened next
+    /// (`first` is how the relay noticed the end).
+    Terminated { first: Box<End> },
 }
 
 /// State both directions share. They run in the same task, so the mutex is
@@ -68,6 +71,8 @@ struct Shared<'a> {
     /// The last frame the server sent was an ErrorResponse (a FATAL one, if the
     /// server then closes), so pgveil need not add its own.
     server_said_why: AtomicBool,
+    /// The client sent Terminate: from now on it is owed nothing but a close.
+    client_terminated: AtomicBool,
 }
 
 impl Shared<'_> {
@@ -127,6 +132,7 @@ pub async fn run(ctx: &ServerContext, est: Established, peer: SocketAddr) {
         client_writing: AtomicBool::new(false),
         draining: AtomicBool::new(false),
         server_said_why: AtomicBool::new(false),
+        client_terminated: AtomicBool::new(false),
     };
     // Plain sockets split without a lock; TLS streams go through tokio's split.
     let end = match (client, server) {
@@ -143,7 +149,7 @@ pub async fn run(ctx: &ServerContext, est: Established, peer: SocketAddr) {
             relay_halves(ctx, &shared, client, (tokio::io::split(s), server_buf)).await
         }
     };
-    log_end(ctx, peer, &end);
+    log_end(ctx, peer, &end, shared.server_said_why.load(Ordering::Relaxed));
 }
 
 /// Relay over split halves, then tell the client why the session ends.
@@ -159,7 +165,12 @@ where
     SR: AsyncRead + Unpin,
     SW: AsyncWrite + Unpin,
 {
-    let end = pump(ctx, shared, (cr, client_buf), &mut cw, (sr, server_buf), sw).await;
+    let mut end = pump(ctx, shared, (cr, client_buf), &mut cw, (sr, server_buf), sw).await;
+    if shared.client_terminated.load(Ordering::Relaxed) {
+        end = End::Terminated {
+            first: Box::new(end),
+        };
+    }
     finish(shared, &mut cw, &end).await;
     end
 }
@@ -187,7 +198,8 @@ where
         end = idle_watch(shared, ctx.config.idle_timeout) => end,
         _ = ctx.force_close.cancelled() => End::Shutdown,
     };
-    if let End::ClientError(e) = &end {
+    let terminated = shared.client_terminated.load(Ordering::Relaxed);
+    if let (End::ClientError(e), false) = (&end, terminated) {
         // Like PostgreSQL, answer what came before the bad message first.
         let consistent = !shared.client_writing.load(Ordering::Relaxed);
         if !e.is_disconnect() && consistent && shared.has_pending() {
@@ -199,21 +211,18 @@ where
     end
 }
 
-/// Tell the client why pgveil is closing, when the protocol still allows it.
+/// Tell the client why pgveil is closing where PostgreSQL itself would say
+/// something (see "How sessions end" in docs/architecture.md), then close.
 async fn finish<CW: AsyncWrite + Unpin>(shared: &Shared<'_>, cw: &mut CW, end: &End) {
     let notice = match end {
+        // After Terminate the backend exits without a word (PostgresMain, 'X').
+        End::Terminated { .. } => None,
         End::ClientError(e) if !e.is_disconnect() => {
             Some((sqlstate::PROTOCOL_VIOLATION, e.to_string()))
         }
-        End::ServerError(e) => Some((
-            sqlstate::CONNECTION_FAILURE,
-            format!("pgveil lost the connection to the database server: {e}"),
-        )),
-        End::ServerClosed if shared.server_said_why.load(Ordering::Relaxed) => None,
-        End::ServerClosed => Some((
-            sqlstate::CONNECTION_FAILURE,
-            "the database server closed the connection unexpectedly".to_string(),
-        )),
+        // The server closed or broke the connection: pass the close on as it
+        // came; whatever the server said (a FATAL) has already been relayed.
+        End::ServerClosed | End::ServerError(_) => None,
         End::Idle => Some((
             sqlstate::IDLE_SESSION_TIMEOUT,
             "terminating connection due to idle timeout (pgveil idle_timeout)".to_string(),
@@ -234,15 +243,30 @@ async fn finish<CW: AsyncWrite + Unpin>(shared: &Shared<'_>, cw: &mut CW, end: &
     let _ = cw.shutdown().await;
 }
 
-fn log_end(ctx: &ServerContext, peer: SocketAddr, end: &End) {
+/// Log how the session ended; count it unless it was a clean close. A
+/// session whose client sent Terminate is a clean close, whichever side's
+/// close reached pgveil first.
+fn log_end(ctx: &ServerContext, peer: SocketAddr, end: &End, server_said_why: bool) {
     let kind = match end {
-        End::ClientClosed | End::ServerClosed | End::Drained => {
+        End::Terminated { first } => {
+            tracing::debug!(%peer, first = ?first, "session closed after Terminate");
+            return;
+        }
+        End::ClientClosed | End::Drained => {
             tracing::debug!(%peer, ?end, "session closed");
             return;
         }
+        End::ServerClosed if server_said_why => {
+            tracing::debug!(%peer, "session closed by the server after an ErrorResponse");
+            return;
+        }
+        End::ServerClosed => "upstream_lost",
         End::ClientError(e) if e.is_disconnect() => "client_disconnect",
         End::ClientError(_) => "protocol_violation",
-        End::ServerError(_) => "upstream_lost",
+        End::ServerError(e) => {
+            tracing::debug!(%peer, error = %e, "connection to the database server broke");
+            "upstream_lost"
+        }
         End::Idle => "idle_timeout",
         End::Shutdown => "shutdown",
     };
@@ -359,11 +383,20 @@ where
             buf,
             MAX_MESSAGE_LEN,
             |h| {
+                if shared.client_terminated.load(Ordering::Relaxed) {
+                    // PostgreSQL never reads past Terminate; neither does pgveil.
+                    return Err(ProtocolError::Unexpected {
+                        tag: h.tag as char,
+                        during: "after Terminate",
+                    });
+                }
                 if !is_frontend_tag(h.tag) {
                     return Err(ProtocolError::UnknownTag(h.tag));
                 }
-                if matches!(h.tag, b'Q' | b'S' | b'F') {
-                    shared.query_started();
+                match h.tag {
+                    b'Q' | b'S' | b'F' => shared.query_started(),
+                    b'X' => shared.client_terminated.store(true, Ordering::Relaxed),
+                    _ => {}
                 }
                 Ok(Inspect::Pass)
             },
@@ -375,6 +408,9 @@ where
             }
             buf.advance(forward);
         }
+        if shared.client_terminated.load(Ordering::Relaxed) && cursor.remaining == 0 {
+            return after_terminate(r, buf).await;
+        }
         if let Some(e) = error {
             return End::ClientError(e);
         }
@@ -385,6 +421,22 @@ where
                 shared.metrics.client_received_bytes.inc_by(n as u64);
                 shared.touch();
             }
+            Err(e) => return End::ClientError(ProtocolError::Io(e)),
+        }
+    }
+}
+
+/// After Terminate, the server closes on its own once it has answered what
+/// came before; the session ends then (or when writing to the client fails).
+/// Meanwhile read and drop whatever the client still sends until it closes,
+/// so its close never turns into a reset. Only a broken client socket ends
+/// the session from this side.
+async fn after_terminate<R: AsyncRead + Unpin>(r: &mut R, buf: &mut BytesMut) -> End {
+    loop {
+        buf.clear();
+        match fill(r, buf).await {
+            Ok(0) => return std::future::pending().await,
+            Ok(_) => {}
             Err(e) => return End::ClientError(ProtocolError::Io(e)),
         }
     }
