@@ -50,7 +50,9 @@ enum End {
     Drained,
     /// The client sent Terminate: a clean close, whatever happened next
     /// (`first` is how the relay noticed the end).
-    Terminated { first: Box<End> },
+    Terminated {
+        first: Box<End>,
+    },
 }
 
 /// State both directions share. They run in the same task, so the mutex is
@@ -149,7 +151,12 @@ pub async fn run(ctx: &ServerContext, est: Established, peer: SocketAddr) {
             relay_halves(ctx, &shared, client, (tokio::io::split(s), server_buf)).await
         }
     };
-    log_end(ctx, peer, &end, shared.server_said_why.load(Ordering::Relaxed));
+    log_end(
+        ctx,
+        peer,
+        &end,
+        shared.server_said_why.load(Ordering::Relaxed),
+    );
 }
 
 /// Relay over split halves, then tell the client why the session ends.

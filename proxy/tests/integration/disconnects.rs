@@ -66,7 +66,10 @@ async fn terminate_as_the_first_message_gives_only_eof() {
     let mut raw = Raw::connect(&proxy).await;
     raw.send(&fe::terminate()).await;
     let bytes = rest_of_stream(&mut raw.stream).await;
-    assert!(bytes.is_empty(), "PostgreSQL sends nothing here; got {bytes:?}");
+    assert!(
+        bytes.is_empty(),
+        "PostgreSQL sends nothing here; got {bytes:?}"
+    );
 
     // node-postgres's end() right after connect(): Terminate, then the
     // StartupMessage it had queued. Still nothing but EOF.
