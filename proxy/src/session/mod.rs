@@ -7,6 +7,7 @@
 //! ```
 pub mod auth;
 pub mod cancel;
+pub mod commands;
 pub mod handshake;
 pub mod relay;
 

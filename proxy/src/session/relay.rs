@@ -16,12 +16,13 @@ use std::time::{Duration, Instant};
 use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
-use crate::metrics::Metrics;
+use crate::metrics::{Command, Metrics};
 use crate::protocol::backend::{command_word, error_response, Severity};
 use crate::protocol::frame::{is_frontend_tag, Header, HEADER_LEN, MAX_MESSAGE_LEN};
 use crate::protocol::{sqlstate, ProtocolError};
 use crate::server::ServerContext;
 use crate::session::auth::Established;
+use crate::session::commands::{self, Statements};
 use crate::stream::MaybeTls;
 
 /// Starting size of each direction's buffer; idle sessions stay this small.
@@ -62,7 +63,8 @@ struct Shared<'a> {
     started: Instant,
     last_activity_ms: AtomicU64,
     track_activity: bool,
-    pending: Mutex<VecDeque<Instant>>,
+    /// Outstanding Query/Sync/FunctionCall: when sent, and which command.
+    pending: Mutex<VecDeque<(Instant, Command)>>,
     /// True while every byte written to the client ends on a frame boundary,
     /// so pgveil may append an ErrorResponse of its own.
     client_at_boundary: AtomicBool,
@@ -92,12 +94,19 @@ impl Shared<'_> {
     }
 
     #[inline]
-    fn query_started(&self) {
+    fn query_started(&self, command: Command) {
         if let Ok(mut q) = self.pending.lock() {
             if q.len() < MAX_PENDING_TIMINGS {
-                q.push_back(Instant::now());
+                q.push_back((Instant::now(), command));
             }
         }
+    }
+
+    /// The command of the oldest outstanding request (the one an
+    /// ErrorResponse answers).
+    fn current_command(&self) -> Command {
+        let front = self.pending.lock().ok().and_then(|q| q.front().copied());
+        front.map_or(Command::UNKNOWN, |(_, c)| c)
     }
 
     fn has_pending(&self) -> bool {
@@ -107,7 +116,7 @@ impl Shared<'_> {
     #[inline]
     fn query_finished(&self) {
         let started = self.pending.lock().ok().and_then(|mut q| q.pop_front());
-        if let Some(t) = started {
+        if let Some((t, _)) = started {
             self.metrics
                 .query_duration_end_to_end
                 .observe(t.elapsed().as_secs_f64());
@@ -385,6 +394,7 @@ where
     W: AsyncWrite + Unpin,
 {
     let mut cursor = Cursor::default();
+    let mut statements = Statements::default();
     loop {
         let (forward, error) = cursor.scan(
             buf,
@@ -400,14 +410,29 @@ where
                 if !is_frontend_tag(h.tag) {
                     return Err(ProtocolError::UnknownTag(h.tag));
                 }
-                match h.tag {
-                    b'Q' | b'S' | b'F' => shared.query_started(),
-                    b'X' => shared.client_terminated.store(true, Ordering::Relaxed),
-                    _ => {}
-                }
-                Ok(Inspect::Pass)
+                Ok(match h.tag {
+                    // Small enough to read whole (see `scan`): their command is noted below.
+                    b'Q' | b'P' | b'B' | b'S' if h.frame_len <= MAX_INSPECTED_FRAME => {
+                        Inspect::Whole
+                    }
+                    b'Q' | b'F' => {
+                        shared.query_started(Command::UNKNOWN);
+                        Inspect::Pass
+                    }
+                    b'X' => {
+                        shared.client_terminated.store(true, Ordering::Relaxed);
+                        Inspect::Pass
+                    }
+                    _ => Inspect::Pass,
+                })
             },
-            |_, _| {},
+            |tag, body| match tag {
+                b'Q' => shared.query_started(commands::of_query(body)),
+                b'P' => statements.on_parse(body),
+                b'B' => statements.on_bind(body),
+                b'S' => shared.query_started(statements.take_batch()),
+                _ => {}
+            },
         );
         if forward > 0 {
             if let Err(e) = write_out(w, &buf[..forward]).await {
@@ -478,7 +503,7 @@ where
                         Inspect::Pass
                     }
                     b'E' => {
-                        metrics.queries_error.inc();
+                        metrics.query_failed(shared.current_command());
                         Inspect::Pass
                     }
                     _ => Inspect::Pass,
