@@ -2,8 +2,11 @@
 //!
 //! No label ever carries a user name, an address or query text: the command
 //! label is drawn from a fixed list of PostgreSQL command words.
+pub mod command;
 pub mod enforcement;
 pub mod http;
+
+pub use command::{Command, COMMANDS};
 
 pub use http::serve as serve_http;
 
@@ -11,48 +14,6 @@ use prometheus::{
     Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
     IntGaugeVec, Opts, Registry, TextEncoder,
 };
-
-/// Command words that get their own `command` label value; anything else is "other".
-const COMMANDS: &[&str] = &[
-    "SELECT",
-    "INSERT",
-    "UPDATE",
-    "DELETE",
-    "MERGE",
-    "COPY",
-    "BEGIN",
-    "START",
-    "COMMIT",
-    "ROLLBACK",
-    "SAVEPOINT",
-    "RELEASE",
-    "PREPARE",
-    "SET",
-    "RESET",
-    "SHOW",
-    "FETCH",
-    "MOVE",
-    "DECLARE",
-    "CLOSE",
-    "LISTEN",
-    "UNLISTEN",
-    "NOTIFY",
-    "CREATE",
-    "ALTER",
-    "DROP",
-    "TRUNCATE",
-    "GRANT",
-    "REVOKE",
-    "VACUUM",
-    "ANALYZE",
-    "EXPLAIN",
-    "DISCARD",
-    "DEALLOCATE",
-    "DO",
-    "CALL",
-    "LOCK",
-    "COMMENT",
-];
 
 /// All of pgveil's metrics, registered in one registry.
 pub struct Metrics {
@@ -63,9 +24,9 @@ pub struct Metrics {
     pub session_errors: IntCounterVec,
     pub client_received_bytes: IntCounter,
     pub client_sent_bytes: IntCounter,
+    /// Indexed by [`Command::index`].
     queries_ok: Vec<IntCounter>,
-    queries_ok_other: IntCounter,
-    pub queries_error: IntCounter,
+    queries_error: Vec<IntCounter>,
     pub query_duration_end_to_end: Histogram,
     pub cancel_requests: IntCounterVec,
     pub enforcement: enforcement::EnforcementMetrics,
@@ -148,10 +109,13 @@ impl Metrics {
         registry.register(Box::new(build_info))?;
 
         let enforcement = enforcement::EnforcementMetrics::new(&registry, &query_duration)?;
-        let queries_ok = COMMANDS
-            .iter()
-            .map(|c| queries.with_label_values(&[c, "ok"]))
-            .collect();
+        let per_command = |outcome: &str| -> Vec<IntCounter> {
+            (0..Command::COUNT)
+                .map(|i| queries.with_label_values(&[Command::label_at(i), outcome]))
+                .collect()
+        };
+        let queries_ok = per_command("ok");
+        let queries_error = per_command("error");
         Ok(Metrics {
             registry,
             connections_active,
@@ -161,8 +125,7 @@ impl Metrics {
             client_received_bytes,
             client_sent_bytes,
             queries_ok,
-            queries_ok_other: queries.with_label_values(&["other", "ok"]),
-            queries_error: queries.with_label_values(&["unknown", "error"]),
+            queries_error,
             query_duration_end_to_end: query_duration.with_label_values(&["end_to_end"]),
             cancel_requests,
             enforcement,
@@ -172,10 +135,13 @@ impl Metrics {
     /// Count one completed statement from its CommandComplete command word.
     #[inline]
     pub fn query_completed(&self, word: &[u8]) {
-        match COMMANDS.iter().position(|c| c.as_bytes() == word) {
-            Some(i) => self.queries_ok[i].inc(),
-            None => self.queries_ok_other.inc(),
-        }
+        self.queries_ok[Command::from_word(word).index()].inc();
+    }
+
+    /// Count one failed statement under the command the client sent.
+    #[inline]
+    pub fn query_failed(&self, command: Command) {
+        self.queries_error[command.index()].inc();
     }
 
     /// The text exposition of every metric.
@@ -198,6 +164,7 @@ mod tests {
         let m = Metrics::new().unwrap();
         m.query_completed(b"SELECT");
         m.query_completed(b"WEIRD");
+        m.query_failed(Command::from_sql(b"insert into t values (1)"));
         m.connections_total.inc();
         let text = String::from_utf8(m.render()).unwrap();
         for name in [
@@ -207,6 +174,7 @@ mod tests {
             "pgveil_client_sent_bytes_total",
             "pgveil_queries_total{command=\"SELECT\",outcome=\"ok\"} 1",
             "pgveil_queries_total{command=\"other\",outcome=\"ok\"} 1",
+            "pgveil_queries_total{command=\"INSERT\",outcome=\"error\"} 1",
             "pgveil_query_duration_seconds_bucket",
             "pgveil_build_info{version=",
         ] {

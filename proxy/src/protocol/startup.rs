@@ -78,7 +78,13 @@ pub enum StartupPacket {
     GssEncRequest,
     Cancel(CancelKey),
     Startup(StartupMessage),
+    /// A Terminate message (`X`) where the startup packet should be: the
+    /// client gave up before starting. PostgreSQL closes without a word.
+    Terminate,
 }
+
+/// The first four bytes of a Terminate message (`X`, then the length 4).
+const TERMINATE_PREFIX: [u8; 4] = [b'X', 0, 0, 0];
 
 /// Read one startup-phase packet. `Ok(None)` if the client closed before sending anything.
 pub async fn read_startup_packet<R: AsyncRead + Unpin>(
@@ -96,6 +102,9 @@ pub async fn read_startup_packet<R: AsyncRead + Unpin>(
             };
         }
         got += n;
+    }
+    if len_bytes == TERMINATE_PREFIX {
+        return Ok(Some(StartupPacket::Terminate));
     }
     let len = i32::from_be_bytes(len_bytes);
     if !(8..=MAX_STARTUP_PACKET_LEN as i32).contains(&len) {
@@ -212,6 +221,14 @@ mod tests {
         assert_eq!(m.user(), "alice");
         assert_eq!(m.database(), "shop");
         assert_eq!(&m.raw[..], &raw[..]);
+    }
+
+    #[tokio::test]
+    async fn terminate_instead_of_startup() {
+        assert!(matches!(
+            read(&[b'X', 0, 0, 0, 4]).await,
+            Ok(Some(StartupPacket::Terminate))
+        ));
     }
 
     #[tokio::test]

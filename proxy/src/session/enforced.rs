@@ -27,6 +27,7 @@ use crate::enforce::messages::{self, REFUSED_SQL};
 use crate::enforce::rows::{self, RowError, RowPlan, Scratch, Tally};
 use crate::enforce::session::{Enforcer, Prepared, Verdict};
 use crate::enforce::Enforcement;
+use crate::metrics::Command;
 use crate::protocol::backend::{command_word, error_response, error_response_hint, Severity};
 use crate::protocol::frame::{is_frontend_tag, Header, MAX_MESSAGE_LEN};
 use crate::protocol::{sqlstate, ProtocolError};
@@ -41,6 +42,7 @@ const INITIAL_BUF: usize = 8 * 1024;
 /// What the server's next answers belong to.
 enum Expect {
     Query {
+        command: Command,
         plans: Vec<Arc<RowPlan>>,
         replace: Option<BytesMut>,
         /// The SQL text, when it may DEALLOCATE or DISCARD.
@@ -50,6 +52,7 @@ enum Expect {
         replace: Option<BytesMut>,
     },
     Parse {
+        command: Command,
         name: Vec<u8>,
         plan: Option<Arc<Prepared>>,
         replace: Option<BytesMut>,
@@ -181,6 +184,7 @@ pub async fn run(ctx: &ServerContext, est: Established, peer: SocketAddr, enf: A
         tally: Tally::default(),
         resolved: false,
         database: upstream_db,
+        batch_command: Command::UNKNOWN,
     };
     let end = tokio::select! {
         e = upstream.run(cr, client_buf) => e,
@@ -190,7 +194,7 @@ pub async fn run(ctx: &ServerContext, est: Established, peer: SocketAddr, enf: A
     };
     downstream.flush_tally();
     finish(&settings, &mut cw, &end).await;
-    log_end(ctx, peer, &end);
+    log_end(ctx, &settings, peer, &end);
 }
 
 async fn idle_watch(settings: &Settings, timeout: Option<Duration>) -> End {
@@ -242,8 +246,12 @@ async fn finish<W: AsyncWrite + Unpin>(settings: &Settings, cw: &mut W, end: &En
     let _ = cw.shutdown().await;
 }
 
-fn log_end(ctx: &ServerContext, peer: SocketAddr, end: &End) {
+fn log_end(ctx: &ServerContext, settings: &Settings, peer: SocketAddr, end: &End) {
     let kind = match end {
+        _ if settings.terminated.load(Ordering::Relaxed) => {
+            tracing::debug!(%peer, ?end, "session closed after Terminate");
+            return;
+        }
         End::ClientClosed | End::ServerClosed => {
             tracing::debug!(%peer, ?end, "session closed");
             return;
@@ -303,9 +311,13 @@ impl<SW: AsyncWrite + Unpin> Upstream<'_, SW> {
                 match self.on_message(header.tag, frame).await {
                     Ok(true) => {}
                     Ok(false) => {
-                        // Terminate: forward it and stop reading.
+                        // Terminate: forward it, then read and drop whatever the client still
+                        // sends (so its close is never a reset) while the answers to what came
+                        // before still reach it; the server's close ends the session.
                         let _ = self.flush().await;
-                        return End::ClientClosed;
+                        let mut sink = [0u8; 4096];
+                        while matches!(cr.read(&mut sink).await, Ok(n) if n > 0) {}
+                        return std::future::pending().await;
                     }
                     Err(end) => return end,
                 }
@@ -357,11 +369,13 @@ impl<SW: AsyncWrite + Unpin> Upstream<'_, SW> {
         match tag {
             b'Q' => {
                 let sql = messages::query_text(body).map_err(bad)?;
+                let command = Command::from_sql(sql);
                 let effects = may_deallocate(sql).then(|| sql.to_vec());
                 let verdict = self.enforcer.judge(sql, self.settings.readable()).await;
                 match verdict {
                     Verdict::Pass => {
                         self.expect(Expect::Query {
+                            command,
                             plans: Vec::new(),
                             replace: None,
                             effects,
@@ -371,6 +385,7 @@ impl<SW: AsyncWrite + Unpin> Upstream<'_, SW> {
                     }
                     Verdict::Transform(p) => {
                         self.expect(Expect::Query {
+                            command,
                             plans: p.rows.clone(),
                             replace: None,
                             effects,
@@ -381,6 +396,7 @@ impl<SW: AsyncWrite + Unpin> Upstream<'_, SW> {
                     Verdict::Refuse(r) => {
                         self.enforcer.refused(&r);
                         self.expect(Expect::Query {
+                            command,
                             plans: Vec::new(),
                             replace: Some(refusal_frame(&r)),
                             effects: None,
@@ -392,6 +408,7 @@ impl<SW: AsyncWrite + Unpin> Upstream<'_, SW> {
             }
             b'P' => {
                 let (name, sql) = messages::parse(body).map_err(bad)?;
+                let command = Command::from_sql(sql);
                 let name = name.to_vec();
                 let verdict = self.enforcer.judge(sql, self.settings.readable()).await;
                 match verdict {
@@ -401,6 +418,7 @@ impl<SW: AsyncWrite + Unpin> Upstream<'_, SW> {
                             _ => None,
                         };
                         self.expect(Expect::Parse {
+                            command,
                             name,
                             plan,
                             replace: None,
@@ -412,6 +430,7 @@ impl<SW: AsyncWrite + Unpin> Upstream<'_, SW> {
                         self.enforcer.refused(&r);
                         let injected = messages::parse_frame(&name, REFUSED_SQL);
                         self.expect(Expect::Parse {
+                            command,
                             name,
                             plan: None,
                             replace: Some(refusal_frame(&r)),
@@ -518,6 +537,8 @@ struct Downstream<'a> {
     ddl_pending: bool,
     scratch: Scratch,
     tally: Tally,
+    /// The command of the batch's last Parse, for errors in its Bind or Execute.
+    batch_command: Command,
     /// The current Execute's portal has been looked up.
     resolved: bool,
     database: String,
@@ -731,7 +752,14 @@ impl Downstream<'_> {
                 }
             }
             b'1' => {
-                if let Some(Expect::Parse { name, plan, .. }) = self.pop() {
+                if let Some(Expect::Parse {
+                    name,
+                    plan,
+                    command,
+                    ..
+                }) = self.pop()
+                {
+                    self.batch_command = command;
                     self.book.parsed(&name, plan);
                 }
             }
@@ -759,7 +787,11 @@ impl Downstream<'_> {
                 }
             }
             b'E' => {
-                self.ctx.metrics.queries_error.inc();
+                let command = match self.front() {
+                    Some(Expect::Query { command, .. } | Expect::Parse { command, .. }) => *command,
+                    _ => self.batch_command,
+                };
+                self.ctx.metrics.query_failed(command);
                 self.rows = None;
                 let mut replacement = None;
                 match self.front() {

@@ -20,6 +20,9 @@ pub enum Handshake {
     Cancelled,
     /// The client closed before sending anything.
     Closed,
+    /// The client sent Terminate instead of a StartupMessage; it is owed
+    /// nothing but a quiet close.
+    Terminated { client: ClientStream },
 }
 
 /// A failed handshake, with the stream when an ErrorResponse can still be sent.
@@ -82,6 +85,7 @@ pub async fn run(ctx: &ServerContext, tcp: TcpStream) -> Result<Handshake, Hands
                 };
                 return Err(fail(e, Some(client)));
             }
+            StartupPacket::Terminate => return Ok(Handshake::Terminated { client }),
             StartupPacket::Cancel(key) => {
                 forward_cancel(ctx, key).await;
                 return Ok(Handshake::Cancelled);

@@ -7,6 +7,7 @@
 //! ```
 pub mod auth;
 pub mod cancel;
+pub mod commands;
 pub mod enforced;
 pub mod handshake;
 pub mod relay;
@@ -14,7 +15,7 @@ pub mod relay;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::OwnedSemaphorePermit;
 
@@ -75,6 +76,11 @@ async fn establish(
     let (mut client, startup) = match handshake::run(ctx, tcp).await {
         Ok(Handshake::Startup { client, startup }) => (client, startup),
         Ok(Handshake::Cancelled) | Ok(Handshake::Closed) => return None,
+        Ok(Handshake::Terminated { client }) => {
+            tracing::debug!(%peer, "client sent Terminate before its startup packet");
+            close_quietly(client).await;
+            return None;
+        }
         Err(e) => {
             handshake_failed(ctx, peer, e).await;
             return None;
@@ -120,3 +126,25 @@ pub async fn send_fatal(client: &mut ClientStream, code: &str, message: &str) {
     let _ = client.flush().await;
     let _ = client.shutdown().await;
 }
+
+/// Close a connection without a word, as PostgreSQL does after Terminate:
+/// send our FIN, then read what the client still sends until it closes too,
+/// so unread bytes never turn the close into a reset.
+async fn close_quietly(mut client: ClientStream) {
+    let _ = client.shutdown().await;
+    let drain = async {
+        let mut sink = [0u8; 1024];
+        let mut left = QUIET_CLOSE_MAX_BYTES;
+        while left > 0 {
+            match client.read(&mut sink).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => left = left.saturating_sub(n),
+            }
+        }
+    };
+    let _ = tokio::time::timeout(QUIET_CLOSE_WAIT, drain).await;
+}
+
+/// How long, and how many bytes, a quiet close waits for the client's own close.
+const QUIET_CLOSE_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
+const QUIET_CLOSE_MAX_BYTES: usize = 64 * 1024;

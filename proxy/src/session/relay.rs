@@ -16,12 +16,13 @@ use std::time::{Duration, Instant};
 use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
-use crate::metrics::Metrics;
+use crate::metrics::{Command, Metrics};
 use crate::protocol::backend::{command_word, error_response, Severity};
 use crate::protocol::frame::{is_frontend_tag, Header, HEADER_LEN, MAX_MESSAGE_LEN};
 use crate::protocol::{sqlstate, ProtocolError};
 use crate::server::ServerContext;
 use crate::session::auth::Established;
+use crate::session::commands::{self, Statements};
 use crate::stream::MaybeTls;
 
 /// Starting size of each direction's buffer; idle sessions stay this small.
@@ -48,6 +49,11 @@ enum End {
     /// Responses to what the client sent before a protocol violation have all
     /// reached it.
     Drained,
+    /// The client sent Terminate: a clean close, whatever happened next
+    /// (`first` is how the relay noticed the end).
+    Terminated {
+        first: Box<End>,
+    },
 }
 
 /// State both directions share. They run in the same task, so the mutex is
@@ -57,7 +63,8 @@ struct Shared<'a> {
     started: Instant,
     last_activity_ms: AtomicU64,
     track_activity: bool,
-    pending: Mutex<VecDeque<Instant>>,
+    /// Outstanding Query/Sync/FunctionCall: when sent, and which command.
+    pending: Mutex<VecDeque<(Instant, Command)>>,
     /// True while every byte written to the client ends on a frame boundary,
     /// so pgveil may append an ErrorResponse of its own.
     client_at_boundary: AtomicBool,
@@ -68,6 +75,8 @@ struct Shared<'a> {
     /// The last frame the server sent was an ErrorResponse (a FATAL one, if the
     /// server then closes), so pgveil need not add its own.
     server_said_why: AtomicBool,
+    /// The client sent Terminate: from now on it is owed nothing but a close.
+    client_terminated: AtomicBool,
 }
 
 impl Shared<'_> {
@@ -85,12 +94,19 @@ impl Shared<'_> {
     }
 
     #[inline]
-    fn query_started(&self) {
+    fn query_started(&self, command: Command) {
         if let Ok(mut q) = self.pending.lock() {
             if q.len() < MAX_PENDING_TIMINGS {
-                q.push_back(Instant::now());
+                q.push_back((Instant::now(), command));
             }
         }
+    }
+
+    /// The command of the oldest outstanding request (the one an
+    /// ErrorResponse answers).
+    fn current_command(&self) -> Command {
+        let front = self.pending.lock().ok().and_then(|q| q.front().copied());
+        front.map_or(Command::UNKNOWN, |(_, c)| c)
     }
 
     fn has_pending(&self) -> bool {
@@ -100,7 +116,7 @@ impl Shared<'_> {
     #[inline]
     fn query_finished(&self) {
         let started = self.pending.lock().ok().and_then(|mut q| q.pop_front());
-        if let Some(t) = started {
+        if let Some((t, _)) = started {
             self.metrics
                 .query_duration_end_to_end
                 .observe(t.elapsed().as_secs_f64());
@@ -127,6 +143,7 @@ pub async fn run(ctx: &ServerContext, est: Established, peer: SocketAddr) {
         client_writing: AtomicBool::new(false),
         draining: AtomicBool::new(false),
         server_said_why: AtomicBool::new(false),
+        client_terminated: AtomicBool::new(false),
     };
     // Plain sockets split without a lock; TLS streams go through tokio's split.
     let end = match (client, server) {
@@ -143,7 +160,12 @@ pub async fn run(ctx: &ServerContext, est: Established, peer: SocketAddr) {
             relay_halves(ctx, &shared, client, (tokio::io::split(s), server_buf)).await
         }
     };
-    log_end(ctx, peer, &end);
+    log_end(
+        ctx,
+        peer,
+        &end,
+        shared.server_said_why.load(Ordering::Relaxed),
+    );
 }
 
 /// Relay over split halves, then tell the client why the session ends.
@@ -159,7 +181,12 @@ where
     SR: AsyncRead + Unpin,
     SW: AsyncWrite + Unpin,
 {
-    let end = pump(ctx, shared, (cr, client_buf), &mut cw, (sr, server_buf), sw).await;
+    let mut end = pump(ctx, shared, (cr, client_buf), &mut cw, (sr, server_buf), sw).await;
+    if shared.client_terminated.load(Ordering::Relaxed) {
+        end = End::Terminated {
+            first: Box::new(end),
+        };
+    }
     finish(shared, &mut cw, &end).await;
     end
 }
@@ -187,7 +214,8 @@ where
         end = idle_watch(shared, ctx.config.idle_timeout) => end,
         _ = ctx.force_close.cancelled() => End::Shutdown,
     };
-    if let End::ClientError(e) = &end {
+    let terminated = shared.client_terminated.load(Ordering::Relaxed);
+    if let (End::ClientError(e), false) = (&end, terminated) {
         // Like PostgreSQL, answer what came before the bad message first.
         let consistent = !shared.client_writing.load(Ordering::Relaxed);
         if !e.is_disconnect() && consistent && shared.has_pending() {
@@ -199,21 +227,18 @@ where
     end
 }
 
-/// Tell the client why pgveil is closing, when the protocol still allows it.
+/// Tell the client why pgveil is closing where PostgreSQL itself would say
+/// something (see "How sessions end" in docs/architecture.md), then close.
 async fn finish<CW: AsyncWrite + Unpin>(shared: &Shared<'_>, cw: &mut CW, end: &End) {
     let notice = match end {
+        // After Terminate the backend exits without a word (PostgresMain, 'X').
+        End::Terminated { .. } => None,
         End::ClientError(e) if !e.is_disconnect() => {
             Some((sqlstate::PROTOCOL_VIOLATION, e.to_string()))
         }
-        End::ServerError(e) => Some((
-            sqlstate::CONNECTION_FAILURE,
-            format!("pgveil lost the connection to the database server: {e}"),
-        )),
-        End::ServerClosed if shared.server_said_why.load(Ordering::Relaxed) => None,
-        End::ServerClosed => Some((
-            sqlstate::CONNECTION_FAILURE,
-            "the database server closed the connection unexpectedly".to_string(),
-        )),
+        // The server closed or broke the connection: pass the close on as it
+        // came; whatever the server said (a FATAL) has already been relayed.
+        End::ServerClosed | End::ServerError(_) => None,
         End::Idle => Some((
             sqlstate::IDLE_SESSION_TIMEOUT,
             "terminating connection due to idle timeout (pgveil idle_timeout)".to_string(),
@@ -234,15 +259,30 @@ async fn finish<CW: AsyncWrite + Unpin>(shared: &Shared<'_>, cw: &mut CW, end: &
     let _ = cw.shutdown().await;
 }
 
-fn log_end(ctx: &ServerContext, peer: SocketAddr, end: &End) {
+/// Log how the session ended; count it unless it was a clean close. A
+/// session whose client sent Terminate is a clean close, whichever side's
+/// close reached pgveil first.
+fn log_end(ctx: &ServerContext, peer: SocketAddr, end: &End, server_said_why: bool) {
     let kind = match end {
-        End::ClientClosed | End::ServerClosed | End::Drained => {
+        End::Terminated { first } => {
+            tracing::debug!(%peer, first = ?first, "session closed after Terminate");
+            return;
+        }
+        End::ClientClosed | End::Drained => {
             tracing::debug!(%peer, ?end, "session closed");
             return;
         }
+        End::ServerClosed if server_said_why => {
+            tracing::debug!(%peer, "session closed by the server after an ErrorResponse");
+            return;
+        }
+        End::ServerClosed => "upstream_lost",
         End::ClientError(e) if e.is_disconnect() => "client_disconnect",
         End::ClientError(_) => "protocol_violation",
-        End::ServerError(_) => "upstream_lost",
+        End::ServerError(e) => {
+            tracing::debug!(%peer, error = %e, "connection to the database server broke");
+            "upstream_lost"
+        }
         End::Idle => "idle_timeout",
         End::Shutdown => "shutdown",
     };
@@ -354,26 +394,54 @@ where
     W: AsyncWrite + Unpin,
 {
     let mut cursor = Cursor::default();
+    let mut statements = Statements::default();
     loop {
         let (forward, error) = cursor.scan(
             buf,
             MAX_MESSAGE_LEN,
             |h| {
+                if shared.client_terminated.load(Ordering::Relaxed) {
+                    // PostgreSQL never reads past Terminate; neither does pgveil.
+                    return Err(ProtocolError::Unexpected {
+                        tag: h.tag as char,
+                        during: "after Terminate",
+                    });
+                }
                 if !is_frontend_tag(h.tag) {
                     return Err(ProtocolError::UnknownTag(h.tag));
                 }
-                if matches!(h.tag, b'Q' | b'S' | b'F') {
-                    shared.query_started();
-                }
-                Ok(Inspect::Pass)
+                Ok(match h.tag {
+                    // Small enough to read whole (see `scan`): their command is noted below.
+                    b'Q' | b'P' | b'B' | b'S' if h.frame_len <= MAX_INSPECTED_FRAME => {
+                        Inspect::Whole
+                    }
+                    b'Q' | b'F' => {
+                        shared.query_started(Command::UNKNOWN);
+                        Inspect::Pass
+                    }
+                    b'X' => {
+                        shared.client_terminated.store(true, Ordering::Relaxed);
+                        Inspect::Pass
+                    }
+                    _ => Inspect::Pass,
+                })
             },
-            |_, _| {},
+            |tag, body| match tag {
+                b'Q' => shared.query_started(commands::of_query(body)),
+                b'P' => statements.on_parse(body),
+                b'B' => statements.on_bind(body),
+                b'S' => shared.query_started(statements.take_batch()),
+                _ => {}
+            },
         );
         if forward > 0 {
             if let Err(e) = write_out(w, &buf[..forward]).await {
                 return End::ServerError(ProtocolError::Io(e));
             }
             buf.advance(forward);
+        }
+        if shared.client_terminated.load(Ordering::Relaxed) && cursor.remaining == 0 {
+            return after_terminate(r, buf).await;
         }
         if let Some(e) = error {
             return End::ClientError(e);
@@ -385,6 +453,22 @@ where
                 shared.metrics.client_received_bytes.inc_by(n as u64);
                 shared.touch();
             }
+            Err(e) => return End::ClientError(ProtocolError::Io(e)),
+        }
+    }
+}
+
+/// After Terminate, the server closes on its own once it has answered what
+/// came before; the session ends then (or when writing to the client fails).
+/// Meanwhile read and drop whatever the client still sends until it closes,
+/// so its close never turns into a reset. Only a broken client socket ends
+/// the session from this side.
+async fn after_terminate<R: AsyncRead + Unpin>(r: &mut R, buf: &mut BytesMut) -> End {
+    loop {
+        buf.clear();
+        match fill(r, buf).await {
+            Ok(0) => return std::future::pending().await,
+            Ok(_) => {}
             Err(e) => return End::ClientError(ProtocolError::Io(e)),
         }
     }
@@ -419,7 +503,7 @@ where
                         Inspect::Pass
                     }
                     b'E' => {
-                        metrics.queries_error.inc();
+                        metrics.query_failed(shared.current_command());
                         Inspect::Pass
                     }
                     _ => Inspect::Pass,

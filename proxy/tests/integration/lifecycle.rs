@@ -287,3 +287,29 @@ async fn server_side_termination_reaches_the_client_once() {
     assert_eq!(errors[0].sqlstate().as_deref(), Some("57P01"));
     proxy.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_statements_are_counted_under_their_command() {
+    let pg = pg_trust();
+    let proxy = proxy_for(&pg).await;
+    let c = client(&proxy).await;
+    // Simple protocol.
+    assert!(c
+        .batch_execute("insert into nope values (1)")
+        .await
+        .is_err());
+    // Extended protocol: the error comes at Parse, or at Execute of a named statement.
+    assert!(c.prepare("update nope set x = 1").await.is_err());
+    let stmt = c.prepare("select 1 / $1::int").await.unwrap();
+    assert!(c.query(&stmt, &[&0i32]).await.is_err());
+    let text = metrics_text(&proxy).await;
+    for needle in [
+        "pgveil_queries_total{command=\"INSERT\",outcome=\"error\"} 1",
+        "pgveil_queries_total{command=\"UPDATE\",outcome=\"error\"} 1",
+        "pgveil_queries_total{command=\"SELECT\",outcome=\"error\"} 1",
+        "pgveil_queries_total{command=\"unknown\",outcome=\"error\"} 0",
+    ] {
+        assert!(text.contains(needle), "missing {needle}:\n{text}");
+    }
+    proxy.shutdown().await;
+}

@@ -1,11 +1,13 @@
 //! Integration tests: real PostgreSQL (testkit), real clients (tokio-postgres,
-//! psql, raw sockets), pgveil in between.
+//! psql, node-postgres, raw sockets), pgveil in between.
 mod support;
 
 mod auth;
 mod bad_input;
+mod disconnects;
 mod extended;
 mod lifecycle;
+mod node_clients;
 mod sample_data;
 mod simple;
 mod tls;

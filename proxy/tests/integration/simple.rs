@@ -63,7 +63,7 @@ async fn simple_and_multi_statement_queries() {
         "{metrics}"
     );
     assert!(
-        metrics.contains("pgveil_queries_total{command=\"unknown\",outcome=\"error\"} 1"),
+        metrics.contains("pgveil_queries_total{command=\"SELECT\",outcome=\"error\"} 1"),
         "{metrics}"
     );
     assert!(

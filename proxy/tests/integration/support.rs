@@ -175,9 +175,12 @@ impl Msg {
 
 impl Raw {
     pub async fn connect(proxy: &RunningProxy) -> Raw {
-        let stream = TcpStream::connect(proxy.addr)
-            .await
-            .expect("connect to pgveil");
+        Raw::connect_to(proxy.addr).await
+    }
+
+    /// Connect to any address: pgveil, or PostgreSQL itself for comparison.
+    pub async fn connect_to(addr: std::net::SocketAddr) -> Raw {
+        let stream = TcpStream::connect(addr).await.expect("connect");
         Raw {
             stream,
             buf: BytesMut::new(),
@@ -186,7 +189,12 @@ impl Raw {
 
     /// Connect and log in as the superuser over trust; returns after ReadyForQuery.
     pub async fn login(proxy: &RunningProxy, user: &str) -> Raw {
-        let mut raw = Raw::connect(proxy).await;
+        Raw::login_at(proxy.addr, user).await
+    }
+
+    /// Log in over trust at any address; returns after ReadyForQuery.
+    pub async fn login_at(addr: std::net::SocketAddr, user: &str) -> Raw {
+        let mut raw = Raw::connect_to(addr).await;
         let startup =
             pgveil::protocol::startup::encode_startup(&[("user", user), ("database", "postgres")]);
         raw.send(&startup).await;
