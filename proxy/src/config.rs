@@ -147,7 +147,10 @@ impl std::fmt::Debug for EnforcementConfig {
             .field("policy", &self.policy)
             .field("keyring", &self.keyring)
             .field("catalog_user", &self.catalog_user)
-            .field("catalog_password", &self.catalog_password.as_ref().map(|_| "***"))
+            .field(
+                "catalog_password",
+                &self.catalog_password.as_ref().map(|_| "***"),
+            )
             .field("catalog_refresh", &self.catalog_refresh)
             .field("parse_cache_size", &self.parse_cache_size)
             .finish()
@@ -515,7 +518,8 @@ impl PendingEnforcement {
         let Some(policy) = policy else {
             if keyring.is_some() {
                 return Err(ConfigError(
-                    "keyring: set, but no policy is; give --policy (or policy:) to enforce one".into(),
+                    "keyring: set, but no policy is; give --policy (or policy:) to enforce one"
+                        .into(),
                 ));
             }
             return Ok(None);
@@ -533,14 +537,20 @@ impl PendingEnforcement {
                     .into(),
             )
         })?;
-        let password = std::env::var("PGVEIL_CATALOG_PASSWORD").ok().or(self.password);
+        let password = std::env::var("PGVEIL_CATALOG_PASSWORD")
+            .ok()
+            .or(self.password);
         let refresh = self.refresh.unwrap_or(Duration::from_secs(60));
         if refresh.is_zero() {
-            return Err(ConfigError("catalog.refresh_interval: must be greater than 0".into()));
+            return Err(ConfigError(
+                "catalog.refresh_interval: must be greater than 0".into(),
+            ));
         }
         let cache = self.cache.unwrap_or(10_000);
         if cache == 0 {
-            return Err(ConfigError("catalog.parse_cache_size: must be at least 1".into()));
+            return Err(ConfigError(
+                "catalog.parse_cache_size: must be at least 1".into(),
+            ));
         }
         Ok(Some(EnforcementConfig {
             policy,

@@ -186,9 +186,15 @@ mod tests {
     #[test]
     fn built_frames_have_correct_lengths() {
         let q = query_frame("select 1");
-        assert_eq!(i32::from_be_bytes([q[1], q[2], q[3], q[4]]) as usize, q.len() - 1);
+        assert_eq!(
+            i32::from_be_bytes([q[1], q[2], q[3], q[4]]) as usize,
+            q.len() - 1
+        );
         let p = parse_frame(b"s", "x");
-        assert_eq!(i32::from_be_bytes([p[1], p[2], p[3], p[4]]) as usize, p.len() - 1);
+        assert_eq!(
+            i32::from_be_bytes([p[1], p[2], p[3], p[4]]) as usize,
+            p.len() - 1
+        );
         assert_eq!(parse(&p[5..]).unwrap(), (&b"s"[..], &b"x"[..]));
     }
 }

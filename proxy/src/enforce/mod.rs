@@ -106,10 +106,7 @@ impl Enforcement {
 
     /// The policy in force now.
     pub fn current(&self) -> Arc<PolicyState> {
-        self.state
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+        self.state.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     /// Load the policy and keyring files again. An invalid one is rejected and the one in

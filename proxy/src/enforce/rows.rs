@@ -8,8 +8,8 @@
 use std::sync::Arc;
 
 use bytes::{BufMut, BytesMut};
-use pgveil_policy::crypto::ENVELOPE_PREFIX;
 use pgveil_policy::crypto::DomainCipher;
+use pgveil_policy::crypto::ENVELOPE_PREFIX;
 use pgveil_policy::mask::{Mask, PseudonymKey};
 use pgveil_policy::model::{Action, ColumnId, LevelId};
 
@@ -239,11 +239,12 @@ pub fn data_row(
             Op::Mask(m) => {
                 scratch.input.clear();
                 if formats_get(formats, i) == 1 && !binary::is_textual(op.type_oid) {
-                    binary::to_text(op.type_oid, plain, &mut scratch.input)
-                        .map_err(|reason| RowError::Decrypt {
+                    binary::to_text(op.type_oid, plain, &mut scratch.input).map_err(|reason| {
+                        RowError::Decrypt {
                             column: plan.qualified.get(i).cloned().unwrap_or_default(),
                             reason,
-                        })?;
+                        }
+                    })?;
                 } else {
                     scratch.input.push_str(&String::from_utf8_lossy(plain));
                 }

@@ -112,14 +112,16 @@ impl Enforcer {
     ) -> Verdict {
         let enf = self.enf.clone();
         let m = &enf.metrics.enforcement;
-        if !settings_ok {
+        if !settings_ok && !restores_settings(sql) {
             return Verdict::Refuse(Refusal {
                 sqlstate: sqlstate::INVALID_PARAMETER_VALUE,
                 message: "pgveil refuses statements on protected data in this session: \
                           client_encoding must be UTF8 and standard_conforming_strings on, \
                           or pgveil would read the SQL differently from the server"
                     .into(),
-                hint: Some("SET client_encoding = 'UTF8'; SET standard_conforming_strings = on".into()),
+                hint: Some(
+                    "SET client_encoding = 'UTF8'; SET standard_conforming_strings = on".into(),
+                ),
                 level: None,
                 unanalysable: true,
             });
@@ -127,7 +129,8 @@ impl Enforcer {
         let Ok(text) = std::str::from_utf8(sql) else {
             return Verdict::Refuse(Refusal {
                 sqlstate: sqlstate::INVALID_PARAMETER_VALUE,
-                message: "pgveil refuses a statement on protected data that is not valid UTF-8".into(),
+                message: "pgveil refuses a statement on protected data that is not valid UTF-8"
+                    .into(),
                 hint: None,
                 level: None,
                 unanalysable: true,
@@ -147,7 +150,9 @@ impl Enforcer {
                     roles: &roles,
                 };
                 let a = Arc::new(sql::analyze(text, &env));
-                self.enf.cache.insert(text, bound.generation, &roles, a.clone());
+                self.enf
+                    .cache
+                    .insert(text, bound.generation, &roles, a.clone());
                 a
             }
         };
@@ -192,6 +197,46 @@ impl Enforcer {
             m.parse_failures.inc();
         }
         tracing::info!(login = %self.login, database = %self.database, sqlstate = r.sqlstate, reason = %r.message, "statement refused");
+    }
+}
+
+/// `SET standard_conforming_strings = on` and friends: the way out of an unreadable session,
+/// so they pass even while other statements on protected data are refused.
+fn restores_settings(sql: &[u8]) -> bool {
+    let Ok(text) = std::str::from_utf8(sql) else {
+        return false;
+    };
+    let text = text.trim().trim_end_matches(';').trim();
+    if text.contains(';') {
+        return false;
+    }
+    let lower = text.to_ascii_lowercase();
+    let words: Vec<&str> = lower
+        .split(|c: char| c.is_whitespace() || c == '=')
+        .filter(|w| !w.is_empty())
+        .collect();
+    let (first, rest) = match words.split_first() {
+        Some((f, r)) => (*f, r),
+        None => return false,
+    };
+    let rest = match rest.first() {
+        Some(&"session") | Some(&"local") => &rest[1..],
+        _ => rest,
+    };
+    let var_ok = matches!(
+        rest.first().copied(),
+        Some("standard_conforming_strings") | Some("client_encoding")
+    );
+    match first {
+        "reset" => var_ok && rest.len() == 1,
+        "set" => {
+            var_ok
+                && rest.len() == 3 - usize::from(!lower.contains(" to "))
+                && rest
+                    .last()
+                    .is_some_and(|v| matches!(v.trim_matches('\''), "on" | "utf8" | "default"))
+        }
+        _ => false,
     }
 }
 
@@ -253,13 +298,23 @@ fn column_op(
     let col = policy.column(c);
     let cipher = match col.encrypt {
         EncryptMode::None => None,
-        _ => Some(state.ciphers.get(&col.domain).cloned().ok_or_else(|| Refusal {
-            sqlstate: sqlstate::INTERNAL_ERROR,
-            message: format!("pgveil has no key for domain {} of column {}", col.domain, col.qualified()),
-            hint: None,
-            level: Some(col.level),
-            unanalysable: false,
-        })?),
+        _ => Some(
+            state
+                .ciphers
+                .get(&col.domain)
+                .cloned()
+                .ok_or_else(|| Refusal {
+                    sqlstate: sqlstate::INTERNAL_ERROR,
+                    message: format!(
+                        "pgveil has no key for domain {} of column {}",
+                        col.domain,
+                        col.qualified()
+                    ),
+                    hint: None,
+                    level: Some(col.level),
+                    unanalysable: false,
+                })?,
+        ),
     };
     let op = match d.transform {
         Transform::Plain if cipher.is_none() => return Ok(None),

@@ -50,7 +50,10 @@ impl EnforcementMetrics {
         let cache_hits = IntCounter::new("parse_cache_hits_total", "Parse cache hits.")?;
         let cache_misses = IntCounter::new("parse_cache_misses_total", "Parse cache misses.")?;
         let crypto = IntCounterVec::new(
-            Opts::new("crypto_operations_total", "Envelope operations, by operation."),
+            Opts::new(
+                "crypto_operations_total",
+                "Envelope operations, by operation.",
+            ),
             &["op"],
         )?;
         let policy_info = IntGaugeVec::new(
@@ -58,11 +61,20 @@ impl EnforcementMetrics {
             &["version"],
         )?;
         let policy_reloads = IntCounterVec::new(
-            Opts::new("policy_reloads_total", "Policy and keyring reloads, by result."),
+            Opts::new(
+                "policy_reloads_total",
+                "Policy and keyring reloads, by result.",
+            ),
             &["result"],
         )?;
         let added = durations.with_label_values(&["added"]);
-        for c in [&decisions, &sensitive_values, &denied, &crypto, &policy_reloads] {
+        for c in [
+            &decisions,
+            &sensitive_values,
+            &denied,
+            &crypto,
+            &policy_reloads,
+        ] {
             registry.register(Box::new(c.clone()))?;
         }
         registry.register(Box::new(parse_failures.clone()))?;

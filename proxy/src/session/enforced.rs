@@ -353,10 +353,7 @@ impl<SW: AsyncWrite + Unpin> Upstream<'_, SW> {
                 self.flush()
                     .await
                     .map_err(|e| End::ServerError(ProtocolError::Io(e)))?;
-                self.tx
-                    .send(e)
-                    .await
-                    .map_err(|_| End::ServerClosed)
+                self.tx.send(e).await.map_err(|_| End::ServerClosed)
             }
             Err(mpsc::error::TrySendError::Closed(_)) => Err(End::ServerClosed),
         }
@@ -402,7 +399,8 @@ impl<SW: AsyncWrite + Unpin> Upstream<'_, SW> {
                             effects: None,
                         })
                         .await?;
-                        self.out.extend_from_slice(&messages::query_frame(REFUSED_SQL));
+                        self.out
+                            .extend_from_slice(&messages::query_frame(REFUSED_SQL));
                     }
                 }
             }
@@ -494,7 +492,8 @@ impl<SW: AsyncWrite + Unpin> Upstream<'_, SW> {
                     replace: Some(refusal_frame(&r)),
                 })
                 .await?;
-                self.out.extend_from_slice(&messages::query_frame(REFUSED_SQL));
+                self.out
+                    .extend_from_slice(&messages::query_frame(REFUSED_SQL));
             }
             b'X' => {
                 self.settings.terminated.store(true, Ordering::Relaxed);
@@ -509,10 +508,7 @@ impl<SW: AsyncWrite + Unpin> Upstream<'_, SW> {
 
 /// Whether a SQL text may drop prepared statements (DEALLOCATE, DISCARD ALL).
 fn may_deallocate(sql: &[u8]) -> bool {
-    let lower = |w: &[u8]| {
-        sql.windows(w.len())
-            .any(|x| x.eq_ignore_ascii_case(w))
-    };
+    let lower = |w: &[u8]| sql.windows(w.len()).any(|x| x.eq_ignore_ascii_case(w));
     lower(b"deallocate") || lower(b"discard")
 }
 
@@ -642,7 +638,11 @@ impl Downstream<'_> {
     fn front(&mut self) -> Option<&mut Expect> {
         loop {
             if self.skipping {
-                while self.queue.front().is_some_and(|e| !matches!(e, Expect::Sync)) {
+                while self
+                    .queue
+                    .front()
+                    .is_some_and(|e| !matches!(e, Expect::Sync))
+                {
                     self.queue.pop_front();
                 }
                 if !self.queue.is_empty() {
@@ -664,7 +664,12 @@ impl Downstream<'_> {
         self.queue.pop_front()
     }
 
-    fn on_frame(&mut self, tag: u8, frame: BytesMut, out: &mut BytesMut) -> Result<(), ProtocolError> {
+    fn on_frame(
+        &mut self,
+        tag: u8,
+        frame: BytesMut,
+        out: &mut BytesMut,
+    ) -> Result<(), ProtocolError> {
         let body = &frame[5..];
         let mut forward = !self.discard;
         match tag {
@@ -884,7 +889,11 @@ impl Downstream<'_> {
 
     /// Rewrite a RowDescription for `plan`, and cross-check every field against the
     /// catalog: a protected column the plan does not transform stops the statement.
-    fn describe(&self, body: &[u8], plan: Option<Arc<RowPlan>>) -> Result<Option<BytesMut>, RowError> {
+    fn describe(
+        &self,
+        body: &[u8],
+        plan: Option<Arc<RowPlan>>,
+    ) -> Result<Option<BytesMut>, RowError> {
         let state = self.enf.current();
         let snapshot = self.enf.catalog.peek(&self.database);
         let empty = RowPlan::default();

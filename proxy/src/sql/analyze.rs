@@ -13,9 +13,9 @@ use pgveil_policy::compile::Usage;
 use pgveil_policy::model::{Action, ColumnId, EncryptMode, LevelId};
 use pgveil_policy::{CompiledPolicy, RoleSet};
 use sqlparser::ast::{
-    AssignmentTarget, BinaryOperator, CopySource, Distinct, Expr, FromTable, Function,
-    FunctionArg, FunctionArgExpr, FunctionArguments, GroupByExpr, Ident, ObjectName,
-    ObjectNamePart, OnConflictAction, OnInsert, OrderByKind, Query, Select, SelectItem,
+    AssignmentTarget, BinaryOperator, CopySource, Distinct, Expr, FromTable, Function, FunctionArg,
+    FunctionArgExpr, FunctionArguments, GroupByExpr, Ident, ObjectName, ObjectNamePart,
+    OnConflictAction, OnInsert, OrderByKind, Query, Select, SelectItem,
     SelectItemQualifiedWildcardKind, Set, SetExpr, SetOperator, SetQuantifier, Statement,
     TableFactor, TableObject, TableWithJoins, UnaryOperator, UpdateTableFromKind, Value, Visit,
     Visitor,
@@ -159,9 +159,7 @@ fn unparsable(sql: &str, error: &str) -> Refusal {
         );
     }
     Refusal::unsupported(
-        format!(
-            "pgveil cannot analyse this statement, and it names protected data ({error})"
-        ),
+        format!("pgveil cannot analyse this statement, and it names protected data ({error})"),
         Some("rewrite the statement in plainer SQL; pgveil refuses what it cannot analyse"),
     )
 }
@@ -497,7 +495,9 @@ impl<'e, 'a> Analyzer<'e, 'a> {
             )
         };
         match set {
-            Set::SetRole { role_name: None, .. } => Ok(()),
+            Set::SetRole {
+                role_name: None, ..
+            } => Ok(()),
             Set::SetRole { .. } => Err(refuse("SET ROLE")),
             Set::SetSessionAuthorization(_) => Err(refuse("SET SESSION AUTHORIZATION")),
             Set::SingleAssignment {
@@ -742,7 +742,11 @@ impl<'e, 'a> Analyzer<'e, 'a> {
         q: &Query,
     ) -> Result<Vec<Col>, Refusal> {
         if let SetExpr::SetOperation {
-            left, right, op, set_quantifier, ..
+            left,
+            right,
+            op,
+            set_quantifier,
+            ..
         } = q.body.as_ref()
         {
             let left_outs = self.set_expr(left)?;
@@ -940,10 +944,19 @@ impl<'e, 'a> Analyzer<'e, 'a> {
 
     /// GROUP BY / ORDER BY / DISTINCT ON item: an output position, an output name, or an
     /// expression over the FROM scope.
-    fn order_item(&mut self, e: &Expr, outs: &[Src], names: &[Option<String>]) -> Result<(), Refusal> {
+    fn order_item(
+        &mut self,
+        e: &Expr,
+        outs: &[Src],
+        names: &[Option<String>],
+    ) -> Result<(), Refusal> {
         if let Expr::Value(v) = e {
             if let Value::Number(n, _) = &v.value {
-                if let Some(Src::Col(c)) = n.parse::<usize>().ok().and_then(|i| outs.get(i.wrapping_sub(1))) {
+                if let Some(Src::Col(c)) = n
+                    .parse::<usize>()
+                    .ok()
+                    .and_then(|i| outs.get(i.wrapping_sub(1)))
+                {
                     self.use_col(*c, Usage::GroupOrder)?;
                 }
                 return Ok(());
@@ -951,10 +964,10 @@ impl<'e, 'a> Analyzer<'e, 'a> {
         }
         if let Expr::Identifier(i) = e {
             let n = ident(i);
-            let in_scope = self
-                .levels
-                .last()
-                .is_some_and(|l| l.iter().any(|it| it.cols.iter().flatten().any(|c| c.name == n)));
+            let in_scope = self.levels.last().is_some_and(|l| {
+                l.iter()
+                    .any(|it| it.cols.iter().flatten().any(|c| c.name == n))
+            });
             if !in_scope {
                 if let Some(pos) = names.iter().position(|x| x.as_deref() == Some(n.as_str())) {
                     if let Some(Src::Col(c)) = outs.get(pos) {
@@ -1052,7 +1065,11 @@ impl<'e, 'a> Analyzer<'e, 'a> {
             let left_names: Vec<String> = self
                 .levels
                 .last()
-                .map(|l| l.iter().flat_map(|i| i.cols.iter().flatten().map(|c| c.name.clone())).collect())
+                .map(|l| {
+                    l.iter()
+                        .flat_map(|i| i.cols.iter().flatten().map(|c| c.name.clone()))
+                        .collect()
+                })
                 .unwrap_or_default();
             self.table_factor(&j.relation)?;
             use sqlparser::ast::JoinConstraint as C;
@@ -1488,11 +1505,10 @@ impl<'e, 'a> Analyzer<'e, 'a> {
                 }
                 Ok(Src::Pass)
             }
-            Expr::InList {
-                expr, list, ..
-            } if matches!(ctx, Ctx::Pred | Ctx::Join)
-                && bare(expr).is_some()
-                && list.iter().all(valueish) =>
+            Expr::InList { expr, list, .. }
+                if matches!(ctx, Ctx::Pred | Ctx::Join)
+                    && bare(expr).is_some()
+                    && list.iter().all(valueish) =>
             {
                 if let Some(b) = bare(expr) {
                     self.reference(b, ctx, eq_usage(ctx))?;
@@ -1507,9 +1523,7 @@ impl<'e, 'a> Analyzer<'e, 'a> {
                 }
                 Ok(Src::Pass)
             }
-            Expr::InSubquery {
-                expr, subquery, ..
-            } if matches!(ctx, Ctx::Pred | Ctx::Join) => {
+            Expr::InSubquery { expr, subquery, .. } if matches!(ctx, Ctx::Pred | Ctx::Join) => {
                 let outs = self.query(subquery)?;
                 let eq = bare(expr).is_some() && outs.len() == 1;
                 let u = if eq {
@@ -1650,9 +1664,7 @@ fn eq_usage(ctx: Ctx) -> Usage {
 fn usage_words(u: Usage) -> &'static str {
     match u {
         Usage::Projection => "reading it",
-        Usage::Predicate { equality: true } | Usage::JoinKey { equality: true } => {
-            "comparing it"
-        }
+        Usage::Predicate { equality: true } | Usage::JoinKey { equality: true } => "comparing it",
         Usage::Predicate { equality: false } => "a range, pattern or function condition on it",
         Usage::JoinKey { equality: false } => "a non-equality join on it",
         Usage::GroupOrder => "grouping or sorting by it",
@@ -1803,12 +1815,10 @@ impl Collect {
             }
             if name == "set_config" {
                 let first = list.args.first().and_then(|a| match a {
-                    FunctionArg::Unnamed(FunctionArgExpr::Expr(Expr::Value(v))) => {
-                        match &v.value {
-                            Value::SingleQuotedString(s) => Some(s.to_ascii_lowercase()),
-                            _ => None,
-                        }
-                    }
+                    FunctionArg::Unnamed(FunctionArgExpr::Expr(Expr::Value(v))) => match &v.value {
+                        Value::SingleQuotedString(s) => Some(s.to_ascii_lowercase()),
+                        _ => None,
+                    },
                     _ => None,
                 });
                 match first.as_deref() {

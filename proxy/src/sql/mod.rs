@@ -29,9 +29,12 @@ pub fn first_word(sql: &str) -> &str {
 
 /// Whether a statement's first word makes it DDL (the catalog must be reloaded after it).
 pub fn is_ddl_word(word: &str) -> bool {
-    ["create", "alter", "drop", "comment", "grant", "revoke", "security", "refresh", "reindex", "import"]
-        .iter()
-        .any(|w| word.eq_ignore_ascii_case(w))
+    [
+        "create", "alter", "drop", "comment", "grant", "revoke", "security", "refresh", "reindex",
+        "import",
+    ]
+    .iter()
+    .any(|w| word.eq_ignore_ascii_case(w))
 }
 
 #[cfg(test)]

@@ -1,0 +1,537 @@
+//! Read-side enforcement against a real PostgreSQL: transforms per role, refusals with
+//! SQLSTATE, the inference-attack suite, pipelines, transactions and session settings.
+use std::path::Path;
+
+use pgveil::config::EnforcementConfig;
+use pgveil_policy::crypto::{KeySet, Mode};
+use pgveil_policy::keyring::Keyring;
+use pgveil_policy::mask::Mask;
+use pgveil_testkit::PgCluster;
+use tokio_postgres::SimpleQueryMessage;
+
+use crate::support::*;
+
+pub const POLICY: &str = r#"
+version: 1
+levels: [core, important, general]
+roles:
+  dispatcher: [dispatch_app]
+  support: [support_team]
+  analyst: [bi_reader]
+tables:
+  public.customers:
+    id_card: { level: core, kind: cn_id_card, encrypt: deterministic, domain: id_card }
+    phone:   { level: important, kind: cn_mobile, encrypt: deterministic, domain: phone }
+    name:    { level: important, kind: cn_name }
+    address: { level: important, kind: address, encrypt: randomized }
+    birth:   { level: general, kind: date }
+rules:
+  - { roles: [dispatcher], level: important, action: allow }
+  - { roles: [dispatcher], level: core, action: mask }
+  - { roles: [support], level: important, action: mask }
+  - { roles: [support], columns: [public.customers.birth], action: mask }
+  - { roles: [analyst], columns: [public.customers.phone], action: hash }
+  - { roles: [analyst], level: important, action: mask }
+defaults: { core: deny, important: mask, general: allow }
+"#;
+
+/// (id, name, phone, id_card, address, birth)
+pub const ROWS: &[(i32, &str, &str, &str, &str, &str)] = &[
+    (
+        1,
+        "王小明",
+        "13812345678",
+        "110101199003071234",
+        "北京市朝阳区建国路88号",
+        "1990-03-07",
+    ),
+    (
+        2,
+        "李娜",
+        "13987654321",
+        "310101198512125678",
+        "上海市浦东新区世纪大道100号",
+        "1985-12-12",
+    ),
+];
+
+pub struct Setup {
+    pub cluster: PgCluster,
+    pub proxy: pgveil::app::RunningProxy,
+    pub keys: KeySet,
+    _dir: tempfile::TempDir,
+}
+
+pub async fn setup() -> Setup {
+    let cluster = pg_trust();
+    let dir = tempfile::tempdir().unwrap();
+    let policy = dir.path().join("policy.yaml");
+    std::fs::write(&policy, POLICY).unwrap();
+    let keyring_path = dir.path().join("pgveil.keys");
+    let keyring = Keyring::generate(1_700_000_000).unwrap();
+    keyring.save(&keyring_path, true).unwrap();
+    let keys = Keyring::load(&keyring_path).unwrap().into_key_set();
+    seed(&cluster, &keys).await;
+    let mut config = config_for(&cluster);
+    config.enforcement = Some(EnforcementConfig {
+        policy,
+        keyring: keyring_path,
+        catalog_user: "postgres".into(),
+        catalog_password: None,
+        catalog_refresh: std::time::Duration::from_secs(60),
+        parse_cache_size: 1000,
+    });
+    let proxy = proxy_with(config).await;
+    Setup {
+        cluster,
+        proxy,
+        keys,
+        _dir: dir,
+    }
+}
+
+fn lit(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "''"))
+}
+
+async fn seed(cluster: &PgCluster, keys: &KeySet) {
+    let db = direct(cluster).await;
+    let mut sql = String::from(
+        "create role dispatch_app login; create role bi_reader login;
+         create role support_team nologin; create role support_ann login in role support_team;
+         create role nobody_app login;
+         create table customers (id int primary key, name text, phone text, id_card text,
+                                 address text, birth date, city text);
+         create table orders (id int primary key, customer_id int, amount numeric(10,2), note text);
+         create table audit_t (n int);
+         grant all on all tables in schema public to public;
+         insert into orders values (1, 1, 12.50, 'first'), (2, 2, 99.99, 'second');",
+    );
+    let phone = keys.domain("phone");
+    let id_card = keys.domain("id_card");
+    let address = keys.domain("address");
+    for (id, name, ph, idc, addr, birth) in ROWS {
+        sql.push_str(&format!(
+            "insert into customers values ({id}, {}, {}, {}, {}, {}, 'x');",
+            lit(name),
+            lit(&phone.encrypt(Mode::Deterministic, ph.as_bytes()).unwrap()),
+            lit(&id_card
+                .encrypt(Mode::Deterministic, idc.as_bytes())
+                .unwrap()),
+            lit(&address.encrypt(Mode::Randomized, addr.as_bytes()).unwrap()),
+            lit(birth),
+        ));
+    }
+    sql.push_str(
+        "create view v_contacts as select id, phone from customers;
+         create view v_orders as select id, amount from orders;
+         create function first_name() returns text language sql as $$ select name from customers order by id limit 1 $$;
+         create function order_total() returns numeric language sql as $$ select sum(amount) from orders $$;
+         grant select on all tables in schema public to public;",
+    );
+    db.batch_execute(&sql).await.unwrap();
+}
+
+/// Rows of a simple query as text (NULL as "NULL").
+pub async fn rows(c: &tokio_postgres::Client, sql: &str) -> Vec<Vec<String>> {
+    let msgs = c
+        .simple_query(sql)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    msgs.into_iter()
+        .filter_map(|m| match m {
+            SimpleQueryMessage::Row(r) => Some(
+                (0..r.len())
+                    .map(|i| r.get(i).unwrap_or("NULL").to_string())
+                    .collect(),
+            ),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The SQLSTATE a statement fails with; panics if it succeeds.
+pub async fn refused(c: &tokio_postgres::Client, sql: &str) -> String {
+    match c.simple_query(sql).await {
+        Ok(_) => panic!("expected a refusal, but it ran: {sql}"),
+        Err(e) => e
+            .code()
+            .map(|c| c.code().to_string())
+            .unwrap_or_else(|| panic!("{sql}: error without SQLSTATE: {e}")),
+    }
+}
+
+fn mask(kind: &str, v: &str, keys: &KeySet) -> String {
+    let m = match kind {
+        "hash" => Mask::Hash,
+        k => Mask::default_for(pgveil_policy::Kind::parse(k).unwrap()),
+    };
+    m.apply_to_string(v, &keys.pseudonym_key())
+}
+
+#[tokio::test]
+async fn each_role_sees_what_the_policy_grants() {
+    let s = setup().await;
+    let k = &s.keys;
+    let sql = "select id, name, phone, address from customers order by id";
+
+    let dispatcher = client_as(&s.proxy, "dispatch_app", "").await;
+    let got = rows(&dispatcher, sql).await;
+    assert_eq!(got[0], vec!["1", ROWS[0].1, ROWS[0].2, ROWS[0].4]);
+    assert_eq!(got[1][2], ROWS[1].2);
+    // Dispatchers get the core column masked.
+    let ids = rows(&dispatcher, "select id_card from customers order by id").await;
+    assert_eq!(ids[0][0], mask("cn_id_card", ROWS[0].3, k));
+    assert!(!ids[0][0].contains("19900307"), "{ids:?}");
+
+    // support_ann is a member of the group role support_team: policy role support.
+    let support = client_as(&s.proxy, "support_ann", "").await;
+    let got = rows(&support, sql).await;
+    assert_eq!(got[0][1], mask("cn_name", ROWS[0].1, k));
+    assert_eq!(got[0][2], mask("cn_mobile", ROWS[0].2, k));
+    assert_eq!(got[0][3], mask("address", ROWS[0].4, k));
+    assert_ne!(got[0][2], ROWS[0].2);
+    // Core data is denied for support (default core: deny), with 42501 naming the column.
+    let err = support
+        .simple_query("select id_card from customers")
+        .await
+        .unwrap_err();
+    let db = err.as_db_error().expect("a server error");
+    assert_eq!(db.code().code(), "42501");
+    assert!(
+        db.message().contains("public.customers.id_card"),
+        "{}",
+        db.message()
+    );
+    assert_eq!(refused(&support, "select * from customers").await, "42501");
+    assert_eq!(
+        refused(&support, "select c.* from customers c").await,
+        "42501"
+    );
+
+    // Analysts get stable pseudonyms for phones.
+    let analyst = client_as(&s.proxy, "bi_reader", "").await;
+    let a = rows(&analyst, "select phone from customers order by id").await;
+    let b = rows(&analyst, "select phone from customers where id = 1").await;
+    assert_eq!(a[0][0], mask("hash", ROWS[0].2, k));
+    assert_eq!(a[0][0], b[0][0]);
+    assert_ne!(a[0][0], a[1][0]);
+
+    // A login with no policy role gets the defaults: core denied, important masked.
+    let nobody = client_as(&s.proxy, "nobody_app", "").await;
+    assert_eq!(
+        refused(&nobody, "select id_card from customers").await,
+        "42501"
+    );
+    let n = rows(&nobody, "select name from customers where id = 2").await;
+    assert_eq!(n[0][0], mask("cn_name", ROWS[1].1, k));
+
+    // The database itself holds ciphertext.
+    let db = direct(&s.cluster).await;
+    for r in db
+        .query("select phone, id_card, address from customers", &[])
+        .await
+        .unwrap()
+    {
+        for i in 0..3 {
+            let v: String = r.get(i);
+            assert!(v.starts_with("pgv1:"), "plaintext stored: {v}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn extended_protocol_binary_results_and_named_statements() {
+    let s = setup().await;
+    let k = &s.keys;
+    let support = client_as(&s.proxy, "support_ann", "").await;
+    // tokio-postgres asks for binary results; masked columns are reported as text.
+    let stmt = support
+        .prepare("select name, phone, birth, id from customers where id = $1")
+        .await
+        .unwrap();
+    assert_eq!(
+        stmt.columns()[0].type_(),
+        &tokio_postgres::types::Type::TEXT
+    );
+    assert_eq!(
+        stmt.columns()[2].type_(),
+        &tokio_postgres::types::Type::TEXT
+    );
+    for _ in 0..3 {
+        let row = support.query_one(&stmt, &[&2i32]).await.unwrap();
+        let name: String = row.get(0);
+        let phone: String = row.get(1);
+        let birth: String = row.get(2);
+        let id: i32 = row.get(3);
+        assert_eq!(name, mask("cn_name", ROWS[1].1, k));
+        assert_eq!(phone, mask("cn_mobile", ROWS[1].2, k));
+        // A date column masked to its year, decoded from the binary date the server sent.
+        assert_eq!(birth, mask("date", ROWS[1].5, k));
+        assert_eq!(id, 2);
+    }
+    // The dispatcher reads decrypted values in binary too.
+    let dispatcher = client_as(&s.proxy, "dispatch_app", "").await;
+    let row = dispatcher
+        .query_one(
+            "select phone, address from customers where id = $1",
+            &[&1i32],
+        )
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, String>(0), ROWS[0].2);
+    assert_eq!(row.get::<_, String>(1), ROWS[0].4);
+    // Unprotected statements are untouched, typed results included.
+    let row = support
+        .query_one(
+            "select amount::float8, note from orders where id = $1",
+            &[&1i32],
+        )
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, f64>(0), 12.5);
+    // A refused Parse gets 42501, and the session goes on.
+    let err = support
+        .prepare("select name from customers where name like $1")
+        .await
+        .unwrap_err();
+    assert_eq!(err.code().map(|c| c.code()), Some("42501"), "{err}");
+    let row = support.query_one(&stmt, &[&1i32]).await.unwrap();
+    assert_eq!(row.get::<_, String>(0), mask("cn_name", ROWS[0].1, k));
+}
+
+#[tokio::test]
+async fn refusals_in_pipelines_and_transactions_keep_the_protocol_in_order() {
+    let s = setup().await;
+    let support = client_as(&s.proxy, "support_ann", "").await;
+    // tokio-postgres pipelines concurrent queries on one connection.
+    let ok1 = support.query("select id from orders order by id", &[]);
+    let bad = support.query("select id from customers order by phone", &[]);
+    let ok2 = support.query("select name from customers where id = $1", &[&1i32]);
+    let (a, b, c) = tokio::join!(ok1, bad, ok2);
+    assert_eq!(a.unwrap().len(), 2);
+    assert_eq!(b.unwrap_err().code().map(|c| c.code()), Some("42501"));
+    assert_eq!(c.unwrap().len(), 1);
+
+    // Inside a transaction a refusal aborts it, as any error would.
+    support.simple_query("begin").await.unwrap();
+    assert_eq!(
+        refused(&support, "select min(phone) from customers").await,
+        "42501"
+    );
+    assert_eq!(refused(&support, "select 1").await, "25P02");
+    support.simple_query("rollback").await.unwrap();
+    assert_eq!(rows(&support, "select 1").await, vec![vec!["1"]]);
+
+    // A multi-statement Query with one refused statement is refused whole: nothing runs.
+    let err = refused(
+        &support,
+        "insert into audit_t values (1); select name from customers order by name",
+    )
+    .await;
+    assert_eq!(err, "42501");
+    let db = direct(&s.cluster).await;
+    let n: i64 = db
+        .query_one("select count(*) from audit_t", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 0, "the refused text ran in part");
+}
+
+/// Every attempt to learn a masked or denied value other than by reading its mask.
+pub const ATTACKS: &[&str] = &[
+    "select id from customers where name like '王%'",
+    "select id from customers where name ilike 'w%'",
+    "select id from customers where name > '李'",
+    "select id from customers where name between 'a' and 'z'",
+    "select id from customers where name = '王小明'",
+    "select id from customers where name in ('王小明', '李娜')",
+    "select id from customers order by name",
+    "select id, name from customers order by 2",
+    "select name, count(*) from customers group by name",
+    "select name, count(*) from customers group by 1",
+    "select distinct name from customers",
+    "select distinct on (name) id from customers",
+    "select substring(name, 1, 1) from customers",
+    "select left(name, 1) from customers",
+    "select length(name) from customers",
+    "select position('王' in name) from customers",
+    "select md5(name) from customers",
+    "select name::bytea from customers",
+    "select name || '' from customers",
+    "select format('%s', name) from customers",
+    "select case when name like '王%' then 1 end from customers",
+    "select id from customers where lower(name) = '王小明'",
+    "select name from customers union select 'x'",
+    "with x as (select name as n from customers) select * from x where n like '王%'",
+    "with x as (select name from customers) select name from x order by name",
+    "select * from (select name as n from customers) s where n like '王%'",
+    "select s.n from customers c, lateral (select c.name as n) s where s.n > 'a'",
+    "select id from customers c where exists (select 1 from customers d where d.name like '王%' and d.id = c.id)",
+    "select id from orders where customer_id in (select id from customers where name like '王%')",
+    "select * from v_contacts",
+    "select first_name()",
+    "select row_to_json(c) from customers c",
+    "select c::text from customers c",
+    "select to_json(c) from customers c",
+    "select json_agg(name) from customers",
+    "select array_agg(name) from customers",
+    "select string_agg(name, ',') from customers",
+    "select json_agg(c.*) from customers c",
+    "select c from customers c",
+    "explain analyze select name from customers where name like '王%'",
+    "copy (select name from customers) to stdout",
+    "copy customers to stdout",
+    "create table stolen as select name from customers",
+    "select name into stolen2 from customers",
+    "insert into orders (id, note) select id + 100, name from customers",
+    "declare c cursor for select name from customers",
+    "set role dispatch_app",
+    "set session authorization dispatch_app",
+    "select set_config('role', 'dispatch_app', false)",
+    "do $$ begin perform name from customers; end $$",
+    "prepare p as select name from customers",
+    "select query_to_xml('select name from customers', true, true, '')",
+    "select id from customers where phone like '138%'",
+    "select min(phone) from customers",
+    "select id from customers where id_card = 'x'",
+    "select * from customers",
+    "select U&\"\\006Eame\" from customers where U&\"\\006Eame\" like 'x%'",
+    "create view mine as select name from customers",
+    "create function mine() returns text language sql as $$ select name from customers $$",
+    "select name from customers where name = any(array['王小明'])",
+    "select max(name) over (partition by name) from customers",
+    "select (select name from customers c2 where c2.name > c.name limit 1) from customers c",
+];
+
+#[tokio::test]
+async fn inference_attacks_are_refused() {
+    let s = setup().await;
+    let support = client_as(&s.proxy, "support_ann", "").await;
+    let mut ran = Vec::new();
+    let mut other = Vec::new();
+    for sql in ATTACKS {
+        match support.simple_query(sql).await {
+            Ok(_) => ran.push(*sql),
+            Err(e) => {
+                let code = e.code().map(|c| c.code().to_string()).unwrap_or_default();
+                if !matches!(code.as_str(), "42501" | "0A000" | "22023") {
+                    other.push(format!("{sql}: {code} {e:?}"));
+                }
+            }
+        }
+    }
+    assert!(ran.is_empty(), "these ran through pgveil: {ran:#?}");
+    assert!(
+        other.is_empty(),
+        "these failed in the server, not in pgveil: {other:#?}"
+    );
+    // Nothing was created along the way.
+    let db = direct(&s.cluster).await;
+    let n: i64 = db
+        .query_one(
+            "select count(*) from pg_class where relname in ('stolen', 'stolen2', 'mine')",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 0);
+    // And the same reads that are allowed still work for the same login.
+    assert_eq!(
+        rows(&support, "select name from customers where id = 1")
+            .await
+            .len(),
+        1
+    );
+    assert_eq!(rows(&support, "select * from v_orders").await.len(), 2);
+    assert_eq!(rows(&support, "select order_total()").await.len(), 1);
+}
+
+#[tokio::test]
+async fn session_settings_that_change_how_sql_reads_are_refused() {
+    let s = setup().await;
+    let support = client_as(&s.proxy, "support_ann", "").await;
+    support
+        .simple_query("set standard_conforming_strings = off")
+        .await
+        .unwrap();
+    assert_eq!(
+        refused(&support, "select name from customers where id = 1").await,
+        "22023"
+    );
+    // Statements on unprotected data go on.
+    assert_eq!(
+        rows(&support, "select note from orders where id = 1")
+            .await
+            .len(),
+        1
+    );
+    support
+        .simple_query("set standard_conforming_strings = on")
+        .await
+        .unwrap();
+    assert_eq!(
+        rows(&support, "select name from customers where id = 1")
+            .await
+            .len(),
+        1
+    );
+}
+
+#[tokio::test]
+async fn psql_sees_masks() {
+    let s = setup().await;
+    let port = s.proxy.addr.port().to_string();
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(psql_path())
+            .args([
+                "-X",
+                "-A",
+                "-t",
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &port,
+                "-U",
+                "support_ann",
+                "-d",
+                "postgres",
+                "-c",
+                "select name, phone from customers order by id",
+            ])
+            .env("PGCONNECT_TIMEOUT", "10")
+            .stdin(std::process::Stdio::null())
+            .output()
+    })
+    .await
+    .unwrap()
+    .expect("run psql");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let first = text.lines().next().unwrap_or_default();
+    assert_eq!(
+        first,
+        format!(
+            "{}|{}",
+            mask("cn_name", ROWS[0].1, &s.keys),
+            mask("cn_mobile", ROWS[0].2, &s.keys)
+        )
+    );
+    assert!(!text.contains(ROWS[0].2));
+}
+
+fn psql_path() -> std::path::PathBuf {
+    for dir in ["/usr/lib/postgresql/15/bin", "/usr/bin"] {
+        let p = Path::new(dir).join("psql");
+        if p.exists() {
+            return p;
+        }
+    }
+    "psql".into()
+}
