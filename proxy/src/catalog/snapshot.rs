@@ -197,7 +197,7 @@ impl Snapshot {
         if let Some(s) = schema {
             found.retain(|r| r.schema == s);
         }
-        found.sort_by_key(|r| !(r.has_protected() || !r.exposes.is_empty()));
+        found.sort_by_key(|r| !r.has_protected() && r.exposes.is_empty());
         found
     }
 

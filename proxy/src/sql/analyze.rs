@@ -295,12 +295,12 @@ impl<'e, 'a> Analyzer<'e, 'a> {
             Statement::Insert(ins) => self.insert(ins)?,
             Statement::Update(u) => {
                 self.levels.push(Vec::new());
-                self.from_item(&u.table)?;
+                self.table_with_joins(&u.table)?;
                 if let Some(UpdateTableFromKind::BeforeSet(f) | UpdateTableFromKind::AfterSet(f)) =
                     &u.from
                 {
                     for t in f {
-                        self.from_item(t)?;
+                        self.table_with_joins(t)?;
                     }
                 }
                 for a in &u.assignments {
@@ -318,7 +318,7 @@ impl<'e, 'a> Analyzer<'e, 'a> {
                 self.levels.push(Vec::new());
                 let (FromTable::WithFromKeyword(f) | FromTable::WithoutKeyword(f)) = &d.from;
                 for t in f.iter().chain(d.using.iter().flatten()) {
-                    self.from_item(t)?;
+                    self.table_with_joins(t)?;
                 }
                 if let Some(w) = &d.selection {
                     self.expr(w, Ctx::Pred)?;
@@ -572,11 +572,9 @@ impl<'e, 'a> Analyzer<'e, 'a> {
         self.levels.push(vec![item.clone()]);
         if let Some(OnInsert::OnConflict(oc)) = &ins.on {
             if let OnConflictAction::DoUpdate(du) = &oc.action {
-                self.levels.last_mut().map(|l| {
-                    l.push(Item {
-                        name: "excluded".into(),
-                        cols: item.cols.clone(),
-                    })
+                self.push_item(Item {
+                    name: "excluded".into(),
+                    cols: item.cols.clone(),
                 });
                 for a in &du.assignments {
                     self.assignment_target(&a.target)?;
@@ -874,7 +872,7 @@ impl<'e, 'a> Analyzer<'e, 'a> {
 
     fn select_inner(&mut self, s: &Select, query: Option<&Query>) -> Result<Vec<Src>, Refusal> {
         for t in &s.from {
-            self.from_item(t)?;
+            self.table_with_joins(t)?;
         }
         if let Some(w) = &s.selection {
             self.expr(w, Ctx::Pred)?;
@@ -1059,7 +1057,7 @@ impl<'e, 'a> Analyzer<'e, 'a> {
 
     // ---- FROM ------------------------------------------------------------
 
-    fn from_item(&mut self, t: &TableWithJoins) -> Result<(), Refusal> {
+    fn table_with_joins(&mut self, t: &TableWithJoins) -> Result<(), Refusal> {
         self.table_factor(&t.relation)?;
         for j in &t.joins {
             let left_names: Vec<String> = self
@@ -1243,7 +1241,7 @@ impl<'e, 'a> Analyzer<'e, 'a> {
                         None,
                     ));
                 }
-                self.from_item(table_with_joins)?;
+                self.table_with_joins(table_with_joins)?;
             }
             _ => {
                 return Err(Refusal::unsupported(
