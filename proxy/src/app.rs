@@ -8,8 +8,9 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
+use crate::context::ServerContext;
 use crate::metrics::{serve_http, Metrics};
-use crate::server::{self, ServerContext};
+use crate::server;
 
 /// A proxy running inside this process.
 pub struct RunningProxy {
@@ -18,6 +19,8 @@ pub struct RunningProxy {
     /// Where `/metrics`, `/healthz` and `/readyz` are served, if enabled.
     pub metrics_addr: Option<SocketAddr>,
     pub metrics: Arc<Metrics>,
+    /// Policy enforcement, when a policy is configured (for reloads).
+    pub enforcement: Option<Arc<crate::enforce::Enforcement>>,
     stop: CancellationToken,
     server: JoinHandle<()>,
 }
@@ -45,6 +48,10 @@ impl RunningProxy {
             None => None,
         };
         let upstream = ctx.upstream.addr();
+        let enforcement = ctx.enforcement.clone();
+        if let Some(enf) = &enforcement {
+            tokio::spawn(watch_policy_files(enf.clone(), stop.clone()));
+        }
         let server = tokio::spawn(server::run(listener, ctx, stop.clone()));
         tracing::info!(
             %addr,
@@ -56,6 +63,7 @@ impl RunningProxy {
             addr,
             metrics_addr,
             metrics,
+            enforcement,
             stop,
             server,
         })
@@ -67,22 +75,58 @@ impl RunningProxy {
         let _ = self.server.await;
     }
 
-    /// Run until SIGTERM or SIGINT, then shut down gracefully.
+    /// Run until SIGTERM or SIGINT, then shut down gracefully. SIGHUP reloads the policy
+    /// and keyring.
     pub async fn run_until_signal(self) -> anyhow::Result<()> {
-        wait_for_signal().await?;
+        wait_for_signal(self.enforcement.clone()).await?;
         tracing::info!("signal received; shutting down");
         self.shutdown().await;
         Ok(())
     }
 }
 
-async fn wait_for_signal() -> anyhow::Result<()> {
+async fn wait_for_signal(enf: Option<Arc<crate::enforce::Enforcement>>) -> anyhow::Result<()> {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate()).context("cannot install SIGTERM handler")?;
     let mut int = signal(SignalKind::interrupt()).context("cannot install SIGINT handler")?;
-    tokio::select! {
-        _ = term.recv() => {},
-        _ = int.recv() => {},
+    let mut hup = signal(SignalKind::hangup()).context("cannot install SIGHUP handler")?;
+    loop {
+        tokio::select! {
+            _ = term.recv() => return Ok(()),
+            _ = int.recv() => return Ok(()),
+            _ = hup.recv() => match &enf {
+                Some(e) => {
+                    tracing::info!("SIGHUP: reloading policy and keyring");
+                    let _ = e.reload();
+                }
+                None => tracing::info!("SIGHUP ignored: no policy configured"),
+            },
+        }
     }
-    Ok(())
+}
+
+/// How often the policy and keyring files are checked for changes.
+const WATCH_INTERVAL: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Reload when the policy or keyring file changes (modification time or size).
+async fn watch_policy_files(enf: Arc<crate::enforce::Enforcement>, stop: CancellationToken) {
+    let stamp = |p: &std::path::Path| {
+        std::fs::metadata(p)
+            .ok()
+            .map(|m| (m.modified().ok(), m.len()))
+    };
+    let files = enf.files.clone();
+    let mut last = (stamp(&files.policy), stamp(&files.keyring));
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(WATCH_INTERVAL) => {}
+        }
+        let now = (stamp(&files.policy), stamp(&files.keyring));
+        if now != last {
+            last = now;
+            tracing::info!("policy or keyring file changed; reloading");
+            let _ = enf.reload();
+        }
+    }
 }

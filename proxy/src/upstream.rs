@@ -15,8 +15,8 @@ use tokio_rustls::TlsConnector;
 
 use crate::config::{UpstreamConfig, UpstreamTlsMode};
 use crate::protocol::startup::CancelKey;
-use crate::server::tls::{upstream_config, TlsError};
 use crate::stream::{MaybeTls, ServerStream};
+use crate::tls::{upstream_config, TlsError};
 
 const SSL_REQUEST: [u8; 8] = [0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f];
 

@@ -5,12 +5,12 @@
 use bytes::BytesMut;
 use tokio::io::AsyncWriteExt;
 
+use crate::context::ServerContext;
 use crate::protocol::backend::{auth_code, backend_key, error_fields, strip_channel_binding};
 use crate::protocol::frame::read_frame;
 use crate::protocol::sqlstate;
 use crate::protocol::startup::{CancelKey, StartupMessage};
 use crate::protocol::{Frame, ProtocolError};
-use crate::server::ServerContext;
 use crate::session::send_fatal;
 use crate::stream::{ClientStream, MaybeTls, ServerStream};
 

@@ -22,6 +22,7 @@ use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
 
+use crate::context::ServerContext;
 use crate::enforce::book::{Book, PortalPlan};
 use crate::enforce::messages::{self, REFUSED_SQL};
 use crate::enforce::rows::{self, RowError, RowPlan, Scratch, Tally};
@@ -31,7 +32,6 @@ use crate::metrics::Command;
 use crate::protocol::backend::{command_word, error_response, error_response_hint, Severity};
 use crate::protocol::frame::{is_frontend_tag, Header, MAX_MESSAGE_LEN};
 use crate::protocol::{sqlstate, ProtocolError};
-use crate::server::ServerContext;
 use crate::session::auth::{parameter_status, Established};
 use crate::sql::Refusal;
 

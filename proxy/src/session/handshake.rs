@@ -3,10 +3,10 @@
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
+use crate::context::ServerContext;
 use crate::protocol::sqlstate;
 use crate::protocol::startup::{read_startup_packet, CancelKey, StartupMessage, StartupPacket};
 use crate::protocol::ProtocolError;
-use crate::server::ServerContext;
 use crate::stream::{ClientStream, MaybeTls};
 
 /// How the handshake ended.

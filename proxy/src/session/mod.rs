@@ -19,9 +19,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::OwnedSemaphorePermit;
 
+use crate::context::ServerContext;
 use crate::protocol::backend::{error_response, Severity};
 use crate::protocol::sqlstate;
-use crate::server::ServerContext;
 use crate::stream::ClientStream;
 use handshake::Handshake;
 

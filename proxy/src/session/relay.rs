@@ -16,11 +16,11 @@ use std::time::{Duration, Instant};
 use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
+use crate::context::ServerContext;
 use crate::metrics::{Command, Metrics};
 use crate::protocol::backend::{command_word, error_response, Severity};
 use crate::protocol::frame::{is_frontend_tag, Header, HEADER_LEN, MAX_MESSAGE_LEN};
 use crate::protocol::{sqlstate, ProtocolError};
-use crate::server::ServerContext;
 use crate::session::auth::Established;
 use crate::session::commands::{self, Statements};
 use crate::stream::MaybeTls;

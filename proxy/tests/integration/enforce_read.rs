@@ -535,3 +535,62 @@ fn psql_path() -> std::path::PathBuf {
     }
     "psql".into()
 }
+
+#[tokio::test]
+async fn reload_keeps_the_old_policy_when_the_new_one_is_broken() {
+    let s = setup().await;
+    let k = &s.keys;
+    let support = client_as(&s.proxy, "support_ann", "").await;
+    let sql = "select name from customers where id = 1";
+    assert_eq!(
+        rows(&support, sql).await[0][0],
+        mask("cn_name", ROWS[0].1, k)
+    );
+    let enf = s.proxy.enforcement.clone().expect("enforcing");
+    let path = enf.files.policy.clone();
+
+    // A typo: the reload fails, the policy in force stays, and the failure is counted.
+    std::fs::write(
+        &path,
+        POLICY.replace(
+            "level: important, action: mask",
+            "level: importnt, action: mask",
+        ),
+    )
+    .unwrap();
+    let err = enf.reload().unwrap_err();
+    assert!(err.contains("importnt"), "{err}");
+    assert_eq!(
+        rows(&support, sql).await[0][0],
+        mask("cn_name", ROWS[0].1, k)
+    );
+    assert!(metrics_text(&s.proxy)
+        .await
+        .contains("pgveil_policy_reloads_total{result=\"error\"} 1"));
+
+    // A valid change is picked up by the file watcher; open sessions apply it at their next
+    // statement.
+    std::fs::write(
+        &path,
+        POLICY.replace(
+            "- { roles: [support], level: important, action: mask }",
+            "- { roles: [support], level: important, action: allow }",
+        ),
+    )
+    .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    loop {
+        let got = rows(&support, sql).await;
+        if got[0][0] == ROWS[0].1 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the new policy was not applied: {got:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    assert!(metrics_text(&s.proxy)
+        .await
+        .contains("pgveil_policy_reloads_total{result=\"ok\"}"));
+}

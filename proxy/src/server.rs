@@ -1,6 +1,5 @@
 //! The listener: accept, connection limits, per-session tasks with panic
 //! containment, and graceful shutdown.
-pub mod tls;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -8,100 +7,12 @@ use std::time::Duration;
 
 use futures_util::FutureExt;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
-use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::config::Config;
+pub use crate::context::ServerContext;
 use crate::metrics::Metrics;
-use crate::session::{self, cancel::CancelRegistry};
-use crate::upstream::Upstream;
-
-/// State shared by every session of one server.
-pub struct ServerContext {
-    pub config: Config,
-    pub upstream: Upstream,
-    pub client_tls: Option<TlsAcceptor>,
-    /// DER of the leaf certificate pgveil presents to clients.
-    pub client_cert_der: Option<Vec<u8>>,
-    pub metrics: Arc<Metrics>,
-    pub cancels: CancelRegistry,
-    /// One permit per allowed client connection.
-    pub slots: Arc<Semaphore>,
-    /// Cancelled when sessions must stop now (the shutdown drain timed out).
-    pub force_close: CancellationToken,
-    /// Policy enforcement; `None` runs the pure pass-through relay.
-    pub enforcement: Option<Arc<crate::enforce::Enforcement>>,
-}
-
-impl ServerContext {
-    /// Build the shared state; fails on TLS files that cannot be used.
-    pub fn new(config: Config, metrics: Arc<Metrics>) -> anyhow::Result<ServerContext> {
-        let upstream = Upstream::new(&config.upstream)?;
-        let (client_tls, client_cert_der) = match &config.client_tls {
-            Some(t) => {
-                let (server_config, leaf) = tls::server_config(&t.cert_file, &t.key_file)?;
-                (Some(TlsAcceptor::from(server_config)), Some(leaf))
-            }
-            None => (None, None),
-        };
-        let enforcement = match &config.enforcement {
-            Some(e) => Some(Arc::new(enforcement(&config, e, metrics.clone())?)),
-            None => None,
-        };
-        Ok(ServerContext {
-            enforcement,
-            slots: Arc::new(Semaphore::new(config.max_client_connections)),
-            config,
-            upstream,
-            client_tls,
-            client_cert_der,
-            metrics,
-            cancels: CancelRegistry::default(),
-            force_close: CancellationToken::new(),
-        })
-    }
-}
-
-/// Load the policy and keyring; any problem stops start-up with a one-line reason.
-fn enforcement(
-    config: &Config,
-    e: &crate::config::EnforcementConfig,
-    metrics: Arc<Metrics>,
-) -> anyhow::Result<crate::enforce::Enforcement> {
-    use crate::enforce::{Enforcement, PolicyFiles, PolicyState};
-    let state = PolicyState::load(&e.policy, &e.keyring).map_err(|m| anyhow::anyhow!(m))?;
-    let source = crate::catalog::CatalogSource {
-        host: config.upstream.host.clone(),
-        port: config.upstream.port,
-        user: e.catalog_user.clone(),
-        password: e.catalog_password.clone(),
-        connect_timeout: config.upstream.connect_timeout,
-    };
-    if matches!(
-        config.upstream.tls_mode,
-        crate::config::UpstreamTlsMode::Require | crate::config::UpstreamTlsMode::VerifyFull
-    ) {
-        anyhow::bail!(
-            "upstream.tls.mode: {} is not yet supported together with a policy (the catalog \
-             connection has no TLS); use a Unix-domain socket or prefer/disable on a trusted network",
-            config.upstream.tls_mode.name()
-        );
-    }
-    tracing::info!(policy = %e.policy.display(), version = state.policy.version(), "enforcing policy");
-    Ok(Enforcement::new(
-        state,
-        PolicyFiles {
-            policy: e.policy.clone(),
-            keyring: e.keyring.clone(),
-        },
-        source,
-        e.catalog_refresh,
-        e.parse_cache_size,
-        metrics,
-    ))
-}
+use crate::session;
 
 /// Accept clients on `listener` until `stop` is cancelled, then drain.
 pub async fn run(listener: TcpListener, ctx: Arc<ServerContext>, stop: CancellationToken) {
