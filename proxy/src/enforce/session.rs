@@ -160,13 +160,51 @@ impl Enforcer {
             Ok(a) => match plan(a, state, &roles, &bound.snapshot) {
                 // Even a plan without transforms is kept: the RowDescription cross-check
                 // needs to know which protected columns the analysis saw.
-                Ok(p) => Verdict::Transform(Arc::new(p)),
+                Ok(p) => {
+                    count_decisions(&p, state, m);
+                    Verdict::Transform(Arc::new(p))
+                }
                 Err(r) => Verdict::Refuse(r),
             },
             Err(r) => Verdict::Refuse(r.clone()),
         }
     }
+}
 
+/// One decision per protected output column of a judged statement.
+fn count_decisions(
+    p: &Prepared,
+    state: &PolicyState,
+    m: &crate::metrics::enforcement::EnforcementMetrics,
+) {
+    let levels = &state.policy.policy().levels;
+    for row in &p.rows {
+        for (i, q) in row.qualified.iter().enumerate() {
+            if q.is_empty() {
+                continue;
+            }
+            let (action, level) = match row.ops.get(i).and_then(Option::as_ref) {
+                Some(op) => (op.action, op.level),
+                None => {
+                    let Some((t, c)) = q.rsplit_once('.') else {
+                        continue;
+                    };
+                    let Some(id) = state.policy.column_id(t, c) else {
+                        continue;
+                    };
+                    (
+                        pgveil_policy::model::Action::Allow,
+                        state.policy.column(id).level,
+                    )
+                }
+            };
+            let level = levels.get(level).map_or("?", |s| s.as_str());
+            m.decisions.with_label_values(&[action.name(), level]).inc();
+        }
+    }
+}
+
+impl Enforcer {
     /// The login's policy roles, resolved once per catalog generation.
     fn roles(&mut self, state: &PolicyState, bound: &Bound) -> RoleSet {
         match &self.roles {

@@ -1834,3 +1834,6 @@ impl Collect {
         self.functions.push(name);
     }
 }
+
+#[cfg(test)]
+mod tests;

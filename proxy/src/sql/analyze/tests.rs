@@ -1,0 +1,303 @@
+//! The analysis against a hand-built catalog: output sources through every scope form,
+//! usages, refusals, and a property test that it never panics.
+use super::*;
+use crate::catalog::snapshot::{
+    Attribute, Dependency, FunctionSource, RawCatalog, RelKind, Relation,
+};
+use crate::sql::Scanner;
+use pgveil_policy::CompiledPolicy;
+use proptest::prelude::*;
+use std::sync::Arc;
+
+const POLICY: &str = r#"
+version: 1
+levels: [core, important, general]
+roles:
+  dispatcher: [dispatch_app]
+  support: [support_app]
+tables:
+  public.customers:
+    id_card: { level: core, kind: cn_id_card, encrypt: deterministic }
+    phone:   { level: important, kind: cn_mobile, encrypt: deterministic }
+    name:    { level: important, kind: cn_name }
+rules:
+  - { roles: [dispatcher], level: important, action: allow }
+  - { roles: [dispatcher], level: core, action: mask }
+  - { roles: [support], level: important, action: mask }
+defaults: { core: deny, important: mask, general: allow }
+"#;
+
+fn rel(oid: u32, schema: &str, name: &str, kind: RelKind, cols: &[&str]) -> Relation {
+    Relation {
+        oid,
+        schema: schema.into(),
+        name: name.into(),
+        kind,
+        columns: cols
+            .iter()
+            .enumerate()
+            .map(|(i, c)| Attribute {
+                name: (*c).into(),
+                attnum: i as i16 + 1,
+                type_oid: 25,
+                protected: None,
+            })
+            .collect(),
+        exposes: Vec::new(),
+    }
+}
+
+struct Fixture {
+    policy: Arc<CompiledPolicy>,
+    snapshot: Snapshot,
+}
+
+fn fixture() -> Fixture {
+    let policy = CompiledPolicy::from_str("policy.yaml", POLICY).unwrap();
+    let raw = RawCatalog {
+        relations: vec![
+            rel(
+                100,
+                "public",
+                "customers",
+                RelKind::Table,
+                &["id", "name", "phone", "id_card", "city"],
+            ),
+            rel(
+                200,
+                "public",
+                "orders",
+                RelKind::Table,
+                &["id", "customer_id", "note"],
+            ),
+            rel(300, "public", "v_contacts", RelKind::View, &["id", "phone"]),
+            rel(400, "archive", "customers", RelKind::Table, &["id", "name"]),
+        ],
+        dependencies: vec![Dependency {
+            from: 300,
+            on: 100,
+            attnum: 3,
+        }],
+        functions: vec![FunctionSource {
+            oid: 500,
+            name: "first_name".into(),
+            language: "sql".into(),
+            body: "select name from customers limit 1".into(),
+        }],
+        memberships: vec![],
+    };
+    let snapshot = Snapshot::build(raw, &policy);
+    Fixture { policy, snapshot }
+}
+
+fn run(f: &Fixture, login: &str, sql: &str) -> Result<Analysis, Refusal> {
+    let roles = f.policy.resolve_roles(login, &[] as &[&str]);
+    let env = Env {
+        policy: &f.policy,
+        snapshot: &f.snapshot,
+        roles: &roles,
+    };
+    analyze(sql, &env)
+}
+
+fn outputs(f: &Fixture, login: &str, sql: &str) -> Vec<Src> {
+    match run(f, login, sql) {
+        Ok(a) => a.statements[0].outputs.clone(),
+        Err(r) => panic!("{sql}: refused: {}", r.message),
+    }
+}
+
+fn col(f: &Fixture, c: &str) -> Src {
+    Src::Col(f.policy.column_id("public.customers", c).unwrap())
+}
+
+#[test]
+fn outputs_follow_aliases_joins_ctes_subqueries_and_set_operations() {
+    let f = fixture();
+    let (name, phone) = (col(&f, "name"), col(&f, "phone"));
+    let p = Src::Pass;
+    let cases: &[(&str, Vec<Src>)] = &[
+        ("select id, name, phone from customers", vec![p, name, phone]),
+        ("select c.name as n, o.note from customers c join orders o on o.customer_id = c.id", vec![name, p]),
+        ("select * from orders o, customers c", vec![p, p, p, p, name, phone, col(&f, "id_card"), p]),
+        ("select c.* from orders o join customers c on c.id = o.customer_id", vec![p, name, phone, col(&f, "id_card"), p]),
+        ("with x as (select name, phone from customers) select phone, name from x", vec![phone, name]),
+        ("with x(a, b) as (select name, phone from customers) select b from x", vec![phone]),
+        ("select s.n from (select name as n from customers) s", vec![name]),
+        ("select name from customers union all select note from orders", vec![name]),
+        ("select o.note, l.p from orders o, lateral (select c.phone as p from customers c where c.id = o.customer_id) l", vec![p, phone]),
+        ("with recursive r as (select id, name from customers union all select id + 1, name from r where id < 3) select name from r", vec![name]),
+        ("select name from archive.customers", vec![p]),
+        ("select id from customers where phone = $1", vec![p]),
+    ];
+    for (sql, expected) in cases {
+        assert_eq!(&outputs(&f, "dispatch_app", sql), expected, "{sql}");
+    }
+}
+
+#[test]
+fn masked_columns_may_only_be_read() {
+    let f = fixture();
+    for sql in [
+        "select id from customers where name like 'a%'",
+        "select id from customers order by name",
+        "select upper(name) from customers",
+        "select id from customers c where exists (select 1 from customers d where d.name > 'a')",
+        "select name from customers group by name",
+        "select count(distinct name) from customers",
+        "select c from customers c",
+        "select * from v_contacts",
+        "select first_name()",
+        "select id_card from customers",
+        "select name from customers union select 'x'",
+        "set role dispatch_app",
+    ] {
+        let r = run(&f, "support_app", sql).expect_err(sql);
+        assert_eq!(r.sqlstate, "42501", "{sql}: {}", r.message);
+    }
+    // The same reads are fine when only projected.
+    for sql in [
+        "select name, phone from customers c where c.id = 1",
+        "select x.n from (select name n from customers) x",
+        "select note from orders order by note",
+    ] {
+        run(&f, "support_app", sql).unwrap_or_else(|r| panic!("{sql}: {}", r.message));
+    }
+}
+
+#[test]
+fn encrypted_columns_refuse_computation_for_every_role() {
+    let f = fixture();
+    let r = run(
+        &f,
+        "dispatch_app",
+        "select id from customers where phone like '138%'",
+    )
+    .unwrap_err();
+    assert_eq!(r.sqlstate, "0A000");
+    assert!(r.message.contains("ciphertext"), "{}", r.message);
+    // Equality and plain reads are fine for a role allowed to read phones.
+    run(
+        &f,
+        "dispatch_app",
+        "select phone from customers where phone = 'x'",
+    )
+    .unwrap();
+    // An unencrypted column may be computed on by a role allowed to read it.
+    run(
+        &f,
+        "dispatch_app",
+        "select upper(name) from customers order by name",
+    )
+    .unwrap();
+}
+
+#[test]
+fn denied_messages_name_the_column_and_the_rule() {
+    let f = fixture();
+    let r = run(&f, "support_app", "select id from customers order by name").unwrap_err();
+    assert!(r.message.contains("public.customers.name"), "{}", r.message);
+    assert!(r.message.contains("rule 3"), "{}", r.message);
+    assert!(r.hint.is_some());
+}
+
+#[test]
+fn unparsable_text_naming_protected_data_is_refused() {
+    let f = fixture();
+    let r = run(&f, "support_app", "select name from customers where (((").unwrap_err();
+    assert_eq!(r.sqlstate, "0A000");
+    assert!(r.unanalysable);
+    let r = run(&f, "support_app", "do $$ begin perform 1; end $$").unwrap_err();
+    assert_eq!(r.sqlstate, "42501");
+}
+
+#[test]
+fn the_scanner_sends_protected_names_to_the_analysis() {
+    let f = fixture();
+    let s = Scanner::new(&f.policy, &f.snapshot);
+    assert!(s.needs_analysis(b"select * from v_contacts"));
+    assert!(s.needs_analysis(b"select first_name()"));
+    assert!(s.needs_analysis(b"SET ROLE x"));
+    assert!(!s.needs_analysis(b"select note from orders where id = 1"));
+}
+
+/// Fragments that make up generated statements: keywords, protected and unprotected names,
+/// literals, operators and punctuation.
+const FRAGMENTS: &[&str] = &[
+    "select",
+    "from",
+    "where",
+    "customers",
+    "orders",
+    "c",
+    "o",
+    "name",
+    "phone",
+    "id_card",
+    "id",
+    "note",
+    "*",
+    "c.*",
+    ",",
+    "(",
+    ")",
+    "=",
+    "like",
+    "'x'",
+    "$1",
+    "1",
+    "order by",
+    "group by",
+    "union",
+    "join",
+    "on",
+    "with x as",
+    "lateral",
+    "as",
+    "exists",
+    "in",
+    "and",
+    "or",
+    "not",
+    "distinct",
+    "::text",
+    "||",
+    "upper(",
+    "count(*)",
+    ";",
+    "insert into orders",
+    "values",
+    "update customers set",
+    "delete from",
+    "returning",
+    "case when",
+    "then",
+    "end",
+    "select (",
+];
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 2000, ..ProptestConfig::default() })]
+
+    #[test]
+    fn analysis_never_panics_and_protected_names_never_pass_unseen(
+        picks in prop::collection::vec(0..FRAGMENTS.len(), 1..24),
+        cut in 0usize..200,
+        junk in "[ -~]{0,6}",
+    ) {
+        let f = fixture();
+        let mut sql: String = picks.iter().map(|&i| FRAGMENTS[i]).collect::<Vec<_>>().join(" ");
+        // Mutate: insert junk at a char boundary.
+        let at = (0..=sql.len()).filter(|&i| sql.is_char_boundary(i)).nth(cut % (sql.len() + 1)).unwrap_or(0);
+        sql.insert_str(at, &junk);
+        for login in ["support_app", "dispatch_app", "nobody"] {
+            let _ = run(&f, login, &sql);
+        }
+        let s = Scanner::new(&f.policy, &f.snapshot);
+        let names_protected = crate::sql::scan::words(sql.as_bytes())
+            .any(|w| matches!(&w[..], b"name" | b"phone" | b"id_card" | b"customers"));
+        if names_protected {
+            prop_assert!(s.needs_analysis(sql.as_bytes()), "fast path let through: {sql}");
+        }
+    }
+}
