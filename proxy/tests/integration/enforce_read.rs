@@ -161,7 +161,7 @@ pub async fn refused(c: &tokio_postgres::Client, sql: &str) -> String {
     }
 }
 
-fn mask(kind: &str, v: &str, keys: &KeySet) -> String {
+pub fn mask(kind: &str, v: &str, keys: &KeySet) -> String {
     let m = match kind {
         "hash" => Mask::Hash,
         k => Mask::default_for(pgveil_policy::Kind::parse(k).unwrap()),

@@ -1,5 +1,5 @@
 //! Integration tests: real PostgreSQL (testkit), real clients (tokio-postgres,
-//! psql, node-postgres, raw sockets), pgveil in between.
+//! psql, node-postgres, psycopg, asyncpg, raw sockets), pgveil in between.
 mod support;
 
 mod auth;
@@ -9,6 +9,7 @@ mod enforce_read;
 mod extended;
 mod lifecycle;
 mod node_clients;
+mod python_clients;
 mod sample_data;
 mod simple;
 mod tls;
