@@ -1,6 +1,7 @@
 //! `pgveil demo`: a throwaway PostgreSQL with sample data, pgveil in front of
 //! it, and a short tour of what an application sees through the proxy.
 pub mod data;
+mod seal;
 mod table;
 
 use std::process::ExitCode;
@@ -16,7 +17,10 @@ use crate::app::RunningProxy;
 use crate::config::{Config, UpstreamTlsMode};
 
 const LOGISTICS_SCHEMA: &str = include_str!("../../../examples/logistics/schema.sql");
+const LOGISTICS_POLICY: &str = include_str!("../../../examples/logistics/policy.yaml");
 const APP_USER: &str = "dispatch_app";
+/// The other logins of the tour, with the policy roles they get.
+const OTHER_USERS: &[&str] = &["support_app", "bi_reader"];
 const APP_PASSWORD: &str = "demo-only-password";
 
 /// Options of the demo.
@@ -74,6 +78,24 @@ async fn tour(cluster: &PgCluster, args: &DemoArgs) -> anyhow::Result<()> {
     let loaded = load_sample_data(cluster, args).await?;
     println!("{loaded}");
 
+    // The policy of examples/logistics, a fresh keyring, and the protected columns sealed.
+    let dir = cluster.dir();
+    let policy_path = dir.join("policy.yaml");
+    std::fs::write(&policy_path, LOGISTICS_POLICY)?;
+    let keyring_path = dir.join("pgveil.keys");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    pgveil_policy::keyring::Keyring::generate(now)?.save(&keyring_path, true)?;
+    let state = crate::enforce::PolicyState::load(&policy_path, &keyring_path)
+        .map_err(|e| anyhow::anyhow!(e))?;
+    let admin = superuser(cluster).await?;
+    let sealed = seal::seal_all(&admin, &state.policy, &state.keys).await?;
+    println!(
+        "Encrypted {sealed} values in the columns examples/logistics/policy.yaml marks `encrypt:` (AES-256-GCM envelopes).\n"
+    );
+
     let mut config = Config {
         listen: "127.0.0.1:0".into(),
         metrics_listen: Some("127.0.0.1:0".into()),
@@ -82,39 +104,59 @@ async fn tour(cluster: &PgCluster, args: &DemoArgs) -> anyhow::Result<()> {
     config.upstream.host = cluster.host().into();
     config.upstream.port = cluster.port();
     config.upstream.tls_mode = UpstreamTlsMode::Disable;
+    config.enforcement = Some(crate::config::EnforcementConfig {
+        policy: policy_path,
+        keyring: keyring_path,
+        catalog_user: "postgres".into(),
+        catalog_password: None,
+        catalog_refresh: std::time::Duration::from_secs(60),
+        parse_cache_size: 1000,
+    });
     let proxy = RunningProxy::start(config).await?;
     println!(
-        "pgveil listening on {} in front of PostgreSQL on {}:{}\n",
+        "pgveil listening on {} in front of PostgreSQL on {}:{}, enforcing examples/logistics/policy.yaml\n",
         proxy.addr,
         cluster.host(),
         cluster.port()
     );
 
-    let conninfo = format!(
-        "host=127.0.0.1 port={} user={APP_USER} password={APP_PASSWORD} dbname=postgres sslmode=disable",
-        proxy.addr.port()
-    );
-    let (client, conn) = tokio_postgres::connect(&conninfo, tokio_postgres::NoTls)
-        .await
-        .context("connecting through pgveil")?;
-    tokio::spawn(conn);
-    println!("Connected through pgveil as {APP_USER} (SCRAM-SHA-256 relayed to PostgreSQL).\n");
-    run_queries(&client).await?;
+    let conninfo = |user: &str| {
+        format!(
+            "host=127.0.0.1 port={} user={user} password={APP_PASSWORD} dbname=postgres sslmode=disable",
+            proxy.addr.port()
+        )
+    };
+    let connect = |user: &'static str| {
+        let info = conninfo(user);
+        async move {
+            let (client, conn) = tokio_postgres::connect(&info, tokio_postgres::NoTls)
+                .await
+                .with_context(|| format!("connecting through pgveil as {user}"))?;
+            tokio::spawn(conn);
+            anyhow::Ok(client)
+        }
+    };
+    let dispatcher = connect(APP_USER).await?;
+    let support = connect("support_app").await?;
+    let analyst = connect("bi_reader").await?;
+    println!("Connected through pgveil as {APP_USER}, support_app and bi_reader (SCRAM-SHA-256 relayed to PostgreSQL).\n");
+    run_queries(&dispatcher, &support, &analyst, &admin).await?;
     show_metrics(&proxy).await;
 
     if args.keep {
-        println!("\nStill running. Try:  psql \"{conninfo}\"\nPress Ctrl-C to stop and clean up.");
+        println!(
+            "\nStill running. Try:  psql \"{}\"  (or user=support_app, user=bi_reader)\nPress Ctrl-C to stop and clean up.",
+            conninfo(APP_USER)
+        );
         std::future::pending::<()>().await;
     }
-    drop(client);
+    drop((dispatcher, support, analyst));
     proxy.shutdown().await;
     println!("\nDone. PostgreSQL stopped and its temp directory removed.");
     Ok(())
 }
 
-/// Create the schema and load generated rows with COPY, as the superuser, directly.
-async fn load_sample_data(cluster: &PgCluster, args: &DemoArgs) -> anyhow::Result<String> {
-    let started = Instant::now();
+async fn superuser(cluster: &PgCluster) -> anyhow::Result<tokio_postgres::Client> {
     let (admin, conn) = tokio_postgres::connect(
         &cluster.superuser_conninfo("postgres"),
         tokio_postgres::NoTls,
@@ -122,6 +164,13 @@ async fn load_sample_data(cluster: &PgCluster, args: &DemoArgs) -> anyhow::Resul
     .await
     .context("connecting to the demo PostgreSQL")?;
     tokio::spawn(conn);
+    Ok(admin)
+}
+
+/// Create the schema and load generated rows with COPY, as the superuser, directly.
+async fn load_sample_data(cluster: &PgCluster, args: &DemoArgs) -> anyhow::Result<String> {
+    let started = Instant::now();
+    let admin = superuser(cluster).await?;
     admin
         .batch_execute(LOGISTICS_SCHEMA)
         .await
@@ -138,12 +187,21 @@ async fn load_sample_data(cluster: &PgCluster, args: &DemoArgs) -> anyhow::Resul
     for sql in dataset.post_load_sql() {
         admin.batch_execute(&sql).await?;
     }
-    admin
-        .batch_execute(&format!(
-            "GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO {APP_USER}; \
-             GRANT USAGE ON ALL SEQUENCES IN SCHEMA public TO {APP_USER}"
-        ))
-        .await?;
+    for user in OTHER_USERS {
+        admin
+            .batch_execute(&format!(
+                "CREATE ROLE {user} LOGIN PASSWORD '{APP_PASSWORD}'"
+            ))
+            .await?;
+    }
+    for user in std::iter::once(&APP_USER).chain(OTHER_USERS) {
+        admin
+            .batch_execute(&format!(
+                "GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO {user}; \
+                 GRANT USAGE ON ALL SEQUENCES IN SCHEMA public TO {user}"
+            ))
+            .await?;
+    }
     Ok(format!(
         "Loaded examples/logistics/schema.sql and {rows} generated rows (seed {}, {} customers) in {:.1}s.",
         args.seed,
@@ -152,36 +210,80 @@ async fn load_sample_data(cluster: &PgCluster, args: &DemoArgs) -> anyhow::Resul
     ))
 }
 
-const QUERIES: &[(&str, &str)] = &[
-    (
-        "Shipments by status",
+const CUSTOMERS: &str = "SELECT name, id_card, phone, address FROM public.customers ORDER BY id LIMIT 5";
+
+async fn show(title: &str, client: &tokio_postgres::Client, sql: &str) -> anyhow::Result<()> {
+    println!("== {title}\n   {sql}\n");
+    match client.simple_query(sql).await {
+        Ok(messages) => println!("{}", table::render(&messages)),
+        Err(e) => match e.as_db_error() {
+            Some(db) => {
+                println!("   ERROR {}: {}", db.code().code(), db.message());
+                if let Some(h) = db.hint() {
+                    println!("   HINT: {h}");
+                }
+                println!();
+            }
+            None => return Err(e.into()),
+        },
+    }
+    Ok(())
+}
+
+async fn run_queries(
+    dispatcher: &tokio_postgres::Client,
+    support: &tokio_postgres::Client,
+    analyst: &tokio_postgres::Client,
+    admin: &tokio_postgres::Client,
+) -> anyhow::Result<()> {
+    show(
+        "Shipments by status (no protected data: forwarded untouched)",
+        dispatcher,
         "SELECT status, count(*) AS shipments, round(avg(weight_kg), 1) AS avg_kg \
          FROM public.shipments GROUP BY status ORDER BY shipments DESC",
-    ),
-    (
-        "Five customers (these columns are what the policy will protect)",
-        "SELECT name, id_card, phone, address FROM public.customers ORDER BY id LIMIT 5",
-    ),
-    (
-        "Latest waybills with consignee and driver",
+    )
+    .await?;
+    show("Five customers, as the dispatcher (dispatch_app: contacts in clear, ID numbers masked)", dispatcher, CUSTOMERS).await?;
+    show(
+        "The same customers, as customer service (support_app: masked)",
+        support,
+        "SELECT name, phone, address FROM public.customers ORDER BY id LIMIT 5",
+    )
+    .await?;
+    show(
+        "As the analyst (bi_reader: stable pseudonyms that still join, names masked)",
+        analyst,
+        "SELECT name, id_card, phone FROM public.customers ORDER BY id LIMIT 5",
+    )
+    .await?;
+    show("Customer service asks for ID card numbers: refused", support, CUSTOMERS).await?;
+    show(
+        "Customer service tries to learn names by sorting: refused",
+        support,
+        "SELECT id FROM public.customers ORDER BY name LIMIT 5",
+    )
+    .await?;
+    show(
+        "What PostgreSQL itself holds (read directly, bypassing pgveil)",
+        admin,
+        "SELECT name, left(id_card, 40) || '...' AS id_card, left(phone, 40) || '...' AS phone \
+         FROM public.customers ORDER BY id LIMIT 3",
+    )
+    .await?;
+    show(
+        "Latest waybills with consignee and driver, as the dispatcher",
+        dispatcher,
         "SELECT w.waybill_no, w.consignee_name, w.consignee_phone, w.driver_phone, s.destination_city \
          FROM public.waybills w JOIN public.shipments s ON s.id = w.shipment_id \
          ORDER BY w.created_at DESC LIMIT 5",
-    ),
-];
-
-async fn run_queries(client: &tokio_postgres::Client) -> anyhow::Result<()> {
-    for (title, sql) in QUERIES {
-        let messages = client.simple_query(sql).await?;
-        println!("== {title}\n   {sql}\n");
-        println!("{}", table::render(&messages));
-    }
+    )
+    .await?;
     // The extended protocol, with a parameter, through the same session.
-    let stmt = client
+    let stmt = dispatcher
         .prepare("SELECT count(*) FROM public.waybills WHERE waybill_no LIKE $1")
         .await?;
-    let international: i64 = client.query_one(&stmt, &[&"E%"]).await?.get(0);
-    let domestic: i64 = client.query_one(&stmt, &[&"SF%"]).await?.get(0);
+    let international: i64 = dispatcher.query_one(&stmt, &[&"E%"]).await?.get(0);
+    let domestic: i64 = dispatcher.query_one(&stmt, &[&"SF%"]).await?.get(0);
     println!(
         "== Prepared statement, reused: {domestic} domestic SF waybills, {international} international UPU S10 waybills\n"
     );
@@ -202,7 +304,9 @@ async fn show_metrics(proxy: &RunningProxy) {
             && !l.ends_with(" 0")
             && (l.starts_with("pgveil_queries_total")
                 || l.starts_with("pgveil_connections")
-                || l.starts_with("pgveil_client_"))
+                || l.starts_with("pgveil_sensitive_values_total")
+                || l.starts_with("pgveil_denied_queries_total")
+                || l.starts_with("pgveil_policy_info"))
     }) {
         println!("   {line}");
     }
