@@ -205,3 +205,56 @@ fn explain_login() {
         "{line}"
     );
 }
+
+#[test]
+fn explain_a_statement_against_a_schema_file() {
+    let schema = format!(
+        "{}/../examples/logistics/schema.sql",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let run = |user: &str, sql: &str| {
+        let out = pgveil(&[
+            "policy",
+            "explain",
+            "--policy",
+            &example("logistics"),
+            "--user",
+            user,
+            "--schema",
+            &schema,
+            "--sql",
+            sql,
+        ]);
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+        text(&out.stdout)
+    };
+    let t = run(
+        "support_app",
+        "SELECT c.name, c.phone, c.id FROM customers c",
+    );
+    assert!(
+        t.contains("column 1: public.customers.name: mask -> cn_name"),
+        "{t}"
+    );
+    assert!(
+        t.contains("column 2: public.customers.phone: mask -> cn_mobile"),
+        "{t}"
+    );
+    assert!(t.contains("column 3: not protected"), "{t}");
+    assert!(t.ends_with("allowed\n"), "{t}");
+    // The exact error the login would get, with the rule that decided.
+    let t = run("support_app", "SELECT * FROM customers");
+    assert!(
+        t.contains("refused: ERROR 42501: permission denied for column public.customers.id_card"),
+        "{t}"
+    );
+    assert!(t.contains("\"core-locked\""), "{t}");
+    let t = run("support_app", "SELECT id FROM customers ORDER BY name");
+    assert!(
+        t.contains("refused: ERROR 42501") && t.contains("HINT:"),
+        "{t}"
+    );
+    // Statements that name nothing protected take the fast path.
+    let t = run("support_app", "SELECT status FROM shipments");
+    assert!(t.contains("fast path"), "{t}");
+}

@@ -84,6 +84,10 @@ impl CatalogSource {
     }
 
     async fn load_inner(&self, database: &str) -> Result<RawCatalog, LoadError> {
+        load_with(self.config(database), database, &self.user).await
+    }
+
+    fn config(&self, database: &str) -> tokio_postgres::Config {
         let mut cfg = tokio_postgres::Config::new();
         cfg.host(&self.host)
             .port(self.port)
@@ -94,72 +98,81 @@ impl CatalogSource {
         if let Some(p) = &self.password {
             cfg.password(p);
         }
-        let connect_err = |source| LoadError::Connect {
-            database: database.to_string(),
-            user: self.user.clone(),
-            source,
+        cfg
+    }
+}
+
+/// Read a catalog with a ready connection configuration (also used by `policy explain --dsn`).
+pub async fn load_with(
+    cfg: tokio_postgres::Config,
+    database: &str,
+    user: &str,
+) -> Result<RawCatalog, LoadError> {
+    let connect_err = |source| LoadError::Connect {
+        database: database.to_string(),
+        user: user.to_string(),
+        source,
+    };
+    let (mut client, conn) = cfg
+        .connect(tokio_postgres::NoTls)
+        .await
+        .map_err(connect_err)?;
+    let task = tokio::spawn(conn);
+    let q = |source| LoadError::Query {
+        database: database.to_string(),
+        source,
+    };
+    let tx = client
+        .build_transaction()
+        .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+        .read_only(true)
+        .start()
+        .await
+        .map_err(q)?;
+    let mut raw = RawCatalog::default();
+    for row in tx.query(RELATIONS, &[]).await.map_err(q)? {
+        let oid = row.get::<_, i64>(0) as u32;
+        let attr = Attribute {
+            name: row.get(4),
+            attnum: row.get(5),
+            type_oid: row.get::<_, i64>(6) as u32,
+            protected: None,
         };
-        let (mut client, conn) = cfg
-            .connect(tokio_postgres::NoTls)
-            .await
-            .map_err(connect_err)?;
-        let task = tokio::spawn(conn);
-        let q = |source| LoadError::Query {
-            database: database.to_string(),
-            source,
-        };
-        let tx = client
-            .build_transaction()
-            .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
-            .read_only(true)
-            .start()
-            .await
-            .map_err(q)?;
-        let mut raw = RawCatalog::default();
-        for row in tx.query(RELATIONS, &[]).await.map_err(q)? {
-            let oid = row.get::<_, i64>(0) as u32;
-            let attr = Attribute {
-                name: row.get(4),
-                attnum: row.get(5),
-                type_oid: row.get::<_, i64>(6) as u32,
-                protected: None,
-            };
-            match raw.relations.last_mut() {
-                Some(r) if r.oid == oid => r.columns.push(attr),
-                _ => {
-                    let kind: String = row.get(3);
-                    raw.relations.push(Relation {
-                        oid,
-                        schema: row.get(1),
-                        name: row.get(2),
-                        kind: RelKind::from_relkind(&kind).unwrap_or(RelKind::Table),
-                        columns: vec![attr],
-                        exposes: Vec::new(),
-                    });
-                }
+        match raw.relations.last_mut() {
+            Some(r) if r.oid == oid => r.columns.push(attr),
+            _ => {
+                let kind: String = row.get(3);
+                raw.relations.push(Relation {
+                    oid,
+                    schema: row.get(1),
+                    name: row.get(2),
+                    kind: RelKind::from_relkind(&kind).unwrap_or(RelKind::Table),
+                    columns: vec![attr],
+                    exposes: Vec::new(),
+                });
             }
         }
-        for row in tx.query(DEPENDENCIES, &[]).await.map_err(q)? {
-            raw.dependencies.push(Dependency {
-                from: row.get::<_, i64>(0) as u32,
-                on: row.get::<_, i64>(1) as u32,
-                attnum: row.get(2),
-            });
-        }
-        for row in tx.query(FUNCTIONS, &[]).await.map_err(q)? {
-            raw.functions.push(FunctionSource {
-                oid: row.get::<_, i64>(0) as u32,
-                name: row.get(1),
-                language: row.get(2),
-                body: row.get(3),
-            });
-        }
-        for row in tx.query(MEMBERSHIPS, &[]).await.map_err(q)? {
-            raw.memberships.push((row.get(0), row.get(1)));
-        }
-        tx.commit().await.map_err(q)?;
-        drop(client);
-        let _ = task.await;
-        Ok(raw)
     }
+    for row in tx.query(DEPENDENCIES, &[]).await.map_err(q)? {
+        raw.dependencies.push(Dependency {
+            from: row.get::<_, i64>(0) as u32,
+            on: row.get::<_, i64>(1) as u32,
+            attnum: row.get(2),
+        });
+    }
+    for row in tx.query(FUNCTIONS, &[]).await.map_err(q)? {
+        raw.functions.push(FunctionSource {
+            oid: row.get::<_, i64>(0) as u32,
+            name: row.get(1),
+            language: row.get(2),
+            body: row.get(3),
+        });
+    }
+    for row in tx.query(MEMBERSHIPS, &[]).await.map_err(q)? {
+        raw.memberships.push((row.get(0), row.get(1)));
+    }
+    tx.commit().await.map_err(q)?;
+    drop(client);
+    let _ = task.await;
+    Ok(raw)
 }

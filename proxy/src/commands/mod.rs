@@ -1,3 +1,4 @@
 //! Subcommands that are not the proxy itself: the DBA's tools.
+pub mod explain;
 pub mod keys;
 pub mod policy;

@@ -34,7 +34,7 @@ pub enum PolicyCommand {
     },
     /// Print the JSON Schema of the policy file.
     Schema,
-    /// Show what a login gets for every classified column.
+    /// Show what a login gets for every classified column, or (with --sql) for one statement.
     Explain {
         /// The policy file.
         #[arg(long)]
@@ -45,6 +45,16 @@ pub enum PolicyCommand {
         /// A Postgres role the login is a member of (repeatable).
         #[arg(long = "member-of", value_name = "ROLE")]
         member_of: Vec<String>,
+        /// A statement: print each output column's decision, each protected column's use,
+        /// or the exact error the login would get.
+        #[arg(long)]
+        sql: Option<String>,
+        /// With --sql: CREATE TABLE statements to read the tables' columns from.
+        #[arg(long, requires = "sql", conflicts_with = "dsn")]
+        schema: Option<PathBuf>,
+        /// With --sql: read the catalog (columns, views, functions, role memberships) from a database.
+        #[arg(long, requires = "sql")]
+        dsn: Option<String>,
     },
 }
 
@@ -81,11 +91,25 @@ pub fn run(args: PolicyArgs) -> anyhow::Result<ExitCode> {
             policy,
             user,
             member_of,
+            sql,
+            schema,
+            dsn,
         } => {
             let Some(p) = load_or_report(&policy) else {
                 return Ok(ExitCode::from(1));
             };
-            print!("{}", explain(&p, &user, &member_of));
+            match sql {
+                None => print!("{}", explain(&p, &user, &member_of)),
+                Some(sql) => {
+                    use super::explain::{explain_sql, CatalogFrom};
+                    let from = match (&schema, &dsn) {
+                        (Some(s), _) => CatalogFrom::Schema(s),
+                        (None, Some(d)) => CatalogFrom::Dsn(d),
+                        (None, None) => CatalogFrom::Policy,
+                    };
+                    print!("{}", explain_sql(&p, &user, &member_of, &sql, from)?);
+                }
+            }
             Ok(ExitCode::SUCCESS)
         }
     }

@@ -210,7 +210,8 @@ async fn load_sample_data(cluster: &PgCluster, args: &DemoArgs) -> anyhow::Resul
     ))
 }
 
-const CUSTOMERS: &str = "SELECT name, id_card, phone, address FROM public.customers ORDER BY id LIMIT 5";
+const CUSTOMERS: &str =
+    "SELECT name, id_card, phone, address FROM public.customers ORDER BY id LIMIT 5";
 
 async fn show(title: &str, client: &tokio_postgres::Client, sql: &str) -> anyhow::Result<()> {
     println!("== {title}\n   {sql}\n");
@@ -243,7 +244,12 @@ async fn run_queries(
          FROM public.shipments GROUP BY status ORDER BY shipments DESC",
     )
     .await?;
-    show("Five customers, as the dispatcher (dispatch_app: contacts in clear, ID numbers masked)", dispatcher, CUSTOMERS).await?;
+    show(
+        "Five customers, as the dispatcher (dispatch_app: contacts in clear, ID numbers masked)",
+        dispatcher,
+        CUSTOMERS,
+    )
+    .await?;
     show(
         "The same customers, as customer service (support_app: masked)",
         support,
@@ -256,7 +262,12 @@ async fn run_queries(
         "SELECT name, id_card, phone FROM public.customers ORDER BY id LIMIT 5",
     )
     .await?;
-    show("Customer service asks for ID card numbers: refused", support, CUSTOMERS).await?;
+    show(
+        "Customer service asks for ID card numbers: refused",
+        support,
+        CUSTOMERS,
+    )
+    .await?;
     show(
         "Customer service tries to learn names by sorting: refused",
         support,

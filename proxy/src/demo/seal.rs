@@ -41,7 +41,10 @@ pub async fn seal_all(
             .with_context(|| format!("primary key of {table}"))?
             .get(0);
         let ciphers: Vec<_> = columns.iter().map(|c| keys.domain(&c.domain)).collect();
-        let list: Vec<String> = columns.iter().map(|c| format!("{}::text", c.column)).collect();
+        let list: Vec<String> = columns
+            .iter()
+            .map(|c| format!("{}::text", c.column))
+            .collect();
         let rows = admin
             .query(
                 &format!("SELECT {pk}::text, {} FROM {table}", list.join(", ")),

@@ -2,6 +2,7 @@
 //! module), and the parse cache.
 pub mod analyze;
 pub mod cache;
+pub mod ddl;
 pub mod scan;
 
 pub use analyze::{analyze, Analysis, Env, Kind, Refusal, Src, StatementPlan};
