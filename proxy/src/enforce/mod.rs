@@ -5,6 +5,7 @@
 //! Imports run one way: `session → enforce → (sql, catalog, policy)`.
 pub mod binary;
 pub mod book;
+pub mod copy;
 pub mod messages;
 pub mod rows;
 pub mod session;

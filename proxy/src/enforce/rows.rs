@@ -52,6 +52,15 @@ impl ColumnOp {
 pub struct RowPlan {
     pub ops: Vec<Option<ColumnOp>>,
     pub qualified: Vec<String>,
+    /// Set for `COPY ... TO STDOUT`: the format of its CopyData rows.
+    pub copy: Option<CopyFormat>,
+}
+
+/// The formats of COPY TO STDOUT pgveil can transform (default delimiters, quote and NULL).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CopyFormat {
+    Text,
+    Csv { header: bool },
 }
 
 impl RowPlan {
@@ -217,45 +226,71 @@ pub fn data_row(
             }
             continue;
         };
-        tally.add(op.level, op.action);
-        let plain: &[u8] = match &op.cipher {
-            Some(c) if value.starts_with(ENVELOPE_PREFIX.as_bytes()) => {
-                c.decrypt_into(value, &mut scratch.plain)
-                    .map_err(|e| RowError::Decrypt {
-                        column: plan.qualified.get(i).cloned().unwrap_or_default(),
-                        reason: e.to_string(),
-                    })?;
-                tally.decrypted += 1;
-                &scratch.plain
+        let binary = formats_get(formats, i) == 1;
+        match apply(plan, i, op, value, binary, key, scratch, tally)? {
+            Some(v) => {
+                out.put_i32(v.len() as i32);
+                out.put_slice(v);
             }
-            _ => value,
-        };
-        match &op.op {
-            Op::Null => out.put_i32(-1),
-            Op::Plain => {
-                out.put_i32(plain.len() as i32);
-                out.put_slice(plain);
-            }
-            Op::Mask(m) => {
-                scratch.input.clear();
-                if formats_get(formats, i) == 1 && !binary::is_textual(op.type_oid) {
-                    binary::to_text(op.type_oid, plain, &mut scratch.input).map_err(|reason| {
-                        RowError::Decrypt {
-                            column: plan.qualified.get(i).cloned().unwrap_or_default(),
-                            reason,
-                        }
-                    })?;
-                } else {
-                    scratch.input.push_str(&String::from_utf8_lossy(plain));
-                }
-                scratch.text.clear();
-                m.apply(&scratch.input, key, &mut scratch.text);
-                out.put_i32(scratch.text.len() as i32);
-                out.put_slice(scratch.text.as_bytes());
-            }
+            None => out.put_i32(-1),
         }
     }
     let len = (out.len() - start - 1) as i32;
     out[start + 1..start + 5].copy_from_slice(&len.to_be_bytes());
     Ok(())
+}
+
+/// Transform one non-NULL value of output column `i`. `None` is SQL NULL. `binary`: the
+/// value is in binary format (text otherwise).
+#[allow(clippy::too_many_arguments)]
+pub fn apply<'s>(
+    plan: &RowPlan,
+    i: usize,
+    op: &ColumnOp,
+    value: &'s [u8],
+    binary: bool,
+    key: &PseudonymKey,
+    scratch: &'s mut Scratch,
+    tally: &mut Tally,
+) -> Result<Option<&'s [u8]>, RowError> {
+    tally.add(op.level, op.action);
+    let column = || plan.qualified.get(i).cloned().unwrap_or_default();
+    let plain: &[u8] = match &op.cipher {
+        Some(c) if value.starts_with(ENVELOPE_PREFIX.as_bytes()) => {
+            c.decrypt_into(value, &mut scratch.plain)
+                .map_err(|e| RowError::Decrypt {
+                    column: column(),
+                    reason: e.to_string(),
+                })?;
+            tally.decrypted += 1;
+            &scratch.plain
+        }
+        _ => value,
+    };
+    match &op.op {
+        Op::Null => Ok(None),
+        Op::Plain => Ok(Some(plain)),
+        Op::Mask(m) => {
+            scratch.input.clear();
+            if binary && !binary::is_textual(op.type_oid) {
+                binary::to_text(op.type_oid, plain, &mut scratch.input).map_err(|reason| {
+                    RowError::Decrypt {
+                        column: column(),
+                        reason,
+                    }
+                })?;
+            } else {
+                scratch.input.push_str(&String::from_utf8_lossy(plain));
+            }
+            scratch.text.clear();
+            m.apply(&scratch.input, key, &mut scratch.text);
+            Ok(Some(scratch.text.as_bytes()))
+        }
+    }
+}
+
+impl RowPlan {
+    pub fn op_at(&self, i: usize) -> Option<&ColumnOp> {
+        self.op(i)
+    }
 }

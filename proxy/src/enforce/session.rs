@@ -7,7 +7,7 @@ use std::time::Instant;
 use pgveil_policy::model::{ColumnId, EncryptMode};
 use pgveil_policy::{RoleSet, Transform};
 
-use super::rows::{ColumnOp, Op, RowPlan};
+use super::rows::{ColumnOp, CopyFormat, Op, RowPlan};
 use super::{Enforcement, PolicyState};
 use crate::catalog::{Bound, Snapshot};
 use crate::protocol::sqlstate;
@@ -319,7 +319,15 @@ fn plan(
                 }
             }
         }
-        rows.push(Arc::new(RowPlan { ops, qualified }));
+        let copy = s.copy.map(|c| match c {
+            sql::CopyOut::Text => CopyFormat::Text,
+            sql::CopyOut::Csv { header } => CopyFormat::Csv { header },
+        });
+        rows.push(Arc::new(RowPlan {
+            ops,
+            qualified,
+            copy,
+        }));
     }
     Ok(Prepared { rows })
 }

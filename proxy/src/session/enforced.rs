@@ -24,8 +24,9 @@ use tokio::sync::mpsc;
 
 use crate::context::ServerContext;
 use crate::enforce::book::{Book, PortalPlan};
+use crate::enforce::copy;
 use crate::enforce::messages::{self, REFUSED_SQL};
-use crate::enforce::rows::{self, RowError, RowPlan, Scratch, Tally};
+use crate::enforce::rows::{self, CopyFormat, RowError, RowPlan, Scratch, Tally};
 use crate::enforce::session::{Enforcer, Prepared, Verdict};
 use crate::enforce::Enforcement;
 use crate::metrics::Command;
@@ -183,6 +184,7 @@ pub async fn run(ctx: &ServerContext, est: Established, peer: SocketAddr, enf: A
         scratch: Scratch::default(),
         tally: Tally::default(),
         resolved: false,
+        copy: None,
         database: upstream_db,
         batch_command: Command::UNKNOWN,
     };
@@ -535,6 +537,8 @@ struct Downstream<'a> {
     tally: Tally,
     /// The command of the batch's last Parse, for errors in its Bind or Execute.
     batch_command: Command,
+    /// The transforms of a COPY TO STDOUT being streamed, and whether its first row is next.
+    copy: Option<(Arc<RowPlan>, CopyFormat, bool)>,
     /// The current Execute's portal has been looked up.
     resolved: bool,
     database: String,
@@ -573,7 +577,8 @@ impl Downstream<'_> {
                     self.resolve_portal();
                 }
                 let stream = match header.tag {
-                    b'd' | b'V' | b'A' | b'N' => true,
+                    b'd' => self.copy.is_none() || self.discard,
+                    b'V' | b'A' | b'N' => true,
                     b'D' => self.rows.is_none() || self.discard,
                     _ => false,
                 };
@@ -739,6 +744,44 @@ impl Downstream<'_> {
                     forward = false;
                 }
             }
+            b'H' => {
+                let index = self.query_index;
+                let plan = match self.front() {
+                    Some(Expect::Query { plans, .. }) => plans.get(index).cloned(),
+                    Some(Expect::Execute { portal }) => {
+                        let portal = portal.clone();
+                        self.book.portal(&portal).map(|p| p.row)
+                    }
+                    _ => None,
+                };
+                self.copy = plan
+                    .filter(|p| !p.is_empty())
+                    .and_then(|p| p.copy.map(|f| (p, f, true)));
+            }
+            b'd' => {
+                if let (Some((plan, format, first)), true) = (self.copy.as_mut(), forward) {
+                    let (plan, format, is_first) = (plan.clone(), *format, *first);
+                    if let Some(c) = self.copy.as_mut() {
+                        c.2 = false;
+                    }
+                    let state = self.enf.current();
+                    let r = copy::copy_data(
+                        body,
+                        &plan,
+                        format,
+                        is_first,
+                        &state.pseudonym,
+                        &mut self.scratch,
+                        &mut self.tally,
+                        out,
+                    );
+                    if let Err(e) = r {
+                        self.fail(e, out);
+                    }
+                    forward = false;
+                }
+            }
+            b'c' => self.copy = None,
             b'C' => {
                 let word = command_word(body);
                 self.ctx.metrics.query_completed(word);
@@ -847,6 +890,7 @@ impl Downstream<'_> {
                 self.query_index = 0;
                 self.query_failed = false;
                 self.rows = None;
+                self.copy = None;
                 self.resolved = false;
                 self.discard = false;
                 self.skipping = false;
@@ -877,6 +921,7 @@ impl Downstream<'_> {
     /// CommandComplete or EmptyQueryResponse: a result ended.
     fn result_done(&mut self) {
         self.rows = None;
+        self.copy = None;
         self.resolved = false;
         match self.front() {
             Some(Expect::Query { .. }) => self.query_index += 1,

@@ -13,12 +13,12 @@ use pgveil_policy::compile::Usage;
 use pgveil_policy::model::{Action, ColumnId, EncryptMode, LevelId};
 use pgveil_policy::{CompiledPolicy, RoleSet};
 use sqlparser::ast::{
-    AssignmentTarget, BinaryOperator, CopySource, Distinct, Expr, FromTable, Function, FunctionArg,
-    FunctionArgExpr, FunctionArguments, GroupByExpr, Ident, ObjectName, ObjectNamePart,
-    OnConflictAction, OnInsert, OrderByKind, Query, Select, SelectItem,
-    SelectItemQualifiedWildcardKind, Set, SetExpr, SetOperator, SetQuantifier, Statement,
-    TableFactor, TableObject, TableWithJoins, UnaryOperator, UpdateTableFromKind, Value, Visit,
-    Visitor,
+    AssignmentTarget, BinaryOperator, CopyLegacyCsvOption, CopyLegacyOption, CopyOption,
+    CopySource, CopyTarget, Distinct, Expr, FromTable, Function, FunctionArg, FunctionArgExpr,
+    FunctionArguments, GroupByExpr, Ident, ObjectName, ObjectNamePart, OnConflictAction, OnInsert,
+    OrderByKind, Query, Select, SelectItem, SelectItemQualifiedWildcardKind, Set, SetExpr,
+    SetOperator, SetQuantifier, Statement, TableFactor, TableObject, TableWithJoins, UnaryOperator,
+    UpdateTableFromKind, Value, Visit, Visitor,
 };
 use sqlparser::dialect::PostgreSqlDialect;
 use sqlparser::parser::Parser;
@@ -51,10 +51,19 @@ pub enum Kind {
     Ddl,
 }
 
+/// The format of `COPY ... TO STDOUT` rows pgveil transforms.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CopyOut {
+    Text,
+    Csv { header: bool },
+}
+
 /// The plan of one statement.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StatementPlan {
     pub kind: Kind,
+    /// Set for `COPY ... TO STDOUT` over protected data: its rows come as CopyData.
+    pub copy: Option<CopyOut>,
     /// The result columns in order (empty when none come back or none matter).
     pub outputs: Vec<Src>,
     /// The protected columns the statement touches, each with its most restricted use.
@@ -131,6 +140,7 @@ pub fn analyze(sql: &str, env: &Env<'_>) -> Result<Analysis, Refusal> {
                 return Ok(Analysis {
                     statements: vec![StatementPlan {
                         kind: Kind::NoRows,
+                        copy: None,
                         outputs: Vec::new(),
                         touched: Vec::new(),
                     }],
@@ -290,6 +300,7 @@ impl<'e, 'a> Analyzer<'e, 'a> {
     // ---- statements ------------------------------------------------------
 
     fn statement(&mut self, s: &Statement) -> Result<StatementPlan, Refusal> {
+        let mut copy = None;
         let (kind, outputs) = match s {
             Statement::Query(q) => (Kind::Rows, self.query(q)?),
             Statement::Insert(ins) => self.insert(ins)?,
@@ -328,53 +339,38 @@ impl<'e, 'a> Analyzer<'e, 'a> {
                 out
             }
             Statement::Copy {
-                source, to, target, ..
+                source,
+                to,
+                target,
+                options,
+                legacy_options,
+                ..
             } => {
-                let touched = match source {
-                    CopySource::Table { table_name, .. } => {
-                        let parts = name_parts(table_name);
-                        let rel = self.relation_cols(&parts)?;
-                        rel.map(|i| i.protected()).unwrap_or_default()
+                let outs = self.copy_source(source, *to)?;
+                let protected = outs.iter().any(|o| matches!(o, Src::Col(_)));
+                if !protected && self.touched.is_empty() {
+                    (Kind::NoRows, Vec::new())
+                } else if *to {
+                    if !matches!(target, CopyTarget::Stdout) {
+                        return Err(Refusal::unsupported(
+                            "pgveil refuses COPY of protected data to a server file or program: \
+                             the server would write it where pgveil cannot transform it"
+                                .into(),
+                            Some("use COPY ... TO STDOUT through pgveil"),
+                        ));
                     }
-                    CopySource::Query(q) => {
-                        let outs = self.query(q)?;
-                        let mut v: Vec<ColumnId> = outs
-                            .iter()
-                            .filter_map(|s| match s {
-                                Src::Col(c) => Some(*c),
-                                _ => None,
-                            })
-                            .collect();
-                        v.extend(self.touched.iter().map(|(c, _)| *c));
-                        v
+                    copy = Some(copy_format(options, legacy_options)?);
+                    (Kind::Rows, outs)
+                } else {
+                    if !matches!(target, CopyTarget::Stdin) {
+                        return Err(Refusal::unsupported(
+                            "pgveil refuses COPY into a protected table from a server file or program"
+                                .into(),
+                            Some("use COPY ... FROM STDIN through pgveil"),
+                        ));
                     }
-                };
-                if !touched.is_empty() {
-                    let c = self.env.policy.column(touched[0]);
-                    let (dir, hint) = if *to {
-                        (
-                            "COPY ... TO",
-                            "read it with SELECT through pgveil, which transforms each row",
-                        )
-                    } else {
-                        (
-                            "COPY ... FROM",
-                            "insert the rows with INSERT through pgveil",
-                        )
-                    };
-                    let _ = target;
-                    return Err(Refusal {
-                        sqlstate: sqlstate::FEATURE_NOT_SUPPORTED,
-                        message: format!(
-                            "pgveil does not yet transform {dir} on protected data (column {})",
-                            c.qualified()
-                        ),
-                        hint: Some(hint.into()),
-                        level: Some(c.level),
-                        unanalysable: false,
-                    });
+                    (Kind::NoRows, Vec::new())
                 }
-                (Kind::NoRows, Vec::new())
             }
             Statement::Explain { statement, .. } => {
                 let inner = self.statement(statement)?;
@@ -471,6 +467,7 @@ impl<'e, 'a> Analyzer<'e, 'a> {
         };
         Ok(StatementPlan {
             kind,
+            copy,
             outputs,
             touched: std::mem::take(&mut self.touched),
         })
@@ -484,6 +481,46 @@ impl<'e, 'a> Analyzer<'e, 'a> {
         let r = self.collected(v, Ctx::Arg);
         self.levels.pop();
         r
+    }
+
+    /// The columns a COPY reads (TO) or writes (FROM).
+    fn copy_source(&mut self, source: &CopySource, to: bool) -> Result<Vec<Src>, Refusal> {
+        match source {
+            CopySource::Table {
+                table_name,
+                columns,
+            } => {
+                let parts = name_parts(table_name);
+                let Some(item) = self.relation_cols(&parts)? else {
+                    return Ok(vec![Src::Opaque]);
+                };
+                let cols = item.cols.unwrap_or_default();
+                let picked: Vec<Src> = if columns.is_empty() {
+                    cols.iter().map(|c| c.src).collect()
+                } else {
+                    columns
+                        .iter()
+                        .map(|n| {
+                            let n = ident(n);
+                            cols.iter()
+                                .find(|c| c.name == n)
+                                .map_or(Src::Pass, |c| c.src)
+                        })
+                        .collect()
+                };
+                for s in &picked {
+                    if let Src::Col(c) = s {
+                        if to {
+                            self.use_col(*c, Usage::Projection)?;
+                        } else {
+                            self.refuse_encrypted_write(*c)?;
+                        }
+                    }
+                }
+                Ok(picked)
+            }
+            CopySource::Query(q) => self.query(q),
+        }
     }
 
     fn set(&mut self, set: &Set) -> Result<(), Refusal> {
@@ -1650,6 +1687,70 @@ impl<'e, 'a> Analyzer<'e, 'a> {
         }
         Ok(())
     }
+}
+
+/// The format of a COPY TO STDOUT that pgveil can transform, or why not.
+fn copy_format(options: &[CopyOption], legacy: &[CopyLegacyOption]) -> Result<CopyOut, Refusal> {
+    let unsupported = |what: &str| {
+        Refusal::unsupported(
+            format!("pgveil cannot transform COPY ... TO STDOUT of protected data with {what}"),
+            Some("use text or CSV format with the default delimiter, quote and NULL string"),
+        )
+    };
+    let (mut csv, mut header) = (false, false);
+    let mut delimiter = None;
+    let mut null = None;
+    for o in options {
+        match o {
+            CopyOption::Format(f) => match f.value.to_ascii_lowercase().as_str() {
+                "csv" => csv = true,
+                "text" => csv = false,
+                "binary" => return Err(unsupported("binary format")),
+                other => return Err(unsupported(&format!("format {other}"))),
+            },
+            CopyOption::Header(h) => header = *h,
+            CopyOption::Delimiter(c) => delimiter = Some(*c),
+            CopyOption::Null(n) => null = Some(n.clone()),
+            CopyOption::Quote('"') | CopyOption::Escape('"') | CopyOption::Freeze(_) => {}
+            CopyOption::ForceNotNull(_) | CopyOption::ForceNull(_) => {}
+            _ => return Err(unsupported(&format!("the option {o}"))),
+        }
+    }
+    for o in legacy {
+        match o {
+            CopyLegacyOption::Binary => return Err(unsupported("binary format")),
+            CopyLegacyOption::Csv(opts) => {
+                csv = true;
+                for c in opts {
+                    match c {
+                        CopyLegacyCsvOption::Header => header = true,
+                        CopyLegacyCsvOption::Quote('"') | CopyLegacyCsvOption::Escape('"') => {}
+                        other => return Err(unsupported(&format!("the option {other}"))),
+                    }
+                }
+            }
+            CopyLegacyOption::Header => header = true,
+            CopyLegacyOption::Delimiter(c) => delimiter = Some(*c),
+            CopyLegacyOption::Null(n) => null = Some(n.clone()),
+            other => return Err(unsupported(&format!("the option {other}"))),
+        }
+    }
+    let default_delimiter = if csv { ',' } else { '\t' };
+    if delimiter.is_some_and(|d| d != default_delimiter) {
+        return Err(unsupported("a non-default delimiter"));
+    }
+    let default_null = if csv { "" } else { "\\N" };
+    if null.as_deref().is_some_and(|n| n != default_null) {
+        return Err(unsupported("a non-default NULL string"));
+    }
+    if header && !csv {
+        return Err(unsupported("HEADER in text format"));
+    }
+    Ok(if csv {
+        CopyOut::Csv { header }
+    } else {
+        CopyOut::Text
+    })
 }
 
 fn eq_usage(ctx: Ctx) -> Usage {

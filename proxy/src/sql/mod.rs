@@ -5,7 +5,7 @@ pub mod cache;
 pub mod ddl;
 pub mod scan;
 
-pub use analyze::{analyze, Analysis, Env, Kind, Refusal, Src, StatementPlan};
+pub use analyze::{analyze, Analysis, CopyOut, Env, Kind, Refusal, Src, StatementPlan};
 pub use cache::ParseCache;
 pub use scan::Scanner;
 

@@ -381,8 +381,10 @@ pub const ATTACKS: &[&str] = &[
     "select json_agg(c.*) from customers c",
     "select c from customers c",
     "explain analyze select name from customers where name like '王%'",
-    "copy (select name from customers) to stdout",
+    "copy (select name from customers where name like '王%') to stdout",
     "copy customers to stdout",
+    "copy (select name from customers) to stdout (format binary)",
+    "copy (select name from customers) to '/tmp/pgveil-stolen.txt'",
     "create table stolen as select name from customers",
     "select name into stolen2 from customers",
     "insert into orders (id, note) select id + 100, name from customers",
@@ -593,4 +595,65 @@ async fn reload_keeps_the_old_policy_when_the_new_one_is_broken() {
     assert!(metrics_text(&s.proxy)
         .await
         .contains("pgveil_policy_reloads_total{result=\"ok\"}"));
+}
+
+#[tokio::test]
+async fn copy_to_stdout_is_transformed_in_text_and_csv() {
+    let s = setup().await;
+    let k = &s.keys;
+    let support = client_as(&s.proxy, "support_ann", "").await;
+    let text = copy_out(
+        &support,
+        "copy (select id, name, phone from customers order by id) to stdout",
+    )
+    .await;
+    let expected = format!(
+        "1\t{}\t{}\n2\t{}\t{}\n",
+        mask("cn_name", ROWS[0].1, k),
+        mask("cn_mobile", ROWS[0].2, k),
+        mask("cn_name", ROWS[1].1, k),
+        mask("cn_mobile", ROWS[1].2, k)
+    );
+    assert_eq!(text, expected);
+    let csv = copy_out(
+        &support,
+        "copy (select name, address, id from customers order by id) to stdout with (format csv, header)",
+    )
+    .await;
+    let mut lines = csv.lines();
+    assert_eq!(lines.next(), Some("name,address,id"));
+    assert_eq!(
+        lines.next(),
+        Some(
+            format!(
+                "{},{},1",
+                mask("cn_name", ROWS[0].1, k),
+                mask("address", ROWS[0].4, k)
+            )
+            .as_str()
+        )
+    );
+    // The dispatcher gets decrypted values, the legacy CSV syntax included.
+    let dispatcher = client_as(&s.proxy, "dispatch_app", "").await;
+    let csv = copy_out(
+        &dispatcher,
+        "copy (select phone from customers order by id) to stdout csv",
+    )
+    .await;
+    assert_eq!(csv, format!("{}\n{}\n", ROWS[0].2, ROWS[1].2));
+    let whole = copy_out(&dispatcher, "copy customers (id, phone) to stdout").await;
+    assert_eq!(whole, format!("1\t{}\n2\t{}\n", ROWS[0].2, ROWS[1].2));
+    // Unprotected COPY is untouched.
+    let orders = copy_out(&support, "copy orders (id, note) to stdout").await;
+    assert_eq!(orders, "1\tfirst\n2\tsecond\n");
+}
+
+async fn copy_out(c: &tokio_postgres::Client, sql: &str) -> String {
+    use futures_util::TryStreamExt;
+    let stream = c
+        .copy_out(sql)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    let chunks: Vec<bytes::Bytes> = stream.try_collect().await.unwrap();
+    String::from_utf8(chunks.concat()).unwrap()
 }
