@@ -173,10 +173,11 @@ fn csv_row(
         let raw = &line[start..pos];
         let null = !quoted && field.is_empty();
         match plan.op_at(i) {
-            Some(op) if !null => match apply(plan, i, op, &field, false, key, scratch, tally)? {
-                Some(v) => quote_csv(v, out),
-                None => {}
-            },
+            Some(op) if !null => {
+                if let Some(v) = apply(plan, i, op, &field, false, key, scratch, tally)? {
+                    quote_csv(v, out);
+                }
+            }
             _ => out.put_slice(raw),
         }
         i += 1;
