@@ -36,12 +36,18 @@
 #   PGVEIL_BIN=path   use this pgveil binary instead of building target/release/pgveil
 #   PGVEIL_EXTRA_ARGS extra arguments for `pgveil serve`, e.g. "--worker-threads 1"
 #   NULL_RELAY_BIN=path  use this null-relay binary instead of building it
-#   TARGETS="direct pgbouncer pgveil null-relay pgbouncer-unix pgveil-unix"
-#                     targets to measure (direct must come first)
+#   TARGETS="direct pgbouncer pgveil null-relay pgbouncer-unix pgveil-unix pgveil-policy"
+#                     targets to measure (direct must come first); pgveil-policy
+#                     is pgveil enforcing a policy on a table pgbench -S never
+#                     touches (the fast path), over TCP
+#   WORKLOADS="select-simple select-prepared tpcb-simple read-transform"
+#                     read-transform: 10 customer rows with 3 protected columns
+#                     (2 decrypt + mask, 1 mask) as a support login through
+#                     pgveil-policy, against the same query on a plaintext copy
+#                     through pgveil without a policy (and direct)
 #   PGVEIL_PG_BINDIR  directory of initdb/pg_ctl/postgres
 #   WAIT_IDLE=1       before measuring, wait until no rustc/cargo ran for 30 s
 #                     (up to WAIT_IDLE_MAX=600 s); 0 disables
-#   WORKLOADS="select-simple select-prepared tpcb-simple"   subset to run
 set -euo pipefail
 export LC_ALL=C
 
@@ -55,18 +61,18 @@ IDLE_CONNS=${IDLE_CONNS:-1000}
 BIG_ROWS=${BIG_ROWS:-1000000}
 WAIT_IDLE=${WAIT_IDLE:-1}
 WAIT_IDLE_MAX=${WAIT_IDLE_MAX:-600}
-WORKLOADS=${WORKLOADS:-"select-simple select-prepared tpcb-simple"}
+WORKLOADS=${WORKLOADS:-"select-simple select-prepared tpcb-simple read-transform"}
 PGVEIL_EXTRA_ARGS=${PGVEIL_EXTRA_ARGS:-}
 # Which targets to measure. direct, pgbouncer and pgveil reach PostgreSQL over
 # loopback TCP; the *-unix variants reach it over its Unix-domain socket (the
 # co-located deployment); null-relay (benches/null_relay.rs) only copies bytes,
 # the floor for any relaying proxy. Clients always connect over TCP.
-read -r -a TARGETS <<<"${TARGETS:-direct pgbouncer pgveil null-relay pgbouncer-unix pgveil-unix}"
+read -r -a TARGETS <<<"${TARGETS:-direct pgbouncer pgveil null-relay pgbouncer-unix pgveil-unix pgveil-policy}"
 has_target() { [[ " ${TARGETS[*]} " == *" $1 "* ]]; }
 [[ ${TARGETS[0]:-} == direct ]] || { echo "TARGETS must start with direct (ratios are to direct)" >&2; exit 1; }
 for t in "${TARGETS[@]}"; do
     case $t in
-        direct | pgbouncer | pgveil | null-relay | pgbouncer-unix | pgveil-unix) ;;
+        direct | pgbouncer | pgveil | null-relay | pgbouncer-unix | pgveil-unix | pgveil-policy) ;;
         *) echo "unknown target $t in TARGETS" >&2; exit 1 ;;
     esac
 done
@@ -112,6 +118,7 @@ PG_BINDIR=$(find_pg_bindir) || {
 # Client tools: prefer the ones next to the server, fall back to PATH.
 PGBENCH=$PG_BINDIR/pgbench; [[ -x $PGBENCH ]] || PGBENCH=$(command -v pgbench || true)
 PSQL=$PG_BINDIR/psql;       [[ -x $PSQL ]] || PSQL=$(command -v psql || true)
+[[ " $WORKLOADS " != *" read-transform "* ]] || has_target pgveil-policy || die "the read-transform workload needs the pgveil-policy target"
 [[ -n $PGBENCH ]] || die "pgbench not found; install with: apt-get update && apt-get install -y postgresql-contrib"
 [[ -n $PSQL ]] || die "psql not found; install with: apt-get update && apt-get install -y postgresql-client"
 PGBOUNCER=$(command -v pgbouncer || true)
@@ -150,6 +157,11 @@ else
     (cd "$REPO" && cargo build --release -p pgveil)
     PGVEIL_BIN=$REPO/target/release/pgveil
 fi
+if has_target pgveil-policy; then
+    log "building seal-table (cargo build --release -p pgveil-benches --bin seal-table)"
+    (cd "$REPO" && cargo build --release -p pgveil-benches --bin seal-table)
+    SEAL_BIN=$REPO/target/release/seal-table
+fi
 if has_target null-relay; then
     if [[ -n ${NULL_RELAY_BIN:-} ]]; then
         [[ -x $NULL_RELAY_BIN ]] || die "NULL_RELAY_BIN=$NULL_RELAY_BIN is not executable"
@@ -168,6 +180,7 @@ chmod 755 "$WORK"
 PGDATA=$WORK/data
 PGVEIL_PID=""
 PGVEIL_UNIX_PID=""
+PGVEIL_POLICY_PID=""
 NULL_RELAY_PID=""
 BOUNCER_PID=""
 declare -A TARGET_PID=()   # proxy target -> pid, for its CPU time per transaction
@@ -178,10 +191,10 @@ cleanup() {
     local rc=$?
     trap - EXIT INT TERM
     set +e
-    for pid in $IDLE_PID $PGVEIL_PID $PGVEIL_UNIX_PID $NULL_RELAY_PID $BOUNCER_PID; do
+    for pid in $IDLE_PID $PGVEIL_PID $PGVEIL_UNIX_PID $PGVEIL_POLICY_PID $NULL_RELAY_PID $BOUNCER_PID; do
         kill "$pid" 2>/dev/null
     done
-    for pid in $IDLE_PID $PGVEIL_PID $PGVEIL_UNIX_PID $BOUNCER_PID; do
+    for pid in $IDLE_PID $PGVEIL_PID $PGVEIL_UNIX_PID $PGVEIL_POLICY_PID $BOUNCER_PID; do
         # Give each up to 5 s to exit, then kill it.
         for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
         kill -9 "$pid" 2>/dev/null
@@ -209,7 +222,7 @@ for _ in range(int(sys.argv[1])):
 print(" ".join(str(s.getsockname()[1]) for s in socks))
 EOF
 }
-read -r PGPORT BOUNCER_PORT PGVEIL_PORT BOUNCER_UNIX_PORT PGVEIL_UNIX_PORT NULL_RELAY_PORT < <(free_ports 6)
+read -r PGPORT BOUNCER_PORT PGVEIL_PORT BOUNCER_UNIX_PORT PGVEIL_UNIX_PORT NULL_RELAY_PORT PGVEIL_POLICY_PORT < <(free_ports 7)
 
 # Wait until something accepts TCP connections on 127.0.0.1:$1.
 wait_port() {
@@ -263,6 +276,51 @@ log "PostgreSQL $PG_VERSION on port $PGPORT"
 log "pgbench -i -s $SCALE"
 "$PGBENCH" -h 127.0.0.1 -p "$PGPORT" -U "$DBUSER" -i -s "$SCALE" -q "$DB" >"$WORK/pgbench-init.log" 2>&1 \
     || { cat "$WORK/pgbench-init.log" >&2; die "pgbench -i failed"; }
+
+# ------------------------------------------------- protected data (policy) --
+
+# A customers table (10,000 rows) that pgveil-policy protects, sealed with a
+# fresh keyring, and a plaintext copy (customers_plain) that no policy names.
+if has_target pgveil-policy; then
+    "$PSQL" -h 127.0.0.1 -p "$PGPORT" -U "$DBUSER" -d "$DB" -Xq -v ON_ERROR_STOP=1 >/dev/null <<'EOF'
+create role support_app login;
+create table customers (id int primary key, name text, phone text, id_card text, city text);
+insert into customers
+  select i, '王' || chr(19968 + i % 2000) || chr(20000 + i % 3000),
+         '138' || lpad(i::text, 8, '0'),
+         '110101' || (19500101 + i % 500000)::text || lpad((i % 10000)::text, 4, '0'),
+         'city ' || (i % 50)
+  from generate_series(1, 10000) i;
+create table customers_plain as select * from customers;
+alter table customers_plain add primary key (id);
+grant select on all tables in schema public to support_app;
+EOF
+    cat >"$WORK/policy.yaml" <<'EOF'
+version: 1
+levels: [core, important, general]
+roles:
+  support: [support_app]
+tables:
+  public.customers:
+    name:    { level: important, kind: cn_name }
+    phone:   { level: important, kind: cn_mobile,  encrypt: deterministic }
+    id_card: { level: core,      kind: cn_id_card, encrypt: deterministic }
+rules:
+  - { roles: [support], level: important, action: mask }
+  - { roles: [support], level: core,      action: mask }
+defaults: { core: deny, important: mask, general: allow }
+EOF
+    "$PGVEIL_BIN" keys generate --out "$WORK/pgveil.keys" >/dev/null
+    "$SEAL_BIN" "host=127.0.0.1 port=$PGPORT user=$DBUSER dbname=$DB" "$WORK/policy.yaml" "$WORK/pgveil.keys" >&2 \
+        || die "sealing the customers table failed"
+    # The same 10-row read for every target: the protected table through
+    # pgveil-policy, its plaintext copy everywhere else.
+    for t in "${TARGETS[@]}"; do
+        table=customers_plain
+        [[ $t == pgveil-policy ]] && table=customers
+        printf '\\set lo random(1, 9990)\nSELECT id, name, phone, id_card FROM %s WHERE id BETWEEN :lo AND :lo + 9;\n' "$table" >"$WORK/read-$t.sql"
+    done
+fi
 
 # --------------------------------------------------------------- pgbouncer --
 
@@ -353,6 +411,15 @@ fi
 pgveil_start
 TARGET_PID[pgveil]=$PGVEIL_PID
 log "pgveil $PGVEIL_VERSION on port $PGVEIL_PORT (upstream over TCP)"
+if has_target pgveil-policy; then
+    keep=$PGVEIL_PID
+    PGVEIL_EXTRA_ARGS="$PGVEIL_EXTRA_ARGS --policy $WORK/policy.yaml --keyring $WORK/pgveil.keys --catalog-user $DBUSER" \
+        pgveil_start "$PGVEIL_POLICY_PORT"
+    PGVEIL_POLICY_PID=$PGVEIL_PID
+    TARGET_PID[pgveil-policy]=$PGVEIL_PID
+    PGVEIL_PID=$keep
+    log "pgveil $PGVEIL_VERSION on port $PGVEIL_POLICY_PORT enforcing a policy (upstream over TCP)"
+fi
 if has_target null-relay; then
     "$NULL_RELAY_BIN" "127.0.0.1:$NULL_RELAY_PORT" "127.0.0.1:$PGPORT" >>"$WORK/null-relay.log" 2>&1 &
     NULL_RELAY_PID=$!
@@ -388,7 +455,7 @@ LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
 
 declare -A TARGET_PORT=([direct]=$PGPORT [pgbouncer]=$BOUNCER_PORT [pgveil]=$PGVEIL_PORT
                         [pgbouncer-unix]=$BOUNCER_UNIX_PORT [pgveil-unix]=$PGVEIL_UNIX_PORT
-                        [null-relay]=$NULL_RELAY_PORT)
+                        [null-relay]=$NULL_RELAY_PORT [pgveil-policy]=$PGVEIL_POLICY_PORT)
 
 # pgbench arguments for each workload. -S runs need no vacuum (-n); the
 # TPC-B-like runs keep pgbench's default pre-run vacuum/truncate of history so
@@ -398,14 +465,27 @@ workload_args() {
         select-simple)   echo "-S -M simple -n" ;;
         select-prepared) echo "-S -M prepared -n" ;;
         tpcb-simple)     echo "-M simple" ;;
+        read-transform)  echo "-M prepared -n -U support_app -f $WORK/read-$2.sql" ;;
         *) die "unknown workload $1" ;;
     esac
+}
+# The targets a workload runs on: read-transform compares pgveil-policy with
+# pgveil (no policy) and direct, both on the plaintext copy.
+workload_targets() {
+    local t
+    for t in "${TARGETS[@]}"; do
+        if [[ $1 == read-transform ]]; then
+            [[ $t == direct || $t == pgveil || $t == pgveil-policy ]] || continue
+        fi
+        echo "$t"
+    done
 }
 workload_label() {
     case $1 in
         select-simple)   echo "-S -M simple" ;;
         select-prepared) echo "-S -M prepared" ;;
         tpcb-simple)     echo "TPC-B-like -M simple" ;;
+        read-transform)  echo "10 rows x 3 protected, -M prepared" ;;
     esac
 }
 
@@ -450,18 +530,18 @@ run_pgbench() {
 median() { printf '%s\n' "$@" | sort -g | awk '{a[NR] = $1} END {if (NR % 2) print a[(NR + 1) / 2]; else print (a[NR / 2] + a[NR / 2 + 1]) / 2}'; }
 
 for w in $WORKLOADS; do
-    args=$(workload_args "$w")
+    mapfile -t WT < <(workload_targets "$w")
     if (( WARMUP > 0 )); then
         log "$w: warm-up ${WARMUP}s (direct, not recorded)"
-        run_pgbench direct "$PGPORT" "$WARMUP" "$args" >/dev/null
+        run_pgbench direct "$PGPORT" "$WARMUP" "$(workload_args "$w" direct)" >/dev/null
     fi
     for ((r = 0; r < ROUNDS; r++)); do
         # Rotate the order: round 0 direct,pgbouncer,pgveil; round 1
         # pgbouncer,pgveil,direct; round 2 pgveil,direct,pgbouncer; ...
-        for ((i = 0; i < ${#TARGETS[@]}; i++)); do
-            t=${TARGETS[$(((i + r) % ${#TARGETS[@]}))]}
+        for ((i = 0; i < ${#WT[@]}; i++)); do
+            t=${WT[$(((i + r) % ${#WT[@]}))]}
             others_busy && BUSY_DURING=1
-            res=$(run_pgbench "$t" "${TARGET_PORT[$t]}" "$DURATION" "$args")
+            res=$(run_pgbench "$t" "${TARGET_PORT[$t]}" "$DURATION" "$(workload_args "$w" "$t")")
             read -r tps lat idle cs proxy_us <<<"$res"
             log "$w round $((r + 1))/$ROUNDS $t: tps=$tps latency=${lat}ms idle=${idle}% cs/tx=$cs proxy_cpu=${proxy_us}us/tx"
             echo "$w $t $((r + 1)) $tps $lat $idle $cs $proxy_us" >>"$RAW"
@@ -478,6 +558,7 @@ if (( IDLE_CONNS > 0 || BIG_ROWS > 0 )); then
     # needs room for the idle connections (its own memory cost is not measured).
     pgveil_stop
     if [[ -n $PGVEIL_UNIX_PID ]]; then PGVEIL_PID=$PGVEIL_UNIX_PID; pgveil_stop; PGVEIL_UNIX_PID=""; fi
+    if [[ -n $PGVEIL_POLICY_PID ]]; then PGVEIL_PID=$PGVEIL_POLICY_PID; pgveil_stop; PGVEIL_POLICY_PID=""; fi
     if [[ -n $NULL_RELAY_PID ]]; then kill "$NULL_RELAY_PID" 2>/dev/null || true; wait "$NULL_RELAY_PID" 2>/dev/null || true; NULL_RELAY_PID=""; fi
     for pid in $BOUNCER_PID; do kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; done
     BOUNCER_PID=""
@@ -537,7 +618,7 @@ TABLE=$WORK/table.txt
 : >"$TABLE"
 for w in $WORKLOADS; do
     direct_tps=$(median $(awk -v w="$w" '$1 == w && $2 == "direct" {print $4}' "$RAW"))
-    for t in "${TARGETS[@]}"; do
+    for t in $(workload_targets "$w"); do
         tps=$(median $(awk -v w="$w" -v t="$t" '$1 == w && $2 == t {print $4}' "$RAW"))
         lat=$(median $(awk -v w="$w" -v t="$t" '$1 == w && $2 == t {print $5}' "$RAW"))
         runs=$(awk -v w="$w" -v t="$t" '$1 == w && $2 == t {printf "%s%.0f", (n++ ? ", " : ""), $4}' "$RAW")
@@ -586,6 +667,16 @@ CMD="benches/pgbench.sh (SCALE=$SCALE CLIENTS=$CLIENTS THREADS=$THREADS DURATION
         echo "| $w | $t | $tps | $lat | ${ratio}× | $idle | $cs | $proxy_us | $runs |"
     done <"$TABLE"
     echo
+    if has_target pgveil-policy; then
+        echo "**Enforcement cost** (pgveil-policy TPS / pgveil TPS, same run; targets: ≥ 0.95× for statements that touch no protected data, ≥ 0.85× for read-transform):"
+        echo
+        for w in $WORKLOADS; do
+            a=$(median $(awk -v w="$w" '$1 == w && $2 == "pgveil-policy" {print $4}' "$RAW"))
+            b=$(median $(awk -v w="$w" '$1 == w && $2 == "pgveil" {print $4}' "$RAW"))
+            [[ -n $a && -n $b ]] && echo "- $(workload_label "$w"): $(awk -v a="$a" -v b="$b" 'BEGIN {printf "%.2f", a / b}')×"
+        done
+        echo
+    fi
     echo "CPU idle % and context switches per transaction are machine-wide (vmstat, 1 s samples during each run); proxy CPU is the proxy process's user + system time from /proc divided by the transactions of the run. All three are medians over rounds."
     echo
     if [[ -n $IDLE_RSS_WITH || -n $BIG_HWM_AFTER ]]; then

@@ -1,7 +1,7 @@
 //! `pgveil demo`: a throwaway PostgreSQL with sample data, pgveil in front of
 //! it, and a short tour of what an application sees through the proxy.
 pub mod data;
-mod seal;
+pub mod seal;
 mod table;
 
 use std::process::ExitCode;

@@ -1,0 +1,41 @@
+//! `seal-table`: encrypt, in place, every column a policy marks `encrypt:` (the benchmark's
+//! setup; `pgveil encrypt` will be the real migration command).
+//!
+//! Usage: seal-table DSN POLICY KEYRING
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let [dsn, policy, keyring] = args.as_slice() else {
+        eprintln!("usage: seal-table DSN POLICY KEYRING");
+        return ExitCode::from(2);
+    };
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("seal-table: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let run = async {
+        let state = pgveil::enforce::PolicyState::load(policy.as_ref(), keyring.as_ref())
+            .map_err(|e| anyhow::anyhow!(e))?;
+        let (client, conn) = tokio_postgres::connect(dsn, tokio_postgres::NoTls).await?;
+        tokio::spawn(conn);
+        let n = pgveil::demo::seal::seal_all(&client, &state.policy, &state.keys).await?;
+        anyhow::Ok(n)
+    };
+    match rt.block_on(run) {
+        Ok(n) => {
+            println!("sealed {n} values");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("seal-table: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
