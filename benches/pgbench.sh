@@ -36,10 +36,11 @@
 #   PGVEIL_BIN=path   use this pgveil binary instead of building target/release/pgveil
 #   PGVEIL_EXTRA_ARGS extra arguments for `pgveil serve`, e.g. "--worker-threads 1"
 #   NULL_RELAY_BIN=path  use this null-relay binary instead of building it
-#   TARGETS="direct pgbouncer pgveil null-relay pgbouncer-unix pgveil-unix pgveil-policy"
+#   TARGETS="direct pgbouncer pgveil null-relay haproxy pgbouncer-unix pgveil-unix pgveil-policy"
 #                     targets to measure (direct must come first); pgveil-policy
 #                     is pgveil enforcing a policy on a table pgbench -S never
-#                     touches (the fast path), over TCP
+#                     touches (the fast path), over TCP; haproxy is HAProxy in
+#                     TCP mode (apt-get install -y haproxy)
 #   WORKLOADS="select-simple select-prepared tpcb-simple read-transform"
 #                     read-transform: 10 customer rows with 3 protected columns
 #                     (2 decrypt + mask, 1 mask) as a support login through
@@ -67,12 +68,12 @@ PGVEIL_EXTRA_ARGS=${PGVEIL_EXTRA_ARGS:-}
 # loopback TCP; the *-unix variants reach it over its Unix-domain socket (the
 # co-located deployment); null-relay (benches/null_relay.rs) only copies bytes,
 # the floor for any relaying proxy. Clients always connect over TCP.
-read -r -a TARGETS <<<"${TARGETS:-direct pgbouncer pgveil null-relay pgbouncer-unix pgveil-unix pgveil-policy}"
+read -r -a TARGETS <<<"${TARGETS:-direct pgbouncer pgveil null-relay haproxy pgbouncer-unix pgveil-unix pgveil-policy}"
 has_target() { [[ " ${TARGETS[*]} " == *" $1 "* ]]; }
 [[ ${TARGETS[0]:-} == direct ]] || { echo "TARGETS must start with direct (ratios are to direct)" >&2; exit 1; }
 for t in "${TARGETS[@]}"; do
     case $t in
-        direct | pgbouncer | pgveil | null-relay | pgbouncer-unix | pgveil-unix | pgveil-policy) ;;
+        direct | pgbouncer | pgveil | null-relay | haproxy | pgbouncer-unix | pgveil-unix | pgveil-policy) ;;
         *) echo "unknown target $t in TARGETS" >&2; exit 1 ;;
     esac
 done
@@ -125,6 +126,12 @@ PGBOUNCER=$(command -v pgbouncer || true)
 [[ -z $PGBOUNCER && -x /usr/sbin/pgbouncer ]] && PGBOUNCER=/usr/sbin/pgbouncer
 if [[ -z $PGBOUNCER ]]; then
     echo "pgbouncer not found; install with: apt-get update && apt-get install -y pgbouncer" >&2
+    exit 1
+fi
+HAPROXY=$(command -v haproxy || true)
+[[ -z $HAPROXY && -x /usr/sbin/haproxy ]] && HAPROXY=/usr/sbin/haproxy
+if has_target haproxy && [[ -z $HAPROXY ]]; then
+    echo "haproxy not found; install with: apt-get update && apt-get install -y haproxy (or leave it out of TARGETS)" >&2
     exit 1
 fi
 command -v python3 >/dev/null 2>&1 || die "python3 not found (needed to open idle connections)"
@@ -181,6 +188,7 @@ PGDATA=$WORK/data
 PGVEIL_PID=""
 PGVEIL_UNIX_PID=""
 PGVEIL_POLICY_PID=""
+HAPROXY_PID=""
 NULL_RELAY_PID=""
 BOUNCER_PID=""
 declare -A TARGET_PID=()   # proxy target -> pid, for its CPU time per transaction
@@ -191,7 +199,7 @@ cleanup() {
     local rc=$?
     trap - EXIT INT TERM
     set +e
-    for pid in $IDLE_PID $PGVEIL_PID $PGVEIL_UNIX_PID $PGVEIL_POLICY_PID $NULL_RELAY_PID $BOUNCER_PID; do
+    for pid in $IDLE_PID $PGVEIL_PID $PGVEIL_UNIX_PID $PGVEIL_POLICY_PID $NULL_RELAY_PID $HAPROXY_PID $BOUNCER_PID; do
         kill "$pid" 2>/dev/null
     done
     for pid in $IDLE_PID $PGVEIL_PID $PGVEIL_UNIX_PID $PGVEIL_POLICY_PID $BOUNCER_PID; do
@@ -222,7 +230,7 @@ for _ in range(int(sys.argv[1])):
 print(" ".join(str(s.getsockname()[1]) for s in socks))
 EOF
 }
-read -r PGPORT BOUNCER_PORT PGVEIL_PORT BOUNCER_UNIX_PORT PGVEIL_UNIX_PORT NULL_RELAY_PORT PGVEIL_POLICY_PORT < <(free_ports 7)
+read -r PGPORT BOUNCER_PORT PGVEIL_PORT BOUNCER_UNIX_PORT PGVEIL_UNIX_PORT NULL_RELAY_PORT PGVEIL_POLICY_PORT HAPROXY_PORT < <(free_ports 8)
 
 # Wait until something accepts TCP connections on 127.0.0.1:$1.
 wait_port() {
@@ -420,6 +428,28 @@ if has_target pgveil-policy; then
     PGVEIL_PID=$keep
     log "pgveil $PGVEIL_VERSION on port $PGVEIL_POLICY_PORT enforcing a policy (upstream over TCP)"
 fi
+if has_target haproxy; then
+    cat >"$WORK/haproxy.cfg" <<EOF
+global
+    maxconn 4000
+    nbthread 1
+defaults
+    mode tcp
+    timeout connect 10s
+    timeout client 1h
+    timeout server 1h
+frontend pg
+    bind 127.0.0.1:$HAPROXY_PORT
+    default_backend pg
+backend pg
+    server pg1 127.0.0.1:$PGPORT
+EOF
+    "$HAPROXY" -f "$WORK/haproxy.cfg" -db >"$WORK/haproxy.log" 2>&1 &
+    HAPROXY_PID=$!
+    TARGET_PID[haproxy]=$HAPROXY_PID
+    wait_port "$HAPROXY_PORT" haproxy
+    log "HAProxy $("$HAPROXY" -v | head -1 | awk '{print $3}') on port $HAPROXY_PORT (TCP mode, one thread)"
+fi
 if has_target null-relay; then
     "$NULL_RELAY_BIN" "127.0.0.1:$NULL_RELAY_PORT" "127.0.0.1:$PGPORT" >>"$WORK/null-relay.log" 2>&1 &
     NULL_RELAY_PID=$!
@@ -455,7 +485,8 @@ LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
 
 declare -A TARGET_PORT=([direct]=$PGPORT [pgbouncer]=$BOUNCER_PORT [pgveil]=$PGVEIL_PORT
                         [pgbouncer-unix]=$BOUNCER_UNIX_PORT [pgveil-unix]=$PGVEIL_UNIX_PORT
-                        [null-relay]=$NULL_RELAY_PORT [pgveil-policy]=$PGVEIL_POLICY_PORT)
+                        [null-relay]=$NULL_RELAY_PORT [pgveil-policy]=$PGVEIL_POLICY_PORT
+                        [haproxy]=$HAPROXY_PORT)
 
 # pgbench arguments for each workload. -S runs need no vacuum (-n); the
 # TPC-B-like runs keep pgbench's default pre-run vacuum/truncate of history so
@@ -560,6 +591,7 @@ if (( IDLE_CONNS > 0 || BIG_ROWS > 0 )); then
     if [[ -n $PGVEIL_UNIX_PID ]]; then PGVEIL_PID=$PGVEIL_UNIX_PID; pgveil_stop; PGVEIL_UNIX_PID=""; fi
     if [[ -n $PGVEIL_POLICY_PID ]]; then PGVEIL_PID=$PGVEIL_POLICY_PID; pgveil_stop; PGVEIL_POLICY_PID=""; fi
     if [[ -n $NULL_RELAY_PID ]]; then kill "$NULL_RELAY_PID" 2>/dev/null || true; wait "$NULL_RELAY_PID" 2>/dev/null || true; NULL_RELAY_PID=""; fi
+    if [[ -n $HAPROXY_PID ]]; then kill "$HAPROXY_PID" 2>/dev/null || true; wait "$HAPROXY_PID" 2>/dev/null || true; HAPROXY_PID=""; fi
     for pid in $BOUNCER_PID; do kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; done
     BOUNCER_PID=""
     pg_stop
