@@ -24,6 +24,8 @@ pub struct Bound {
     pub scanner: crate::sql::Scanner,
     /// Changes whenever the snapshot does; part of the parse-cache key.
     pub generation: u64,
+    /// When the catalog behind it was read.
+    pub read_at: Instant,
 }
 
 struct Loaded {
@@ -47,6 +49,9 @@ pub struct Catalog {
     refresh: Duration,
     dbs: Mutex<HashMap<String, Arc<DbCatalog>>>,
     generation: AtomicU64,
+    /// Bumped on every invalidation and every new snapshot, so sessions can keep the snapshot
+    /// they hold while nothing changed (see [`Catalog::still_fresh`]).
+    epoch: AtomicU64,
 }
 
 impl Catalog {
@@ -56,6 +61,7 @@ impl Catalog {
             refresh,
             dbs: Mutex::new(HashMap::new()),
             generation: AtomicU64::new(1),
+            epoch: AtomicU64::new(1),
         }
     }
 
@@ -78,6 +84,18 @@ impl Catalog {
         for db in dbs.values() {
             db.stale.store(true, Ordering::Release);
         }
+        self.epoch.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// The current epoch; a snapshot obtained at epoch `e` is still the one to use while the
+    /// epoch is unchanged and the refresh interval has not passed.
+    pub fn epoch(&self) -> u64 {
+        self.epoch.load(Ordering::Acquire)
+    }
+
+    /// Whether a snapshot obtained at `epoch` may still be used without asking again.
+    pub fn still_fresh(&self, bound: &Bound, epoch: u64) -> bool {
+        self.epoch() == epoch && bound.read_at.elapsed() < self.refresh
     }
 
     /// The snapshot of `database` bound to `policy`, loading or rebinding it if needed.
@@ -112,6 +130,7 @@ impl Catalog {
         let snapshot = Snapshot::build((*raw).clone(), policy);
         let scanner = crate::sql::Scanner::new(policy, &snapshot);
         let bound = Arc::new(Bound {
+            read_at: at,
             scanner,
             snapshot: Arc::new(snapshot),
             generation: self.generation.fetch_add(1, Ordering::Relaxed),
@@ -123,6 +142,7 @@ impl Catalog {
             bound: bound.clone(),
         });
         *db.current.write().unwrap_or_else(|e| e.into_inner()) = Some(loaded);
+        self.epoch.fetch_add(1, Ordering::AcqRel);
         tracing::debug!(database, "catalog loaded");
         Ok(bound)
     }

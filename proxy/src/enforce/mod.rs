@@ -76,6 +76,8 @@ pub struct PolicyFiles {
 /// What every enforcing session shares.
 pub struct Enforcement {
     state: RwLock<Arc<PolicyState>>,
+    /// Bumped on every reload, so sessions can keep the state they hold.
+    policy_epoch: std::sync::atomic::AtomicU64,
     pub files: PolicyFiles,
     pub catalog: Catalog,
     pub cache: ParseCache,
@@ -98,6 +100,7 @@ impl Enforcement {
             .set(1);
         Enforcement {
             state: RwLock::new(Arc::new(state)),
+            policy_epoch: std::sync::atomic::AtomicU64::new(1),
             files,
             catalog: Catalog::new(source, refresh),
             cache: ParseCache::new(cache_size),
@@ -108,6 +111,11 @@ impl Enforcement {
     /// The policy in force now.
     pub fn current(&self) -> Arc<PolicyState> {
         self.state.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Changes with every reload.
+    pub fn policy_epoch(&self) -> u64 {
+        self.policy_epoch.load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// Load the policy and keyring files again. An invalid one is rejected and the one in
@@ -125,6 +133,8 @@ impl Enforcement {
                 }
                 let version = new.policy.version().to_string();
                 *self.state.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(new);
+                self.policy_epoch
+                    .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
                 m.policy_reloads.with_label_values(&["ok"]).inc();
                 tracing::info!(version, "policy reloaded");
                 Ok(())

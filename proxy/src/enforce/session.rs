@@ -46,6 +46,16 @@ pub struct Enforcer {
     pub login: String,
     pub database: String,
     roles: Option<Roles>,
+    /// The policy and catalog snapshot this session used last, with the epochs they were
+    /// obtained at: while nothing changed, a statement costs no lock and no map lookup.
+    held: Option<Held>,
+}
+
+struct Held {
+    policy_epoch: u64,
+    state: Arc<PolicyState>,
+    catalog_epoch: u64,
+    bound: Arc<Bound>,
 }
 
 impl Enforcer {
@@ -55,6 +65,7 @@ impl Enforcer {
             login,
             database,
             roles: None,
+            held: None,
         }
     }
 
@@ -73,22 +84,12 @@ impl Enforcer {
     /// Decide on one SQL text (a Query, or a Parse). `settings_ok` is false when the
     /// session's encoding or string settings make the text unreadable for pgveil.
     pub async fn judge(&mut self, sql: &[u8], settings_ok: bool) -> Verdict {
-        let state = self.enf.current();
-        let bound = match self.enf.catalog.get(&self.database, &state.policy).await {
-            Ok(b) => b,
-            Err(e) => {
-                tracing::error!(database = %self.database, error = %e, "catalog unavailable; refusing statements");
-                return Verdict::Refuse(Refusal {
-                    sqlstate: "57P03",
-                    message: format!(
-                        "pgveil cannot read the catalog of database \"{}\", so it cannot enforce the policy: {e}",
-                        self.database
-                    ),
-                    hint: Some("check pgveil's catalog settings (catalog.user) and the server".into()),
-                    level: None,
-                    unanalysable: false,
-                });
-            }
+        let (state, bound) = match self.held() {
+            Some(h) => h,
+            None => match self.hold().await {
+                Ok(h) => h,
+                Err(v) => return v,
+            },
         };
         if !bound.scanner.needs_analysis(sql) {
             return Verdict::Pass;
@@ -101,6 +102,46 @@ impl Enforcer {
             .added
             .observe(started.elapsed().as_secs_f64());
         verdict
+    }
+
+    /// The policy and snapshot held, if nothing changed since they were obtained.
+    fn held(&self) -> Option<(Arc<PolicyState>, Arc<Bound>)> {
+        let h = self.held.as_ref()?;
+        let fresh = h.policy_epoch == self.enf.policy_epoch()
+            && self.enf.catalog.still_fresh(&h.bound, h.catalog_epoch);
+        fresh.then(|| (h.state.clone(), h.bound.clone()))
+    }
+
+    /// Obtain the current policy and snapshot (loading the catalog if needed).
+    async fn hold(&mut self) -> Result<(Arc<PolicyState>, Arc<Bound>), Verdict> {
+        let policy_epoch = self.enf.policy_epoch();
+        let catalog_epoch = self.enf.catalog.epoch();
+        let state = self.enf.current();
+        let bound = match self.enf.catalog.get(&self.database, &state.policy).await {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::error!(database = %self.database, error = %e, "catalog unavailable; refusing statements");
+                return Err(Verdict::Refuse(Refusal {
+                    sqlstate: "57P03",
+                    message: format!(
+                        "pgveil cannot read the catalog of database \"{}\", so it cannot enforce the policy: {e}",
+                        self.database
+                    ),
+                    hint: Some("check pgveil's catalog settings (catalog.user) and the server".into()),
+                    level: None,
+                    unanalysable: false,
+                }));
+            }
+        };
+        // The epochs were read before `get`: a change during it makes the next statement ask
+        // again.
+        self.held = Some(Held {
+            policy_epoch,
+            state: state.clone(),
+            catalog_epoch,
+            bound: bound.clone(),
+        });
+        Ok((state, bound))
     }
 
     fn analyse(

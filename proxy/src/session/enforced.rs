@@ -184,6 +184,9 @@ pub async fn run(ctx: &ServerContext, est: Established, peer: SocketAddr, enf: A
         scratch: Scratch::default(),
         tally: Tally::default(),
         resolved: false,
+        state: None,
+        snapshot: None,
+        transform_time: Duration::ZERO,
         copy: None,
         database: upstream_db,
         batch_command: Command::UNKNOWN,
@@ -539,6 +542,12 @@ struct Downstream<'a> {
     batch_command: Command,
     /// The transforms of a COPY TO STDOUT being streamed, and whether its first row is next.
     copy: Option<(Arc<RowPlan>, CopyFormat, bool)>,
+    /// The policy state used for this cycle's transforms (refreshed at ReadyForQuery).
+    state: Option<Arc<crate::enforce::PolicyState>>,
+    /// The catalog snapshot for the RowDescription cross-check, with its epoch.
+    snapshot: Option<(u64, Arc<crate::catalog::Snapshot>)>,
+    /// Time spent transforming rows since the last ReadyForQuery.
+    transform_time: Duration,
     /// The current Execute's portal has been looked up.
     resolved: bool,
     database: String,
@@ -721,23 +730,19 @@ impl Downstream<'_> {
                 }
             }
             b'D' => {
-                if let (Some((plan, formats)), true) = (self.rows.clone(), forward) {
+                if let (Some((plan, formats)), true) = (self.rows.as_ref(), forward) {
                     let started = Instant::now();
-                    let state = self.enf.current();
+                    let state = self.state.get_or_insert_with(|| self.enf.current()).clone();
                     let r = rows::data_row(
                         body,
-                        &plan,
-                        &formats,
+                        plan,
+                        formats,
                         &state.pseudonym,
                         &mut self.scratch,
                         &mut self.tally,
                         out,
                     );
-                    self.enf
-                        .metrics
-                        .enforcement
-                        .added
-                        .observe(started.elapsed().as_secs_f64());
+                    self.transform_time += started.elapsed();
                     if let Err(e) = r {
                         self.fail(e, out);
                     }
@@ -764,7 +769,7 @@ impl Downstream<'_> {
                     if let Some(c) = self.copy.as_mut() {
                         c.2 = false;
                     }
-                    let state = self.enf.current();
+                    let state = self.state.get_or_insert_with(|| self.enf.current()).clone();
                     let r = copy::copy_data(
                         body,
                         &plan,
@@ -895,6 +900,15 @@ impl Downstream<'_> {
                 self.discard = false;
                 self.skipping = false;
                 forward = true;
+                self.state = None;
+                if !self.transform_time.is_zero() {
+                    self.enf
+                        .metrics
+                        .enforcement
+                        .added
+                        .observe(self.transform_time.as_secs_f64());
+                    self.transform_time = Duration::ZERO;
+                }
                 self.flush_tally();
             }
             _ => {}
@@ -935,12 +949,20 @@ impl Downstream<'_> {
     /// Rewrite a RowDescription for `plan`, and cross-check every field against the
     /// catalog: a protected column the plan does not transform stops the statement.
     fn describe(
-        &self,
+        &mut self,
         body: &[u8],
         plan: Option<Arc<RowPlan>>,
     ) -> Result<Option<BytesMut>, RowError> {
-        let state = self.enf.current();
-        let snapshot = self.enf.catalog.peek(&self.database);
+        let state = self.state.get_or_insert_with(|| self.enf.current()).clone();
+        let epoch = self.enf.catalog.epoch();
+        let snapshot = match &self.snapshot {
+            Some((e, s)) if *e == epoch => Some(s.clone()),
+            _ => {
+                let s = self.enf.catalog.peek(&self.database);
+                self.snapshot = s.clone().map(|s| (epoch, s));
+                s
+            }
+        };
         let empty = RowPlan::default();
         let plan_ref = plan.as_deref().unwrap_or(&empty);
         let check = |i: usize, f: &rows::Field| -> Result<(), RowError> {
