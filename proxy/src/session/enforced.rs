@@ -187,6 +187,7 @@ pub async fn run(ctx: &ServerContext, est: Established, peer: SocketAddr, enf: A
         state: None,
         snapshot: None,
         transform_time: Duration::ZERO,
+        transformed: false,
         copy: None,
         database: upstream_db,
         batch_command: Command::UNKNOWN,
@@ -546,6 +547,8 @@ struct Downstream<'a> {
     state: Option<Arc<crate::enforce::PolicyState>>,
     /// The catalog snapshot for the RowDescription cross-check, with its epoch.
     snapshot: Option<(u64, Arc<crate::catalog::Snapshot>)>,
+    /// A row was transformed while processing the current read.
+    transformed: bool,
     /// Time spent transforming rows since the last ReadyForQuery.
     transform_time: Duration,
     /// The current Execute's portal has been looked up.
@@ -564,6 +567,8 @@ impl Downstream<'_> {
         let mut remaining = 0usize;
         let mut dropping = false;
         loop {
+            // Transform time is measured per read, not per row.
+            let started = Instant::now();
             loop {
                 if remaining > 0 {
                     let n = remaining.min(buf.len());
@@ -609,6 +614,10 @@ impl Downstream<'_> {
                         return End::ClientError(ProtocolError::Io(e));
                     }
                 }
+            }
+            if self.transformed {
+                self.transformed = false;
+                self.transform_time += started.elapsed();
             }
             if let Err(e) = self.write(cw, &mut out, remaining == 0).await {
                 return End::ClientError(ProtocolError::Io(e));
@@ -731,7 +740,7 @@ impl Downstream<'_> {
             }
             b'D' => {
                 if let (Some((plan, formats)), true) = (self.rows.as_ref(), forward) {
-                    let started = Instant::now();
+                    self.transformed = true;
                     let state = self.state.get_or_insert_with(|| self.enf.current()).clone();
                     let r = rows::data_row(
                         body,
@@ -742,7 +751,6 @@ impl Downstream<'_> {
                         &mut self.tally,
                         out,
                     );
-                    self.transform_time += started.elapsed();
                     if let Err(e) = r {
                         self.fail(e, out);
                     }
