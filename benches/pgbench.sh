@@ -64,6 +64,7 @@ WAIT_IDLE=${WAIT_IDLE:-1}
 WAIT_IDLE_MAX=${WAIT_IDLE_MAX:-600}
 WORKLOADS=${WORKLOADS:-"select-simple select-prepared tpcb-simple read-transform"}
 PGVEIL_EXTRA_ARGS=${PGVEIL_EXTRA_ARGS:-}
+PGVEIL_EXTRA_ARGS_GIVEN=$PGVEIL_EXTRA_ARGS   # as given, for the report
 # Which targets to measure. direct, pgbouncer and pgveil reach PostgreSQL over
 # loopback TCP; the *-unix variants reach it over its Unix-domain socket (the
 # co-located deployment); null-relay (benches/null_relay.rs) only copies bytes,
@@ -670,7 +671,7 @@ for w in $WORKLOADS; do
 done
 
 MACHINE="$(nproc) CPUs, Linux $(uname -r)"
-CMD="benches/pgbench.sh (SCALE=$SCALE CLIENTS=$CLIENTS THREADS=$THREADS DURATION=$DURATION ROUNDS=$ROUNDS WARMUP=$WARMUP${PGVEIL_EXTRA_ARGS:+ PGVEIL_EXTRA_ARGS=\"$PGVEIL_EXTRA_ARGS\"})"
+CMD="benches/pgbench.sh (SCALE=$SCALE CLIENTS=$CLIENTS THREADS=$THREADS DURATION=$DURATION ROUNDS=$ROUNDS WARMUP=$WARMUP${PGVEIL_EXTRA_ARGS_GIVEN:+ PGVEIL_EXTRA_ARGS=\"$PGVEIL_EXTRA_ARGS_GIVEN\"})"
 
 {
     echo

@@ -93,6 +93,7 @@ fn data_row(c: &mut Criterion) {
             level: 1,
             action: Action::Mask,
             type_oid: 25,
+            plain_type: 25,
             cipher,
             op,
         })

@@ -61,6 +61,12 @@ JOIN pg_namespace n ON n.oid = p.pronamespace
 JOIN pg_language l ON l.oid = p.prolang
 WHERE n.nspname NOT IN ('pg_catalog', 'information_schema')";
 
+/// Recorded when a column is encrypted (by `pgveil encrypt`), so clients keep seeing its type.
+const HAS_ORIGINAL_TYPES: &str = "SELECT to_regclass('pgveil.original_types') IS NOT NULL";
+const ORIGINAL_TYPES: &str = "\
+SELECT table_name::oid::int8, column_name::text, original_type::oid::int8
+FROM pgveil.original_types";
+
 const MEMBERSHIPS: &str = "\
 WITH RECURSIVE m(member, roleid) AS (
     SELECT member, roleid FROM pg_auth_members
@@ -170,6 +176,20 @@ pub async fn load_with(
     }
     for row in tx.query(MEMBERSHIPS, &[]).await.map_err(q)? {
         raw.memberships.push((row.get(0), row.get(1)));
+    }
+    let has_types: bool = tx
+        .query_one(HAS_ORIGINAL_TYPES, &[])
+        .await
+        .map_err(q)?
+        .get(0);
+    if has_types {
+        for row in tx.query(ORIGINAL_TYPES, &[]).await.map_err(q)? {
+            raw.original_types.push((
+                row.get::<_, i64>(0) as u32,
+                row.get(1),
+                row.get::<_, i64>(2) as u32,
+            ));
+        }
     }
     tx.commit().await.map_err(q)?;
     drop(client);

@@ -94,6 +94,9 @@ pub struct RawCatalog {
     pub functions: Vec<FunctionSource>,
     /// (member, role it is a member of), already closed transitively.
     pub memberships: Vec<(String, String)>,
+    /// Encrypted columns' original types, from `pgveil.original_types`: (relation oid,
+    /// column, type oid).
+    pub original_types: Vec<(u32, String, u32)>,
 }
 
 /// A catalog bound to a policy: the analysis reads this.
@@ -105,6 +108,7 @@ pub struct Snapshot {
     /// Function name (lower case) → protected columns its body can expose.
     functions: HashMap<String, Vec<ColumnId>>,
     member_of: HashMap<String, Vec<String>>,
+    original_types: HashMap<(u32, String), u32>,
 }
 
 impl Snapshot {
@@ -176,12 +180,18 @@ impl Snapshot {
         for (m, g) in raw.memberships {
             member_of.entry(m).or_default().push(g);
         }
+        let original_types = raw
+            .original_types
+            .iter()
+            .map(|(rel, col, ty)| ((*rel, col.clone()), *ty))
+            .collect();
         Snapshot {
             relations,
             by_name,
             by_oid,
             functions,
             member_of,
+            original_types,
         }
     }
 
@@ -217,6 +227,13 @@ impl Snapshot {
     /// Function names that expose protected columns.
     pub fn exposing_functions(&self) -> impl Iterator<Item = &str> {
         self.functions.keys().map(|s| s.as_str())
+    }
+
+    /// The type an encrypted column had before it was encrypted (`pgveil.original_types`).
+    pub fn original_type(&self, rel: &Relation, column: &str) -> Option<u32> {
+        self.original_types
+            .get(&(rel.oid, column.to_string()))
+            .copied()
     }
 
     /// Every Postgres role `login` is a member of, directly or not.

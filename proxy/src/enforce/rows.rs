@@ -34,6 +34,9 @@ pub struct ColumnOp {
     pub action: Action,
     /// The column's type in the database (decides how binary values are read).
     pub type_oid: u32,
+    /// The type clients see for decrypted values: the column's type before it was encrypted
+    /// (`pgveil.original_types`), else its type in the database.
+    pub plain_type: u32,
     /// Set when the column is encrypted.
     pub cipher: Option<Arc<DomainCipher>>,
     pub op: Op,
@@ -43,6 +46,11 @@ impl ColumnOp {
     /// Masked and hashed values are text whatever the column's type.
     pub fn reports_text(&self) -> bool {
         matches!(self.op, Op::Mask(_))
+    }
+
+    /// Decrypted values (and NULLs) of an encrypted column report its original type.
+    pub fn reports_plain_type(&self) -> bool {
+        self.cipher.is_some() && self.plain_type != self.type_oid && !self.reports_text()
     }
 }
 
@@ -140,6 +148,10 @@ pub fn row_description(
                     out.put_u32(TEXT_OID);
                     out.put_i16(-1);
                     out.put_i32(-1);
+                } else if op.reports_plain_type() {
+                    out.put_u32(op.plain_type);
+                    out.put_i16(binary::type_len(op.plain_type));
+                    out.put_i32(-1);
                 } else {
                     out.put_slice(&f[6..16]);
                 }
@@ -157,6 +169,7 @@ pub fn row_description(
 #[derive(Default)]
 pub struct Scratch {
     plain: Vec<u8>,
+    encoded: Vec<u8>,
     input: String,
     text: String,
 }
@@ -269,6 +282,20 @@ pub fn apply<'s>(
     };
     match &op.op {
         Op::Null => Ok(None),
+        Op::Plain if binary && op.reports_plain_type() && !binary::is_textual(op.plain_type) => {
+            // The client asked for the original type's binary format.
+            let text = std::str::from_utf8(plain).map_err(|_| RowError::Decrypt {
+                column: column(),
+                reason: "the decrypted value is not UTF-8 text".into(),
+            })?;
+            binary::from_text(op.plain_type, text, &mut scratch.encoded).map_err(|reason| {
+                RowError::Decrypt {
+                    column: column(),
+                    reason,
+                }
+            })?;
+            Ok(Some(&scratch.encoded))
+        }
         Op::Plain => Ok(Some(plain)),
         Op::Mask(m) => {
             scratch.input.clear();

@@ -423,13 +423,16 @@ fn column_op(
         }
     };
     let (schema, table) = col.table.split_once('.').unwrap_or(("public", &col.table));
-    let type_oid = snapshot
-        .lookup(Some(schema), table)
-        .first()
+    let rel = snapshot.lookup(Some(schema), table).first().copied();
+    let type_oid = rel
         .and_then(|r| r.columns.iter().find(|a| a.name == col.column))
         .map_or(super::rows::TEXT_OID, |a| a.type_oid);
+    let plain_type = rel
+        .and_then(|r| snapshot.original_type(r, &col.column))
+        .unwrap_or(type_oid);
     Ok(Some(ColumnOp {
         type_oid,
+        plain_type,
         column: c,
         level: col.level,
         action: d.action,

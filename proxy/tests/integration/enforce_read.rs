@@ -25,12 +25,15 @@ tables:
     name:    { level: important, kind: cn_name }
     address: { level: important, kind: address, encrypt: randomized }
     birth:   { level: general, kind: date }
+    points:  { level: general, kind: text, encrypt: randomized, domain: points }
+    vip_since: { level: general, kind: date, encrypt: randomized, domain: vip_since }
 rules:
   - { roles: [dispatcher], level: important, action: allow }
   - { roles: [dispatcher], level: core, action: mask }
   - { roles: [support], level: important, action: mask }
   - { roles: [support], columns: [public.customers.birth], action: mask }
   - { roles: [analyst], columns: [public.customers.phone], action: hash }
+  - { roles: [analyst], columns: [public.customers.address], action: "null" }
   - { roles: [analyst], level: important, action: mask }
 defaults: { core: deny, important: mask, general: allow }
 "#;
@@ -101,7 +104,13 @@ async fn seed(cluster: &PgCluster, keys: &KeySet) {
          create role support_team nologin; create role support_ann login in role support_team;
          create role nobody_app login;
          create table customers (id int primary key, name text, phone text, id_card text,
-                                 address text, birth date, city text);
+                                 address text, birth date, city text, points text,
+                                 vip_since text);
+         create schema pgveil;
+         create table pgveil.original_types (table_name regclass, column_name name,
+                                             original_type regtype);
+         insert into pgveil.original_types values ('customers', 'points', 'int4'),
+                                                  ('customers', 'vip_since', 'date');
          create table orders (id int primary key, customer_id int, amount numeric(10,2), note text);
          create table audit_t (n int);
          grant all on all tables in schema public to public;
@@ -110,9 +119,11 @@ async fn seed(cluster: &PgCluster, keys: &KeySet) {
     let phone = keys.domain("phone");
     let id_card = keys.domain("id_card");
     let address = keys.domain("address");
+    let points = keys.domain("points");
+    let vip = keys.domain("vip_since");
     for (id, name, ph, idc, addr, birth) in ROWS {
         sql.push_str(&format!(
-            "insert into customers values ({id}, {}, {}, {}, {}, {}, 'x');",
+            "insert into customers values ({id}, {}, {}, {}, {}, {}, 'x', {}, {});",
             lit(name),
             lit(&phone.encrypt(Mode::Deterministic, ph.as_bytes()).unwrap()),
             lit(&id_card
@@ -120,6 +131,10 @@ async fn seed(cluster: &PgCluster, keys: &KeySet) {
                 .unwrap()),
             lit(&address.encrypt(Mode::Randomized, addr.as_bytes()).unwrap()),
             lit(birth),
+            lit(&points
+                .encrypt(Mode::Randomized, format!("{}", id * 100 + 7).as_bytes())
+                .unwrap()),
+            lit(&vip.encrypt(Mode::Randomized, birth.as_bytes()).unwrap()),
         ));
     }
     sql.push_str(
@@ -216,6 +231,18 @@ async fn each_role_sees_what_the_policy_grants() {
     assert_eq!(a[0][0], mask("hash", ROWS[0].2, k));
     assert_eq!(a[0][0], b[0][0]);
     assert_ne!(a[0][0], a[1][0]);
+    // ... and NULL for addresses (action null), in text and in binary.
+    let addr = rows(&analyst, "select id, address from customers order by id").await;
+    assert_eq!(addr[0], vec!["1", "NULL"]);
+    let row = analyst
+        .query_one(
+            "select address, phone from customers where id = $1",
+            &[&2i32],
+        )
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, Option<String>>(0), None);
+    assert_eq!(row.get::<_, String>(1), mask("hash", ROWS[1].2, k));
 
     // A login with no policy role gets the defaults: core denied, important masked.
     let nobody = client_as(&s.proxy, "nobody_app", "").await;
@@ -656,4 +683,40 @@ async fn copy_out(c: &tokio_postgres::Client, sql: &str) -> String {
         .unwrap_or_else(|e| panic!("{sql}: {e}"));
     let chunks: Vec<bytes::Bytes> = stream.try_collect().await.unwrap();
     String::from_utf8(chunks.concat()).unwrap()
+}
+
+#[tokio::test]
+async fn decrypted_columns_keep_their_original_type() {
+    let s = setup().await;
+    let support = client_as(&s.proxy, "support_ann", "").await;
+    // pgveil.original_types says points was int4 and vip_since a date: clients see those types,
+    // in binary (tokio-postgres) and in text.
+    let stmt = support
+        .prepare("select points, vip_since from customers where id = $1")
+        .await
+        .unwrap();
+    assert_eq!(
+        stmt.columns()[0].type_(),
+        &tokio_postgres::types::Type::INT4
+    );
+    assert_eq!(
+        stmt.columns()[1].type_(),
+        &tokio_postgres::types::Type::DATE
+    );
+    let row = support.query_one(&stmt, &[&2i32]).await.unwrap();
+    assert_eq!(row.get::<_, i32>(0), 207);
+    let text = rows(
+        &support,
+        "select points, vip_since from customers order by id",
+    )
+    .await;
+    assert_eq!(text[0], vec!["107", ROWS[0].5]);
+    // The database holds envelopes in text columns.
+    let db = direct(&s.cluster).await;
+    let v: String = db
+        .query_one("select points from customers where id = 1", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(v.starts_with("pgv1:"), "{v}");
 }

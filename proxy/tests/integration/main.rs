@@ -5,6 +5,7 @@ mod support;
 mod auth;
 mod bad_input;
 mod disconnects;
+mod enforce_matrix;
 mod enforce_read;
 mod extended;
 mod lifecycle;

@@ -85,6 +85,7 @@ fn fixture() -> Fixture {
             body: "select name from customers limit 1".into(),
         }],
         memberships: vec![],
+        original_types: vec![],
     };
     let snapshot = Snapshot::build(raw, &policy);
     Fixture { policy, snapshot }
