@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use bytes::{BufMut, BytesMut};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use pgveil::catalog::snapshot::{Attribute, RawCatalog, RelKind, Relation};
+use pgveil::catalog::snapshot::RawCatalog;
 use pgveil::catalog::Snapshot;
 use pgveil::enforce::rows::{self, ColumnOp, Op, RowPlan, Scratch, Tally};
 use pgveil::sql::{self, Env, ParseCache, Scanner};
@@ -24,31 +24,7 @@ const JOIN: &str = "SELECT c.name, c.phone, w.waybill_no, s.status FROM customer
 fn fixture() -> (Arc<CompiledPolicy>, Snapshot) {
     let policy = CompiledPolicy::from_str("policy.yaml", POLICY).expect("example policy");
     let tables = sql::ddl::tables(SCHEMA).expect("example schema");
-    let raw = RawCatalog {
-        relations: tables
-            .into_iter()
-            .enumerate()
-            .map(|(i, t)| Relation {
-                oid: 16_384 + i as u32,
-                schema: t.schema,
-                name: t.name,
-                kind: RelKind::Table,
-                columns: t
-                    .columns
-                    .into_iter()
-                    .enumerate()
-                    .map(|(j, c)| Attribute {
-                        name: c,
-                        attnum: j as i16 + 1,
-                        type_oid: 25,
-                        protected: None,
-                    })
-                    .collect(),
-                exposes: Vec::new(),
-            })
-            .collect(),
-        ..Default::default()
-    };
+    let raw = RawCatalog::from_tables(tables.into_iter().map(|t| (t.schema, t.name, t.columns)));
     let snapshot = Snapshot::build(raw, &policy);
     (policy, snapshot)
 }

@@ -141,6 +141,26 @@ pub struct EnforcementConfig {
     pub parse_cache_size: usize,
 }
 
+impl EnforcementConfig {
+    /// How often the catalog is read again, unless configured.
+    pub const DEFAULT_REFRESH: Duration = Duration::from_secs(60);
+    /// Analyses the parse cache keeps, unless configured.
+    pub const DEFAULT_PARSE_CACHE: usize = 10_000;
+
+    /// Enforcement of `policy` with `keyring`, the catalog read as `catalog_user` (no
+    /// password), and the defaults for the rest.
+    pub fn new(policy: PathBuf, keyring: PathBuf, catalog_user: impl Into<String>) -> Self {
+        EnforcementConfig {
+            policy,
+            keyring,
+            catalog_user: catalog_user.into(),
+            catalog_password: None,
+            catalog_refresh: Self::DEFAULT_REFRESH,
+            parse_cache_size: Self::DEFAULT_PARSE_CACHE,
+        }
+    }
+}
+
 impl std::fmt::Debug for EnforcementConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("EnforcementConfig")
@@ -540,13 +560,13 @@ impl PendingEnforcement {
         let password = std::env::var("PGVEIL_CATALOG_PASSWORD")
             .ok()
             .or(self.password);
-        let refresh = self.refresh.unwrap_or(Duration::from_secs(60));
+        let refresh = self.refresh.unwrap_or(EnforcementConfig::DEFAULT_REFRESH);
         if refresh.is_zero() {
             return Err(ConfigError(
                 "catalog.refresh_interval: must be greater than 0".into(),
             ));
         }
-        let cache = self.cache.unwrap_or(10_000);
+        let cache = self.cache.unwrap_or(EnforcementConfig::DEFAULT_PARSE_CACHE);
         if cache == 0 {
             return Err(ConfigError(
                 "catalog.parse_cache_size: must be at least 1".into(),

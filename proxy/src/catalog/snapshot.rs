@@ -99,6 +99,37 @@ pub struct RawCatalog {
     pub original_types: Vec<(u32, String, u32)>,
 }
 
+impl RawCatalog {
+    /// A catalog of plain tables, each given as (schema, name, columns in order), with no
+    /// views, functions or roles: for `policy explain --schema` and the benchmarks.
+    pub fn from_tables(tables: impl IntoIterator<Item = (String, String, Vec<String>)>) -> Self {
+        RawCatalog {
+            relations: tables
+                .into_iter()
+                .enumerate()
+                .map(|(i, (schema, name, cols))| Relation {
+                    oid: 16_384 + i as u32,
+                    schema,
+                    name,
+                    kind: RelKind::Table,
+                    columns: cols
+                        .into_iter()
+                        .enumerate()
+                        .map(|(j, c)| Attribute {
+                            name: c,
+                            attnum: j as i16 + 1,
+                            type_oid: 25,
+                            protected: None,
+                        })
+                        .collect(),
+                    exposes: Vec::new(),
+                })
+                .collect(),
+            ..Default::default()
+        }
+    }
+}
+
 /// A catalog bound to a policy: the analysis reads this.
 #[derive(Debug, Default)]
 pub struct Snapshot {

@@ -7,7 +7,7 @@ use std::str::FromStr;
 use anyhow::Context as _;
 use pgveil_policy::{CompiledPolicy, Transform};
 
-use crate::catalog::snapshot::{Attribute, RawCatalog, RelKind, Relation};
+use crate::catalog::snapshot::RawCatalog;
 use crate::catalog::Snapshot;
 use crate::sql::{self, Env, Src};
 
@@ -33,12 +33,7 @@ pub fn explain_sql(
                 .with_context(|| format!("{}: cannot read schema file", path.display()))?;
             let tables =
                 sql::ddl::tables(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
-            raw_from(
-                tables
-                    .into_iter()
-                    .map(|t| (t.schema, t.name, t.columns))
-                    .collect(),
-            )
+            RawCatalog::from_tables(tables.into_iter().map(|t| (t.schema, t.name, t.columns)))
         }
         CatalogFrom::Dsn(dsn) => {
             let cfg = tokio_postgres::Config::from_str(dsn).context("--dsn")?;
@@ -66,7 +61,7 @@ pub fn explain_sql(
                     None => tables.push((s.into(), t.into(), vec![c.column.clone()])),
                 }
             }
-            raw_from(tables)
+            RawCatalog::from_tables(tables)
         }
     };
     let snapshot = Snapshot::build(raw, p);
@@ -143,31 +138,4 @@ pub fn explain_sql(
         }
     }
     Ok(out)
-}
-
-fn raw_from(tables: Vec<(String, String, Vec<String>)>) -> RawCatalog {
-    RawCatalog {
-        relations: tables
-            .into_iter()
-            .enumerate()
-            .map(|(i, (schema, name, cols))| Relation {
-                oid: 16_384 + i as u32,
-                schema,
-                name,
-                kind: RelKind::Table,
-                columns: cols
-                    .into_iter()
-                    .enumerate()
-                    .map(|(j, c)| Attribute {
-                        name: c,
-                        attnum: j as i16 + 1,
-                        type_oid: 25,
-                        protected: None,
-                    })
-                    .collect(),
-                exposes: Vec::new(),
-            })
-            .collect(),
-        ..Default::default()
-    }
 }

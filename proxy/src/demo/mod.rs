@@ -104,14 +104,11 @@ async fn tour(cluster: &PgCluster, args: &DemoArgs) -> anyhow::Result<()> {
     config.upstream.host = cluster.host().into();
     config.upstream.port = cluster.port();
     config.upstream.tls_mode = UpstreamTlsMode::Disable;
-    config.enforcement = Some(crate::config::EnforcementConfig {
-        policy: policy_path,
-        keyring: keyring_path,
-        catalog_user: "postgres".into(),
-        catalog_password: None,
-        catalog_refresh: std::time::Duration::from_secs(60),
-        parse_cache_size: 1000,
-    });
+    config.enforcement = Some(crate::config::EnforcementConfig::new(
+        policy_path,
+        keyring_path,
+        "postgres",
+    ));
     let proxy = RunningProxy::start(config).await?;
     println!(
         "pgveil listening on {} in front of PostgreSQL on {}:{}, enforcing examples/logistics/policy.yaml\n",

@@ -34,6 +34,7 @@ use crate::protocol::backend::{command_word, error_response, error_response_hint
 use crate::protocol::frame::{is_frontend_tag, Header, MAX_MESSAGE_LEN};
 use crate::protocol::{sqlstate, ProtocolError};
 use crate::session::auth::{parameter_status, Established};
+use crate::session::closing::{close_client, Closing};
 use crate::sql::Refusal;
 
 /// Messages in flight whose answers are still to come.
@@ -221,35 +222,17 @@ async fn idle_watch(settings: &Settings, timeout: Option<Duration>) -> End {
 }
 
 async fn finish<W: AsyncWrite + Unpin>(settings: &Settings, cw: &mut W, end: &End) {
-    // After the client's Terminate, PostgreSQL sends nothing more; neither does pgveil.
-    let notice = match end {
-        _ if settings.terminated.load(Ordering::Relaxed) => None,
-        End::ClientError(e) if !e.is_disconnect() => {
-            Some((sqlstate::PROTOCOL_VIOLATION, e.to_string()))
-        }
-        End::ServerError(e) if !e.is_disconnect() => Some((
-            sqlstate::CONNECTION_FAILURE,
-            format!("pgveil lost the connection to the database server: {e}"),
-        )),
-        End::Idle => Some((
-            sqlstate::IDLE_SESSION_TIMEOUT,
-            "terminating connection due to idle timeout (pgveil idle_timeout)".to_string(),
-        )),
-        End::Shutdown => Some((
-            sqlstate::ADMIN_SHUTDOWN,
-            "terminating connection because pgveil is shutting down".to_string(),
-        )),
-        _ => None,
+    let closing = match end {
+        // After the client's Terminate, PostgreSQL sends nothing more; neither does pgveil.
+        _ if settings.terminated.load(Ordering::Relaxed) => Closing::Silent,
+        End::ClientError(e) => Closing::ProtocolViolation(e),
+        End::Idle => Closing::IdleTimeout,
+        End::Shutdown => Closing::Shutdown,
+        // The server closed or broke the connection: its close is passed on as it came.
+        _ => Closing::Silent,
     };
-    if let Some((code, message)) = notice {
-        if settings.client_at_boundary.load(Ordering::Relaxed) {
-            let _ = cw
-                .write_all(&error_response(Severity::Fatal, code, &message))
-                .await;
-        }
-    }
-    let _ = cw.flush().await;
-    let _ = cw.shutdown().await;
+    let at_boundary = settings.client_at_boundary.load(Ordering::Relaxed);
+    close_client(cw, closing, at_boundary).await;
 }
 
 fn log_end(ctx: &ServerContext, settings: &Settings, peer: SocketAddr, end: &End) {
@@ -264,7 +247,10 @@ fn log_end(ctx: &ServerContext, settings: &Settings, peer: SocketAddr, end: &End
         }
         End::ClientError(e) if e.is_disconnect() => "client_disconnect",
         End::ClientError(_) => "protocol_violation",
-        End::ServerError(_) => "upstream_lost",
+        End::ServerError(e) => {
+            tracing::debug!(%peer, error = %e, "connection to the server failed");
+            "upstream_lost"
+        }
         End::Idle => "idle_timeout",
         End::Shutdown => "shutdown",
     };

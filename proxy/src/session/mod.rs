@@ -7,6 +7,7 @@
 //! ```
 pub mod auth;
 pub mod cancel;
+pub mod closing;
 pub mod commands;
 pub mod enforced;
 pub mod handshake;

@@ -18,10 +18,11 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use crate::context::ServerContext;
 use crate::metrics::{Command, Metrics};
-use crate::protocol::backend::{command_word, error_response, Severity};
+use crate::protocol::backend::command_word;
 use crate::protocol::frame::{is_frontend_tag, Header, HEADER_LEN, MAX_MESSAGE_LEN};
-use crate::protocol::{sqlstate, ProtocolError};
+use crate::protocol::ProtocolError;
 use crate::session::auth::Established;
+use crate::session::closing::{close_client, Closing};
 use crate::session::commands::{self, Statements};
 use crate::stream::MaybeTls;
 
@@ -230,33 +231,18 @@ where
 /// Tell the client why pgveil is closing where PostgreSQL itself would say
 /// something (see "How sessions end" in docs/architecture.md), then close.
 async fn finish<CW: AsyncWrite + Unpin>(shared: &Shared<'_>, cw: &mut CW, end: &End) {
-    let notice = match end {
+    let closing = match end {
         // After Terminate the backend exits without a word (PostgresMain, 'X').
-        End::Terminated { .. } => None,
-        End::ClientError(e) if !e.is_disconnect() => {
-            Some((sqlstate::PROTOCOL_VIOLATION, e.to_string()))
-        }
+        End::Terminated { .. } => Closing::Silent,
+        End::ClientError(e) => Closing::ProtocolViolation(e),
         // The server closed or broke the connection: pass the close on as it
         // came; whatever the server said (a FATAL) has already been relayed.
-        End::ServerClosed | End::ServerError(_) => None,
-        End::Idle => Some((
-            sqlstate::IDLE_SESSION_TIMEOUT,
-            "terminating connection due to idle timeout (pgveil idle_timeout)".to_string(),
-        )),
-        End::Shutdown => Some((
-            sqlstate::ADMIN_SHUTDOWN,
-            "terminating connection because pgveil is shutting down".to_string(),
-        )),
-        _ => None,
+        End::Idle => Closing::IdleTimeout,
+        End::Shutdown => Closing::Shutdown,
+        _ => Closing::Silent,
     };
-    if let Some((code, message)) = notice {
-        if shared.client_at_boundary.load(Ordering::Relaxed) {
-            let frame = error_response(Severity::Fatal, code, &message);
-            let _ = cw.write_all(&frame).await;
-        }
-    }
-    let _ = cw.flush().await;
-    let _ = cw.shutdown().await;
+    let at_boundary = shared.client_at_boundary.load(Ordering::Relaxed);
+    close_client(cw, closing, at_boundary).await;
 }
 
 /// Log how the session ended; count it unless it was a clean close. A

@@ -92,14 +92,11 @@ async fn every_kind_times_every_action_in_every_protocol() {
     db.batch_execute(&sql).await.unwrap();
 
     let mut config = config_for(&cluster);
-    config.enforcement = Some(EnforcementConfig {
-        policy: policy_path,
-        keyring: keyring_path,
-        catalog_user: "postgres".into(),
-        catalog_password: None,
-        catalog_refresh: std::time::Duration::from_secs(60),
-        parse_cache_size: 1000,
-    });
+    config.enforcement = Some(EnforcementConfig::new(
+        policy_path,
+        keyring_path,
+        "postgres",
+    ));
     let proxy = proxy_with(config).await;
     let pkey = keys.pseudonym_key();
 

@@ -76,14 +76,7 @@ pub async fn setup() -> Setup {
     let keys = Keyring::load(&keyring_path).unwrap().into_key_set();
     seed(&cluster, &keys).await;
     let mut config = config_for(&cluster);
-    config.enforcement = Some(EnforcementConfig {
-        policy,
-        keyring: keyring_path,
-        catalog_user: "postgres".into(),
-        catalog_password: None,
-        catalog_refresh: std::time::Duration::from_secs(60),
-        parse_cache_size: 1000,
-    });
+    config.enforcement = Some(EnforcementConfig::new(policy, keyring_path, "postgres"));
     let proxy = proxy_with(config).await;
     Setup {
         cluster,
