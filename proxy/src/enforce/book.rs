@@ -34,14 +34,16 @@ impl Book {
         }
     }
 
-    /// The server bound `portal` to `statement` (BindComplete).
-    pub fn bound(&mut self, portal: &[u8], statement: &[u8], formats: Arc<[i16]>) {
+    /// The server bound `portal` to `statement` (BindComplete); `formats` are the Bind's
+    /// result-format codes as on the wire, read only when the portal needs transforms.
+    pub fn bound(&mut self, portal: &[u8], statement: &[u8], formats: &[u8]) {
         let row = self
             .statements
             .get(statement)
             .and_then(|p| p.rows.first().cloned());
         match row {
             Some(row) => {
+                let formats = super::messages::decode_formats(formats).into();
                 self.portals
                     .insert(portal.to_vec(), PortalPlan { row, formats });
             }

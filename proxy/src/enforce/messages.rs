@@ -45,9 +45,9 @@ pub fn parse(body: &[u8]) -> Result<(&[u8], &[u8]), ProtocolError> {
 pub struct Bind<'a> {
     pub portal: &'a [u8],
     pub statement: &'a [u8],
-    /// Offset in the body where the result-format count starts.
-    pub formats_at: usize,
-    pub result_formats: Vec<i16>,
+    /// The result-format codes as on the wire (2 bytes each, big-endian); read them with
+    /// [`decode_formats`] only when they matter.
+    pub result_formats: &'a [u8],
 }
 
 pub fn bind(body: &[u8]) -> Result<Bind<'_>, ProtocolError> {
@@ -66,34 +66,22 @@ pub fn bind(body: &[u8]) -> Result<Bind<'_>, ProtocolError> {
             r.get(len as usize..).ok_or_else(|| bad(W))?
         };
     }
-    let formats_at = body.len() - rest.len();
-    let (nres, mut rest) = i16_at(rest, W)?;
-    let mut result_formats = Vec::with_capacity(nres.max(0) as usize);
-    for _ in 0..nres.max(0) {
-        let (f, r) = i16_at(rest, W)?;
-        result_formats.push(f);
-        rest = r;
-    }
+    let (nres, rest) = i16_at(rest, W)?;
+    let result_formats = rest
+        .get(..2 * usize::try_from(nres).map_err(|_| bad(W))?)
+        .ok_or_else(|| bad(W))?;
     Ok(Bind {
         portal,
         statement,
-        formats_at,
         result_formats,
     })
 }
 
-/// The Bind frame again, with other result-format codes.
-pub fn bind_with_formats(body: &[u8], formats_at: usize, formats: &[i16]) -> BytesMut {
-    let mut out = BytesMut::with_capacity(body.len() + 5 + formats.len() * 2);
-    out.put_u8(b'B');
-    let len = 4 + formats_at + 2 + 2 * formats.len();
-    out.put_i32(len as i32);
-    out.put_slice(&body[..formats_at]);
-    out.put_i16(formats.len() as i16);
-    for f in formats {
-        out.put_i16(*f);
-    }
-    out
+/// Result-format codes from their wire form.
+pub fn decode_formats(raw: &[u8]) -> Vec<i16> {
+    raw.chunks_exact(2)
+        .map(|c| i16::from_be_bytes([c[0], c[1]]))
+        .collect()
 }
 
 /// Describe and Close: the kind (`S` or `P`) and the name.
@@ -167,14 +155,13 @@ mod tests {
         let b = bind(&body).unwrap();
         assert_eq!(b.portal, b"p1");
         assert_eq!(b.statement, b"s1");
-        assert_eq!(b.result_formats, vec![1, 0]);
-        let rebuilt = bind_with_formats(&body, b.formats_at, &[0, 0, 1]);
-        let again = bind(&rebuilt[5..]).unwrap();
-        assert_eq!(again.result_formats, vec![0, 0, 1]);
-        assert_eq!(
-            i32::from_be_bytes([rebuilt[1], rebuilt[2], rebuilt[3], rebuilt[4]]) as usize,
-            rebuilt.len() - 1
-        );
+        assert_eq!(decode_formats(b.result_formats), vec![1, 0]);
+        let none = bind_body(&[], &[], &[]);
+        assert!(bind(&none).unwrap().result_formats.is_empty());
+        // A result-format count larger than what follows is malformed.
+        let mut short = bind_body(&[], &[], &[1, 1]);
+        short.truncate(short.len() - 2);
+        assert!(bind(&short).is_err());
     }
 
     #[test]

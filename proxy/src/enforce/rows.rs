@@ -106,23 +106,17 @@ pub struct Field {
     pub attnum: i16,
 }
 
-/// Rewrite a RowDescription body: transformed columns that are masked or hashed report
-/// `text` (format codes stay as the server reports them). `check` sees each field before it
-/// is written, for the cross-check.
-pub fn row_description(
+/// Walk the fields of a RowDescription body: `each` gets the index, the name (with its NUL)
+/// and the 18 bytes that follow it.
+fn fields(
     body: &[u8],
-    plan: &RowPlan,
-    mut check: impl FnMut(usize, &Field) -> Result<(), RowError>,
-) -> Result<BytesMut, RowError> {
+    mut each: impl FnMut(usize, &[u8], &[u8]) -> Result<(), RowError>,
+) -> Result<(), RowError> {
     const W: &str = "RowDescription";
-    let mut out = BytesMut::with_capacity(body.len() + 5);
-    out.put_u8(b'T');
-    out.put_i32(0);
     if body.len() < 2 {
         return Err(RowError::Malformed(W));
     }
     let n = i16::from_be_bytes([body[0], body[1]]);
-    out.put_slice(&body[..2]);
     let mut rest = &body[2..];
     for i in 0..n.max(0) as usize {
         let end = rest
@@ -133,13 +127,42 @@ pub fn row_description(
             return Err(RowError::Malformed(W));
         }
         let (name, tail) = rest.split_at(end + 1);
-        let f = &tail[..18];
+        each(i, name, &tail[..18])?;
         rest = &tail[18..];
-        let field = Field {
-            table_oid: u32::from_be_bytes([f[0], f[1], f[2], f[3]]),
-            attnum: i16::from_be_bytes([f[4], f[5]]),
-        };
-        check(i, &field)?;
+    }
+    Ok(())
+}
+
+fn field(f: &[u8]) -> Field {
+    Field {
+        table_oid: u32::from_be_bytes([f[0], f[1], f[2], f[3]]),
+        attnum: i16::from_be_bytes([f[4], f[5]]),
+    }
+}
+
+/// Run `check` over every field of a RowDescription body (the cross-check) without
+/// rewriting it: for results that need no transform.
+pub fn check_row_description(
+    body: &[u8],
+    mut check: impl FnMut(usize, &Field) -> Result<(), RowError>,
+) -> Result<(), RowError> {
+    fields(body, |i, _, f| check(i, &field(f)))
+}
+
+/// Rewrite a RowDescription body: transformed columns that are masked or hashed report
+/// `text`, decrypted ones their original type (format codes stay as the server reports
+/// them). `check` sees each field before it is written, for the cross-check.
+pub fn row_description(
+    body: &[u8],
+    plan: &RowPlan,
+    mut check: impl FnMut(usize, &Field) -> Result<(), RowError>,
+) -> Result<BytesMut, RowError> {
+    let mut out = BytesMut::with_capacity(body.len() + 5);
+    out.put_u8(b'T');
+    out.put_i32(0);
+    out.put_slice(body.get(..2).unwrap_or_default());
+    fields(body, |i, name, f| {
+        check(i, &field(f))?;
         out.put_slice(name);
         match plan.op(i) {
             Some(op) => {
@@ -159,7 +182,8 @@ pub fn row_description(
             }
             None => out.put_slice(f),
         }
-    }
+        Ok(())
+    })?;
     let len = (out.len() - 1) as i32;
     out[1..5].copy_from_slice(&len.to_be_bytes());
     Ok(out)

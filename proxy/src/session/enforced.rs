@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::{Buf, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
 
@@ -34,7 +34,7 @@ use crate::protocol::backend::{command_word, error_response, error_response_hint
 use crate::protocol::frame::{is_frontend_tag, Header, MAX_MESSAGE_LEN};
 use crate::protocol::{sqlstate, ProtocolError};
 use crate::session::auth::{parameter_status, Established};
-use crate::session::closing::{close_client, Closing};
+use crate::session::closing::{finish, idle_watch, log_end, Activity, End};
 use crate::sql::Refusal;
 
 /// Messages in flight whose answers are still to come.
@@ -48,34 +48,34 @@ enum Expect {
         plans: Vec<Arc<RowPlan>>,
         replace: Option<BytesMut>,
         /// The SQL text, when it may DEALLOCATE or DISCARD.
-        effects: Option<Vec<u8>>,
+        effects: Option<Bytes>,
     },
     FunctionCall {
         replace: Option<BytesMut>,
     },
     Parse {
         command: Command,
-        name: Vec<u8>,
+        name: Bytes,
         plan: Option<Arc<Prepared>>,
         replace: Option<BytesMut>,
     },
     Bind {
-        portal: Vec<u8>,
-        statement: Vec<u8>,
-        formats: Arc<[i16]>,
+        portal: Bytes,
+        statement: Bytes,
+        formats: Bytes,
     },
     DescribeStatement {
-        name: Vec<u8>,
+        name: Bytes,
     },
     DescribePortal {
-        name: Vec<u8>,
+        name: Bytes,
     },
     Execute {
-        portal: Vec<u8>,
+        portal: Bytes,
     },
     Close {
         kind: u8,
-        name: Vec<u8>,
+        name: Bytes,
     },
     Sync,
 }
@@ -89,17 +89,6 @@ impl Expect {
     }
 }
 
-/// Why the session ended.
-#[derive(Debug)]
-enum End {
-    ClientClosed,
-    ServerClosed,
-    ClientError(ProtocolError),
-    ServerError(ProtocolError),
-    Idle,
-    Shutdown,
-}
-
 /// Session settings the server reports, which decide whether pgveil can read SQL text.
 struct Settings {
     utf8: AtomicBool,
@@ -107,7 +96,11 @@ struct Settings {
     terminated: AtomicBool,
     /// Every byte written to the client so far ends on a message boundary.
     client_at_boundary: AtomicBool,
-    last_activity: std::sync::Mutex<Instant>,
+    /// The last frame from the server was an ErrorResponse.
+    server_said_why: AtomicBool,
+    activity: Activity,
+    /// When each outstanding Query, Sync or FunctionCall was sent (end-to-end latency).
+    pending: std::sync::Mutex<VecDeque<Instant>>,
 }
 
 impl Settings {
@@ -128,9 +121,19 @@ impl Settings {
         self.utf8.load(Ordering::Relaxed) && self.scs.load(Ordering::Relaxed)
     }
 
-    fn touch(&self) {
-        if let Ok(mut t) = self.last_activity.lock() {
-            *t = Instant::now();
+    fn query_started(&self) {
+        if let Ok(mut q) = self.pending.lock() {
+            if q.len() < MAX_PENDING {
+                q.push_back(Instant::now());
+            }
+        }
+    }
+
+    fn query_finished(&self, metrics: &crate::metrics::Metrics) {
+        if let Some(t) = self.pending.lock().ok().and_then(|mut q| q.pop_front()) {
+            metrics
+                .query_duration_end_to_end
+                .observe(t.elapsed().as_secs_f64());
         }
     }
 }
@@ -151,7 +154,9 @@ pub async fn run(ctx: &ServerContext, est: Established, peer: SocketAddr, enf: A
         scs: AtomicBool::new(false),
         terminated: AtomicBool::new(false),
         client_at_boundary: AtomicBool::new(true),
-        last_activity: std::sync::Mutex::new(Instant::now()),
+        server_said_why: AtomicBool::new(false),
+        activity: Activity::new(ctx.config.idle_timeout),
+        pending: std::sync::Mutex::new(VecDeque::new()),
     };
     for (n, v) in &server_params {
         settings.apply(n, v);
@@ -196,66 +201,23 @@ pub async fn run(ctx: &ServerContext, est: Established, peer: SocketAddr, enf: A
     let end = tokio::select! {
         e = upstream.run(cr, client_buf) => e,
         e = downstream.run(sr, &mut cw, server_buf) => e,
-        e = idle_watch(&settings, ctx.config.idle_timeout) => e,
+        e = idle_watch(&settings.activity, ctx.config.idle_timeout) => e,
         _ = ctx.force_close.cancelled() => End::Shutdown,
     };
+    let end = end.after_terminate(settings.terminated.load(Ordering::Relaxed));
     downstream.flush_tally();
-    finish(&settings, &mut cw, &end).await;
-    log_end(ctx, &settings, peer, &end);
-}
-
-async fn idle_watch(settings: &Settings, timeout: Option<Duration>) -> End {
-    let Some(timeout) = timeout else {
-        return std::future::pending().await;
-    };
-    loop {
-        let idle = settings
-            .last_activity
-            .lock()
-            .map(|t| t.elapsed())
-            .unwrap_or_default();
-        if idle >= timeout {
-            return End::Idle;
-        }
-        tokio::time::sleep(timeout - idle).await;
-    }
-}
-
-async fn finish<W: AsyncWrite + Unpin>(settings: &Settings, cw: &mut W, end: &End) {
-    let closing = match end {
-        // After the client's Terminate, PostgreSQL sends nothing more; neither does pgveil.
-        _ if settings.terminated.load(Ordering::Relaxed) => Closing::Silent,
-        End::ClientError(e) => Closing::ProtocolViolation(e),
-        End::Idle => Closing::IdleTimeout,
-        End::Shutdown => Closing::Shutdown,
-        // The server closed or broke the connection: its close is passed on as it came.
-        _ => Closing::Silent,
-    };
-    let at_boundary = settings.client_at_boundary.load(Ordering::Relaxed);
-    close_client(cw, closing, at_boundary).await;
-}
-
-fn log_end(ctx: &ServerContext, settings: &Settings, peer: SocketAddr, end: &End) {
-    let kind = match end {
-        _ if settings.terminated.load(Ordering::Relaxed) => {
-            tracing::debug!(%peer, ?end, "session closed after Terminate");
-            return;
-        }
-        End::ClientClosed | End::ServerClosed => {
-            tracing::debug!(%peer, ?end, "session closed");
-            return;
-        }
-        End::ClientError(e) if e.is_disconnect() => "client_disconnect",
-        End::ClientError(_) => "protocol_violation",
-        End::ServerError(e) => {
-            tracing::debug!(%peer, error = %e, "connection to the server failed");
-            "upstream_lost"
-        }
-        End::Idle => "idle_timeout",
-        End::Shutdown => "shutdown",
-    };
-    ctx.metrics.session_errors.with_label_values(&[kind]).inc();
-    tracing::info!(%peer, reason = kind, detail = ?end, "session ended");
+    finish(
+        &mut cw,
+        &end,
+        settings.client_at_boundary.load(Ordering::Relaxed),
+    )
+    .await;
+    log_end(
+        ctx,
+        peer,
+        &end,
+        settings.server_said_why.load(Ordering::Relaxed),
+    );
 }
 
 fn refusal_frame(r: &Refusal) -> BytesMut {
@@ -299,7 +261,7 @@ impl<SW: AsyncWrite + Unpin> Upstream<'_, SW> {
                     buf.reserve(header.frame_len - buf.len());
                     break;
                 }
-                let frame = buf.split_to(header.frame_len);
+                let frame = buf.split_to(header.frame_len).freeze();
                 match self.on_message(header.tag, frame).await {
                     Ok(true) => {}
                     Ok(false) => {
@@ -320,7 +282,7 @@ impl<SW: AsyncWrite + Unpin> Upstream<'_, SW> {
             match read_more(&mut cr, &mut buf).await {
                 Ok(0) if buf.is_empty() => return End::ClientClosed,
                 Ok(0) => return End::ClientError(ProtocolError::Truncated),
-                Ok(_) => self.settings.touch(),
+                Ok(_) => self.settings.activity.touch(),
                 Err(e) => return End::ClientError(ProtocolError::Io(e)),
             }
         }
@@ -352,14 +314,17 @@ impl<SW: AsyncWrite + Unpin> Upstream<'_, SW> {
     }
 
     /// Returns `Ok(false)` after a Terminate.
-    async fn on_message(&mut self, tag: u8, frame: BytesMut) -> Result<bool, End> {
+    async fn on_message(&mut self, tag: u8, frame: Bytes) -> Result<bool, End> {
         let body = &frame[5..];
         let bad = |e: ProtocolError| End::ClientError(e);
+        if matches!(tag, b'Q' | b'S' | b'F') {
+            self.settings.query_started();
+        }
         match tag {
             b'Q' => {
                 let sql = messages::query_text(body).map_err(bad)?;
                 let command = Command::from_sql(sql);
-                let effects = may_deallocate(sql).then(|| sql.to_vec());
+                let effects = may_deallocate(sql).then(|| frame.slice_ref(sql));
                 let verdict = self.enforcer.judge(sql, self.settings.readable()).await;
                 match verdict {
                     Verdict::Pass => {
@@ -399,7 +364,7 @@ impl<SW: AsyncWrite + Unpin> Upstream<'_, SW> {
             b'P' => {
                 let (name, sql) = messages::parse(body).map_err(bad)?;
                 let command = Command::from_sql(sql);
-                let name = name.to_vec();
+                let name = frame.slice_ref(name);
                 let verdict = self.enforcer.judge(sql, self.settings.readable()).await;
                 match verdict {
                     Verdict::Pass | Verdict::Transform(_) => {
@@ -433,16 +398,16 @@ impl<SW: AsyncWrite + Unpin> Upstream<'_, SW> {
             b'B' => {
                 let b = messages::bind(body).map_err(bad)?;
                 let e = Expect::Bind {
-                    portal: b.portal.to_vec(),
-                    statement: b.statement.to_vec(),
-                    formats: b.result_formats.into(),
+                    portal: frame.slice_ref(b.portal),
+                    statement: frame.slice_ref(b.statement),
+                    formats: frame.slice_ref(b.result_formats),
                 };
                 self.expect(e).await?;
                 self.out.extend_from_slice(&frame);
             }
             b'D' => {
                 let (kind, name) = messages::target(body, "Describe").map_err(bad)?;
-                let name = name.to_vec();
+                let name = frame.slice_ref(name);
                 let e = if kind == b'S' {
                     Expect::DescribeStatement { name }
                 } else {
@@ -452,7 +417,7 @@ impl<SW: AsyncWrite + Unpin> Upstream<'_, SW> {
                 self.out.extend_from_slice(&frame);
             }
             b'E' => {
-                let portal = messages::execute(body).map_err(bad)?.to_vec();
+                let portal = frame.slice_ref(messages::execute(body).map_err(bad)?);
                 self.expect(Expect::Execute { portal }).await?;
                 self.out.extend_from_slice(&frame);
             }
@@ -460,7 +425,7 @@ impl<SW: AsyncWrite + Unpin> Upstream<'_, SW> {
                 let (kind, name) = messages::target(body, "Close").map_err(bad)?;
                 let e = Expect::Close {
                     kind,
-                    name: name.to_vec(),
+                    name: frame.slice_ref(name),
                 };
                 self.expect(e).await?;
                 self.out.extend_from_slice(&frame);
@@ -498,10 +463,11 @@ impl<SW: AsyncWrite + Unpin> Upstream<'_, SW> {
     }
 }
 
-/// Whether a SQL text may drop prepared statements (DEALLOCATE, DISCARD ALL).
+/// Whether a SQL text may drop prepared statements (DEALLOCATE, DISCARD): one pass over its
+/// words, comparing only words of the right length.
 fn may_deallocate(sql: &[u8]) -> bool {
-    let lower = |w: &[u8]| sql.windows(w.len()).any(|x| x.eq_ignore_ascii_case(w));
-    lower(b"deallocate") || lower(b"discard")
+    sql.split(|b| !b.is_ascii_alphabetic())
+        .any(|w| w.eq_ignore_ascii_case(b"deallocate") || w.eq_ignore_ascii_case(b"discard"))
 }
 
 // ---- server to client -----------------------------------------------------
@@ -573,6 +539,9 @@ impl Downstream<'_> {
                     Ok(None) => break,
                     Err(e) => return End::ServerError(e),
                 };
+                self.settings
+                    .server_said_why
+                    .store(header.tag == b'E', Ordering::Relaxed);
                 if header.tag == b'D' && self.rows.is_none() && !self.resolved {
                     self.resolve_portal();
                 }
@@ -611,7 +580,7 @@ impl Downstream<'_> {
             match read_more(&mut sr, &mut buf).await {
                 Ok(0) if buf.is_empty() && remaining == 0 => return End::ServerClosed,
                 Ok(0) => return End::ServerError(ProtocolError::Truncated),
-                Ok(_) => self.settings.touch(),
+                Ok(_) => self.settings.activity.touch(),
                 Err(e) => return End::ServerError(ProtocolError::Io(e)),
             }
         }
@@ -689,22 +658,7 @@ impl Downstream<'_> {
                 forward = true;
             }
             b'T' => {
-                let index = self.query_index;
-                let plan = match self.front() {
-                    Some(Expect::Query { plans, .. }) => plans.get(index).cloned(),
-                    Some(Expect::DescribeStatement { name }) => {
-                        let name = name.clone();
-                        self.pop();
-                        self.book.statement_row(&name)
-                    }
-                    Some(Expect::DescribePortal { name }) => {
-                        let name = name.clone();
-                        self.pop();
-                        let p = self.book.portal(&name);
-                        p.map(|p| p.row)
-                    }
-                    _ => None,
-                };
+                let plan = self.result_plan();
                 if forward {
                     match self.describe(body, plan.clone()) {
                         Ok(Some(rewritten)) => {
@@ -727,7 +681,8 @@ impl Downstream<'_> {
             b'D' => {
                 if let (Some((plan, formats)), true) = (self.rows.as_ref(), forward) {
                     self.transformed = true;
-                    let state = self.state.get_or_insert_with(|| self.enf.current()).clone();
+                    let enf = self.enf;
+                    let state = self.state.get_or_insert_with(|| enf.current());
                     let r = rows::data_row(
                         body,
                         plan,
@@ -744,30 +699,20 @@ impl Downstream<'_> {
                 }
             }
             b'H' => {
-                let index = self.query_index;
-                let plan = match self.front() {
-                    Some(Expect::Query { plans, .. }) => plans.get(index).cloned(),
-                    Some(Expect::Execute { portal }) => {
-                        let portal = portal.clone();
-                        self.book.portal(&portal).map(|p| p.row)
-                    }
-                    _ => None,
-                };
-                self.copy = plan
+                self.copy = self
+                    .result_plan()
                     .filter(|p| !p.is_empty())
                     .and_then(|p| p.copy.map(|f| (p, f, true)));
             }
             b'd' => {
                 if let (Some((plan, format, first)), true) = (self.copy.as_mut(), forward) {
-                    let (plan, format, is_first) = (plan.clone(), *format, *first);
-                    if let Some(c) = self.copy.as_mut() {
-                        c.2 = false;
-                    }
-                    let state = self.state.get_or_insert_with(|| self.enf.current()).clone();
+                    let is_first = std::mem::replace(first, false);
+                    let enf = self.enf;
+                    let state = self.state.get_or_insert_with(|| enf.current());
                     let r = copy::copy_data(
                         body,
-                        &plan,
-                        format,
+                        plan,
+                        *format,
                         is_first,
                         &state.pseudonym,
                         &mut self.scratch,
@@ -817,7 +762,7 @@ impl Downstream<'_> {
                     formats,
                 }) = self.pop()
                 {
-                    self.book.bound(&portal, &statement, formats);
+                    self.book.bound(&portal, &statement, &formats);
                 }
             }
             b'3' => {
@@ -867,6 +812,7 @@ impl Downstream<'_> {
             }
             b'Z' => {
                 let status = body.first().copied().unwrap_or(b'I');
+                self.settings.query_finished(&self.ctx.metrics);
                 while let Some(e) = self.pop() {
                     let done = e.ends_cycle();
                     if let Expect::Query { effects, .. } = &e {
@@ -911,6 +857,31 @@ impl Downstream<'_> {
             out.extend_from_slice(&frame);
         }
         Ok(())
+    }
+
+    /// The row plan the current answer belongs to: the current statement of a simple Query,
+    /// the portal being executed, or the statement or portal being described (which the
+    /// RowDescription or NoData answering it completes).
+    fn result_plan(&mut self) -> Option<Arc<RowPlan>> {
+        let index = self.query_index;
+        match self.front()? {
+            Expect::Query { plans, .. } => plans.get(index).cloned(),
+            Expect::Execute { portal } => {
+                let portal = portal.clone();
+                self.book.portal(&portal).map(|p| p.row)
+            }
+            Expect::DescribeStatement { name } => {
+                let name = name.clone();
+                self.pop();
+                self.book.statement_row(&name)
+            }
+            Expect::DescribePortal { name } => {
+                let name = name.clone();
+                self.pop();
+                self.book.portal(&name).map(|p| p.row)
+            }
+            _ => None,
+        }
     }
 
     /// The first row of an Execute: look up the transforms of its portal.
@@ -985,8 +956,11 @@ impl Downstream<'_> {
                 }),
             }
         };
-        let rewritten = rows::row_description(body, plan_ref, check)?;
-        Ok(plan.filter(|p| !p.is_empty()).map(|_| rewritten))
+        if plan_ref.is_empty() {
+            rows::check_row_description(body, check)?;
+            return Ok(None);
+        }
+        rows::row_description(body, plan_ref, check).map(Some)
     }
 
     /// A result could not be transformed: the client gets an error instead of the rest.

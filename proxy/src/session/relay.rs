@@ -9,7 +9,7 @@
 //! own session, and a pipelining client cannot deadlock against the server.
 use std::collections::VecDeque;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -22,7 +22,7 @@ use crate::protocol::backend::command_word;
 use crate::protocol::frame::{is_frontend_tag, Header, HEADER_LEN, MAX_MESSAGE_LEN};
 use crate::protocol::ProtocolError;
 use crate::session::auth::Established;
-use crate::session::closing::{close_client, Closing};
+use crate::session::closing::{finish, idle_watch, log_end, Activity, End};
 use crate::session::commands::{self, Statements};
 use crate::stream::MaybeTls;
 
@@ -38,32 +38,11 @@ const MAX_PENDING_TIMINGS: usize = 1024;
 /// to the valid messages before it (as PostgreSQL would do after them).
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// Why a session's relay ended.
-#[derive(Debug)]
-enum End {
-    ClientClosed,
-    ServerClosed,
-    ClientError(ProtocolError),
-    ServerError(ProtocolError),
-    Idle,
-    Shutdown,
-    /// Responses to what the client sent before a protocol violation have all
-    /// reached it.
-    Drained,
-    /// The client sent Terminate: a clean close, whatever happened next
-    /// (`first` is how the relay noticed the end).
-    Terminated {
-        first: Box<End>,
-    },
-}
-
 /// State both directions share. They run in the same task, so the mutex is
 /// never contended; it exists to satisfy `Send`.
 struct Shared<'a> {
     metrics: &'a Metrics,
-    started: Instant,
-    last_activity_ms: AtomicU64,
-    track_activity: bool,
+    activity: Activity,
     /// Outstanding Query/Sync/FunctionCall: when sent, and which command.
     pending: Mutex<VecDeque<(Instant, Command)>>,
     /// True while every byte written to the client ends on a frame boundary,
@@ -81,19 +60,6 @@ struct Shared<'a> {
 }
 
 impl Shared<'_> {
-    #[inline]
-    fn touch(&self) {
-        if self.track_activity {
-            let ms = self.started.elapsed().as_millis() as u64;
-            self.last_activity_ms.store(ms, Ordering::Relaxed);
-        }
-    }
-
-    fn idle_for(&self) -> Duration {
-        let last = Duration::from_millis(self.last_activity_ms.load(Ordering::Relaxed));
-        self.started.elapsed().saturating_sub(last)
-    }
-
     #[inline]
     fn query_started(&self, command: Command) {
         if let Ok(mut q) = self.pending.lock() {
@@ -136,9 +102,7 @@ pub async fn run(ctx: &ServerContext, est: Established, peer: SocketAddr) {
     } = est;
     let shared = Shared {
         metrics: &ctx.metrics,
-        started: Instant::now(),
-        last_activity_ms: AtomicU64::new(0),
-        track_activity: ctx.config.idle_timeout.is_some(),
+        activity: Activity::new(ctx.config.idle_timeout),
         pending: Mutex::new(VecDeque::new()),
         client_at_boundary: AtomicBool::new(true),
         client_writing: AtomicBool::new(false),
@@ -182,13 +146,11 @@ where
     SR: AsyncRead + Unpin,
     SW: AsyncWrite + Unpin,
 {
-    let mut end = pump(ctx, shared, (cr, client_buf), &mut cw, (sr, server_buf), sw).await;
-    if shared.client_terminated.load(Ordering::Relaxed) {
-        end = End::Terminated {
-            first: Box::new(end),
-        };
-    }
-    finish(shared, &mut cw, &end).await;
+    let end = pump(ctx, shared, (cr, client_buf), &mut cw, (sr, server_buf), sw)
+        .await
+        .after_terminate(shared.client_terminated.load(Ordering::Relaxed));
+    let at_boundary = shared.client_at_boundary.load(Ordering::Relaxed);
+    finish(&mut cw, &end, at_boundary).await;
     end
 }
 
@@ -212,7 +174,7 @@ where
     let end = tokio::select! {
         end = client_to_server(shared, &mut cr, &mut sw, &mut cbuf) => end,
         end = server_to_client(shared, &mut sr, cw, &mut sbuf, &mut s_cursor) => end,
-        end = idle_watch(shared, ctx.config.idle_timeout) => end,
+        end = idle_watch(&shared.activity, ctx.config.idle_timeout) => end,
         _ = ctx.force_close.cancelled() => End::Shutdown,
     };
     let terminated = shared.client_terminated.load(Ordering::Relaxed);
@@ -226,67 +188,6 @@ where
         }
     }
     end
-}
-
-/// Tell the client why pgveil is closing where PostgreSQL itself would say
-/// something (see "How sessions end" in docs/architecture.md), then close.
-async fn finish<CW: AsyncWrite + Unpin>(shared: &Shared<'_>, cw: &mut CW, end: &End) {
-    let closing = match end {
-        // After Terminate the backend exits without a word (PostgresMain, 'X').
-        End::Terminated { .. } => Closing::Silent,
-        End::ClientError(e) => Closing::ProtocolViolation(e),
-        // The server closed or broke the connection: pass the close on as it
-        // came; whatever the server said (a FATAL) has already been relayed.
-        End::Idle => Closing::IdleTimeout,
-        End::Shutdown => Closing::Shutdown,
-        _ => Closing::Silent,
-    };
-    let at_boundary = shared.client_at_boundary.load(Ordering::Relaxed);
-    close_client(cw, closing, at_boundary).await;
-}
-
-/// Log how the session ended; count it unless it was a clean close. A
-/// session whose client sent Terminate is a clean close, whichever side's
-/// close reached pgveil first.
-fn log_end(ctx: &ServerContext, peer: SocketAddr, end: &End, server_said_why: bool) {
-    let kind = match end {
-        End::Terminated { first } => {
-            tracing::debug!(%peer, first = ?first, "session closed after Terminate");
-            return;
-        }
-        End::ClientClosed | End::Drained => {
-            tracing::debug!(%peer, ?end, "session closed");
-            return;
-        }
-        End::ServerClosed if server_said_why => {
-            tracing::debug!(%peer, "session closed by the server after an ErrorResponse");
-            return;
-        }
-        End::ServerClosed => "upstream_lost",
-        End::ClientError(e) if e.is_disconnect() => "client_disconnect",
-        End::ClientError(_) => "protocol_violation",
-        End::ServerError(e) => {
-            tracing::debug!(%peer, error = %e, "connection to the database server broke");
-            "upstream_lost"
-        }
-        End::Idle => "idle_timeout",
-        End::Shutdown => "shutdown",
-    };
-    ctx.metrics.session_errors.with_label_values(&[kind]).inc();
-    tracing::info!(%peer, reason = kind, detail = ?end, "session ended");
-}
-
-async fn idle_watch(shared: &Shared<'_>, timeout: Option<Duration>) -> End {
-    let Some(timeout) = timeout else {
-        return std::future::pending().await;
-    };
-    loop {
-        let idle = shared.idle_for();
-        if idle >= timeout {
-            return End::Idle;
-        }
-        tokio::time::sleep(timeout - idle).await;
-    }
 }
 
 /// Progress through the frames of one direction, across reads.
@@ -437,7 +338,7 @@ where
             Ok(0) => return End::ClientError(ProtocolError::Truncated),
             Ok(n) => {
                 shared.metrics.client_received_bytes.inc_by(n as u64);
-                shared.touch();
+                shared.activity.touch();
             }
             Err(e) => return End::ClientError(ProtocolError::Io(e)),
         }
@@ -524,7 +425,7 @@ where
         match fill(r, buf).await {
             Ok(0) if buf.is_empty() && cursor.remaining == 0 => return End::ServerClosed,
             Ok(0) => return End::ServerError(ProtocolError::Truncated),
-            Ok(_) => shared.touch(),
+            Ok(_) => shared.activity.touch(),
             Err(e) => return End::ServerError(ProtocolError::Io(e)),
         }
     }

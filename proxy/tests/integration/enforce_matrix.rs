@@ -166,6 +166,21 @@ async fn every_kind_times_every_action_in_every_protocol() {
             }
         }
     }
+    // The database itself holds only ciphertext, for every kind.
+    let stored = db
+        .query_one(
+            &format!("select {} from matrix where id = 1", cols.join(", ")),
+            &[],
+        )
+        .await
+        .unwrap();
+    for (i, (kind, value)) in SAMPLES.iter().enumerate() {
+        let v: String = stored.get(i);
+        assert!(
+            v.starts_with("pgv1:") && !v.contains(value),
+            "{kind} stored as {v}"
+        );
+    }
     proxy.shutdown().await;
 }
 
