@@ -36,6 +36,8 @@
 #   PGVEIL_BIN=path   use this pgveil binary instead of building target/release/pgveil
 #   PGVEIL_EXTRA_ARGS extra arguments for `pgveil serve`, e.g. "--worker-threads 1"
 #   NULL_RELAY_BIN=path  use this null-relay binary instead of building it
+#   PGVEIL_BASE_BIN=path  a second pgveil binary (e.g. built from the previous commit),
+#                     measured as target pgveil-base (pass-through, over TCP)
 #   TARGETS="direct pgbouncer pgveil null-relay haproxy pgbouncer-unix pgveil-unix pgveil-policy"
 #                     targets to measure (direct must come first); pgveil-policy
 #                     is pgveil enforcing a policy on a table pgbench -S never
@@ -75,6 +77,7 @@ has_target() { [[ " ${TARGETS[*]} " == *" $1 "* ]]; }
 for t in "${TARGETS[@]}"; do
     case $t in
         direct | pgbouncer | pgveil | null-relay | haproxy | pgbouncer-unix | pgveil-unix | pgveil-policy) ;;
+        pgveil-base) [[ -x ${PGVEIL_BASE_BIN:-} ]] || { echo "target pgveil-base needs PGVEIL_BASE_BIN" >&2; exit 1; } ;;
         *) echo "unknown target $t in TARGETS" >&2; exit 1 ;;
     esac
 done
@@ -189,6 +192,7 @@ PGDATA=$WORK/data
 PGVEIL_PID=""
 PGVEIL_UNIX_PID=""
 PGVEIL_POLICY_PID=""
+PGVEIL_BASE_PID=""
 HAPROXY_PID=""
 NULL_RELAY_PID=""
 BOUNCER_PID=""
@@ -200,7 +204,7 @@ cleanup() {
     local rc=$?
     trap - EXIT INT TERM
     set +e
-    for pid in $IDLE_PID $PGVEIL_PID $PGVEIL_UNIX_PID $PGVEIL_POLICY_PID $NULL_RELAY_PID $HAPROXY_PID $BOUNCER_PID; do
+    for pid in $IDLE_PID $PGVEIL_PID $PGVEIL_UNIX_PID $PGVEIL_POLICY_PID $PGVEIL_BASE_PID $NULL_RELAY_PID $HAPROXY_PID $BOUNCER_PID; do
         kill "$pid" 2>/dev/null
     done
     for pid in $IDLE_PID $PGVEIL_PID $PGVEIL_UNIX_PID $PGVEIL_POLICY_PID $BOUNCER_PID; do
@@ -231,7 +235,7 @@ for _ in range(int(sys.argv[1])):
 print(" ".join(str(s.getsockname()[1]) for s in socks))
 EOF
 }
-read -r PGPORT BOUNCER_PORT PGVEIL_PORT BOUNCER_UNIX_PORT PGVEIL_UNIX_PORT NULL_RELAY_PORT PGVEIL_POLICY_PORT HAPROXY_PORT < <(free_ports 8)
+read -r PGPORT BOUNCER_PORT PGVEIL_PORT BOUNCER_UNIX_PORT PGVEIL_UNIX_PORT NULL_RELAY_PORT PGVEIL_POLICY_PORT HAPROXY_PORT PGVEIL_BASE_PORT < <(free_ports 9)
 
 # Wait until something accepts TCP connections on 127.0.0.1:$1.
 wait_port() {
@@ -429,6 +433,14 @@ if has_target pgveil-policy; then
     PGVEIL_PID=$keep
     log "pgveil $PGVEIL_VERSION on port $PGVEIL_POLICY_PORT enforcing a policy (upstream over TCP)"
 fi
+if has_target pgveil-base; then
+    keep_bin=$PGVEIL_BIN keep=$PGVEIL_PID
+    PGVEIL_BIN=$PGVEIL_BASE_BIN pgveil_start "$PGVEIL_BASE_PORT"
+    PGVEIL_BASE_PID=$PGVEIL_PID
+    TARGET_PID[pgveil-base]=$PGVEIL_PID
+    PGVEIL_BIN=$keep_bin PGVEIL_PID=$keep
+    log "pgveil-base ($PGVEIL_BASE_BIN) on port $PGVEIL_BASE_PORT (upstream over TCP)"
+fi
 if has_target haproxy; then
     cat >"$WORK/haproxy.cfg" <<EOF
 global
@@ -487,7 +499,7 @@ LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
 declare -A TARGET_PORT=([direct]=$PGPORT [pgbouncer]=$BOUNCER_PORT [pgveil]=$PGVEIL_PORT
                         [pgbouncer-unix]=$BOUNCER_UNIX_PORT [pgveil-unix]=$PGVEIL_UNIX_PORT
                         [null-relay]=$NULL_RELAY_PORT [pgveil-policy]=$PGVEIL_POLICY_PORT
-                        [haproxy]=$HAPROXY_PORT)
+                        [haproxy]=$HAPROXY_PORT [pgveil-base]=$PGVEIL_BASE_PORT)
 
 # pgbench arguments for each workload. -S runs need no vacuum (-n); the
 # TPC-B-like runs keep pgbench's default pre-run vacuum/truncate of history so
@@ -592,6 +604,7 @@ if (( IDLE_CONNS > 0 || BIG_ROWS > 0 )); then
     if [[ -n $PGVEIL_UNIX_PID ]]; then PGVEIL_PID=$PGVEIL_UNIX_PID; pgveil_stop; PGVEIL_UNIX_PID=""; fi
     if [[ -n $PGVEIL_POLICY_PID ]]; then PGVEIL_PID=$PGVEIL_POLICY_PID; pgveil_stop; PGVEIL_POLICY_PID=""; fi
     if [[ -n $NULL_RELAY_PID ]]; then kill "$NULL_RELAY_PID" 2>/dev/null || true; wait "$NULL_RELAY_PID" 2>/dev/null || true; NULL_RELAY_PID=""; fi
+    if [[ -n $PGVEIL_BASE_PID ]]; then kill "$PGVEIL_BASE_PID" 2>/dev/null || true; wait "$PGVEIL_BASE_PID" 2>/dev/null || true; PGVEIL_BASE_PID=""; fi
     if [[ -n $HAPROXY_PID ]]; then kill "$HAPROXY_PID" 2>/dev/null || true; wait "$HAPROXY_PID" 2>/dev/null || true; HAPROXY_PID=""; fi
     for pid in $BOUNCER_PID; do kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; done
     BOUNCER_PID=""

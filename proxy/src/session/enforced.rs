@@ -36,6 +36,7 @@ use crate::protocol::{sqlstate, ProtocolError};
 use crate::session::auth::{parameter_status, Established};
 use crate::session::closing::{finish, idle_watch, log_end, Activity, End};
 use crate::sql::Refusal;
+use crate::stream::MaybeTls;
 
 /// Messages in flight whose answers are still to come.
 const MAX_PENDING: usize = 1024;
@@ -161,23 +162,83 @@ pub async fn run(ctx: &ServerContext, est: Established, peer: SocketAddr, enf: A
     for (n, v) in &server_params {
         settings.apply(n, v);
     }
-    let upstream_db = database.clone();
     let mut enforcer = Enforcer::new(enf.clone(), user, database);
     enforcer.warm_up().await;
-    let (cr, mut cw) = tokio::io::split(client);
-    let (sr, sw) = tokio::io::split(server);
+    // Plain sockets split into owned halves without a lock; TLS goes through tokio's split.
+    let end = match (client, server) {
+        (MaybeTls::Plain(c), MaybeTls::Plain(s)) => {
+            let halves = (c.into_split(), s.into_split());
+            serve(
+                ctx,
+                &enf,
+                &settings,
+                enforcer,
+                halves,
+                (client_buf, server_buf),
+            )
+            .await
+        }
+        (MaybeTls::Plain(c), MaybeTls::Unix(s)) => {
+            let halves = (c.into_split(), s.into_split());
+            serve(
+                ctx,
+                &enf,
+                &settings,
+                enforcer,
+                halves,
+                (client_buf, server_buf),
+            )
+            .await
+        }
+        (c, s) => {
+            let halves = (tokio::io::split(c), tokio::io::split(s));
+            serve(
+                ctx,
+                &enf,
+                &settings,
+                enforcer,
+                halves,
+                (client_buf, server_buf),
+            )
+            .await
+        }
+    };
+    log_end(
+        ctx,
+        peer,
+        &end,
+        settings.server_said_why.load(Ordering::Relaxed),
+    );
+}
+
+/// Run both directions over split halves until the session ends; then tell the client why.
+async fn serve<CR, CW, SR, SW>(
+    ctx: &ServerContext,
+    enf: &Arc<Enforcement>,
+    settings: &Settings,
+    enforcer: Enforcer,
+    ((cr, mut cw), (sr, sw)): ((CR, CW), (SR, SW)),
+    (client_buf, server_buf): (BytesMut, BytesMut),
+) -> End
+where
+    CR: AsyncRead + Unpin,
+    CW: AsyncWrite + Unpin,
+    SR: AsyncRead + Unpin,
+    SW: AsyncWrite + Unpin,
+{
+    let upstream_db = enforcer.database.clone();
     let (tx, rx) = mpsc::channel(MAX_PENDING);
     let mut upstream = Upstream {
         enforcer,
-        settings: &settings,
+        settings,
         tx,
         sw,
         out: BytesMut::new(),
     };
     let mut downstream = Downstream {
-        enf: &enf,
+        enf,
         ctx,
-        settings: &settings,
+        settings,
         rx,
         queue: VecDeque::new(),
         skipping: false,
@@ -206,18 +267,9 @@ pub async fn run(ctx: &ServerContext, est: Established, peer: SocketAddr, enf: A
     };
     let end = end.after_terminate(settings.terminated.load(Ordering::Relaxed));
     downstream.flush_tally();
-    finish(
-        &mut cw,
-        &end,
-        settings.client_at_boundary.load(Ordering::Relaxed),
-    )
-    .await;
-    log_end(
-        ctx,
-        peer,
-        &end,
-        settings.server_said_why.load(Ordering::Relaxed),
-    );
+    let at_boundary = settings.client_at_boundary.load(Ordering::Relaxed);
+    finish(&mut cw, &end, at_boundary).await;
+    end
 }
 
 fn refusal_frame(r: &Refusal) -> BytesMut {
