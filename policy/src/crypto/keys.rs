@@ -249,6 +249,28 @@ impl DomainCipher {
         envelope::open(|v| self.keys_for(v), envelope, out)
     }
 
+    /// The key versions this cipher holds, the active one first.
+    pub fn versions(&self) -> Vec<u32> {
+        let mut v: Vec<u32> = self.keys.iter().map(|k| k.version).collect();
+        v.sort_by_key(|x| (*x != self.active, std::cmp::Reverse(*x)));
+        v
+    }
+
+    /// The deterministic envelope of `plaintext` under key `version` (appended to `out`): what
+    /// a value written while that version was active looks like, so an equality lookup can
+    /// match values not yet re-encrypted to the active version.
+    pub fn encrypt_deterministic_as(
+        &self,
+        version: u32,
+        plaintext: &[u8],
+        scratch: &mut Vec<u8>,
+        out: &mut String,
+    ) -> Result<(), EncryptError> {
+        let k = self.keys_for(version).ok_or(EncryptError::NoActiveKey)?;
+        let nonce = self.synthetic_nonce(k, plaintext);
+        envelope::seal(k, nonce, plaintext, scratch, out)
+    }
+
     /// Convenience wrapper around [`DomainCipher::decrypt_into`].
     pub fn decrypt(&self, envelope: &[u8]) -> Result<Vec<u8>, DecryptError> {
         let mut out = Vec::new();

@@ -62,7 +62,7 @@ fn text_row(
     Ok(())
 }
 
-fn unescape_text(raw: &[u8], out: &mut Vec<u8>) {
+pub(super) fn unescape_text(raw: &[u8], out: &mut Vec<u8>) {
     out.clear();
     let mut i = 0;
     while i < raw.len() {

@@ -6,9 +6,11 @@
 pub mod binary;
 pub mod book;
 pub mod copy;
+pub mod copy_in;
 pub mod messages;
 pub mod rows;
 pub mod session;
+pub mod write;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};

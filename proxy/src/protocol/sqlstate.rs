@@ -20,3 +20,5 @@ pub const INTERNAL_ERROR: &str = "XX000";
 pub const INSUFFICIENT_PRIVILEGE: &str = "42501";
 /// pgveil cannot enforce the policy on this session's settings or this construct.
 pub const INVALID_PARAMETER_VALUE: &str = "22023";
+/// A value does not parse as its type.
+pub const INVALID_TEXT_REPRESENTATION: &str = "22P02";

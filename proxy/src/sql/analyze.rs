@@ -23,6 +23,7 @@ use sqlparser::ast::{
 use sqlparser::dialect::PostgreSqlDialect;
 use sqlparser::parser::Parser;
 
+use super::sites::{self, LookupForm, Offsets, Purpose, Site, SiteValue};
 use crate::catalog::Snapshot;
 use crate::protocol::sqlstate;
 
@@ -68,6 +69,18 @@ pub struct StatementPlan {
     pub outputs: Vec<Src>,
     /// The protected columns the statement touches, each with its most restricted use.
     pub touched: Vec<(ColumnId, Usage)>,
+    /// The values pgveil must encrypt before the server sees them (byte ranges of the whole
+    /// SQL text, in text order).
+    pub sites: Vec<Site>,
+    /// Set for `COPY ... FROM STDIN` into encrypted columns: the rows pgveil encrypts.
+    pub copy_in: Option<CopyIn>,
+}
+
+/// The columns of a `COPY ... FROM STDIN` row, by position: `Some` for encrypted ones.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CopyIn {
+    pub columns: Vec<Option<ColumnId>>,
+    pub format: CopyOut,
 }
 
 /// The analysis of one SQL text.
@@ -143,16 +156,26 @@ pub fn analyze(sql: &str, env: &Env<'_>) -> Result<Analysis, Refusal> {
                         copy: None,
                         outputs: Vec::new(),
                         touched: Vec::new(),
+                        sites: Vec::new(),
+                        copy_in: None,
                     }],
                 });
             }
             return Err(unparsable(sql, &e.to_string()));
         }
     };
+    let text = Offsets::new(sql);
     let mut out = Vec::with_capacity(statements.len());
     for s in &statements {
-        let mut a = Analyzer::new(env);
-        let plan = a.statement(s)?;
+        let mut a = Analyzer::new(env, &text);
+        let mut plan = a.statement(s)?;
+        plan.sites.sort_by_key(|s| s.start);
+        if plan.sites.windows(2).any(|w| w[0].end > w[1].start) {
+            return Err(Refusal::unsupported(
+                "pgveil found overlapping values to encrypt in this statement".into(),
+                Some("write each value once, as a plain literal or a parameter"),
+            ));
+        }
         out.push(plan);
     }
     Ok(Analysis { statements: out })
@@ -233,11 +256,23 @@ impl Ctx {
 
 struct Analyzer<'e, 'a> {
     env: &'e Env<'a>,
+    text: &'e Offsets<'e>,
     /// Scope levels, innermost last.
     levels: Vec<Vec<Item>>,
     /// CTEs in scope, innermost last.
     ctes: Vec<HashMap<String, Vec<Col>>>,
     touched: Vec<(ColumnId, Usage)>,
+    sites: Vec<Site>,
+    copy_in: Option<CopyIn>,
+    /// The reference being checked is an IS [NOT] NULL test.
+    nullness: bool,
+}
+
+fn src_col(s: Src) -> Option<ColumnId> {
+    match s {
+        Src::Col(c) => Some(c),
+        _ => None,
+    }
 }
 
 fn ident(i: &Ident) -> String {
@@ -288,12 +323,16 @@ fn runs_sql_text(name: &str) -> bool {
 }
 
 impl<'e, 'a> Analyzer<'e, 'a> {
-    fn new(env: &'e Env<'a>) -> Self {
+    fn new(env: &'e Env<'a>, text: &'e Offsets<'e>) -> Self {
         Analyzer {
             env,
+            text,
             levels: Vec::new(),
             ctes: Vec::new(),
             touched: Vec::new(),
+            sites: Vec::new(),
+            copy_in: None,
+            nullness: false,
         }
     }
 
@@ -315,8 +354,7 @@ impl<'e, 'a> Analyzer<'e, 'a> {
                     }
                 }
                 for a in &u.assignments {
-                    self.assignment_target(&a.target)?;
-                    self.expr(&a.value, Ctx::Arg)?;
+                    self.assignment(a)?;
                 }
                 if let Some(w) = &u.selection {
                     self.expr(w, Ctx::Pred)?;
@@ -348,6 +386,13 @@ impl<'e, 'a> Analyzer<'e, 'a> {
             } => {
                 let outs = self.copy_source(source, *to)?;
                 let protected = outs.iter().any(|o| matches!(o, Src::Col(_)));
+                let encrypted: Vec<Option<ColumnId>> = outs
+                    .iter()
+                    .map(|o| match o {
+                        Src::Col(c) if self.encrypted(*c) => Some(*c),
+                        _ => None,
+                    })
+                    .collect();
                 if !protected && self.touched.is_empty() {
                     (Kind::NoRows, Vec::new())
                 } else if *to {
@@ -369,12 +414,32 @@ impl<'e, 'a> Analyzer<'e, 'a> {
                             Some("use COPY ... FROM STDIN through pgveil"),
                         ));
                     }
+                    if encrypted.iter().any(Option::is_some) {
+                        let format = copy_format(options, legacy_options).map_err(|mut r| {
+                            r.message = r.message.replace("TO STDOUT", "FROM STDIN");
+                            r.hint = Some(
+                                "pgveil encrypts COPY FROM STDIN in text or CSV format with the default delimiter, quote and NULL string; binary COPY cannot be encrypted on the way in, so send CSV (FORMAT csv)".into(),
+                            );
+                            r
+                        })?;
+                        self.copy_in = Some(CopyIn {
+                            columns: encrypted,
+                            format,
+                        });
+                    }
                     (Kind::NoRows, Vec::new())
                 }
             }
             Statement::Explain { statement, .. } => {
                 let inner = self.statement(statement)?;
-                let _ = inner;
+                // EXPLAIN ANALYZE runs the statement: its values are encrypted as if it ran.
+                self.sites.extend(inner.sites);
+                if inner.copy_in.is_some() {
+                    return Err(Refusal::unsupported(
+                        "pgveil cannot explain COPY into encrypted columns".into(),
+                        None,
+                    ));
+                }
                 self.require_clear("EXPLAIN")?;
                 (Kind::Rows, Vec::new())
             }
@@ -416,7 +481,11 @@ impl<'e, 'a> Analyzer<'e, 'a> {
             }
             Statement::Prepare { statement, .. } => {
                 let inner = self.statement(statement)?;
-                if !inner.touched.is_empty() || inner.outputs.iter().any(|s| *s != Src::Pass) {
+                if !inner.touched.is_empty()
+                    || !inner.sites.is_empty()
+                    || inner.copy_in.is_some()
+                    || inner.outputs.iter().any(|s| *s != Src::Pass)
+                {
                     return Err(Refusal::unsupported(
                         "pgveil does not support SQL-level PREPARE over protected data".into(),
                         Some("use the extended protocol (your driver's prepared statements), which pgveil analyses"),
@@ -470,6 +539,8 @@ impl<'e, 'a> Analyzer<'e, 'a> {
             copy,
             outputs,
             touched: std::mem::take(&mut self.touched),
+            sites: std::mem::take(&mut self.sites),
+            copy_in: self.copy_in.take(),
         })
     }
 
@@ -512,8 +583,6 @@ impl<'e, 'a> Analyzer<'e, 'a> {
                     if let Src::Col(c) = s {
                         if to {
                             self.use_col(*c, Usage::Projection)?;
-                        } else {
-                            self.refuse_encrypted_write(*c)?;
                         }
                     }
                 }
@@ -575,36 +644,78 @@ impl<'e, 'a> Analyzer<'e, 'a> {
             cols: None,
         });
         item.name = target_name;
-        // Target columns that are encrypted cannot be written until write-side enforcement.
+        // The protected column each inserted position writes, if any.
         let listed: Vec<String> = ins
             .columns
             .iter()
             .filter_map(|c| name_parts(c).last().cloned())
             .collect();
-        let targets: Vec<ColumnId> = match &item.cols {
-            Some(cols) if listed.is_empty() => cols
+        let targets: Vec<Option<ColumnId>> = match &item.cols {
+            Some(cols) if listed.is_empty() => cols.iter().map(|c| src_col(c.src)).collect(),
+            Some(cols) => listed
                 .iter()
-                .filter_map(|c| match c.src {
-                    Src::Col(id) => Some(id),
-                    _ => None,
-                })
-                .collect(),
-            Some(cols) => cols
-                .iter()
-                .filter(|c| listed.contains(&c.name))
-                .filter_map(|c| match c.src {
-                    Src::Col(id) => Some(id),
-                    _ => None,
+                .map(|n| {
+                    cols.iter()
+                        .find(|c| &c.name == n)
+                        .and_then(|c| src_col(c.src))
                 })
                 .collect(),
             None => Vec::new(),
         };
-        for &t in &targets {
-            self.refuse_encrypted_write(t)?;
-        }
+        let encrypted_target = |i: usize, a: &Self| {
+            targets
+                .get(i)
+                .copied()
+                .flatten()
+                .filter(|c| a.encrypted(*c))
+        };
         if let Some(src) = &ins.source {
-            let outs = self.query(src)?;
-            self.moved(&outs)?;
+            let plain_values = src.with.is_none()
+                && src.order_by.is_none()
+                && src.limit_clause.is_none()
+                && matches!(src.body.as_ref(), SetExpr::Values(_));
+            match src.body.as_ref() {
+                SetExpr::Values(v) if plain_values => {
+                    for row in &v.rows {
+                        for (i, e) in row.content.iter().enumerate() {
+                            match encrypted_target(i, self) {
+                                Some(c) => self.store_value(e, c)?,
+                                None => {
+                                    self.expr(e, Ctx::Arg)?;
+                                }
+                            }
+                        }
+                    }
+                }
+                _ => {
+                    let outs = self.query(src)?;
+                    for (i, o) in outs.iter().enumerate() {
+                        match (encrypted_target(i, self), *o) {
+                            (Some(t), Src::Col(c)) if self.same_ciphertext(c, t) => {
+                                self.use_col(c, Usage::Projection)?;
+                            }
+                            (Some(t), _) => return Err(self.computed_refusal(t)),
+                            (None, Src::Col(c)) if self.encrypted(c) => {
+                                return Err(self.ciphertext_moved(c));
+                            }
+                            (None, Src::Col(c)) => self.use_col(c, Usage::FunctionArg)?,
+                            (None, _) => {}
+                        }
+                    }
+                    if outs.contains(&Src::Opaque)
+                        && (0..targets.len()).any(|i| encrypted_target(i, self).is_some())
+                    {
+                        return Err(Refusal::unsupported(
+                            "pgveil cannot line up the columns of this INSERT ... SELECT with the encrypted columns it writes".into(),
+                            Some("list the columns explicitly instead of using *"),
+                        ));
+                    }
+                }
+            }
+        } else if ins.columns.is_empty()
+            && (0..targets.len()).any(|i| encrypted_target(i, self).is_some())
+        {
+            // DEFAULT VALUES: the server computes them; pgveil cannot see what.
         }
         self.levels.push(vec![item.clone()]);
         if let Some(OnInsert::OnConflict(oc)) = &ins.on {
@@ -614,8 +725,7 @@ impl<'e, 'a> Analyzer<'e, 'a> {
                     cols: item.cols.clone(),
                 });
                 for a in &du.assignments {
-                    self.assignment_target(&a.target)?;
-                    self.expr(&a.value, Ctx::Arg)?;
+                    self.assignment(a)?;
                 }
                 if let Some(w) = &du.selection {
                     self.expr(w, Ctx::Pred)?;
@@ -627,42 +737,291 @@ impl<'e, 'a> Analyzer<'e, 'a> {
         Ok(out)
     }
 
-    fn assignment_target(&mut self, t: &AssignmentTarget) -> Result<(), Refusal> {
-        let names: Vec<&ObjectName> = match t {
-            AssignmentTarget::ColumnName(n) => vec![n],
-            AssignmentTarget::Tuple(ns) => ns.iter().collect(),
-        };
-        for n in names {
-            let parts = name_parts(n);
-            let Some(col) = parts.last() else { continue };
-            let target = self.levels.last().and_then(|l| l.first()).cloned();
-            if let Some(Src::Col(id)) = target
-                .and_then(|i| i.cols)
-                .and_then(|cols| cols.into_iter().find(|c| &c.name == col))
-                .map(|c| c.src)
-            {
-                self.refuse_encrypted_write(id)?;
+    /// `SET target = value` in UPDATE or ON CONFLICT DO UPDATE.
+    fn assignment(&mut self, a: &sqlparser::ast::Assignment) -> Result<(), Refusal> {
+        let targets = self.assignment_targets(&a.target);
+        let encrypted: Vec<ColumnId> = targets
+            .iter()
+            .copied()
+            .flatten()
+            .filter(|c| self.encrypted(*c))
+            .collect();
+        match (encrypted.as_slice(), targets.len()) {
+            ([], _) => {
+                self.expr(&a.value, Ctx::Arg)?;
+            }
+            ([c], 1) => self.store_value(&a.value, *c)?,
+            ([c, ..], _) => {
+                let col = self.env.policy.column(*c);
+                return Err(Refusal::unsupported(
+                    format!(
+                        "pgveil cannot encrypt a multiple-column assignment to encrypted column {}",
+                        col.qualified()
+                    ),
+                    Some("assign the encrypted column on its own: SET col = value"),
+                ));
             }
         }
         Ok(())
     }
 
-    fn refuse_encrypted_write(&self, id: ColumnId) -> Result<(), Refusal> {
-        let c = self.env.policy.column(id);
-        if c.encrypt == EncryptMode::None {
-            return Ok(());
-        }
-        Err(Refusal {
+    /// The protected columns an assignment writes (`None` for unprotected ones).
+    fn assignment_targets(&self, t: &AssignmentTarget) -> Vec<Option<ColumnId>> {
+        let names: Vec<&ObjectName> = match t {
+            AssignmentTarget::ColumnName(n) => vec![n],
+            AssignmentTarget::Tuple(ns) => ns.iter().collect(),
+        };
+        let target = self.levels.last().and_then(|l| l.first());
+        names
+            .into_iter()
+            .map(|n| {
+                let parts = name_parts(n);
+                let col = parts.last()?;
+                target
+                    .and_then(|i| i.cols.as_ref())
+                    .and_then(|cols| cols.iter().find(|c| &c.name == col))
+                    .and_then(|c| src_col(c.src))
+            })
+            .collect()
+    }
+
+    fn encrypted(&self, c: ColumnId) -> bool {
+        self.env.policy.column(c).encrypt != EncryptMode::None
+    }
+
+    /// Whether the stored values of `from` may be copied as they are into `to`: the same key
+    /// domain and the same mode, so the ciphertext means the same in both.
+    fn same_ciphertext(&self, from: ColumnId, to: ColumnId) -> bool {
+        let (a, b) = (self.env.policy.column(from), self.env.policy.column(to));
+        a.encrypt != EncryptMode::None && a.encrypt == b.encrypt && a.domain == b.domain
+    }
+
+    fn computed_refusal(&self, target: ColumnId) -> Refusal {
+        let c = self.env.policy.column(target);
+        Refusal {
             sqlstate: sqlstate::FEATURE_NOT_SUPPORTED,
             message: format!(
-                "column {} is encrypted ({}), and this version of pgveil does not yet encrypt writes",
+                "pgveil cannot encrypt a value computed inside the server for encrypted column {} ({})",
                 c.qualified(),
                 c.encrypt.name()
             ),
-            hint: Some("writes to encrypted columns arrive with pgveil's write-side enforcement".into()),
+            hint: Some(format!(
+                "send the value as a literal or a parameter, or copy it from another column encrypted in domain {} with the same mode",
+                c.domain
+            )),
             level: Some(c.level),
             unanalysable: false,
-        })
+        }
+    }
+
+    fn ciphertext_moved(&self, from: ColumnId) -> Refusal {
+        let c = self.env.policy.column(from);
+        Refusal {
+            sqlstate: sqlstate::FEATURE_NOT_SUPPORTED,
+            message: format!(
+                "pgveil refuses to copy the ciphertext of encrypted column {} into a column that is not encrypted in domain {} ({})",
+                c.qualified(),
+                c.domain,
+                c.encrypt.name()
+            ),
+            hint: Some("read the values through pgveil and write them back as values".into()),
+            level: Some(c.level),
+            unanalysable: false,
+        }
+    }
+
+    /// A value written into encrypted column `target`.
+    fn store_value(&mut self, e: &Expr, target: ColumnId) -> Result<(), Refusal> {
+        if self.value_site(e, target, Purpose::Store)? {
+            return Ok(());
+        }
+        if let Some(b) = bare(e) {
+            if let Ref::Col(Src::Col(c)) = self.resolve(b) {
+                if self.same_ciphertext(c, target) {
+                    return self.use_col(c, Usage::Projection);
+                }
+                if self.encrypted(c) {
+                    return Err(self.ciphertext_moved(c));
+                }
+            }
+        }
+        Err(self.computed_refusal(target))
+    }
+
+    /// Record a literal or parameter (possibly cast) as a site. `Ok(false)`: `e` is not one.
+    fn value_site(
+        &mut self,
+        e: &Expr,
+        column: ColumnId,
+        purpose: Purpose,
+    ) -> Result<bool, Refusal> {
+        let not_here = || {
+            let c = self.env.policy.column(column);
+            Refusal::unsupported(
+                format!(
+                    "pgveil cannot locate a value for encrypted column {} in the SQL text",
+                    c.qualified()
+                ),
+                Some("write the value as a plain literal or a parameter"),
+            )
+        };
+        let (value, cast) = match e {
+            Expr::Nested(inner) => return self.value_site(inner, column, purpose),
+            Expr::Value(v) => (v, None),
+            Expr::Cast {
+                expr,
+                kind,
+                format: None,
+                ..
+            } => match expr.as_ref() {
+                Expr::Value(v) => (v, Some(kind)),
+                _ => return Ok(false),
+            },
+            Expr::TypedString(_) | Expr::UnaryOp { .. } => {
+                let c = self.env.policy.column(column);
+                return Err(Refusal::unsupported(
+                    format!(
+                        "pgveil cannot encrypt this form of value for encrypted column {}",
+                        c.qualified()
+                    ),
+                    Some("write it as a quoted literal ('...') or a parameter"),
+                ));
+            }
+            _ => return Ok(false),
+        };
+        let text = match &value.value {
+            Value::Null => return Ok(true),
+            Value::Placeholder(p) => {
+                let n = p
+                    .strip_prefix('$')
+                    .and_then(|d| d.parse::<usize>().ok())
+                    .filter(|n| *n >= 1)
+                    .ok_or_else(|| {
+                        Refusal::unsupported(
+                            format!("pgveil does not understand the parameter {p}"),
+                            Some("use $1, $2, ... parameters"),
+                        )
+                    })?;
+                SiteValue::Param(n)
+            }
+            Value::SingleQuotedString(s)
+            | Value::EscapedStringLiteral(s)
+            | Value::NationalStringLiteral(s) => SiteValue::Literal(s.clone()),
+            Value::DollarQuotedString(d) => SiteValue::Literal(d.value.clone()),
+            Value::Number(n, _) => SiteValue::Literal(n.to_string()),
+            Value::Boolean(b) => SiteValue::Literal(b.to_string()),
+            _ => {
+                let c = self.env.policy.column(column);
+                return Err(Refusal::unsupported(
+                    format!(
+                        "pgveil cannot encrypt this kind of literal for encrypted column {}",
+                        c.qualified()
+                    ),
+                    Some("write it as a quoted literal ('...') or a parameter"),
+                ));
+            }
+        };
+        let sql = self.text.sql();
+        let start = self.text.of(value.span.start).ok_or_else(not_here)?;
+        let end = sites::token_end(sql, start).ok_or_else(not_here)?;
+        let (start, end) = match cast {
+            None => (start, end),
+            Some(sqlparser::ast::CastKind::DoubleColon) => (
+                start,
+                sites::cast_suffix_end(sql, end).ok_or_else(not_here)?,
+            ),
+            Some(_) => sites::cast_call(sql, start, end).ok_or_else(not_here)?,
+        };
+        // A lookup can only be widened over key versions where it stands as `col = value`.
+        let purpose = match (purpose, cast) {
+            (Purpose::Lookup(LookupForm::Eq | LookupForm::NotEq), Some(_)) => {
+                Purpose::Lookup(LookupForm::Single)
+            }
+            (p, _) => p,
+        };
+        self.sites.push(Site {
+            start,
+            end,
+            value: text,
+            column,
+            purpose,
+        });
+        Ok(true)
+    }
+
+    /// `col = value`, `col <> value` or an IN item, where `col` may be encrypted.
+    fn lookup(
+        &mut self,
+        col: &Expr,
+        value: &Expr,
+        ctx: Ctx,
+        form: LookupForm,
+    ) -> Result<(), Refusal> {
+        if let Ref::Col(Src::Col(c)) = self.resolve(col) {
+            if self.encrypted(c) {
+                self.use_col(c, eq_usage(ctx))?;
+                if !self.value_site(value, c, Purpose::Lookup(form))? {
+                    return Err(self.computed_lookup(c));
+                }
+                return Ok(());
+            }
+        }
+        self.reference(col, ctx, eq_usage(ctx))?;
+        Ok(())
+    }
+
+    fn computed_lookup(&self, c: ColumnId) -> Refusal {
+        let col = self.env.policy.column(c);
+        Refusal {
+            sqlstate: sqlstate::FEATURE_NOT_SUPPORTED,
+            message: format!(
+                "column {} is encrypted ({}): pgveil can only compare it with a literal, a parameter or a column of the same key domain",
+                col.qualified(),
+                col.encrypt.name()
+            ),
+            hint: Some("compare it with a plain value: col = 'value', col = $1, col IN ('a', 'b')".into()),
+            level: Some(col.level),
+            unanalysable: false,
+        }
+    }
+
+    /// `a = b` between two columns: encrypted columns only join columns of the same domain.
+    fn column_equality(&mut self, a: &Expr, b: &Expr) -> Result<(), Refusal> {
+        let u = Usage::JoinKey { equality: true };
+        let (ra, rb) = (self.resolve(a), self.resolve(b));
+        let enc = |r: &Ref, s: &Self| match r {
+            Ref::Col(Src::Col(c)) if s.encrypted(*c) => Some(*c),
+            _ => None,
+        };
+        match (enc(&ra, self), enc(&rb, self)) {
+            (None, None) => {}
+            (Some(x), Some(y)) if self.same_ciphertext(x, y) => {}
+            (Some(x), other) | (other, Some(x)) => {
+                let cx = self.env.policy.column(x);
+                let with = match other {
+                    Some(y) => format!(
+                        "column {}, which is encrypted differently",
+                        self.env.policy.column(y).qualified()
+                    ),
+                    None => "a value the server holds in clear".into(),
+                };
+                return Err(Refusal {
+                    sqlstate: sqlstate::FEATURE_NOT_SUPPORTED,
+                    message: format!(
+                        "column {} is encrypted ({}, domain {}): the server cannot compare its ciphertext with {with}",
+                        cx.qualified(),
+                        cx.encrypt.name(),
+                        cx.domain
+                    ),
+                    hint: Some("join encrypted columns only with columns of the same key domain and mode".into()),
+                    level: Some(cx.level),
+                    unanalysable: false,
+                });
+            }
+        }
+        self.reference(a, Ctx::Join, u)?;
+        self.reference(b, Ctx::Join, u)?;
+        Ok(())
     }
 
     fn returning(&mut self, items: Option<&[SelectItem]>) -> Result<(Kind, Vec<Src>), Refusal> {
@@ -822,10 +1181,11 @@ impl<'e, 'a> Analyzer<'e, 'a> {
                 Ok(vec![Src::Pass; width])
             }
             SetExpr::Insert(s) | SetExpr::Update(s) | SetExpr::Delete(s) => {
-                let mut inner = Analyzer::new(self.env);
+                let mut inner = Analyzer::new(self.env, self.text);
                 inner.ctes = self.ctes.clone();
                 let plan = inner.statement(s)?;
                 self.touched.extend(plan.touched);
+                self.sites.extend(plan.sites);
                 Ok(plan.outputs)
             }
             SetExpr::Table(t) => {
@@ -1369,12 +1729,25 @@ impl<'e, 'a> Analyzer<'e, 'a> {
             return Err(Refusal::denied(reason.to_string(), hint, Some(col.level)));
         }
         let col = policy.column(c);
-        let on_ciphertext = !matches!(
+        let equality = matches!(
             usage,
-            Usage::Projection
-                | Usage::Predicate { equality: true }
-                | Usage::JoinKey { equality: true }
+            Usage::Predicate { equality: true } | Usage::JoinKey { equality: true }
         );
+        if equality && !self.nullness && col.encrypt == EncryptMode::Randomized {
+            return Err(Refusal {
+                sqlstate: sqlstate::FEATURE_NOT_SUPPORTED,
+                message: format!(
+                    "column {} is encrypted randomized: equal values have different ciphertexts, so the server cannot compare it",
+                    col.qualified()
+                ),
+                hint: Some(
+                    "declare the column encrypt: deterministic in the policy to look it up by equality (and run pgveil rekey), or filter in the application".into(),
+                ),
+                level: Some(col.level),
+                unanalysable: false,
+            });
+        }
+        let on_ciphertext = !matches!(usage, Usage::Projection) && !equality;
         if on_ciphertext && col.encrypt != EncryptMode::None {
             return Err(Refusal {
                 sqlstate: sqlstate::FEATURE_NOT_SUPPORTED,
@@ -1522,17 +1895,16 @@ impl<'e, 'a> Analyzer<'e, 'a> {
                 if matches!(ctx, Ctx::Pred | Ctx::Join)
                     && matches!(op, BinaryOperator::Eq | BinaryOperator::NotEq) =>
             {
+                let form = if matches!(op, BinaryOperator::Eq) {
+                    LookupForm::Eq
+                } else {
+                    LookupForm::NotEq
+                };
                 match (bare(left), bare(right)) {
-                    (Some(a), Some(b)) => {
-                        let u = Usage::JoinKey { equality: true };
-                        self.reference(a, Ctx::Join, u)?;
-                        self.reference(b, Ctx::Join, u)?;
-                    }
-                    (Some(a), None) if valueish(right) => {
-                        self.reference(a, ctx, eq_usage(ctx))?;
-                    }
+                    (Some(a), Some(b)) => self.column_equality(a, b)?,
+                    (Some(a), None) if valueish(right) => self.lookup(a, right, ctx, form)?,
                     (None, Some(b)) if valueish(left) => {
-                        self.reference(b, ctx, eq_usage(ctx))?;
+                        self.lookup(b, left, ctx, LookupForm::Single)?
                     }
                     _ => {
                         self.generic(e, ctx)?;
@@ -1546,7 +1918,12 @@ impl<'e, 'a> Analyzer<'e, 'a> {
                     && list.iter().all(valueish) =>
             {
                 if let Some(b) = bare(expr) {
-                    self.reference(b, ctx, eq_usage(ctx))?;
+                    if list.is_empty() {
+                        self.reference(b, ctx, eq_usage(ctx))?;
+                    }
+                    for item in list {
+                        self.lookup(b, item, ctx, LookupForm::Item)?;
+                    }
                 }
                 Ok(Src::Pass)
             }
@@ -1554,7 +1931,11 @@ impl<'e, 'a> Analyzer<'e, 'a> {
                 if matches!(ctx, Ctx::Pred | Ctx::Join) && bare(inner).is_some() =>
             {
                 if let Some(b) = bare(inner) {
-                    self.reference(b, ctx, eq_usage(ctx))?;
+                    // NULL stays NULL under encryption: the test works on ciphertext.
+                    self.nullness = true;
+                    let r = self.reference(b, ctx, eq_usage(ctx));
+                    self.nullness = false;
+                    r?;
                 }
                 Ok(Src::Pass)
             }
@@ -1566,13 +1947,43 @@ impl<'e, 'a> Analyzer<'e, 'a> {
                 } else {
                     Usage::FunctionArg
                 };
-                for o in outs {
+                for o in outs.iter().copied() {
                     if let Src::Col(c) = o {
                         self.use_col(c, u)?;
                     }
                 }
                 match bare(expr) {
                     Some(b) if eq => {
+                        let inner = outs.first().copied().unwrap_or(Src::Pass);
+                        let left = match self.resolve(b) {
+                            Ref::Col(Src::Col(c)) => Some(c),
+                            _ => None,
+                        };
+                        let right = src_col(inner);
+                        let clash = match (left, right) {
+                            (Some(x), Some(y)) => {
+                                (self.encrypted(x) || self.encrypted(y))
+                                    && !self.same_ciphertext(x, y)
+                            }
+                            (Some(x), None) | (None, Some(x)) => self.encrypted(x),
+                            (None, None) => false,
+                        };
+                        if clash {
+                            let c = left.or(right).unwrap_or_default();
+                            let col = self.env.policy.column(c);
+                            return Err(Refusal {
+                                sqlstate: sqlstate::FEATURE_NOT_SUPPORTED,
+                                message: format!(
+                                    "column {} is encrypted ({}, domain {}): IN (SELECT ...) must compare it with a column of the same key domain and mode",
+                                    col.qualified(),
+                                    col.encrypt.name(),
+                                    col.domain
+                                ),
+                                hint: Some("compare with literals or parameters, or select a column encrypted the same way".into()),
+                                level: Some(col.level),
+                                unanalysable: false,
+                            });
+                        }
                         self.reference(b, Ctx::Join, u)?;
                     }
                     _ => {

@@ -4,10 +4,12 @@ pub mod analyze;
 pub mod cache;
 pub mod ddl;
 pub mod scan;
+pub mod sites;
 
-pub use analyze::{analyze, Analysis, CopyOut, Env, Kind, Refusal, Src, StatementPlan};
+pub use analyze::{analyze, Analysis, CopyIn, CopyOut, Env, Kind, Refusal, Src, StatementPlan};
 pub use cache::ParseCache;
 pub use scan::Scanner;
+pub use sites::{LookupForm, Purpose, Site, SiteValue};
 
 /// The first word of a SQL text, skipping whitespace, comments and parentheses.
 pub fn first_word(sql: &str) -> &str {

@@ -15,15 +15,22 @@ levels: [core, important, general]
 roles:
   dispatcher: [dispatch_app]
   support: [support_app]
+  owner: [owner_app]
 tables:
   public.customers:
     id_card: { level: core, kind: cn_id_card, encrypt: deterministic }
     phone:   { level: important, kind: cn_mobile, encrypt: deterministic }
     name:    { level: important, kind: cn_name }
+  public.shipments:
+    sender_phone: { level: important, kind: cn_mobile, encrypt: deterministic }
+    address:      { level: important, kind: address, encrypt: randomized }
+    id_card:      { level: core, kind: cn_id_card, encrypt: deterministic, domain: other }
 rules:
   - { roles: [dispatcher], level: important, action: allow }
   - { roles: [dispatcher], level: core, action: mask }
   - { roles: [support], level: important, action: mask }
+  - { roles: [owner], level: core, action: allow }
+  - { roles: [owner], level: important, action: allow }
 defaults: { core: deny, important: mask, general: allow }
 "#;
 
@@ -72,6 +79,13 @@ fn fixture() -> Fixture {
             ),
             rel(300, "public", "v_contacts", RelKind::View, &["id", "phone"]),
             rel(400, "archive", "customers", RelKind::Table, &["id", "name"]),
+            rel(
+                600,
+                "public",
+                "shipments",
+                RelKind::Table,
+                &["id", "sender_phone", "address", "id_card"],
+            ),
         ],
         dependencies: vec![Dependency {
             from: 300,
@@ -300,5 +314,234 @@ proptest! {
         if names_protected {
             prop_assert!(s.needs_analysis(sql.as_bytes()), "fast path let through: {sql}");
         }
+    }
+}
+
+// ---- the write side ----------------------------------------------------------------------
+
+fn sites(f: &Fixture, login: &str, sql: &str) -> Vec<(String, SiteValue, Purpose)> {
+    match run(f, login, sql) {
+        Ok(a) => a
+            .statements
+            .iter()
+            .flat_map(|s| s.sites.iter())
+            .map(|s| (sql[s.start..s.end].to_string(), s.value.clone(), s.purpose))
+            .collect(),
+        Err(r) => panic!("{sql}: refused: {}", r.message),
+    }
+}
+
+fn lit(s: &str) -> SiteValue {
+    SiteValue::Literal(s.into())
+}
+
+#[test]
+fn values_for_encrypted_columns_are_found_in_the_text() {
+    let f = fixture();
+    let store = Purpose::Store;
+    let eq = Purpose::Lookup(LookupForm::Eq);
+    let cases: Vec<(&str, Vec<(String, SiteValue, Purpose)>)> = vec![
+        (
+            "INSERT INTO customers (id, phone, name) VALUES (1, '+86 138', 'Li'), (2, $1, 'Wu')",
+            vec![
+                ("'+86 138'".into(), lit("+86 138"), store),
+                ("$1".into(), SiteValue::Param(1), store),
+            ],
+        ),
+        (
+            "insert into customers values (1, 'n', 'it''s', E'a\\tb')",
+            vec![
+                ("'it''s'".into(), lit("it's"), store),
+                ("E'a\\tb'".into(), lit("a\tb"), store),
+            ],
+        ),
+        (
+            "UPDATE customers SET phone = $2::varchar(20), name = 'x' WHERE id_card = 'é1' AND id = 3",
+            vec![
+                ("$2::varchar(20)".into(), SiteValue::Param(2), store),
+                ("'é1'".into(), lit("é1"), eq),
+            ],
+        ),
+        (
+            "SELECT id FROM customers WHERE phone IN ('1', $3) OR id_card <> CAST('9' AS text)",
+            vec![
+                ("'1'".into(), lit("1"), Purpose::Lookup(LookupForm::Item)),
+                ("$3".into(), SiteValue::Param(3), Purpose::Lookup(LookupForm::Item)),
+                ("CAST('9' AS text)".into(), lit("9"), Purpose::Lookup(LookupForm::Single)),
+            ],
+        ),
+        (
+            "INSERT INTO customers (id, phone) VALUES (1, '2') ON CONFLICT (id) DO UPDATE SET phone = EXCLUDED.phone",
+            vec![("'2'".into(), lit("2"), store)],
+        ),
+        (
+            "INSERT INTO customers (id, phone) VALUES (1, '2') ON CONFLICT (id) DO UPDATE SET phone = '3' RETURNING phone",
+            vec![("'2'".into(), lit("2"), store), ("'3'".into(), lit("3"), store)],
+        ),
+        (
+            "DELETE FROM customers WHERE phone = 12345; SELECT 1 FROM customers WHERE phone IS NULL",
+            vec![("12345".into(), lit("12345"), eq)],
+        ),
+        (
+            "INSERT INTO shipments (id, sender_phone) SELECT id, phone FROM customers",
+            vec![],
+        ),
+        (
+            "UPDATE shipments s SET sender_phone = c.phone FROM customers c WHERE c.id = s.id",
+            vec![],
+        ),
+        (
+            "SELECT 1 FROM customers c JOIN shipments s ON s.sender_phone = c.phone",
+            vec![],
+        ),
+        (
+            "WITH n AS (INSERT INTO customers (id, phone) VALUES (1, $$x'y$$) RETURNING id) SELECT id FROM n",
+            vec![("$$x'y$$".into(), lit("x'y"), store)],
+        ),
+        (
+            "INSERT INTO shipments (id, address) VALUES (1, NULL), (2, 'Road 1')",
+            vec![("'Road 1'".into(), lit("Road 1"), store)],
+        ),
+    ];
+    for (sql, want) in cases {
+        assert_eq!(sites(&f, "owner_app", sql), want, "{sql}");
+    }
+}
+
+#[test]
+fn writes_pgveil_cannot_encrypt_are_refused_with_a_reason() {
+    let f = fixture();
+    let cases = [
+        (
+            "UPDATE customers SET phone = name",
+            "computed inside the server",
+        ),
+        (
+            "UPDATE customers SET phone = lower($1)",
+            "computed inside the server",
+        ),
+        (
+            "INSERT INTO customers (id, phone) VALUES (1, '1' || '2')",
+            "computed inside the server",
+        ),
+        (
+            "INSERT INTO customers (id, phone) SELECT 1, '2'",
+            "computed inside the server",
+        ),
+        (
+            "INSERT INTO customers (id, phone) SELECT id, id_card FROM customers",
+            "computed inside the server",
+        ),
+        (
+            "INSERT INTO customers (id, name) SELECT id, phone FROM customers",
+            "ciphertext",
+        ),
+        (
+            "UPDATE customers SET (phone, name) = ('1', '2')",
+            "multiple-column",
+        ),
+        (
+            "UPDATE shipments SET id_card = (SELECT id_card FROM customers LIMIT 1)",
+            "computed",
+        ),
+        (
+            "INSERT INTO customers (id, phone) VALUES (1, DATE '2020-01-01')",
+            "this form of value",
+        ),
+        (
+            "SELECT 1 FROM shipments WHERE address = 'Road 1'",
+            "randomized",
+        ),
+        (
+            "SELECT 1 FROM shipments WHERE address IN ('a')",
+            "randomized",
+        ),
+        (
+            "SELECT 1 FROM customers WHERE phone = lower('x')",
+            "encrypted",
+        ),
+        ("SELECT 1 FROM customers WHERE phone LIKE '1%'", "encrypted"),
+        ("SELECT 1 FROM customers WHERE phone > '1'", "encrypted"),
+        ("SELECT 1 FROM customers ORDER BY phone", "encrypted"),
+        (
+            "SELECT 1 FROM customers c JOIN shipments s ON s.id_card = c.id_card",
+            "encrypted differently",
+        ),
+        (
+            "SELECT 1 FROM customers c JOIN orders o ON o.note = c.phone",
+            "in clear",
+        ),
+        (
+            "SELECT 1 FROM customers WHERE phone IN (SELECT note FROM orders)",
+            "same key domain",
+        ),
+        ("COPY customers FROM STDIN (FORMAT binary)", "CSV"),
+        ("COPY customers (id, phone) FROM '/tmp/x'", "server file"),
+        (
+            "PREPARE p AS INSERT INTO customers (id, phone) VALUES ($1, $2)",
+            "PREPARE",
+        ),
+    ];
+    for (sql, why) in cases {
+        match run(&f, "owner_app", sql) {
+            Ok(a) => panic!("{sql}: passed: {a:?}"),
+            Err(r) => assert!(
+                r.message.contains(why) || r.hint.as_deref().unwrap_or("").contains(why),
+                "{sql}: {} / {:?}",
+                r.message,
+                r.hint
+            ),
+        }
+    }
+    // A NULL passes; an IS NULL test on a randomized column works on ciphertext.
+    assert!(run(
+        &f,
+        "owner_app",
+        "UPDATE shipments SET address = NULL WHERE address IS NULL"
+    )
+    .is_ok());
+}
+
+#[test]
+fn copy_from_stdin_marks_the_encrypted_positions() {
+    let f = fixture();
+    let phone = f.policy.column_id("public.customers", "phone");
+    let a = run(
+        &f,
+        "dispatch_app",
+        "COPY customers (name, phone) FROM STDIN WITH (FORMAT csv, HEADER true)",
+    )
+    .unwrap_or_else(|r| panic!("{}", r.message));
+    assert_eq!(
+        a.statements[0].copy_in,
+        Some(CopyIn {
+            columns: vec![None, phone],
+            format: CopyOut::Csv { header: true }
+        })
+    );
+    let a = run(&f, "dispatch_app", "COPY orders FROM STDIN")
+        .unwrap_or_else(|r| panic!("{}", r.message));
+    assert_eq!(a.statements[0].copy_in, None);
+}
+
+#[test]
+fn a_mask_role_may_look_up_only_with_lookup_true() {
+    let f = fixture();
+    // support masks `important` without lookup: no equality on phone.
+    let r = run(
+        &f,
+        "support_app",
+        "SELECT name FROM customers WHERE phone = '1'",
+    );
+    assert!(r.is_err());
+    // ... and every way around it.
+    for sql in [
+        "SELECT name FROM customers WHERE phone IN ('1')",
+        "SELECT name FROM customers WHERE '1' = phone",
+        "SELECT name FROM customers c JOIN shipments s ON s.sender_phone = c.phone",
+        "SELECT name FROM customers WHERE phone IN (SELECT sender_phone FROM shipments)",
+        "SELECT name FROM customers WHERE NOT (phone <> '1')",
+    ] {
+        assert!(run(&f, "support_app", sql).is_err(), "{sql}");
     }
 }

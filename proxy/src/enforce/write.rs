@@ -1,0 +1,485 @@
+//! The write side: values on their way into encrypted columns, and values compared with them,
+//! encrypted before the server sees them.
+//!
+//! - Literals in the SQL text are replaced by their envelopes (a lookup literal by the
+//!   envelopes of every key version, so rows not yet re-encrypted still match).
+//! - Parameters are encrypted at Bind; the Parse declares them `text` (what the column holds),
+//!   and the ParameterDescription the client gets back names the plaintext type, so a driver
+//!   that describes before binding sends what it would send to an unprotected database.
+//! - A value that already looks like an envelope is refused: nobody can plant a forged one.
+use std::borrow::Cow;
+use std::sync::Arc;
+
+use bytes::{BufMut, BytesMut};
+use pgveil_policy::crypto::{DomainCipher, Mode, ENVELOPE_PREFIX};
+use pgveil_policy::model::{ColumnId, LevelId};
+
+use super::binary;
+use super::rows::{formats_get, TEXT_OID};
+use crate::protocol::sqlstate;
+use crate::sql::{LookupForm, Refusal};
+
+/// How the values of one encrypted column are sealed.
+#[derive(Debug)]
+pub struct Seal {
+    pub column: ColumnId,
+    pub level: LevelId,
+    pub qualified: String,
+    pub cipher: Arc<DomainCipher>,
+    /// The column's mode (lookups always use deterministic).
+    pub mode: Mode,
+    /// The type clients write and read: the column's type before it was encrypted.
+    pub plain_type: u32,
+}
+
+/// A literal replaced in the SQL text.
+#[derive(Debug)]
+pub struct LiteralEdit {
+    pub start: usize,
+    pub end: usize,
+    /// The canonical plaintext.
+    pub plaintext: String,
+    pub seal: Arc<Seal>,
+    /// `None`: a stored value; `Some`: a lookup in that position.
+    pub lookup: Option<LookupForm>,
+}
+
+/// A parameter encrypted at Bind.
+#[derive(Debug)]
+pub struct ParamEdit {
+    /// 0-based.
+    pub index: usize,
+    pub seal: Arc<Seal>,
+    pub lookup: bool,
+}
+
+/// Everything a statement text needs on its way in.
+#[derive(Debug, Default)]
+pub struct WritePlan {
+    /// In text order, not overlapping.
+    pub literals: Vec<LiteralEdit>,
+    /// Casts around parameters removed from the text (`$1::date` → `$1`): byte ranges and
+    /// the parameter number.
+    pub strips: Vec<(usize, usize, usize)>,
+    pub params: Vec<ParamEdit>,
+}
+
+impl WritePlan {
+    pub fn is_empty(&self) -> bool {
+        self.literals.is_empty() && self.params.is_empty() && self.strips.is_empty()
+    }
+
+    /// The edit of parameter `i` (0-based), if it is encrypted.
+    pub fn param(&self, i: usize) -> Option<&ParamEdit> {
+        self.params.iter().find(|p| p.index == i)
+    }
+}
+
+/// Why a value could not be written.
+#[derive(Debug, thiserror::Error)]
+pub enum WriteError {
+    #[error("pgveil refuses a value for encrypted column {column} that already looks like a pgveil envelope: a client cannot write ciphertext directly")]
+    Forged { column: String, level: LevelId },
+    #[error("invalid value for encrypted column {column}: {reason}")]
+    Invalid {
+        column: String,
+        level: LevelId,
+        reason: String,
+    },
+    #[error("pgveil could not encrypt a value for column {column}: {reason}")]
+    Encrypt {
+        column: String,
+        level: LevelId,
+        reason: String,
+    },
+}
+
+impl WriteError {
+    pub fn refusal(&self) -> Refusal {
+        let (sqlstate, level, hint) = match self {
+            WriteError::Forged { level, .. } => (
+                sqlstate::INSUFFICIENT_PRIVILEGE,
+                *level,
+                Some("write the plaintext value; pgveil encrypts it".to_string()),
+            ),
+            WriteError::Invalid { level, .. } => {
+                (sqlstate::INVALID_TEXT_REPRESENTATION, *level, None)
+            }
+            WriteError::Encrypt { level, .. } => (sqlstate::INTERNAL_ERROR, *level, None),
+        };
+        Refusal {
+            sqlstate,
+            message: self.to_string(),
+            hint,
+            level: Some(level),
+            unanalysable: false,
+        }
+    }
+}
+
+/// The canonical text of a value of type `oid`, so equal values of a deterministic column
+/// encrypt equally: the form PostgreSQL prints for the types pgveil knows, the text as given
+/// for the others.
+pub fn canonical(oid: u32, text: &str) -> Result<Cow<'_, str>, String> {
+    if binary::is_textual(oid) || !matches!(oid, 16 | 20 | 21 | 23 | 1082 | 1114 | 1700) {
+        return Ok(Cow::Borrowed(text));
+    }
+    let mut bin = Vec::new();
+    binary::from_text(oid, text, &mut bin)?;
+    let mut out = String::new();
+    binary::to_text(oid, &bin, &mut out)?;
+    Ok(Cow::Owned(out))
+}
+
+/// Check and canonicalise a plaintext for `seal`.
+pub fn plaintext<'v>(seal: &Seal, value: &'v str) -> Result<Cow<'v, str>, WriteError> {
+    if value.starts_with(ENVELOPE_PREFIX) {
+        return Err(WriteError::Forged {
+            column: seal.qualified.clone(),
+            level: seal.level,
+        });
+    }
+    canonical(seal.plain_type, value).map_err(|reason| WriteError::Invalid {
+        column: seal.qualified.clone(),
+        level: seal.level,
+        reason,
+    })
+}
+
+/// Buffers reused across values.
+#[derive(Default)]
+pub struct Sealer {
+    scratch: Vec<u8>,
+    /// Envelopes produced (for the crypto metric).
+    pub sealed: u64,
+}
+
+impl Sealer {
+    /// Encrypt a canonical plaintext, appending the envelope to `out`.
+    pub fn seal(
+        &mut self,
+        seal: &Seal,
+        lookup: bool,
+        plain: &str,
+        out: &mut String,
+    ) -> Result<(), WriteError> {
+        let mode = if lookup {
+            Mode::Deterministic
+        } else {
+            seal.mode
+        };
+        self.sealed += 1;
+        seal.cipher
+            .encrypt_into(mode, plain.as_bytes(), &mut self.scratch, out)
+            .map_err(|e| WriteError::Encrypt {
+                column: seal.qualified.clone(),
+                level: seal.level,
+                reason: e.to_string(),
+            })
+    }
+
+    /// The replacement text of a literal: a quoted envelope, or for a lookup under several
+    /// key versions, the envelopes of each in the form its position allows.
+    fn literal(&mut self, e: &LiteralEdit, out: &mut String) -> Result<(), WriteError> {
+        let versions = e.seal.cipher.versions();
+        let form = match e.lookup {
+            None => {
+                out.push('\'');
+                self.seal(&e.seal, false, &e.plaintext, out)?;
+                out.push('\'');
+                return Ok(());
+            }
+            Some(_) if versions.len() <= 1 => LookupForm::Single,
+            Some(f) => f,
+        };
+        let (open, sep, close) = match form {
+            LookupForm::Single => {
+                out.push('\'');
+                self.seal(&e.seal, true, &e.plaintext, out)?;
+                out.push('\'');
+                return Ok(());
+            }
+            LookupForm::Eq => ("ANY(ARRAY['", "', '", "'])"),
+            LookupForm::NotEq => ("ALL(ARRAY['", "', '", "'])"),
+            LookupForm::Item => ("'", "', '", "'"),
+        };
+        out.push_str(open);
+        for (i, v) in versions.iter().enumerate() {
+            if i > 0 {
+                out.push_str(sep);
+            }
+            self.sealed += 1;
+            e.seal
+                .cipher
+                .encrypt_deterministic_as(*v, e.plaintext.as_bytes(), &mut self.scratch, out)
+                .map_err(|err| WriteError::Encrypt {
+                    column: e.seal.qualified.clone(),
+                    level: e.seal.level,
+                    reason: err.to_string(),
+                })?;
+        }
+        out.push_str(close);
+        Ok(())
+    }
+
+    /// The SQL text with every literal replaced by its envelope(s) and every cast around an
+    /// encrypted parameter removed.
+    pub fn rewrite_sql(&mut self, sql: &str, plan: &WritePlan) -> Result<String, WriteError> {
+        enum Edit<'p> {
+            Lit(&'p LiteralEdit),
+            Strip(usize),
+        }
+        let mut edits: Vec<(usize, usize, Edit<'_>)> = plan
+            .literals
+            .iter()
+            .map(|l| (l.start, l.end, Edit::Lit(l)))
+            .chain(plan.strips.iter().map(|&(s, e, n)| (s, e, Edit::Strip(n))))
+            .collect();
+        edits.sort_by_key(|e| e.0);
+        let mut out = String::with_capacity(sql.len() + 96 * edits.len());
+        let mut at = 0;
+        for (start, end, edit) in edits {
+            let (Some(before), true) = (sql.get(at..start), end <= sql.len()) else {
+                continue;
+            };
+            out.push_str(before);
+            match edit {
+                Edit::Lit(l) => self.literal(l, &mut out)?,
+                Edit::Strip(n) => {
+                    out.push('$');
+                    out.push_str(&n.to_string());
+                }
+            }
+            at = end;
+        }
+        out.push_str(sql.get(at..).unwrap_or(""));
+        Ok(out)
+    }
+}
+
+/// The parameter types a Parse body declares, after its name and SQL text.
+pub fn parse_param_types(body: &[u8]) -> Vec<u32> {
+    let mut rest = body;
+    for _ in 0..2 {
+        match rest.iter().position(|&b| b == 0) {
+            Some(p) => rest = &rest[p + 1..],
+            None => return Vec::new(),
+        }
+    }
+    if rest.len() < 2 {
+        return Vec::new();
+    }
+    let n = i16::from_be_bytes([rest[0], rest[1]]).max(0) as usize;
+    rest[2..]
+        .chunks_exact(4)
+        .take(n)
+        .map(|c| u32::from_be_bytes([c[0], c[1], c[2], c[3]]))
+        .collect()
+}
+
+/// A Parse frame for `sql`, declaring `types` (encrypted parameters as `text`).
+pub fn parse_frame(name: &[u8], sql: &str, declared: &[u32], plan: &WritePlan) -> BytesMut {
+    let n = declared
+        .len()
+        .max(plan.params.iter().map(|p| p.index + 1).max().unwrap_or(0));
+    let mut out = BytesMut::with_capacity(name.len() + sql.len() + 9 + 4 * n);
+    out.put_u8(b'P');
+    out.put_i32(0);
+    out.put_slice(name);
+    out.put_u8(0);
+    out.put_slice(sql.as_bytes());
+    out.put_u8(0);
+    out.put_i16(n as i16);
+    for i in 0..n {
+        if plan.param(i).is_some() {
+            out.put_u32(TEXT_OID);
+        } else {
+            out.put_u32(declared.get(i).copied().unwrap_or(0));
+        }
+    }
+    let len = (out.len() - 1) as i32;
+    out[1..5].copy_from_slice(&len.to_be_bytes());
+    out
+}
+
+/// What the client declared or will be told for parameter `i`: its own declared type, or
+/// the column's plaintext type.
+fn client_type(declared: &[u32], e: &ParamEdit) -> u32 {
+    match declared.get(e.index).copied() {
+        Some(t) if t != 0 => t,
+        _ => e.seal.plain_type,
+    }
+}
+
+/// Rewrite a Bind: every encrypted parameter is read in the format the client sent it
+/// (binary values through their declared type), checked, encrypted and sent as text.
+pub fn rewrite_bind(
+    body: &[u8],
+    plan: &WritePlan,
+    declared: &[u32],
+    sealer: &mut Sealer,
+) -> Result<Option<BytesMut>, BindError> {
+    const W: &str = "Bind";
+    let bad = || BindError::Malformed(W);
+    let cstr = |b: &[u8]| -> Option<usize> { b.iter().position(|&x| x == 0) };
+    let p1 = cstr(body).ok_or_else(bad)?;
+    let p2 = p1 + 1 + cstr(&body[p1 + 1..]).ok_or_else(bad)?;
+    let names = &body[..=p2];
+    let mut rest = &body[p2 + 1..];
+    let take_i16 = |r: &mut &[u8]| -> Result<i16, BindError> {
+        if r.len() < 2 {
+            return Err(bad());
+        }
+        let v = i16::from_be_bytes([r[0], r[1]]);
+        *r = &r[2..];
+        Ok(v)
+    };
+    let nfmt = take_i16(&mut rest)?.max(0) as usize;
+    if rest.len() < 2 * nfmt {
+        return Err(bad());
+    }
+    let formats: Vec<i16> = rest[..2 * nfmt]
+        .chunks_exact(2)
+        .map(|c| i16::from_be_bytes([c[0], c[1]]))
+        .collect();
+    rest = &rest[2 * nfmt..];
+    let nparams = take_i16(&mut rest)?.max(0) as usize;
+    let mut values: Vec<Option<&[u8]>> = Vec::with_capacity(nparams);
+    for _ in 0..nparams {
+        if rest.len() < 4 {
+            return Err(bad());
+        }
+        let len = i32::from_be_bytes([rest[0], rest[1], rest[2], rest[3]]);
+        rest = &rest[4..];
+        if len < 0 {
+            values.push(None);
+        } else {
+            let l = len as usize;
+            let v = rest.get(..l).ok_or_else(bad)?;
+            values.push(Some(v));
+            rest = &rest[l..];
+        }
+    }
+    let tail = rest; // result formats
+    if !plan.params.iter().any(|p| p.index < nparams) {
+        return Ok(None);
+    }
+    let mut out = BytesMut::with_capacity(body.len() + 128 * plan.params.len() + 16);
+    out.put_u8(b'B');
+    out.put_i32(0);
+    out.put_slice(names);
+    out.put_i16(nparams as i16);
+    for i in 0..nparams {
+        let f = if plan.param(i).is_some() {
+            0
+        } else {
+            formats_get(&formats, i)
+        };
+        out.put_i16(f);
+    }
+    out.put_i16(nparams as i16);
+    let mut text = String::new();
+    let mut env = String::new();
+    for (i, v) in values.iter().enumerate() {
+        let (Some(e), Some(v)) = (plan.param(i), v) else {
+            match v {
+                Some(v) => {
+                    out.put_i32(v.len() as i32);
+                    out.put_slice(v);
+                }
+                None => out.put_i32(-1),
+            }
+            continue;
+        };
+        text.clear();
+        if formats_get(&formats, i) == 1 {
+            let ty = client_type(declared, e);
+            binary::to_text(ty, v, &mut text).map_err(|reason| {
+                BindError::Write(WriteError::Invalid {
+                    column: e.seal.qualified.clone(),
+                    level: e.seal.level,
+                    reason,
+                })
+            })?;
+        } else {
+            let s = std::str::from_utf8(v).map_err(|_| {
+                BindError::Write(WriteError::Invalid {
+                    column: e.seal.qualified.clone(),
+                    level: e.seal.level,
+                    reason: "the value is not valid UTF-8".into(),
+                })
+            })?;
+            text.push_str(s);
+        }
+        let plain = plaintext(&e.seal, &text).map_err(BindError::Write)?;
+        env.clear();
+        sealer
+            .seal(&e.seal, e.lookup, &plain, &mut env)
+            .map_err(BindError::Write)?;
+        out.put_i32(env.len() as i32);
+        out.put_slice(env.as_bytes());
+    }
+    out.put_slice(tail);
+    let len = (out.len() - 1) as i32;
+    out[1..5].copy_from_slice(&len.to_be_bytes());
+    Ok(Some(out))
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BindError {
+    #[error("malformed {0} message")]
+    Malformed(&'static str),
+    #[error(transparent)]
+    Write(WriteError),
+}
+
+/// Rewrite a ParameterDescription body: encrypted parameters are described with the type
+/// the client declared, or the column's plaintext type.
+pub fn parameter_description(body: &[u8], plan: &WritePlan, declared: &[u32]) -> Option<BytesMut> {
+    if body.len() < 2 {
+        return None;
+    }
+    let n = i16::from_be_bytes([body[0], body[1]]).max(0) as usize;
+    if body.len() < 2 + 4 * n {
+        return None;
+    }
+    let mut out = BytesMut::with_capacity(body.len() + 5);
+    out.put_u8(b't');
+    out.put_i32((4 + body.len()) as i32);
+    out.put_slice(&body[..2]);
+    for (i, c) in body[2..2 + 4 * n].chunks_exact(4).enumerate() {
+        match plan.param(i) {
+            Some(e) => out.put_u32(client_type(declared, e)),
+            None => out.put_slice(c),
+        }
+    }
+    Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn canonical_forms() {
+        assert_eq!(
+            canonical(1082, " 2020-01-02").ok().as_deref(),
+            Some("2020-01-02")
+        );
+        assert_eq!(canonical(1700, "1.50").ok().as_deref(), Some("1.50"));
+        assert_eq!(canonical(23, " 42").ok().as_deref(), Some("42"));
+        assert_eq!(canonical(25, " x ").ok().as_deref(), Some(" x "));
+        assert_eq!(canonical(16, "yes").ok().as_deref(), Some("t"));
+        assert!(canonical(23, "4x2").is_err());
+    }
+
+    #[test]
+    fn parse_types_are_read() {
+        let mut body = b"s1\0SELECT $1\0".to_vec();
+        body.extend_from_slice(&2i16.to_be_bytes());
+        body.extend_from_slice(&23u32.to_be_bytes());
+        body.extend_from_slice(&0u32.to_be_bytes());
+        assert_eq!(parse_param_types(&body), vec![23, 0]);
+        assert_eq!(parse_param_types(b"s1\0SELECT 1\0"), Vec::<u32>::new());
+    }
+}
