@@ -78,7 +78,10 @@ impl CopyIn {
             out.put_slice(data);
         } else {
             self.pending.extend_from_slice(data);
-            self.rows(out, false)?;
+            if let Err(e) = self.rows(out, false) {
+                out.truncate(start);
+                return Err(e);
+            }
         }
         if out.len() == body {
             out.truncate(start);
@@ -97,7 +100,10 @@ impl CopyIn {
         let start = out.len();
         out.put_u8(b'd');
         out.put_i32(0);
-        self.rows(out, true)?;
+        if let Err(e) = self.rows(out, true) {
+            out.truncate(start);
+            return Err(e);
+        }
         let len = (out.len() - start - 1) as i32;
         out[start + 1..start + 5].copy_from_slice(&len.to_be_bytes());
         Ok(())
@@ -366,6 +372,11 @@ mod tests {
             run(p.clone(), &[row.as_bytes()]),
             Err(CopyInError::Write(WriteError::Forged { .. }))
         ));
+        // Nothing of a refused chunk reaches the server (the COPY is then failed).
+        let mut c = CopyIn::new(p.clone());
+        let mut out = BytesMut::new();
+        assert!(c.feed(row.as_bytes(), &mut out).is_err());
+        assert!(out.is_empty());
         let (p, _) = plan(CopyFormat::Csv { header: false });
         assert!(matches!(
             run(p, &[b"1,\"open\n"]),

@@ -10,6 +10,7 @@ pub mod copy_in;
 pub mod messages;
 pub mod rows;
 pub mod session;
+pub mod statements;
 pub mod write;
 
 use std::collections::HashMap;

@@ -7,7 +7,9 @@ use std::time::Instant;
 use pgveil_policy::model::{ColumnId, EncryptMode};
 use pgveil_policy::{RoleSet, Transform};
 
+use super::copy_in::CopyInPlan;
 use super::rows::{ColumnOp, CopyFormat, Op, RowPlan};
+use super::write::{self, LiteralEdit, ParamEdit, Seal, WritePlan};
 use super::{Enforcement, PolicyState};
 use crate::catalog::{Bound, Snapshot};
 use crate::protocol::sqlstate;
@@ -18,6 +20,10 @@ use crate::sql::{self, Analysis, Env, Kind, Refusal, Src};
 pub struct Prepared {
     /// One plan per statement in the text (a simple Query may hold several).
     pub rows: Vec<Arc<RowPlan>>,
+    /// Values to encrypt on the way in (literals in the text, parameters at Bind).
+    pub write: Option<Arc<WritePlan>>,
+    /// Set for `COPY ... FROM STDIN` into encrypted columns.
+    pub copy_in: Option<Arc<CopyInPlan>>,
 }
 
 impl Prepared {
@@ -198,7 +204,7 @@ impl Enforcer {
             }
         };
         match analysis.as_ref() {
-            Ok(a) => match plan(a, state, &roles, &bound.snapshot) {
+            Ok(a) => match plan(a, text, state, &roles, &bound.snapshot) {
                 // Even a plan without transforms is kept: the RowDescription cross-check
                 // needs to know which protected columns the analysis saw.
                 Ok(p) => {
@@ -322,12 +328,92 @@ fn restores_settings(sql: &[u8]) -> bool {
 /// Turn an analysis into per-statement row plans.
 fn plan(
     a: &Analysis,
+    sql: &str,
     state: &PolicyState,
     roles: &RoleSet,
     snapshot: &Snapshot,
 ) -> Result<Prepared, Refusal> {
     let mut rows = Vec::with_capacity(a.statements.len());
+    let mut seals: Vec<Arc<Seal>> = Vec::new();
+    let mut wp = WritePlan::default();
+    let mut copy_in = None;
     for s in &a.statements {
+        for site in &s.sites {
+            let seal = seal_for(site.column, state, snapshot, &mut seals)?;
+            let lookup = match site.purpose {
+                sql::Purpose::Store => None,
+                sql::Purpose::Lookup(f) => Some(f),
+            };
+            match &site.value {
+                sql::SiteValue::Literal(v) => {
+                    let plain = write::plaintext(&seal, v)
+                        .map_err(|e| e.refusal())?
+                        .into_owned();
+                    wp.literals.push(LiteralEdit {
+                        start: site.start,
+                        end: site.end,
+                        plaintext: plain,
+                        seal,
+                        lookup,
+                    });
+                }
+                sql::SiteValue::Param(n) => {
+                    let index = n - 1;
+                    if crate::sql::sites::token_end(sql, site.start) != Some(site.end) {
+                        wp.strips.push((site.start, site.end, *n));
+                    }
+                    match wp.param(index) {
+                        // Two uses of one parameter must encrypt to the same ciphertext.
+                        Some(p)
+                            if p.seal.cipher.domain() == seal.cipher.domain()
+                                && write_mode(&p.seal, p.lookup)
+                                    == write_mode(&seal, lookup.is_some()) => {}
+                        Some(p) => {
+                            return Err(Refusal {
+                                sqlstate: sqlstate::FEATURE_NOT_SUPPORTED,
+                                message: format!(
+                                    "parameter ${n} is used for encrypted columns {} and {}, which are encrypted differently",
+                                    p.seal.qualified, seal.qualified
+                                ),
+                                hint: Some("use a separate parameter for each".into()),
+                                level: Some(seal.level),
+                                unanalysable: false,
+                            })
+                        }
+                        None => wp.params.push(ParamEdit {
+                            index,
+                            seal,
+                            lookup: lookup.is_some(),
+                        }),
+                    }
+                }
+            }
+        }
+        if let Some(ci) = &s.copy_in {
+            if copy_in.is_some() {
+                return Err(Refusal {
+                    sqlstate: sqlstate::FEATURE_NOT_SUPPORTED,
+                    message: "pgveil encrypts one COPY FROM STDIN per query text".into(),
+                    hint: Some("send each COPY as its own query".into()),
+                    level: None,
+                    unanalysable: false,
+                });
+            }
+            let mut columns = Vec::with_capacity(ci.columns.len());
+            for c in &ci.columns {
+                columns.push(match c {
+                    Some(c) => Some(seal_for(*c, state, snapshot, &mut seals)?),
+                    None => None,
+                });
+            }
+            copy_in = Some(Arc::new(CopyInPlan {
+                columns,
+                format: match ci.format {
+                    sql::CopyOut::Text => CopyFormat::Text,
+                    sql::CopyOut::Csv { header } => CopyFormat::Csv { header },
+                },
+            }));
+        }
         let mut ops = Vec::new();
         let mut qualified = Vec::new();
         if s.kind == Kind::Rows {
@@ -370,7 +456,74 @@ fn plan(
             copy,
         }));
     }
-    Ok(Prepared { rows })
+    Ok(Prepared {
+        rows,
+        write: (!wp.is_empty()).then(|| Arc::new(wp)),
+        copy_in,
+    })
+}
+
+fn write_mode(seal: &Seal, lookup: bool) -> pgveil_policy::crypto::Mode {
+    if lookup {
+        pgveil_policy::crypto::Mode::Deterministic
+    } else {
+        seal.mode
+    }
+}
+
+/// The seal of an encrypted column (one per column per plan).
+fn seal_for(
+    c: ColumnId,
+    state: &PolicyState,
+    snapshot: &Snapshot,
+    seals: &mut Vec<Arc<Seal>>,
+) -> Result<Arc<Seal>, Refusal> {
+    if let Some(s) = seals.iter().find(|s| s.column == c) {
+        return Ok(s.clone());
+    }
+    let col = state.policy.column(c);
+    let cipher = state
+        .ciphers
+        .get(&col.domain)
+        .cloned()
+        .ok_or_else(|| Refusal {
+            sqlstate: sqlstate::INTERNAL_ERROR,
+            message: format!(
+                "pgveil has no key for domain {} of column {}",
+                col.domain,
+                col.qualified()
+            ),
+            hint: None,
+            level: Some(col.level),
+            unanalysable: false,
+        })?;
+    let (_, plain_type) = column_types(col, snapshot);
+    let seal = Arc::new(Seal {
+        column: c,
+        level: col.level,
+        qualified: col.qualified(),
+        cipher,
+        mode: match col.encrypt {
+            EncryptMode::Deterministic => pgveil_policy::crypto::Mode::Deterministic,
+            _ => pgveil_policy::crypto::Mode::Randomized,
+        },
+        plain_type,
+    });
+    seals.push(seal.clone());
+    Ok(seal)
+}
+
+/// A column's type in the database, and the type clients see (its original type).
+fn column_types(col: &pgveil_policy::model::Column, snapshot: &Snapshot) -> (u32, u32) {
+    let (schema, table) = col.table.split_once('.').unwrap_or(("public", &col.table));
+    let rel = snapshot.lookup(Some(schema), table).first().copied();
+    let type_oid = rel
+        .and_then(|r| r.columns.iter().find(|a| a.name == col.column))
+        .map_or(super::rows::TEXT_OID, |a| a.type_oid);
+    let plain_type = rel
+        .and_then(|r| snapshot.original_type(r, &col.column))
+        .unwrap_or(type_oid);
+    (type_oid, plain_type)
 }
 
 /// The transform of one output column for a login; `None` when its values pass untouched.
@@ -422,14 +575,7 @@ fn column_op(
             })
         }
     };
-    let (schema, table) = col.table.split_once('.').unwrap_or(("public", &col.table));
-    let rel = snapshot.lookup(Some(schema), table).first().copied();
-    let type_oid = rel
-        .and_then(|r| r.columns.iter().find(|a| a.name == col.column))
-        .map_or(super::rows::TEXT_OID, |a| a.type_oid);
-    let plain_type = rel
-        .and_then(|r| snapshot.original_type(r, &col.column))
-        .unwrap_or(type_oid);
+    let (type_oid, plain_type) = column_types(col, snapshot);
     Ok(Some(ColumnOp {
         type_oid,
         plain_type,

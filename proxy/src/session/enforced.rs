@@ -18,16 +18,19 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Buf, BufMut, Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
 
 use crate::context::ServerContext;
 use crate::enforce::book::{Book, PortalPlan};
 use crate::enforce::copy;
+use crate::enforce::copy_in::CopyIn;
 use crate::enforce::messages::{self, REFUSED_SQL};
 use crate::enforce::rows::{self, CopyFormat, RowError, RowPlan, Scratch, Tally};
 use crate::enforce::session::{Enforcer, Prepared, Verdict};
+use crate::enforce::statements::{Outcomes, StatementParams, Statements};
+use crate::enforce::write::{self, BindError, Sealer};
 use crate::enforce::Enforcement;
 use crate::metrics::Command;
 use crate::protocol::backend::{command_word, error_response, error_response_hint, Severity};
@@ -59,14 +62,19 @@ enum Expect {
         name: Bytes,
         plan: Option<Arc<Prepared>>,
         replace: Option<BytesMut>,
+        /// Reported back to the client direction's statement book when the Parse ends.
+        seq: u64,
     },
     Bind {
         portal: Bytes,
         statement: Bytes,
         formats: Bytes,
+        replace: Option<BytesMut>,
     },
     DescribeStatement {
         name: Bytes,
+        /// Encrypted parameters: the ParameterDescription names their plaintext types.
+        params: Option<Arc<StatementParams>>,
     },
     DescribePortal {
         name: Bytes,
@@ -228,12 +236,17 @@ where
 {
     let upstream_db = enforcer.database.clone();
     let (tx, rx) = mpsc::channel(MAX_PENDING);
+    let outcomes = Arc::new(Outcomes::default());
     let mut upstream = Upstream {
         enforcer,
         settings,
         tx,
         sw,
         out: BytesMut::new(),
+        statements: Statements::new(outcomes.clone()),
+        sealer: Sealer::default(),
+        copy_in: None,
+        portals: std::collections::HashMap::new(),
     };
     let mut downstream = Downstream {
         enf,
@@ -258,6 +271,7 @@ where
         copy: None,
         database: upstream_db,
         batch_command: Command::UNKNOWN,
+        outcomes,
     };
     let end = tokio::select! {
         e = upstream.run(cr, client_buf) => e,
@@ -295,6 +309,47 @@ struct Upstream<'a, SW> {
     sw: SW,
     /// Bytes for the server, written when the client's buffer holds no further message.
     out: BytesMut,
+    /// Which prepared statements have parameters to encrypt.
+    statements: Statements,
+    sealer: Sealer,
+    /// A COPY FROM STDIN into encrypted columns in progress.
+    copy_in: Option<CopyState>,
+    /// Portals bound to a COPY FROM STDIN into encrypted columns.
+    portals: std::collections::HashMap<Bytes, Arc<crate::enforce::copy_in::CopyInPlan>>,
+}
+
+struct CopyState {
+    copy: CopyIn,
+    /// A row could not be encrypted: the COPY was failed; the client's remaining data is
+    /// dropped.
+    failed: bool,
+}
+
+/// A Bind that fails at the server (no such statement), sent in place of a refused one so
+/// the server skips to Sync as for any failed Bind; its error is replaced by pgveil's.
+fn refused_bind(portal: &[u8]) -> BytesMut {
+    const NAME: &[u8] = b"pgveil: refused bind";
+    let mut out = BytesMut::with_capacity(portal.len() + NAME.len() + 13);
+    out.put_u8(b'B');
+    out.put_i32((4 + portal.len() + 1 + NAME.len() + 1 + 6) as i32);
+    out.put_slice(portal);
+    out.put_u8(0);
+    out.put_slice(NAME);
+    out.put_u8(0);
+    out.put_i16(0);
+    out.put_i16(0);
+    out.put_i16(0);
+    out
+}
+
+/// CopyFail, ending a COPY FROM STDIN at the server with `message`.
+fn copy_fail(message: &str) -> BytesMut {
+    let mut out = BytesMut::with_capacity(message.len() + 6);
+    out.put_u8(b'f');
+    out.put_i32((4 + message.len() + 1) as i32);
+    out.put_slice(message.as_bytes());
+    out.put_u8(0);
+    out
 }
 
 impl<SW: AsyncWrite + Unpin> Upstream<'_, SW> {
@@ -365,10 +420,101 @@ impl<SW: AsyncWrite + Unpin> Upstream<'_, SW> {
         }
     }
 
+    /// Count the envelopes made since the last call.
+    fn count_sealed(&mut self) {
+        let n = std::mem::take(&mut self.sealer.sealed)
+            + self
+                .copy_in
+                .as_mut()
+                .map_or(0, |c| std::mem::take(&mut c.copy.sealer.sealed));
+        if n > 0 {
+            self.enforcer
+                .enforcement()
+                .metrics
+                .enforcement
+                .crypto
+                .with_label_values(&["encrypt"])
+                .inc_by(n);
+        }
+    }
+
+    /// Refuse a simple Query (after its analysis passed but a value could not be encrypted).
+    async fn refuse_query(&mut self, command: Command, r: &Refusal) -> Result<bool, End> {
+        self.enforcer.refused(r);
+        self.expect(Expect::Query {
+            command,
+            plans: Vec::new(),
+            replace: Some(refusal_frame(r)),
+            effects: None,
+        })
+        .await?;
+        self.out
+            .extend_from_slice(&messages::query_frame(REFUSED_SQL));
+        Ok(true)
+    }
+
+    /// CopyData, CopyDone or CopyFail from the client during a COPY FROM STDIN that pgveil
+    /// encrypts.
+    fn on_copy(&mut self, tag: u8, frame: &Bytes) {
+        let Some(state) = self.copy_in.as_mut() else {
+            self.out.extend_from_slice(frame);
+            return;
+        };
+        if state.failed {
+            if tag != b'd' {
+                self.copy_in = None;
+            }
+            return;
+        }
+        let r = match tag {
+            b'd' => state.copy.feed(&frame[5..], &mut self.out),
+            b'c' => state.copy.finish(&mut self.out),
+            _ => Ok(()),
+        };
+        match r {
+            Ok(()) => {
+                if tag != b'd' {
+                    self.out.extend_from_slice(frame);
+                }
+            }
+            Err(e) => {
+                let refusal = match &e {
+                    crate::enforce::copy_in::CopyInError::Write(w) => w.refusal(),
+                    other => Refusal {
+                        sqlstate: sqlstate::FEATURE_NOT_SUPPORTED,
+                        message: other.to_string(),
+                        hint: None,
+                        level: None,
+                        unanalysable: false,
+                    },
+                };
+                self.enforcer.refused(&refusal);
+                self.out
+                    .extend_from_slice(&copy_fail(&format!("pgveil: {}", refusal.message)));
+                state.failed = true;
+            }
+        }
+        self.count_sealed();
+        if tag != b'd' {
+            self.copy_in = None;
+        }
+    }
+
     /// Returns `Ok(false)` after a Terminate.
     async fn on_message(&mut self, tag: u8, frame: Bytes) -> Result<bool, End> {
         let body = &frame[5..];
         let bad = |e: ProtocolError| End::ClientError(e);
+        if self.copy_in.is_some() {
+            match tag {
+                b'd' | b'c' | b'f' => {
+                    self.on_copy(tag, &frame);
+                    return Ok(true);
+                }
+                // The server ignores Flush and Sync during COPY FROM STDIN.
+                b'H' | b'S' => {}
+                _ => self.copy_in = None,
+            }
+        }
         if matches!(tag, b'Q' | b'S' | b'F') {
             self.settings.query_started();
         }
@@ -390,6 +536,20 @@ impl<SW: AsyncWrite + Unpin> Upstream<'_, SW> {
                         self.out.extend_from_slice(&frame);
                     }
                     Verdict::Transform(p) => {
+                        let rewritten = match &p.write {
+                            Some(w) => match std::str::from_utf8(sql)
+                                .ok()
+                                .map(|t| self.sealer.rewrite_sql(t, w))
+                            {
+                                Some(Ok(t)) => Some(messages::query_frame(&t)),
+                                Some(Err(e)) => {
+                                    return self.refuse_query(command, &e.refusal()).await
+                                }
+                                None => None,
+                            },
+                            None => None,
+                        };
+                        self.count_sealed();
                         self.expect(Expect::Query {
                             command,
                             plans: p.rows.clone(),
@@ -397,7 +557,16 @@ impl<SW: AsyncWrite + Unpin> Upstream<'_, SW> {
                             effects,
                         })
                         .await?;
-                        self.out.extend_from_slice(&frame);
+                        match rewritten {
+                            Some(f) => self.out.extend_from_slice(&f),
+                            None => self.out.extend_from_slice(&frame),
+                        }
+                        if let Some(c) = &p.copy_in {
+                            self.copy_in = Some(CopyState {
+                                copy: CopyIn::new(c.clone()),
+                                failed: false,
+                            });
+                        }
                     }
                     Verdict::Refuse(r) => {
                         self.enforcer.refused(&r);
@@ -417,7 +586,41 @@ impl<SW: AsyncWrite + Unpin> Upstream<'_, SW> {
                 let (name, sql) = messages::parse(body).map_err(bad)?;
                 let command = Command::from_sql(sql);
                 let name = frame.slice_ref(name);
-                let verdict = self.enforcer.judge(sql, self.settings.readable()).await;
+                let mut verdict = self.enforcer.judge(sql, self.settings.readable()).await;
+                // The statement's text after encryption, and its encrypted parameters.
+                let mut rewritten = None;
+                let mut params = None;
+                if let Verdict::Transform(p) = &verdict {
+                    if let Some(c) = &p.copy_in {
+                        params = Some(Arc::new(StatementParams {
+                            plan: Arc::new(write::WritePlan::default()),
+                            declared: Vec::new(),
+                            copy_in: Some(c.clone()),
+                        }));
+                    }
+                    if let Some(w) = &p.write {
+                        let declared = write::parse_param_types(body);
+                        match std::str::from_utf8(sql)
+                            .ok()
+                            .map(|t| self.sealer.rewrite_sql(t, w))
+                        {
+                            Some(Ok(t)) => {
+                                rewritten = Some(write::parse_frame(&name, &t, &declared, w));
+                                if !w.params.is_empty() {
+                                    params = Some(Arc::new(StatementParams {
+                                        plan: w.clone(),
+                                        declared,
+                                        copy_in: p.copy_in.clone(),
+                                    }));
+                                }
+                            }
+                            Some(Err(e)) => verdict = Verdict::Refuse(e.refusal()),
+                            None => {}
+                        }
+                        self.count_sealed();
+                    }
+                }
+                let seq = self.statements.parsed(name.clone(), params);
                 match verdict {
                     Verdict::Pass | Verdict::Transform(_) => {
                         let plan = match verdict {
@@ -429,9 +632,13 @@ impl<SW: AsyncWrite + Unpin> Upstream<'_, SW> {
                             name,
                             plan,
                             replace: None,
+                            seq,
                         })
                         .await?;
-                        self.out.extend_from_slice(&frame);
+                        match rewritten {
+                            Some(f) => self.out.extend_from_slice(&f),
+                            None => self.out.extend_from_slice(&frame),
+                        }
                     }
                     Verdict::Refuse(r) => {
                         self.enforcer.refused(&r);
@@ -441,6 +648,7 @@ impl<SW: AsyncWrite + Unpin> Upstream<'_, SW> {
                             name,
                             plan: None,
                             replace: Some(refusal_frame(&r)),
+                            seq,
                         })
                         .await?;
                         self.out.extend_from_slice(&injected);
@@ -449,19 +657,58 @@ impl<SW: AsyncWrite + Unpin> Upstream<'_, SW> {
             }
             b'B' => {
                 let b = messages::bind(body).map_err(bad)?;
+                let mut replace = None;
+                let mut rewritten = None;
+                let params = self.statements.params(b.statement);
+                match params.as_ref().and_then(|p| p.copy_in.clone()) {
+                    Some(c) => {
+                        self.portals.insert(Bytes::copy_from_slice(b.portal), c);
+                    }
+                    None => {
+                        if !self.portals.is_empty() {
+                            self.portals.remove(b.portal);
+                        }
+                    }
+                }
+                if let Some(p) = params {
+                    match write::rewrite_bind(body, &p.plan, &p.declared, &mut self.sealer) {
+                        Ok(r) => rewritten = r,
+                        Err(BindError::Malformed(w)) => {
+                            return Err(End::ClientError(ProtocolError::BadStartup(format!(
+                                "malformed {w} message"
+                            ))))
+                        }
+                        Err(BindError::Write(e)) => {
+                            let r = e.refusal();
+                            self.enforcer.refused(&r);
+                            replace = Some(refusal_frame(&r));
+                            rewritten = Some(refused_bind(b.portal));
+                        }
+                    }
+                    self.count_sealed();
+                }
                 let e = Expect::Bind {
                     portal: frame.slice_ref(b.portal),
                     statement: frame.slice_ref(b.statement),
                     formats: frame.slice_ref(b.result_formats),
+                    replace,
                 };
                 self.expect(e).await?;
-                self.out.extend_from_slice(&frame);
+                match rewritten {
+                    Some(f) => self.out.extend_from_slice(&f),
+                    None => self.out.extend_from_slice(&frame),
+                }
             }
             b'D' => {
                 let (kind, name) = messages::target(body, "Describe").map_err(bad)?;
+                let params = if kind == b'S' {
+                    self.statements.params(name)
+                } else {
+                    None
+                };
                 let name = frame.slice_ref(name);
                 let e = if kind == b'S' {
-                    Expect::DescribeStatement { name }
+                    Expect::DescribeStatement { name, params }
                 } else {
                     Expect::DescribePortal { name }
                 };
@@ -470,6 +717,12 @@ impl<SW: AsyncWrite + Unpin> Upstream<'_, SW> {
             }
             b'E' => {
                 let portal = frame.slice_ref(messages::execute(body).map_err(bad)?);
+                if let Some(c) = self.portals.get(&portal[..]) {
+                    self.copy_in = Some(CopyState {
+                        copy: CopyIn::new(c.clone()),
+                        failed: false,
+                    });
+                }
                 self.expect(Expect::Execute { portal }).await?;
                 self.out.extend_from_slice(&frame);
             }
@@ -558,6 +811,8 @@ struct Downstream<'a> {
     /// The current Execute's portal has been looked up.
     resolved: bool,
     database: String,
+    /// How Parses ended, for the client direction's statement book.
+    outcomes: Arc<Outcomes>,
 }
 
 impl Downstream<'_> {
@@ -673,7 +928,10 @@ impl Downstream<'_> {
                     .front()
                     .is_some_and(|e| !matches!(e, Expect::Sync))
                 {
-                    self.queue.pop_front();
+                    if let Some(Expect::Parse { seq, .. }) = self.queue.pop_front() {
+                        // Skipped after an earlier error: the server never saw it.
+                        self.outcomes.report(seq, false);
+                    }
                 }
                 if !self.queue.is_empty() {
                     self.skipping = false;
@@ -800,11 +1058,27 @@ impl Downstream<'_> {
                     name,
                     plan,
                     command,
+                    seq,
                     ..
                 }) = self.pop()
                 {
+                    self.outcomes.report(seq, true);
                     self.batch_command = command;
                     self.book.parsed(&name, plan);
+                }
+            }
+            b't' => {
+                if let Some(Expect::DescribeStatement {
+                    params: Some(p), ..
+                }) = self.front()
+                {
+                    let p = p.clone();
+                    if let Some(f) = write::parameter_description(body, &p.plan, &p.declared) {
+                        if forward {
+                            out.extend_from_slice(&f);
+                        }
+                        forward = false;
+                    }
                 }
             }
             b'2' => {
@@ -812,6 +1086,7 @@ impl Downstream<'_> {
                     portal,
                     statement,
                     formats,
+                    ..
                 }) = self.pop()
                 {
                     self.book.bound(&portal, &statement, &formats);
@@ -845,10 +1120,15 @@ impl Downstream<'_> {
                     }
                     Some(Expect::Sync) | None => {}
                     Some(_) => {
-                        if let Some(Expect::Parse { replace, .. }) = self.front() {
-                            replacement = replace.take();
+                        match self.front() {
+                            Some(Expect::Parse { replace, .. } | Expect::Bind { replace, .. }) => {
+                                replacement = replace.take()
+                            }
+                            _ => {}
                         }
-                        self.pop();
+                        if let Some(Expect::Parse { seq, .. }) = self.pop() {
+                            self.outcomes.report(seq, false);
+                        }
                         self.skipping = true;
                     }
                 }
@@ -867,6 +1147,9 @@ impl Downstream<'_> {
                 self.settings.query_finished(&self.ctx.metrics);
                 while let Some(e) = self.pop() {
                     let done = e.ends_cycle();
+                    if let Expect::Parse { seq, .. } = &e {
+                        self.outcomes.report(*seq, false);
+                    }
                     if let Expect::Query { effects, .. } = &e {
                         self.book.simple_query();
                         if let Some(sql) = effects {
@@ -922,7 +1205,7 @@ impl Downstream<'_> {
                 let portal = portal.clone();
                 self.book.portal(&portal).map(|p| p.row)
             }
-            Expect::DescribeStatement { name } => {
+            Expect::DescribeStatement { name, .. } => {
                 let name = name.clone();
                 self.pop();
                 self.book.statement_row(&name)

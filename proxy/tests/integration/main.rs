@@ -7,6 +7,7 @@ mod bad_input;
 mod disconnects;
 mod enforce_matrix;
 mod enforce_read;
+mod enforce_write;
 mod extended;
 mod lifecycle;
 mod node_clients;

@@ -1,0 +1,610 @@
+//! Write-side enforcement against a real PostgreSQL: every way a value enters an encrypted
+//! column (literals, parameters in text and binary, COPY in text and CSV, upserts, updates),
+//! checked directly in the database; equality lookups rewritten so indexes keep working;
+//! forged envelopes and values pgveil cannot see refused.
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures_util::SinkExt;
+use pgveil::config::EnforcementConfig;
+use pgveil_policy::crypto::{is_envelope, KeySet, Mode};
+use pgveil_policy::keyring::Keyring;
+use pgveil_testkit::PgCluster;
+
+use crate::enforce_read::{refused, rows};
+use crate::support::*;
+
+pub const POLICY: &str = r#"
+version: 1
+levels: [core, important, general]
+roles:
+  writer: [writer_app]
+  desk: [desk_app]
+  viewer: [viewer_app]
+tables:
+  public.customers:
+    id_card: { level: core, kind: cn_id_card, encrypt: deterministic, domain: id_card }
+    phone:   { level: important, kind: cn_mobile, encrypt: deterministic, domain: phone }
+    address: { level: important, kind: address, encrypt: randomized }
+    points:  { level: general, kind: text, encrypt: randomized, domain: points }
+  public.shipments:
+    sender_phone: { level: important, kind: cn_mobile, encrypt: deterministic, domain: phone }
+rules:
+  - { roles: [writer], level: core, action: allow }
+  - { roles: [writer], level: important, action: allow }
+  - { roles: [desk], level: important, action: mask, lookup: true }
+  - { roles: [viewer], level: important, action: mask }
+defaults: { core: deny, important: mask, general: allow }
+"#;
+
+pub struct Setup {
+    pub cluster: PgCluster,
+    pub proxy: pgveil::app::RunningProxy,
+    pub keyring: std::path::PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+pub async fn setup() -> Setup {
+    let cluster = pg_trust();
+    let dir = tempfile::tempdir().unwrap();
+    let policy = dir.path().join("policy.yaml");
+    std::fs::write(&policy, POLICY).unwrap();
+    let keyring = dir.path().join("pgveil.keys");
+    Keyring::generate(1_700_000_000)
+        .unwrap()
+        .save(&keyring, true)
+        .unwrap();
+    let db = direct(&cluster).await;
+    db.batch_execute(
+        "create role writer_app login; create role desk_app login; create role viewer_app login;
+         create table customers (id int primary key, name text, phone text, id_card text,
+                                 address text, points text);
+         create index customers_phone on customers (phone);
+         create schema pgveil;
+         create table pgveil.original_types (table_name regclass, column_name name,
+                                             original_type regtype);
+         insert into pgveil.original_types values ('customers', 'points', 'int4');
+         create table shipments (id int primary key, customer_id int, sender_phone text, note text);
+         grant all on all tables in schema public to public;",
+    )
+    .await
+    .unwrap();
+    let mut config = config_for(&cluster);
+    config.enforcement = Some(EnforcementConfig::new(policy, keyring.clone(), "postgres"));
+    let proxy = proxy_with(config).await;
+    Setup {
+        cluster,
+        proxy,
+        keyring,
+        _dir: dir,
+    }
+}
+
+fn keys(s: &Setup) -> KeySet {
+    Keyring::load(&s.keyring).unwrap().into_key_set()
+}
+
+/// Every protected value in the database is NULL or a valid envelope that decrypts, and no
+/// canary appears anywhere in the tables' text.
+async fn assert_all_ciphertext(s: &Setup, canaries: &[String]) {
+    let db = direct(&s.cluster).await;
+    let k = keys(s);
+    for (table, col, domain) in [
+        ("customers", "phone", "phone"),
+        ("customers", "id_card", "id_card"),
+        ("customers", "address", "address"),
+        ("customers", "points", "points"),
+        ("shipments", "sender_phone", "phone"),
+    ] {
+        let cipher = k.domain(domain);
+        for r in db
+            .query(
+                &format!("select {col} from {table} where {col} is not null"),
+                &[],
+            )
+            .await
+            .unwrap()
+        {
+            let v: String = r.get(0);
+            assert!(
+                is_envelope(v.as_bytes()),
+                "{table}.{col} holds plaintext: {v}"
+            );
+            assert!(cipher.decrypt(v.as_bytes()).is_ok(), "{table}.{col}: {v}");
+        }
+    }
+    for table in ["customers", "shipments"] {
+        let all: Vec<String> = db
+            .query(&format!("select t::text from {table} t"), &[])
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        for c in canaries {
+            assert!(
+                !all.iter().any(|row| row.contains(c.as_str())),
+                "canary {c} stored in clear in {table}"
+            );
+        }
+    }
+}
+
+fn phone(i: usize) -> String {
+    format!("1390000{i:04}")
+}
+
+#[tokio::test]
+async fn every_write_path_stores_ciphertext_and_reads_back_plaintext() {
+    let s = setup().await;
+    let w = client_as(&s.proxy, "writer_app", "").await;
+    let mut canaries = Vec::new();
+
+    // Simple protocol: single and multi-row INSERT, RETURNING, UPSERT, UPDATE ... FROM.
+    let got = rows(
+        &w,
+        "insert into customers (id, name, phone, id_card, address, points) values \
+         (1, 'a', '13900000001', '110101199003071234', 'Road 1', '101') returning phone, points",
+    )
+    .await;
+    assert_eq!(got, vec![vec!["13900000001".to_string(), "101".into()]]);
+    w.batch_execute(
+        "insert into customers (id, phone, address) values (2, '13900000002', 'Road ''2'''), \
+         (3, $$13900000003$$, E'Road\\t3'); \
+         insert into customers values (4, 'd', '13900000004', null, null, 7) \
+           on conflict (id) do update set phone = excluded.phone; \
+         insert into customers (id, phone) values (4, '13900000044') \
+           on conflict (id) do update set phone = excluded.phone, address = 'Upserted'; \
+         insert into customers (id, phone) values (5, '13900000005') \
+           on conflict (id) do update set phone = '13900000055'; \
+         insert into customers (id, phone) values (5, '13900000005') \
+           on conflict (id) do update set phone = '13900000555'; \
+         update customers set phone = '13900000022', points = 22 where id = 2; \
+         insert into shipments (id, customer_id, sender_phone, note) values (1, 1, '13900000001', 'n'); \
+         insert into shipments (id, customer_id) values (2, 2); \
+         update shipments s set sender_phone = c.phone from customers c where c.id = s.customer_id and s.id = 2;",
+    )
+    .await
+    .unwrap();
+    for c in [
+        "13900000001",
+        "110101199003071234",
+        "Road 1",
+        "13900000002",
+        "Road '2'",
+        "13900000003",
+        "Road\t3",
+        "13900000044",
+        "Upserted",
+        "13900000555",
+        "13900000022",
+    ] {
+        canaries.push(c.to_string());
+    }
+
+    // Extended protocol: one prepared INSERT reused 1,000 times, parameters typed from the
+    // catalog (points is described as int4, its original type, and sent in binary).
+    let st = w
+        .prepare("insert into customers (id, phone, address, points) values ($1, $2, $3, $4)")
+        .await
+        .unwrap();
+    assert_eq!(st.params()[3], tokio_postgres::types::Type::INT4);
+    assert_eq!(st.params()[1], tokio_postgres::types::Type::TEXT);
+    for i in 100..1100 {
+        let p = phone(i);
+        let addr = format!("Street {i}");
+        w.execute(&st, &[&(i as i32), &p, &addr, &(i as i32 * 3)])
+            .await
+            .unwrap();
+        if i % 97 == 0 {
+            canaries.push(p);
+            canaries.push(addr);
+        }
+    }
+    // A pipeline: several statements in flight at once.
+    let upd = w
+        .prepare("update customers set phone = $1 where id = $2")
+        .await
+        .unwrap();
+    let ids: Vec<i32> = (100..110).collect();
+    let phones: Vec<String> = ids.iter().map(|i| format!("1380000{i:04}")).collect();
+    let params: Vec<[&(dyn tokio_postgres::types::ToSql + Sync); 2]> = ids
+        .iter()
+        .zip(&phones)
+        .map(|(id, p)| [p as _, id as _])
+        .collect();
+    let futs: Vec<_> = params.iter().map(|p| w.execute(&upd, p)).collect();
+    for r in futures_util::future::join_all(futs).await {
+        assert_eq!(r.unwrap(), 1);
+    }
+    canaries.extend(phones.iter().cloned());
+
+    // COPY FROM STDIN in text and CSV, sent in chunks that split rows and quoted fields.
+    let text: String = (2000..2300)
+        .map(|i| format!("{i}\t{}\tCopy\\tstreet {i}\t{}\n", phone(i), i))
+        .collect();
+    copy_in_chunks(
+        &w,
+        "copy customers (id, phone, address, points) from stdin",
+        &text,
+        7,
+    )
+    .await;
+    let csv: String = std::iter::once("id,phone,address\n".to_string())
+        .chain(
+            (3000..3300).map(|i| format!("{i},{},\"Csv, \"\"quoted\"\"\nstreet {i}\"\n", phone(i))),
+        )
+        .collect();
+    copy_in_chunks(
+        &w,
+        "copy customers (id, phone, address) from stdin with (format csv, header true)",
+        &csv,
+        13,
+    )
+    .await;
+    canaries.push(phone(2150));
+    canaries.push("street 2150".into());
+    canaries.push(phone(3150));
+
+    assert_all_ciphertext(&s, &canaries).await;
+
+    // Read back through pgveil: equal to what was written, in the original types.
+    let r = w
+        .query_one(
+            "select phone, address, points from customers where id = 500",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.get::<_, String>(0), phone(500));
+    assert_eq!(r.get::<_, String>(1), "Street 500");
+    assert_eq!(r.get::<_, i32>(2), 1500);
+    let got = rows(&w, "select phone, address, points from customers where id in (2, 3, 4, 5, 2150, 3150) order by id").await;
+    assert_eq!(
+        got,
+        vec![
+            vec!["13900000022".to_string(), "Road '2'".into(), "22".into()],
+            vec!["13900000003".into(), "Road\t3".into(), "NULL".into()],
+            vec!["13900000044".into(), "Upserted".into(), "7".into()],
+            vec!["13900000555".into(), "NULL".into(), "NULL".into()],
+            vec![phone(2150), "Copy\tstreet 2150".into(), "2150".into()],
+            vec![
+                phone(3150),
+                "Csv, \"quoted\"\nstreet 3150".into(),
+                "NULL".into()
+            ],
+        ]
+    );
+    let got = rows(&w, "select sender_phone from shipments order by id").await;
+    assert_eq!(
+        got,
+        vec![vec!["13900000001".to_string()], vec!["13900000022".into()]]
+    );
+    let n = rows(&w, "select count(*) from customers").await;
+    assert_eq!(n[0][0], (5 + 1000 + 300 + 300).to_string());
+}
+
+async fn copy_in_chunks(c: &tokio_postgres::Client, sql: &str, data: &str, chunk: usize) {
+    let sink = c.copy_in::<_, Bytes>(sql).await.unwrap();
+    futures_util::pin_mut!(sink);
+    for part in data.as_bytes().chunks(chunk) {
+        sink.send(Bytes::copy_from_slice(part)).await.unwrap();
+    }
+    sink.finish().await.unwrap();
+}
+
+#[tokio::test]
+async fn equality_lookups_are_rewritten_and_use_the_index() {
+    let s = setup().await;
+    let w = client_as(&s.proxy, "writer_app", "").await;
+    let data: String = (1..=5000)
+        .map(|i| format!("{i}\t{}\tstreet {i}\n", phone(i)))
+        .collect();
+    copy_in_chunks(
+        &w,
+        "copy customers (id, phone, address) from stdin",
+        &data,
+        65536,
+    )
+    .await;
+    w.batch_execute(
+        "insert into shipments (id, customer_id, sender_phone) values (1, 7, '13900000007'), (2, 8, '13900000008'); \
+         insert into customers (id, phone) values (9999, null)",
+    )
+    .await
+    .unwrap();
+    let db = direct(&s.cluster).await;
+    db.batch_execute("analyze customers; analyze shipments")
+        .await
+        .unwrap();
+
+    // Literal, parameter, IN, <>, IS NULL, and a join across one key domain.
+    assert_eq!(
+        rows(&w, "select id from customers where phone = '13900000042'").await,
+        vec![vec!["42".to_string()]]
+    );
+    assert_eq!(
+        rows(
+            &w,
+            "select id from customers where phone in ('13900000001', '13900000003') order by id"
+        )
+        .await,
+        vec![vec!["1".to_string()], vec!["3".into()]]
+    );
+    let r = w
+        .query("select id from customers where phone = $1", &[&phone(77)])
+        .await
+        .unwrap();
+    assert_eq!(r.len(), 1);
+    assert_eq!(r[0].get::<_, i32>(0), 77);
+    assert_eq!(
+        rows(
+            &w,
+            "select count(*) from customers where phone <> '13900000001'"
+        )
+        .await[0][0],
+        "4999"
+    );
+    assert_eq!(
+        rows(&w, "select id from customers where phone is null").await,
+        vec![vec!["9999".to_string()]]
+    );
+    assert_eq!(
+        rows(&w, "select c.id, s.id from customers c join shipments s on s.sender_phone = c.phone order by 1").await,
+        vec![vec!["7".to_string(), "1".into()], vec!["8".into(), "2".into()]]
+    );
+    assert_eq!(
+        rows(&w, "select c.id from customers c where c.phone in (select sender_phone from shipments) order by 1").await,
+        vec![vec!["7".to_string()], vec!["8".into()]]
+    );
+
+    // The server runs the rewritten equality on the index: EXPLAIN through pgveil, and
+    // directly with the envelope the test computes itself.
+    let plan = rows(
+        &w,
+        "explain select id from customers where phone = '13900000042'",
+    )
+    .await;
+    let plan: String = plan.into_iter().map(|r| r.join(" ") + "\n").collect();
+    assert!(plan.contains("Index Scan using customers_phone"), "{plan}");
+    assert!(
+        plan.contains("pgv1:") && !plan.contains("13900000042"),
+        "{plan}"
+    );
+    let env = keys(&s)
+        .domain("phone")
+        .encrypt(Mode::Deterministic, b"13900000042")
+        .unwrap();
+    let plan = db
+        .query(
+            &format!("explain select id from customers where phone = '{env}'"),
+            &[],
+        )
+        .await
+        .unwrap();
+    let plan: String = plan.iter().map(|r| r.get::<_, String>(0) + "\n").collect();
+    assert!(plan.contains("Index Scan using customers_phone"), "{plan}");
+
+    // A mask role with `lookup: true` may look up; one without may not, however it asks.
+    let desk = client_as(&s.proxy, "desk_app", "").await;
+    let got = rows(
+        &desk,
+        "select id, phone from customers where phone = '13900000042'",
+    )
+    .await;
+    assert_eq!(got[0][0], "42");
+    assert_ne!(got[0][1], "13900000042");
+    let viewer = client_as(&s.proxy, "viewer_app", "").await;
+    for sql in [
+        "select id from customers where phone = '13900000042'",
+        "select id from customers where '13900000042' = phone",
+        "select id from customers where phone in ('13900000042')",
+        "select id from customers where not (phone <> '13900000042')",
+        "select c.id from customers c join shipments s on s.sender_phone = c.phone",
+        "select id from customers where phone in (select sender_phone from shipments)",
+        "select id from customers where phone like '139%'",
+    ] {
+        assert_eq!(refused(&viewer, sql).await, "42501", "{sql}");
+    }
+    // Ranges, patterns and sorting fail for every role: the server holds only ciphertext.
+    for sql in [
+        "select id from customers where phone like '139%'",
+        "select id from customers where phone > '139'",
+        "select id from customers order by phone limit 1",
+        "select id from customers where address = 'street 1'",
+        "select id from customers where lower(phone) = '1'",
+        "select id from customers c join shipments s on s.note = c.phone",
+    ] {
+        assert_eq!(refused(&w, sql).await, "0A000", "{sql}");
+    }
+}
+
+#[tokio::test]
+async fn lookups_find_rows_written_under_every_key_version() {
+    let s = setup().await;
+    let w = client_as(&s.proxy, "writer_app", "").await;
+    w.batch_execute("insert into customers (id, phone) values (1, '13900000001')")
+        .await
+        .unwrap();
+    // Rotate: version 2 becomes active; pgveil reloads.
+    let mut k = Keyring::load(&s.keyring).unwrap();
+    k.add_version(1_700_000_100).unwrap();
+    k.save(&s.keyring, false).unwrap();
+    s.proxy.enforcement.as_ref().unwrap().reload().unwrap();
+    w.batch_execute("insert into customers (id, phone) values (2, '13900000001')")
+        .await
+        .unwrap();
+    let db = direct(&s.cluster).await;
+    let versions: Vec<u32> = db
+        .query("select phone from customers order by id", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| {
+            pgveil_policy::crypto::envelope_key_version(r.get::<_, String>(0).as_bytes()).unwrap()
+        })
+        .collect();
+    assert_eq!(versions, vec![1, 2]);
+    assert_eq!(
+        rows(
+            &w,
+            "select id from customers where phone = '13900000001' order by id"
+        )
+        .await,
+        vec![vec!["1".to_string()], vec!["2".into()]]
+    );
+    assert_eq!(
+        rows(
+            &w,
+            "select id from customers where phone in ('13900000001') order by id"
+        )
+        .await,
+        vec![vec!["1".to_string()], vec!["2".into()]]
+    );
+    assert_eq!(
+        rows(
+            &w,
+            "select count(*) from customers where phone <> '13900000001'"
+        )
+        .await,
+        vec![vec!["0".to_string()]]
+    );
+}
+
+#[tokio::test]
+async fn forged_envelopes_and_unencryptable_writes_are_refused_in_order() {
+    let s = setup().await;
+    let w = client_as(&s.proxy, "writer_app", "").await;
+    let forged = keys(&s)
+        .domain("phone")
+        .encrypt(Mode::Deterministic, b"13900000001")
+        .unwrap();
+    // Literal, parameter, and COPY: each refused, and the session carries on.
+    assert_eq!(
+        refused(
+            &w,
+            &format!("insert into customers (id, phone) values (1, '{forged}')")
+        )
+        .await,
+        "42501"
+    );
+    let st = w
+        .prepare("insert into customers (id, phone) values ($1, $2)")
+        .await
+        .unwrap();
+    let e = w.execute(&st, &[&1i32, &forged]).await.unwrap_err();
+    assert_eq!(e.code().unwrap().code(), "42501");
+    assert!(format!("{e:?}").contains("envelope"), "{e:?}");
+    w.execute(&st, &[&1i32, &"13900000001"]).await.unwrap();
+    let sink = w
+        .copy_in::<_, Bytes>("copy customers (id, phone) from stdin")
+        .await
+        .unwrap();
+    futures_util::pin_mut!(sink);
+    sink.send(Bytes::from(format!("2\t{forged}\n")))
+        .await
+        .unwrap();
+    let e = sink.finish().await.unwrap_err();
+    assert!(format!("{e:?}").contains("envelope"), "{e:?}");
+    // Values the server would compute, and bad input for the original type.
+    for (sql, code) in [
+        ("update customers set phone = name", "0A000"),
+        ("update customers set phone = upper('x')", "0A000"),
+        ("insert into customers (id, phone) select 3, '1'", "0A000"),
+        (
+            "insert into customers (id, phone) values (3, default)",
+            "0A000",
+        ),
+        (
+            "insert into customers (id, points) values (3, '12x')",
+            "22P02",
+        ),
+        (
+            "copy customers (id, phone) from stdin (format binary)",
+            "0A000",
+        ),
+        (
+            "insert into shipments (id, note) select id, phone from customers",
+            "0A000",
+        ),
+    ] {
+        assert_eq!(refused(&w, sql).await, code, "{sql}");
+    }
+    // In a transaction, a refusal aborts it like any error.
+    w.batch_execute("begin").await.unwrap();
+    assert_eq!(
+        refused(&w, &format!("update customers set phone = '{forged}'")).await,
+        "42501"
+    );
+    assert_eq!(refused(&w, "select 1").await, "25P02");
+    w.batch_execute("rollback").await.unwrap();
+    assert_eq!(rows(&w, "select count(*) from customers").await[0][0], "1");
+    assert_all_ciphertext(&s, &["13900000001".into()]).await;
+    let _ = Arc::new(());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn psql_inserts_and_copies_through_pgveil() {
+    let s = setup().await;
+    let script =
+        "insert into customers (id, phone, address) values (1, '13900000001', 'Psql road');\n\
+                  \\copy customers (id, phone, address) from stdin with (format csv)\n\
+                  2,13900000002,\"Csv, road\"\n\
+                  3,13900000003,\n\
+                  \\.\n\
+                  select id, phone, address from customers order by id;\n";
+    let out = std::process::Command::new("timeout")
+        .arg("60")
+        .arg(crate::support::psql())
+        .args([
+            "-X",
+            "-q",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-A",
+            "-F",
+            "|",
+            "-t",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &s.proxy.addr.port().to_string(),
+            "-U",
+            "writer_app",
+            "-d",
+            "postgres",
+        ])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .and_then(|mut child| {
+            use std::io::Write;
+            child
+                .stdin
+                .take()
+                .map(|mut i| i.write_all(script.as_bytes()));
+            child.wait_with_output()
+        })
+        .expect("run psql");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        stdout.trim(),
+        "1|13900000001|Psql road\n2|13900000002|Csv, road\n3|13900000003|"
+    );
+    assert_all_ciphertext(
+        &s,
+        &[
+            "13900000001".into(),
+            "13900000002".into(),
+            "Csv, road".into(),
+            "Psql road".into(),
+        ],
+    )
+    .await;
+}
