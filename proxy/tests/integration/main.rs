@@ -9,6 +9,7 @@ mod enforce_matrix;
 mod enforce_read;
 mod extended;
 mod lifecycle;
+mod migrate;
 mod node_clients;
 mod python_clients;
 mod sample_data;
