@@ -4,7 +4,6 @@ use std::process::ExitCode;
 
 use anyhow::{bail, Context};
 use pgveil_policy::keyring::Keyring;
-use pgveil_policy::CompiledPolicy;
 
 use super::{check, connect, plan::Plan, Op, Options};
 
@@ -28,23 +27,23 @@ pub fn run(
         bail!("version {version} is not in {}", file.display());
     }
     let lowest = keyring.list().iter().map(|i| i.version).min() == Some(version);
-    let compiled = CompiledPolicy::from_path(policy).map_err(|d| {
-        let text = d.to_string();
-        anyhow::anyhow!(
-            "{}",
-            text.lines().next().unwrap_or("invalid policy").to_string()
-        )
-    })?;
-    // The scan needs only version numbers; a reloaded copy of the keyring samples decryption.
-    let keys = Keyring::load(file)?.into_key_set();
+    // The policy says which columns to scan; the key set samples decryption.
+    let state = crate::enforce::PolicyState::load(policy, file).map_err(|e| anyhow::anyhow!(e))?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
     let under = runtime.block_on(async {
         let client = connect(dsn).await?;
-        let plan = Plan::build(&client, &compiled, &keys, Op::Rekey, &Options::default()).await?;
-        let report = check::scan(&client, &plan, &keys, false).await?;
+        let plan = Plan::build(
+            &client,
+            &state.policy,
+            &state.keys,
+            Op::Rekey,
+            &Options::default(),
+        )
+        .await?;
+        let report = check::scan(&client, &plan, &state.keys, false).await?;
         anyhow::Ok(report.under_version(version))
     })?;
     if under > 0 && !force {
