@@ -287,6 +287,7 @@ async fn encrypt_text_int8_and_date_columns_then_read_through_the_proxy() {
     let row = app.query_one(&stmt, &[]).await.unwrap();
     assert_eq!(row.get::<_, i64>(0), 1200);
     assert_eq!(row.get::<_, String>(2), "13812345678");
+    drop(app);
     proxy.shutdown().await;
 }
 
@@ -699,6 +700,57 @@ async fn encrypt_killed_midway_under_concurrent_writes_then_resumed() {
         written.notes.len(),
         written.inserted.len()
     );
+}
+
+/// The lost-update interleaving, forced: a transaction holds a row and changes its protected
+/// value while the migration reaches it. The batch must wait for it and encrypt the new value
+/// (without `FOR UPDATE` it would read the old one and overwrite the new one on commit).
+#[tokio::test]
+async fn a_concurrent_change_of_a_protected_value_is_not_lost() {
+    const ROWS: i64 = 2000;
+    // Already text: the type change would wait for the holder's table lock.
+    let schema = big_load(ROWS) + "alter table big alter column amount type text;";
+    let env = Env::with_policy(&schema, BIG_POLICY);
+    let db = direct(&env.cluster).await;
+    let holder = direct(&env.cluster).await;
+    holder
+        .batch_execute("begin; update big set phone = '19900000000' where id = 1500")
+        .await
+        .unwrap();
+    let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_pgveil"))
+        .args(env.args("encrypt", &["--batch-size", "100"]))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait until the run has reached the held row's batch and is blocked there.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while count(&db, "select count(*) from big where phone like 'pgv1:%'").await < 1400 {
+        assert!(Instant::now() < deadline, "encrypt made no progress");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        count(&db, "select count(*) from big where phone like 'pgv1:%'").await,
+        1400,
+        "the run went past a row another transaction holds"
+    );
+    holder.batch_execute("commit").await.unwrap();
+    let out = child.wait_with_output().await.unwrap();
+    ok(&out);
+    let keys = env.keys();
+    let stored: String = db
+        .query_one("select phone from big where id = 1500", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        keys.domain("phone").decrypt(stored.as_bytes()).unwrap(),
+        b"19900000000",
+        "the concurrent update was lost"
+    );
+    let check = ok(&env.run("encrypt", &["--check"]));
+    assert!(check.contains("check: no plaintext left"), "{check}");
 }
 
 #[tokio::test]
