@@ -1,5 +1,5 @@
 //! `seal-table`: encrypt, in place, every column a policy marks `encrypt:` (the benchmark's
-//! setup; `pgveil encrypt` will be the real migration command).
+//! setup), with the code of `pgveil encrypt`.
 //!
 //! Usage: seal-table DSN POLICY KEYRING
 use std::process::ExitCode;
@@ -23,10 +23,11 @@ fn main() -> ExitCode {
     let run = async {
         let state = pgveil::enforce::PolicyState::load(policy.as_ref(), keyring.as_ref())
             .map_err(|e| anyhow::anyhow!(e))?;
-        let (client, conn) = tokio_postgres::connect(dsn, tokio_postgres::NoTls).await?;
+        let (mut client, conn) = tokio_postgres::connect(dsn, tokio_postgres::NoTls).await?;
         tokio::spawn(conn);
-        let n = pgveil::demo::seal::seal_all(&client, &state.policy, &state.keys).await?;
-        anyhow::Ok(n)
+        let opts = pgveil::migrate::Options::default();
+        let done = pgveil::migrate::encrypt(&mut client, &state.policy, &state.keys, &opts).await?;
+        anyhow::Ok(done.iter().map(|s| s.changed).sum::<u64>())
     };
     match rt.block_on(run) {
         Ok(n) => {

@@ -49,6 +49,15 @@ pub enum KeyringError {
     Rng,
 }
 
+/// Why a key version cannot be removed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RemoveError {
+    #[error("version {0} is the active version; add a new version and rekey before retiring it")]
+    Active(u32),
+    #[error("version {0} is not in the keyring")]
+    Unknown(u32),
+}
+
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct FileRepr {
@@ -113,6 +122,25 @@ impl Keyring {
 
     pub fn active_version(&self) -> u32 {
         self.active
+    }
+
+    /// Removes one key version. Values encrypted under it can no longer be decrypted by anyone
+    /// holding only this keyring (crypto-shredding). The active version cannot be removed.
+    pub fn remove_version(&mut self, version: u32) -> Result<(), RemoveError> {
+        if version == self.active {
+            return Err(RemoveError::Active(version));
+        }
+        let before = self.keys.len();
+        self.keys.retain(|(i, _)| i.version != version);
+        if self.keys.len() == before {
+            return Err(RemoveError::Unknown(version));
+        }
+        Ok(())
+    }
+
+    /// Whether the keyring holds `version`.
+    pub fn has_version(&self, version: u32) -> bool {
+        self.keys.iter().any(|(i, _)| i.version == version)
     }
 
     /// Versions, creation times and fingerprints; never key material.
@@ -331,5 +359,27 @@ mod tests {
         assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
         assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
         assert_eq!(rfc3339(1_735_689_599), "2024-12-31T23:59:59Z");
+    }
+
+    #[test]
+    fn remove_version() {
+        let mut k = Keyring::generate(1).unwrap();
+        k.add_version(2).unwrap();
+        k.add_version(3).unwrap();
+        assert_eq!(k.remove_version(3), Err(RemoveError::Active(3)));
+        assert_eq!(k.remove_version(9), Err(RemoveError::Unknown(9)));
+        assert_eq!(k.remove_version(1), Ok(()));
+        assert!(!k.has_version(1));
+        assert!(k.has_version(2));
+        assert_eq!(k.remove_version(1), Err(RemoveError::Unknown(1)));
+        let versions: Vec<u32> = k.list().iter().map(|i| i.version).collect();
+        assert_eq!(versions, [2, 3]);
+        // New versions number from the highest present one.
+        assert_eq!(k.add_version(4).unwrap(), 4);
+        // The saved and reloaded keyring keeps the removal.
+        let back = Keyring::parse(std::path::Path::new("k"), k.to_json().as_bytes()).unwrap();
+        assert_eq!(back.list().len(), 3);
+        assert!(!back.has_version(1));
+        assert_eq!(back.active_version(), 4);
     }
 }

@@ -173,6 +173,36 @@ fn wrong_master_key_and_versions() {
     );
 }
 
+fn pseudonym(keys: &KeySet, value: &str) -> String {
+    let mut out = String::new();
+    keys.pseudonym_key().pseudonym(value.as_bytes(), &mut out);
+    out
+}
+
+#[test]
+fn pseudonyms_follow_the_lowest_version() {
+    let v1 = pseudonym(&keyset(5, &[1], 1), "13800000000");
+    // Adding a version and making it active keeps pseudonyms (they are join keys).
+    assert_eq!(pseudonym(&keyset(5, &[1, 2], 2), "13800000000"), v1);
+    assert_eq!(pseudonym(&keyset(5, &[1, 2, 3], 3), "13800000000"), v1);
+    // Versions listed out of order: still the lowest.
+    let unordered = KeySet::new(
+        vec![
+            (2, MasterKey::from_bytes([7; 32])),
+            (1, MasterKey::from_bytes([6; 32])),
+        ],
+        2,
+    )
+    .unwrap();
+    assert_eq!(pseudonym(&unordered, "13800000000"), v1);
+    // Retiring version 1 changes them: version 2 now derives the key.
+    let retired = pseudonym(&keyset(5, &[2, 3], 3), "13800000000");
+    assert_ne!(retired, v1);
+    assert_eq!(pseudonym(&keyset(5, &[2], 2), "13800000000"), retired);
+    // A different master key gives different pseudonyms.
+    assert_ne!(pseudonym(&keyset(9, &[1], 1), "13800000000"), v1);
+}
+
 #[test]
 fn buffers_are_reused() {
     let c = keyset(2, &[1], 1).domain("phone");

@@ -4,6 +4,7 @@ use clap::{Parser, Subcommand};
 use crate::commands::{keys::KeysArgs, policy::PolicyArgs};
 use crate::config::ServeArgs;
 use crate::demo::DemoArgs;
+use crate::migrate::MigrateArgs;
 
 /// pgveil: a transparent encrypting proxy for PostgreSQL.
 ///
@@ -27,4 +28,10 @@ pub enum Command {
     Policy(PolicyArgs),
     /// Generate and manage keyring files.
     Keys(KeysArgs),
+    /// Encrypt the policy's `encrypt:` columns of live tables in place, in batches (resumable).
+    Encrypt(MigrateArgs),
+    /// Decrypt them back to plaintext and restore the original column types.
+    Decrypt(MigrateArgs),
+    /// Re-encrypt every envelope not under the keyring's active version.
+    Rekey(MigrateArgs),
 }

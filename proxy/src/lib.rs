@@ -7,7 +7,7 @@
 //! - [`protocol`]: framing and the few messages pgveil builds or reads;
 //! - [`upstream`]: connections to PostgreSQL;
 //! - [`metrics`]: Prometheus metrics and the HTTP endpoint;
-//! - [`demo`], [`commands`]: the demo and the DBA's tools.
+//! - [`demo`], [`commands`], [`migrate`]: the demo and the DBA's tools.
 pub mod app;
 pub mod catalog;
 pub mod cli;
@@ -18,6 +18,7 @@ pub mod demo;
 pub mod enforce;
 pub mod logging;
 pub mod metrics;
+pub mod migrate;
 pub mod protocol;
 pub mod server;
 pub mod session;

@@ -137,19 +137,23 @@ impl KeySet {
         }
     }
 
-    /// The key for `hash` pseudonyms, derived from the active version: pseudonyms are stable
-    /// for as long as that version stays active.
+    /// The key for `hash` pseudonyms, derived from the **lowest** key version in the keyring.
+    ///
+    /// Pseudonyms are join keys for analysts, so they must not change when a new version is
+    /// added and made active (`keys add-version`, `rekey`). They change only when the lowest
+    /// version is retired (`keys retire`), which is a deliberate event: the next-lowest version
+    /// then derives them. See docs/encryption.md, "Pseudonym stability".
     pub fn pseudonym_key(&self) -> PseudonymKey {
-        let mk = self
-            .versions
-            .iter()
-            .find(|(v, _)| *v == self.active)
-            .map(|(_, k)| k);
-        match mk {
-            Some(k) => PseudonymKey::new(&k.derive("pseudonym-hmac-sha256", "", self.active)),
-            // Unreachable: `new` checked that the active version exists.
+        match self.versions.iter().min_by_key(|(v, _)| *v) {
+            Some((v, k)) => PseudonymKey::new(&k.derive("pseudonym-hmac-sha256", "", *v)),
+            // Unreachable: `new` checked that at least the active version exists.
             None => PseudonymKey::new(&[]),
         }
+    }
+
+    /// The versions this key set holds, in keyring order.
+    pub fn versions(&self) -> Vec<u32> {
+        self.versions.iter().map(|(v, _)| *v).collect()
     }
 }
 

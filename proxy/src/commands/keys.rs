@@ -1,4 +1,4 @@
-//! `pgveil keys ...`: generate, add-version, list.
+//! `pgveil keys ...`: generate, add-version, list, retire.
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -22,6 +22,25 @@ pub enum KeysCommand {
     AddVersion { file: PathBuf },
     /// List versions, creation times and fingerprints (never key material).
     List { file: PathBuf },
+    /// Remove a key version. Refused while the database holds values encrypted under it (run
+    /// `pgveil rekey` first); --force removes it anyway, destroying those values
+    /// (crypto-shredding). The active version is never removed.
+    #[command(disable_version_flag = true)]
+    Retire {
+        file: PathBuf,
+        #[arg(long)]
+        version: u32,
+        /// Connection string of the database to scan (directly, not through pgveil).
+        #[arg(long)]
+        dsn: String,
+        /// The policy: which columns to scan.
+        #[arg(long)]
+        policy: PathBuf,
+        /// Remove the version even though values are still encrypted under it: they become
+        /// undecryptable (deliberate crypto-shredding).
+        #[arg(long)]
+        force: bool,
+    },
 }
 
 fn now() -> u64 {
@@ -51,6 +70,13 @@ pub fn run(args: KeysArgs) -> anyhow::Result<ExitCode> {
                 file.display()
             );
         }
+        KeysCommand::Retire {
+            file,
+            version,
+            dsn,
+            policy,
+            force,
+        } => return crate::migrate::retire::run(&file, version, &dsn, &policy, force),
         KeysCommand::List { file } => {
             let k = Keyring::load(&file)?;
             println!(

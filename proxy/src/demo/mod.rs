@@ -1,7 +1,6 @@
 //! `pgveil demo`: a throwaway PostgreSQL with sample data, pgveil in front of
 //! it, and a short tour of what an application sees through the proxy.
 pub mod data;
-pub mod seal;
 mod table;
 
 use std::process::ExitCode;
@@ -78,7 +77,8 @@ async fn tour(cluster: &PgCluster, args: &DemoArgs) -> anyhow::Result<()> {
     let loaded = load_sample_data(cluster, args).await?;
     println!("{loaded}");
 
-    // The policy of examples/logistics, a fresh keyring, and the protected columns sealed.
+    // The policy of examples/logistics, a fresh keyring, and the protected columns encrypted
+    // in place by `pgveil encrypt`'s code.
     let dir = cluster.dir();
     let policy_path = dir.join("policy.yaml");
     std::fs::write(&policy_path, LOGISTICS_POLICY)?;
@@ -90,8 +90,17 @@ async fn tour(cluster: &PgCluster, args: &DemoArgs) -> anyhow::Result<()> {
     pgveil_policy::keyring::Keyring::generate(now)?.save(&keyring_path, true)?;
     let state = crate::enforce::PolicyState::load(&policy_path, &keyring_path)
         .map_err(|e| anyhow::anyhow!(e))?;
-    let admin = superuser(cluster).await?;
-    let sealed = seal::seal_all(&admin, &state.policy, &state.keys).await?;
+    let mut admin = superuser(cluster).await?;
+    let sealed: u64 = crate::migrate::encrypt(
+        &mut admin,
+        &state.policy,
+        &state.keys,
+        &crate::migrate::Options::default(),
+    )
+    .await?
+    .iter()
+    .map(|s| s.changed)
+    .sum();
     println!(
         "Encrypted {sealed} values in the columns examples/logistics/policy.yaml marks `encrypt:` (AES-256-GCM envelopes).\n"
     );

@@ -10,6 +10,7 @@ mod enforce_read;
 mod enforce_write;
 mod extended;
 mod lifecycle;
+mod migrate;
 mod node_clients;
 mod python_clients;
 mod sample_data;
