@@ -63,8 +63,9 @@ def expand(expr, variables):
 
 
 def metric_names(expr):
-    """Metric names in an expression: identifiers followed by { or [, minus PromQL words."""
-    names = set()
+    """Metric names in an expression: pgveil_* names, and identifiers followed by { or [
+    that are not PromQL words."""
+    names = set(re.findall(r"\b(pgveil_[a-z0-9_]+)\b", expr))
     for m in re.finditer(r"\b([a-zA-Z_:][a-zA-Z0-9_:]*)\s*(\{|\[)", expr):
         if m.group(1) not in PROMQL_WORDS:
             names.add(m.group(1))
