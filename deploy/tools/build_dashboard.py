@@ -59,7 +59,7 @@ ROWS = [
         dict(title="Instances up", type="stat", w=4, h=6, unit="none",
              targets=[q('sum(up{job=~"$job", instance=~"$instance"})', "up")],
              thresholds=[("red", None), ("green", 1)],
-             what="pgveil processes Prometheus scrapes successfully.",
+             what="the number of pgveil processes that Prometheus scrapes successfully.",
              normal="the number of instances you run.",
              abnormal="fewer: an instance is down or unreachable (alert PgveilDown, PgveilAbsent)."),
         dict(title="Active client connections", type="timeseries", w=10, h=6, unit="none",
@@ -107,7 +107,8 @@ ROWS = [
              targets=quantiles("added"),
              what="the time pgveil itself spends: analysis of statements naming protected data and "
                   "the per-row transforms.",
-             normal="tens of microseconds; cached analyses make repeated statements cheaper.",
+             normal="below 100 µs, the histogram's smallest bucket (a cached analysis takes well under a "
+                    "microsecond, a cold one tens of microseconds).",
              abnormal="p99 in milliseconds: a low parse-cache hit ratio (many distinct SQL texts) or very "
                       "wide rows of encrypted columns."),
     ]),
