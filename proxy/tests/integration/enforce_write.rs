@@ -86,7 +86,7 @@ fn keys(s: &Setup) -> KeySet {
 
 /// Every protected value in the database is NULL or a valid envelope that decrypts, and no
 /// canary appears anywhere in the tables' text.
-async fn assert_all_ciphertext(s: &Setup, canaries: &[String]) {
+pub async fn assert_all_ciphertext(s: &Setup, canaries: &[String]) {
     let db = direct(&s.cluster).await;
     let k = keys(s);
     for (table, col, domain) in [

@@ -1,8 +1,13 @@
-//! psycopg 3 and asyncpg as clients of an enforcing pgveil:
+//! psycopg 3, asyncpg and SQLAlchemy as clients of an enforcing pgveil:
 //! `proxy/tests/python/read_side.py` checks masks, decrypts, hashes, refusals
 //! (42501, then 25P02 inside a transaction) and untouched unprotected reads
 //! over the simple, extended and binary protocols, prepared statements,
-//! asyncpg's type introspection, cursors and pools.
+//! asyncpg's type introspection, cursors and pools;
+//! `proxy/tests/python/write_side.py` writes canaries through every write path
+//! of each client (parameters in text and binary, client-side literals,
+//! executemany, pipelines, prepared statements, COPY, upserts, the ORM), reads
+//! them back, looks them up, and sees forged envelopes refused, after which the
+//! database is scanned directly: only envelopes, no canary in clear.
 //!
 //! Needs `python3` (or `$PGVEIL_PYTHON`) and a venv holding the versions
 //! pinned by `proxy/tests/python/requirements.txt`: `$PGVEIL_PYTHON_VENV`
@@ -14,7 +19,11 @@ use std::process::Command;
 
 use serde_json::json;
 
+use pgveil_policy::crypto::Mode;
+use pgveil_policy::keyring::Keyring;
+
 use crate::enforce_read::{mask, setup, ROWS};
+use crate::enforce_write;
 use crate::support::*;
 
 fn python_dir() -> PathBuf {
@@ -25,10 +34,10 @@ fn venv_python(venv: &Path) -> PathBuf {
     venv.join("bin/python")
 }
 
-/// True when `python` imports both client libraries.
+/// True when `python` imports the client libraries.
 fn has_clients(python: &Path) -> bool {
     Command::new(python)
-        .args(["-c", "import psycopg, asyncpg"])
+        .args(["-c", "import psycopg, asyncpg, sqlalchemy"])
         .output()
         .is_ok_and(|o| o.status.success())
 }
@@ -39,7 +48,8 @@ fn python_with_clients() -> PathBuf {
         let python = venv_python(&venv);
         assert!(
             has_clients(&python),
-            "PGVEIL_PYTHON_VENV={} has no python importing psycopg and asyncpg; create it with \
+            "PGVEIL_PYTHON_VENV={} has no python importing psycopg, asyncpg and sqlalchemy; \
+             create it with \
              `python3 -m venv DIR && DIR/bin/pip install -r proxy/tests/python/requirements.txt`",
             venv.display()
         );
@@ -107,11 +117,61 @@ fn venv_into_cache() -> PathBuf {
     );
     assert!(
         has_clients(&python),
-        "psycopg and asyncpg do not import after pip install in {}",
+        "psycopg, asyncpg and sqlalchemy do not import after pip install in {}",
         venv.display()
     );
     std::fs::write(&stamp, &reqs).unwrap_or_else(|e| panic!("write {}: {e}", stamp.display()));
     python
+}
+
+/// What a script printed: its last stdout line parsed as the JSON summary.
+struct Summary {
+    json: serde_json::Value,
+    ok: bool,
+    stdout: String,
+    stderr: String,
+}
+
+/// Run `proxy/tests/python/<script>` with `env`, within `timeout_s` seconds.
+async fn run_script(
+    python: &Path,
+    script: &str,
+    env: &[(&str, String)],
+    timeout_s: u64,
+) -> Summary {
+    let mut cmd = tokio::process::Command::new(python);
+    cmd.arg(python_dir().join(script))
+        .env("PYTHONUNBUFFERED", "1")
+        .env("PYTHONIOENCODING", "utf-8")
+        .kill_on_drop(true);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = tokio::time::timeout(std::time::Duration::from_secs(timeout_s), cmd.output())
+        .await
+        .unwrap_or_else(|_| panic!("{script} took over {timeout_s} s"))
+        .unwrap_or_else(|e| panic!("run {}: {e}", python.display()));
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    let json: serde_json::Value = stdout
+        .lines()
+        .last()
+        .and_then(|l| serde_json::from_str(l).ok())
+        .unwrap_or_else(|| panic!("{script} printed no JSON summary:\n{stdout}\n{stderr}"));
+    Summary {
+        ok: out.status.success() && json["ok"] == true && json["failed"] == 0,
+        json,
+        stdout,
+        stderr,
+    }
+}
+
+fn assert_script_ok(summary: &Summary) {
+    assert!(
+        summary.ok,
+        "Python clients through pgveil failed:\n{}\n{}",
+        summary.stdout, summary.stderr
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -161,32 +221,91 @@ async fn psycopg_and_asyncpg_see_the_policy() {
     }
     let expected = json!({ "support": support, "dispatcher": dispatcher, "analyst": analyst });
 
-    let mut cmd = tokio::process::Command::new(&python);
-    cmd.arg(python_dir().join("read_side.py"))
-        .env("PGVEIL_PROXY_PORT", s.proxy.addr.port().to_string())
-        .env("PGVEIL_EXPECTED", expected.to_string())
-        .env("PYTHONUNBUFFERED", "1")
-        .env("PYTHONIOENCODING", "utf-8")
-        .kill_on_drop(true);
-    let out = tokio::time::timeout(std::time::Duration::from_secs(180), cmd.output())
+    let summary = run_script(
+        &python,
+        "read_side.py",
+        &[
+            ("PGVEIL_PROXY_PORT", s.proxy.addr.port().to_string()),
+            ("PGVEIL_EXPECTED", expected.to_string()),
+        ],
+        180,
+    )
+    .await;
+    assert_script_ok(&summary);
+    assert!(
+        summary.json["passed"].as_u64().unwrap_or(0) >= 100,
+        "fewer checks ran than expected:\n{}",
+        summary.stdout
+    );
+    println!("{}", summary.stdout);
+    s.proxy.shutdown().await;
+}
+
+/// The write-side invariant from Python clients: whatever psycopg, asyncpg and the
+/// SQLAlchemy ORM write as `writer_app` is stored encrypted and reads back as written.
+/// Paths pgveil refuses with 0A000 by design or not yet (binary COPY, a negative number
+/// literal) are reported by the script as gaps, not failures.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn write_side_python_clients_store_only_ciphertext() {
+    let python = tokio::task::block_in_place(python_with_clients);
+    let s = enforce_write::setup().await;
+    // A valid envelope made with the keyring: a client that replays one must be refused.
+    let forged = Keyring::load(&s.keyring)
+        .unwrap()
+        .into_key_set()
+        .domain("phone")
+        .encrypt(Mode::Deterministic, b"13900000001")
+        .unwrap();
+    let started = std::time::Instant::now();
+    let summary = run_script(
+        &python,
+        "write_side.py",
+        &[
+            ("PGVEIL_PROXY_PORT", s.proxy.addr.port().to_string()),
+            ("PGVEIL_FORGED", forged.clone()),
+        ],
+        120,
+    )
+    .await;
+    let elapsed = started.elapsed();
+    assert_script_ok(&summary);
+    println!("{}", summary.stdout);
+    println!("write_side.py: {:.1} s", elapsed.as_secs_f64());
+    assert!(
+        summary.json["passed"].as_u64().unwrap_or(0) >= 80,
+        "fewer checks ran than expected:\n{}",
+        summary.stdout
+    );
+    let canaries: Vec<String> = summary.json["canaries"]
+        .as_array()
+        .expect("canaries in the summary")
+        .iter()
+        .map(|c| c.as_str().unwrap().to_string())
+        .collect();
+    assert!(
+        canaries.len() >= 100,
+        "too few canaries: {}",
+        canaries.len()
+    );
+
+    // Directly in the database: every protected value an envelope that decrypts, no
+    // canary in clear, and every row the script wrote is there.
+    enforce_write::assert_all_ciphertext(&s, &canaries).await;
+    let db = direct(&s.cluster).await;
+    let stored: i64 = db
+        .query_one("select count(*) from customers where id >= 10000", &[])
         .await
-        .expect("read_side.py took over 180 s")
-        .unwrap_or_else(|e| panic!("run {}: {e}", python.display()));
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    let summary: serde_json::Value = stdout
-        .lines()
-        .last()
-        .and_then(|l| serde_json::from_str(l).ok())
-        .unwrap_or_else(|| panic!("read_side.py printed no JSON summary:\n{stdout}\n{stderr}"));
-    assert!(
-        out.status.success() && summary["ok"] == true && summary["failed"] == 0,
-        "psycopg/asyncpg through pgveil failed:\n{stdout}\n{stderr}"
-    );
-    assert!(
-        summary["passed"].as_u64().unwrap_or(0) >= 100,
-        "fewer checks ran than expected:\n{stdout}"
-    );
-    println!("{stdout}");
+        .unwrap()
+        .get(0);
+    assert_eq!(Some(stored as u64), summary.json["rows"].as_u64());
+    let forged_rows: i64 = db
+        .query_one(
+            "select count(*) from customers where phone = $1",
+            &[&forged],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(forged_rows, 0, "a forged envelope was stored");
     s.proxy.shutdown().await;
 }
