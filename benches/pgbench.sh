@@ -64,7 +64,8 @@ IDLE_CONNS=${IDLE_CONNS:-1000}
 BIG_ROWS=${BIG_ROWS:-1000000}
 WAIT_IDLE=${WAIT_IDLE:-1}
 WAIT_IDLE_MAX=${WAIT_IDLE_MAX:-600}
-WORKLOADS=${WORKLOADS:-"select-simple select-prepared tpcb-simple read-transform"}
+WORKLOADS=${WORKLOADS:-"select-simple select-prepared tpcb-simple read-transform write-insert copy-in"}
+COPY_ROWS=${COPY_ROWS:-1000000}
 PGVEIL_EXTRA_ARGS=${PGVEIL_EXTRA_ARGS:-}
 PGVEIL_EXTRA_ARGS_GIVEN=$PGVEIL_EXTRA_ARGS   # as given, for the report
 # Which targets to measure. direct, pgbouncer and pgveil reach PostgreSQL over
@@ -124,6 +125,7 @@ PG_BINDIR=$(find_pg_bindir) || {
 PGBENCH=$PG_BINDIR/pgbench; [[ -x $PGBENCH ]] || PGBENCH=$(command -v pgbench || true)
 PSQL=$PG_BINDIR/psql;       [[ -x $PSQL ]] || PSQL=$(command -v psql || true)
 [[ " $WORKLOADS " != *" read-transform "* ]] || has_target pgveil-policy || die "the read-transform workload needs the pgveil-policy target"
+[[ " $WORKLOADS " != *" write-insert "* && " $WORKLOADS " != *" copy-in "* ]] || has_target pgveil-policy || die "the write-insert and copy-in workloads need the pgveil-policy target"
 [[ -n $PGBENCH ]] || die "pgbench not found; install with: apt-get update && apt-get install -y postgresql-contrib"
 [[ -n $PSQL ]] || die "psql not found; install with: apt-get update && apt-get install -y postgresql-client"
 PGBOUNCER=$(command -v pgbouncer || true)
@@ -166,12 +168,12 @@ if [[ -n ${PGVEIL_BIN:-} ]]; then
 else
     log "building pgveil (cargo build --release -p pgveil)"
     (cd "$REPO" && cargo build --release -p pgveil)
-    PGVEIL_BIN=$REPO/target/release/pgveil
+    PGVEIL_BIN=${CARGO_TARGET_DIR:-$REPO/target}/release/pgveil
 fi
 if has_target pgveil-policy; then
     log "building seal-table (cargo build --release -p pgveil-benches --bin seal-table)"
     (cd "$REPO" && cargo build --release -p pgveil-benches --bin seal-table)
-    SEAL_BIN=$REPO/target/release/seal-table
+    SEAL_BIN=${CARGO_TARGET_DIR:-$REPO/target}/release/seal-table
 fi
 if has_target null-relay; then
     if [[ -n ${NULL_RELAY_BIN:-} ]]; then
@@ -179,7 +181,7 @@ if has_target null-relay; then
     else
         log "building null-relay (cargo build --release -p pgveil-benches --bin null-relay)"
         (cd "$REPO" && cargo build --release -p pgveil-benches --bin null-relay)
-        NULL_RELAY_BIN=$REPO/target/release/null-relay
+        NULL_RELAY_BIN=${CARGO_TARGET_DIR:-$REPO/target}/release/null-relay
     fi
 fi
 
@@ -307,6 +309,10 @@ insert into customers
 create table customers_plain as select * from customers;
 alter table customers_plain add primary key (id);
 grant select on all tables in schema public to support_app;
+-- Write workloads: inserts and COPY into 3 encrypted columns, and a plaintext twin.
+create table customers_w (id bigint generated always as identity primary key,
+                          phone text, id_card text, address text);
+create table customers_w_plain (like customers_w including all);
 EOF
     cat >"$WORK/policy.yaml" <<'EOF'
 version: 1
@@ -318,6 +324,10 @@ tables:
     name:    { level: important, kind: cn_name }
     phone:   { level: important, kind: cn_mobile,  encrypt: deterministic }
     id_card: { level: core,      kind: cn_id_card, encrypt: deterministic }
+  public.customers_w:
+    phone:   { level: important, kind: cn_mobile,  encrypt: deterministic }
+    id_card: { level: core,      kind: cn_id_card, encrypt: deterministic }
+    address: { level: important, kind: address,    encrypt: randomized }
 rules:
   - { roles: [support], level: important, action: mask }
   - { roles: [support], level: core,      action: mask }
@@ -332,7 +342,14 @@ EOF
         table=customers_plain
         [[ $t == pgveil-policy ]] && table=customers
         printf '\\set lo random(1, 9990)\nSELECT id, name, phone, id_card FROM %s WHERE id BETWEEN :lo AND :lo + 9;\n' "$table" >"$WORK/read-$t.sql"
+        # One INSERT of 3 values that pgveil-policy encrypts (plaintext elsewhere).
+        wtable=customers_w_plain
+        [[ $t == pgveil-policy ]] && wtable=customers_w
+        printf '\\set p random(13800000000, 13899999999)\n\\set c random(110101190001010000, 110101209912319999)\n\\set a random(1, 999999999)\nINSERT INTO %s (phone, id_card, address) VALUES (:p, :c, :a);\n' "$wtable" >"$WORK/write-$t.sql"
     done
+    if [[ " $WORKLOADS " == *" copy-in "* ]]; then
+        awk -v n="$COPY_ROWS" 'BEGIN {for (i = 1; i <= n; i++) printf "138%08d,110101%012d,\"Road %d, Block %d\"\n", i, i, i, i % 97}' >"$WORK/copy.csv"
+    fi
 fi
 
 # --------------------------------------------------------------- pgbouncer --
@@ -510,6 +527,8 @@ workload_args() {
         select-prepared) echo "-S -M prepared -n" ;;
         tpcb-simple)     echo "-M simple" ;;
         read-transform)  echo "-M prepared -n -U support_app -f $WORK/read-$2.sql" ;;
+        write-insert)    echo "-M prepared -n -f $WORK/write-$2.sql" ;;
+        copy-in)         echo "copy" ;;
         *) die "unknown workload $1" ;;
     esac
 }
@@ -518,8 +537,11 @@ workload_args() {
 workload_targets() {
     local t
     for t in "${TARGETS[@]}"; do
-        if [[ $1 == read-transform ]]; then
+        if [[ $1 == read-transform || $1 == write-insert ]]; then
             [[ $t == direct || $t == pgveil || $t == pgveil-policy ]] || continue
+        fi
+        if [[ $1 == copy-in ]]; then
+            [[ $t == pgveil || $t == pgveil-policy ]] || continue
         fi
         echo "$t"
     done
@@ -530,7 +552,29 @@ workload_label() {
         select-prepared) echo "-S -M prepared" ;;
         tpcb-simple)     echo "TPC-B-like -M simple" ;;
         read-transform)  echo "10 rows x 3 protected, -M prepared" ;;
+        write-insert)    echo "INSERT 3 encrypted, -M prepared" ;;
+        copy-in)         echo "COPY FROM ${COPY_ROWS} rows x 3 encrypted (rows/s)" ;;
     esac
+}
+
+# One COPY FROM STDIN (psql \copy, CSV) of $COPY_ROWS rows through target $1
+# (port $2) into an emptied table; prints "rows_per_s seconds idle - proxy_us".
+run_copy() {
+    local target=$1 port=$2 table=customers_w_plain pid=${TARGET_PID[$1]:-} t0="" t1 start end
+    [[ $target == pgveil-policy ]] && table=customers_w
+    "$PSQL" -h 127.0.0.1 -p "$PGPORT" -U "$DBUSER" -d "$DB" -Xq -c "truncate $table" >/dev/null
+    [[ -n $pid ]] && t0=$(cpu_ticks "$pid")
+    start=$(date +%s.%N)
+    "$PSQL" -h 127.0.0.1 -p "$port" -U "$DBUSER" -d "$DB" -Xq -v ON_ERROR_STOP=1 \
+        -c "\\copy $table (phone, id_card, address) from '$WORK/copy.csv' with (format csv)" >/dev/null \
+        || die "COPY through $target failed"
+    end=$(date +%s.%N)
+    local proxy_us="-"
+    if [[ -n $t0 ]]; then
+        t1=$(cpu_ticks "$pid")
+        proxy_us=$(awk -v d=$((t1 - t0)) -v hz="$CLK_TCK" -v n="$COPY_ROWS" 'BEGIN {printf "%.2f", d / hz * 1e6 / n}')
+    fi
+    awk -v s="$start" -v e="$end" -v n="$COPY_ROWS" -v p="$proxy_us" 'BEGIN {printf "%.0f %.3f - - %s\n", n / (e - s), (e - s) * 1000, p}'
 }
 
 # lines: workload target round tps latency_ms idle_pct cs_per_tx proxy_us_per_tx
@@ -575,7 +619,7 @@ median() { printf '%s\n' "$@" | sort -g | awk '{a[NR] = $1} END {if (NR % 2) pri
 
 for w in $WORKLOADS; do
     mapfile -t WT < <(workload_targets "$w")
-    if (( WARMUP > 0 )); then
+    if (( WARMUP > 0 )) && [[ $w != copy-in ]]; then
         log "$w: warm-up ${WARMUP}s (direct, not recorded)"
         run_pgbench direct "$PGPORT" "$WARMUP" "$(workload_args "$w" direct)" >/dev/null
     fi
@@ -585,7 +629,11 @@ for w in $WORKLOADS; do
         for ((i = 0; i < ${#WT[@]}; i++)); do
             t=${WT[$(((i + r) % ${#WT[@]}))]}
             others_busy && BUSY_DURING=1
-            res=$(run_pgbench "$t" "${TARGET_PORT[$t]}" "$DURATION" "$(workload_args "$w" "$t")")
+            if [[ $w == copy-in ]]; then
+                res=$(run_copy "$t" "${TARGET_PORT[$t]}")
+            else
+                res=$(run_pgbench "$t" "${TARGET_PORT[$t]}" "$DURATION" "$(workload_args "$w" "$t")")
+            fi
             read -r tps lat idle cs proxy_us <<<"$res"
             log "$w round $((r + 1))/$ROUNDS $t: tps=$tps latency=${lat}ms idle=${idle}% cs/tx=$cs proxy_cpu=${proxy_us}us/tx"
             echo "$w $t $((r + 1)) $tps $lat $idle $cs $proxy_us" >>"$RAW"
@@ -674,7 +722,7 @@ for w in $WORKLOADS; do
         tps=$(median $(awk -v w="$w" -v t="$t" '$1 == w && $2 == t {print $4}' "$RAW"))
         lat=$(median $(awk -v w="$w" -v t="$t" '$1 == w && $2 == t {print $5}' "$RAW"))
         runs=$(awk -v w="$w" -v t="$t" '$1 == w && $2 == t {printf "%s%.0f", (n++ ? ", " : ""), $4}' "$RAW")
-        ratio=$(awk -v a="$tps" -v b="$direct_tps" 'BEGIN {printf "%.2f", a / b}')
+        ratio=$(awk -v a="$tps" -v b="$direct_tps" 'BEGIN {if (b + 0 > 0) printf "%.2f", a / b; else print "-"}')
         idle=$(median $(awk -v w="$w" -v t="$t" '$1 == w && $2 == t {print $6}' "$RAW"))
         cs=$(median $(awk -v w="$w" -v t="$t" '$1 == w && $2 == t {print $7}' "$RAW"))
         proxy_us="-"

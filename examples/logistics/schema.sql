@@ -21,6 +21,10 @@ CREATE TABLE IF NOT EXISTS public.customers (
     created_at  timestamptz NOT NULL DEFAULT now()
 );
 
+-- Customer service finds customers by phone number; pgveil rewrites the lookup to the
+-- deterministic ciphertext, so this index keeps working once the column is encrypted.
+CREATE INDEX IF NOT EXISTS customers_phone_idx ON public.customers (phone);
+
 -- Shipments: what goes where. No direct identifiers; joins to customers.
 --   sensitive: none (origin/destination are city-level only)
 CREATE TABLE IF NOT EXISTS public.shipments (

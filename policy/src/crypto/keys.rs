@@ -151,6 +151,21 @@ impl KeySet {
         }
     }
 
+    /// The lowest key version: the one new audit logs derive their keys from.
+    pub fn lowest_version(&self) -> Option<u32> {
+        self.versions.iter().map(|(v, _)| *v).min()
+    }
+
+    /// The secret of the audit log `log_id` (its random id) under key version `version`:
+    /// HKDF-SHA256 of that master key with purpose `audit-hmac-sha256` and the log id as domain.
+    /// `None` if the keyring lacks the version.
+    pub fn audit_root(&self, version: u32, log_id: &str) -> Option<super::AuditRoot> {
+        self.versions
+            .iter()
+            .find(|(v, _)| *v == version)
+            .map(|(v, k)| super::AuditRoot::new(k.derive("audit-hmac-sha256", log_id, *v)))
+    }
+
     /// The versions this key set holds, in keyring order.
     pub fn versions(&self) -> Vec<u32> {
         self.versions.iter().map(|(v, _)| *v).collect()
@@ -251,6 +266,22 @@ impl DomainCipher {
     /// Decrypts an envelope; `out` is cleared and then holds the plaintext.
     pub fn decrypt_into(&self, envelope: &[u8], out: &mut Vec<u8>) -> Result<(), DecryptError> {
         envelope::open(|v| self.keys_for(v), envelope, out)
+    }
+
+    /// Encrypts in randomized mode with the active version, using `nonce`, which the caller
+    /// draws from a cryptographically secure generator (never a counter, never reused): a
+    /// session can keep a seeded CSPRNG instead of asking the system for 12 bytes per value.
+    pub fn encrypt_randomized_with(
+        &self,
+        nonce: [u8; 12],
+        plaintext: &[u8],
+        scratch: &mut Vec<u8>,
+        out: &mut String,
+    ) -> Result<(), EncryptError> {
+        let k = self
+            .keys_for(self.active)
+            .ok_or(EncryptError::NoActiveKey)?;
+        envelope::seal(k, nonce, plaintext, scratch, out)
     }
 
     /// The key versions this cipher holds, the active one first.

@@ -288,6 +288,40 @@ async fn run_queries(
     )
     .await?;
     show(
+        "The dispatcher registers a customer through pgveil: plain SQL, encrypted on the way in",
+        dispatcher,
+        "INSERT INTO public.customers (name, id_card, phone, email, address) \
+         VALUES ('张伟', '110101199003074514', '13900001234', 'zhang.wei@example.cn', \
+         '北京市海淀区中关村大街1号院3号楼') RETURNING id, name, phone, address",
+    )
+    .await?;
+    show(
+        "What PostgreSQL stored for that customer (read directly): envelopes only",
+        admin,
+        "SELECT name, left(phone, 40) || '...' AS phone, left(address, 40) || '...' AS address \
+         FROM public.customers WHERE name = '张伟'",
+    )
+    .await?;
+    admin.batch_execute("ANALYZE public.customers").await?;
+    show(
+        "Customer service finds the customer by phone (lookup allowed; the result stays masked)",
+        support,
+        "SELECT id, name, phone FROM public.customers WHERE phone = '13900001234'",
+    )
+    .await?;
+    show(
+        "How the server runs that lookup: the literal became the deterministic ciphertext, on the index",
+        dispatcher,
+        "EXPLAIN SELECT id FROM public.customers WHERE phone = '13900001234'",
+    )
+    .await?;
+    show(
+        "Customer service tries a pattern on the encrypted phone column: refused",
+        support,
+        "SELECT id FROM public.customers WHERE phone LIKE '139%'",
+    )
+    .await?;
+    show(
         "Latest waybills with consignee and driver, as the dispatcher",
         dispatcher,
         "SELECT w.waybill_no, w.consignee_name, w.consignee_phone, w.driver_phone, s.destination_city \

@@ -146,12 +146,18 @@ pub fn plaintext<'v>(seal: &Seal, value: &'v str) -> Result<Cow<'v, str>, WriteE
     })
 }
 
-/// Buffers reused across values.
+/// Buffers reused across values, and the session's nonce generator.
 #[derive(Default)]
 pub struct Sealer {
     scratch: Vec<u8>,
     /// Envelopes produced (for the crypto metric).
     pub sealed: u64,
+    /// ChaCha20 seeded from the system's generator on first use: randomized nonces without a
+    /// system call per value.
+    rng: Option<rand_chacha::ChaCha20Rng>,
+    /// A parameter's text, and its envelope.
+    text: String,
+    env: String,
 }
 
 impl Sealer {
@@ -169,13 +175,40 @@ impl Sealer {
             seal.mode
         };
         self.sealed += 1;
-        seal.cipher
-            .encrypt_into(mode, plain.as_bytes(), &mut self.scratch, out)
-            .map_err(|e| WriteError::Encrypt {
-                column: seal.qualified.clone(),
-                level: seal.level,
-                reason: e.to_string(),
-            })
+        let err = |e: pgveil_policy::crypto::EncryptError| WriteError::Encrypt {
+            column: seal.qualified.clone(),
+            level: seal.level,
+            reason: e.to_string(),
+        };
+        match mode {
+            Mode::Deterministic => seal
+                .cipher
+                .encrypt_into(mode, plain.as_bytes(), &mut self.scratch, out)
+                .map_err(err),
+            Mode::Randomized => {
+                let nonce = self.nonce().map_err(err)?;
+                seal.cipher
+                    .encrypt_randomized_with(nonce, plain.as_bytes(), &mut self.scratch, out)
+                    .map_err(err)
+            }
+        }
+    }
+
+    fn nonce(&mut self) -> Result<[u8; 12], pgveil_policy::crypto::EncryptError> {
+        use rand::{RngCore, SeedableRng};
+        use ring::rand::SecureRandom;
+        if self.rng.is_none() {
+            let mut seed = [0u8; 32];
+            ring::rand::SystemRandom::new()
+                .fill(&mut seed)
+                .map_err(|_| pgveil_policy::crypto::EncryptError::Rng)?;
+            self.rng = Some(rand_chacha::ChaCha20Rng::from_seed(seed));
+        }
+        let mut n = [0u8; 12];
+        if let Some(rng) = self.rng.as_mut() {
+            rng.fill_bytes(&mut n);
+        }
+        Ok(n)
     }
 
     /// The replacement text of a literal: a quoted envelope, or for a lookup under several
@@ -378,8 +411,32 @@ pub fn rewrite_bind(
         out.put_i16(f);
     }
     out.put_i16(nparams as i16);
-    let mut text = String::new();
-    let mut env = String::new();
+    let mut text = std::mem::take(&mut sealer.text);
+    let mut env = std::mem::take(&mut sealer.env);
+    let r = bind_values(
+        &values, &formats, plan, declared, sealer, &mut text, &mut env, &mut out,
+    );
+    sealer.text = text;
+    sealer.env = env;
+    r?;
+    out.put_slice(tail);
+    let len = (out.len() - 1) as i32;
+    out[1..5].copy_from_slice(&len.to_be_bytes());
+    Ok(Some(out))
+}
+
+/// The parameter values of a rewritten Bind, into `out`.
+#[allow(clippy::too_many_arguments)]
+fn bind_values(
+    values: &[Option<&[u8]>],
+    formats: &[i16],
+    plan: &WritePlan,
+    declared: &[u32],
+    sealer: &mut Sealer,
+    text: &mut String,
+    env: &mut String,
+    out: &mut BytesMut,
+) -> Result<(), BindError> {
     for (i, v) in values.iter().enumerate() {
         let (Some(e), Some(v)) = (plan.param(i), v) else {
             match v {
@@ -392,9 +449,9 @@ pub fn rewrite_bind(
             continue;
         };
         text.clear();
-        if formats_get(&formats, i) == 1 {
+        if formats_get(formats, i) == 1 {
             let ty = client_type(declared, e);
-            binary::to_text(ty, v, &mut text).map_err(|reason| {
+            binary::to_text(ty, v, text).map_err(|reason| {
                 BindError::Write(WriteError::Invalid {
                     column: e.seal.qualified.clone(),
                     level: e.seal.level,
@@ -411,18 +468,15 @@ pub fn rewrite_bind(
             })?;
             text.push_str(s);
         }
-        let plain = plaintext(&e.seal, &text).map_err(BindError::Write)?;
+        let plain = plaintext(&e.seal, text).map_err(BindError::Write)?;
         env.clear();
         sealer
-            .seal(&e.seal, e.lookup, &plain, &mut env)
+            .seal(&e.seal, e.lookup, &plain, env)
             .map_err(BindError::Write)?;
         out.put_i32(env.len() as i32);
         out.put_slice(env.as_bytes());
     }
-    out.put_slice(tail);
-    let len = (out.len() - 1) as i32;
-    out[1..5].copy_from_slice(&len.to_be_bytes());
-    Ok(Some(out))
+    Ok(())
 }
 
 #[derive(Debug, thiserror::Error)]

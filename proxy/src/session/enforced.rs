@@ -237,6 +237,11 @@ where
     let upstream_db = enforcer.database.clone();
     let (tx, rx) = mpsc::channel(MAX_PENDING);
     let outcomes = Arc::new(Outcomes::default());
+    let encrypted = enf
+        .metrics
+        .enforcement
+        .crypto
+        .with_label_values(&["encrypt"]);
     let mut upstream = Upstream {
         enforcer,
         settings,
@@ -247,6 +252,7 @@ where
         sealer: Sealer::default(),
         copy_in: None,
         portals: std::collections::HashMap::new(),
+        encrypted,
     };
     let mut downstream = Downstream {
         enf,
@@ -316,6 +322,8 @@ struct Upstream<'a, SW> {
     copy_in: Option<CopyState>,
     /// Portals bound to a COPY FROM STDIN into encrypted columns.
     portals: std::collections::HashMap<Bytes, Arc<crate::enforce::copy_in::CopyInPlan>>,
+    /// `crypto_operations_total{op="encrypt"}`.
+    encrypted: prometheus::IntCounter,
 }
 
 struct CopyState {
@@ -428,13 +436,7 @@ impl<SW: AsyncWrite + Unpin> Upstream<'_, SW> {
                 .as_mut()
                 .map_or(0, |c| std::mem::take(&mut c.copy.sealer.sealed));
         if n > 0 {
-            self.enforcer
-                .enforcement()
-                .metrics
-                .enforcement
-                .crypto
-                .with_label_values(&["encrypt"])
-                .inc_by(n);
+            self.encrypted.inc_by(n);
         }
     }
 
@@ -1120,11 +1122,10 @@ impl Downstream<'_> {
                     }
                     Some(Expect::Sync) | None => {}
                     Some(_) => {
-                        match self.front() {
-                            Some(Expect::Parse { replace, .. } | Expect::Bind { replace, .. }) => {
-                                replacement = replace.take()
-                            }
-                            _ => {}
+                        if let Some(Expect::Parse { replace, .. } | Expect::Bind { replace, .. }) =
+                            self.front()
+                        {
+                            replacement = replace.take();
                         }
                         if let Some(Expect::Parse { seq, .. }) = self.pop() {
                             self.outcomes.report(seq, false);

@@ -877,6 +877,13 @@ impl<'e, 'a> Analyzer<'e, 'a> {
                 Expr::Value(v) => (v, Some(kind)),
                 _ => return Ok(false),
             },
+            Expr::UnaryOp {
+                op: UnaryOperator::Minus,
+                expr: inner,
+            } if matches!(inner.as_ref(), Expr::Value(v) if matches!(v.value, Value::Number(..))) =>
+            {
+                return self.negative_number(inner, column, purpose);
+            }
             Expr::TypedString(_) | Expr::UnaryOp { .. } => {
                 let c = self.env.policy.column(column);
                 return Err(Refusal::unsupported(
@@ -943,6 +950,50 @@ impl<'e, 'a> Analyzer<'e, 'a> {
             start,
             end,
             value: text,
+            column,
+            purpose,
+        });
+        Ok(true)
+    }
+
+    /// `-5` (a minus sign before a number): the site starts at the sign.
+    fn negative_number(
+        &mut self,
+        e: &Expr,
+        column: ColumnId,
+        purpose: Purpose,
+    ) -> Result<bool, Refusal> {
+        let Expr::Value(v) = e else { return Ok(false) };
+        let Value::Number(n, _) = &v.value else {
+            return Ok(false);
+        };
+        let sql = self.text.sql();
+        let refuse = || {
+            Refusal::unsupported(
+                "pgveil cannot locate a negative number in the SQL text".into(),
+                Some("write the value as a quoted literal ('-5') or a parameter"),
+            )
+        };
+        let start = self.text.of(v.span.start).ok_or_else(refuse)?;
+        let end = sites::token_end(sql, start).ok_or_else(refuse)?;
+        let b = sql.as_bytes();
+        let mut sign = start;
+        while sign > 0 && b[sign - 1].is_ascii_whitespace() {
+            sign -= 1;
+        }
+        if sign == 0 || b[sign - 1] != b'-' {
+            return Err(refuse());
+        }
+        let purpose = match purpose {
+            Purpose::Lookup(LookupForm::Eq | LookupForm::NotEq) => {
+                Purpose::Lookup(LookupForm::Single)
+            }
+            p => p,
+        };
+        self.sites.push(Site {
+            start: sign - 1,
+            end,
+            value: SiteValue::Literal(format!("-{n}")),
             column,
             purpose,
         });

@@ -319,7 +319,9 @@ proptest! {
 
 // ---- the write side ----------------------------------------------------------------------
 
-fn sites(f: &Fixture, login: &str, sql: &str) -> Vec<(String, SiteValue, Purpose)> {
+type Found = Vec<(String, SiteValue, Purpose)>;
+
+fn sites(f: &Fixture, login: &str, sql: &str) -> Found {
     match run(f, login, sql) {
         Ok(a) => a
             .statements
@@ -340,7 +342,7 @@ fn values_for_encrypted_columns_are_found_in_the_text() {
     let f = fixture();
     let store = Purpose::Store;
     let eq = Purpose::Lookup(LookupForm::Eq);
-    let cases: Vec<(&str, Vec<(String, SiteValue, Purpose)>)> = vec![
+    let cases: Vec<(&str, Found)> = vec![
         (
             "INSERT INTO customers (id, phone, name) VALUES (1, '+86 138', 'Li'), (2, $1, 'Wu')",
             vec![
@@ -397,6 +399,13 @@ fn values_for_encrypted_columns_are_found_in_the_text() {
         (
             "WITH n AS (INSERT INTO customers (id, phone) VALUES (1, $$x'y$$) RETURNING id) SELECT id FROM n",
             vec![("$$x'y$$".into(), lit("x'y"), store)],
+        ),
+        (
+            "UPDATE customers SET phone = - 5, id_card = -2.5e3 WHERE id = 1",
+            vec![
+                ("- 5".into(), lit("-5"), store),
+                ("-2.5e3".into(), lit("-2.5e3"), store),
+            ],
         ),
         (
             "INSERT INTO shipments (id, address) VALUES (1, NULL), (2, 'Road 1')",
