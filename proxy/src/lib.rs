@@ -9,6 +9,7 @@
 //! - [`metrics`]: Prometheus metrics and the HTTP endpoint;
 //! - [`demo`], [`commands`], [`migrate`]: the demo and the DBA's tools.
 pub mod app;
+pub mod audit;
 pub mod catalog;
 pub mod cli;
 pub mod commands;

@@ -8,9 +8,11 @@
 //! - The envelope is text: [`ENVELOPE_PREFIX`] then unpadded standard base64 of
 //!   `key version (u32, big-endian) ‖ nonce (12) ‖ ciphertext ‖ tag (16)`. The 4-byte header is
 //!   the AEAD's associated data, so it cannot be altered without detection.
+mod audit;
 mod envelope;
 mod keys;
 
+pub use audit::{AuditRoot, ChainKey, CheckpointKey};
 pub use envelope::{
     envelope_key_version, is_envelope, DecryptError, EncryptError, ENVELOPE_PREFIX,
 };

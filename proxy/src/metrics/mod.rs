@@ -2,6 +2,7 @@
 //!
 //! No label ever carries a user name, an address or query text: the command
 //! label is drawn from a fixed list of PostgreSQL command words.
+pub mod audit;
 pub mod command;
 pub mod enforcement;
 pub mod http;
@@ -30,6 +31,7 @@ pub struct Metrics {
     pub query_duration_end_to_end: Histogram,
     pub cancel_requests: IntCounterVec,
     pub enforcement: enforcement::EnforcementMetrics,
+    pub audit: audit::AuditMetrics,
 }
 
 fn buckets() -> Vec<f64> {
@@ -109,6 +111,7 @@ impl Metrics {
         registry.register(Box::new(build_info))?;
 
         let enforcement = enforcement::EnforcementMetrics::new(&registry, &query_duration)?;
+        let audit = audit::AuditMetrics::new(&registry)?;
         let per_command = |outcome: &str| -> Vec<IntCounter> {
             (0..Command::COUNT)
                 .map(|i| queries.with_label_values(&[Command::label_at(i), outcome]))
@@ -129,6 +132,7 @@ impl Metrics {
             query_duration_end_to_end: query_duration.with_label_values(&["end_to_end"]),
             cancel_requests,
             enforcement,
+            audit,
         })
     }
 

@@ -1,0 +1,223 @@
+//! The audit trail (DESIGN.md, "Audit and anomaly"; docs/operations.md, "Audit").
+//!
+//! - [`record`]: the JSON-lines record; [`fingerprint`]: statements without literals;
+//! - [`chain`]: the HMAC chain with a ratcheted key, and signed checkpoints;
+//! - [`writer`]: the bounded queue and the file writer (fsync, rotation);
+//! - [`verify`]: `pgveil audit verify`; [`report`]: `pgveil audit report`.
+//!
+//! The session relay calls [`AuditSink::statement`] and [`AuditSink::anomaly`]; the server
+//! starts the writer with [`start`] and closes it with [`AuditHandle::close`].
+pub mod chain;
+pub mod fingerprint;
+pub mod record;
+pub mod report;
+pub mod verify;
+pub mod writer;
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use pgveil_policy::crypto::KeySet;
+
+pub use fingerprint::fingerprint;
+pub use record::{ColumnUse, Kind, Outcome, Record};
+pub use verify::{verify, Broken, Summary};
+pub use writer::{AuditHandle, AuditSink};
+
+use crate::metrics::Metrics;
+
+#[derive(Debug, thiserror::Error)]
+pub enum AuditError {
+    #[error("{}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot serialize an audit record: {0}")]
+    Json(#[source] serde_json::Error),
+    #[error("the keyring has no key version to derive the audit keys from")]
+    NoKey,
+    #[error("the audit writer has stopped")]
+    Closed,
+    #[error("{0}")]
+    Config(String),
+}
+
+impl AuditError {
+    pub(crate) fn io(path: &Path, source: std::io::Error) -> Self {
+        AuditError::Io {
+            path: path.to_path_buf(),
+            source,
+        }
+    }
+}
+
+/// When the writer calls fsync.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FsyncPolicy {
+    /// After every batch of queued records (group commit).
+    Always,
+    /// At least once a second while records are written: at most ~1 s of records is lost on
+    /// power failure.
+    #[default]
+    Interval,
+    /// Never (the OS decides).
+    Never,
+}
+
+/// Settings of the audit log (`audit:` in the config file).
+#[derive(Debug, Clone, PartialEq)]
+pub struct AuditConfig {
+    /// The active file; rotated files get a timestamp suffix next to it.
+    pub file: PathBuf,
+    pub fsync: FsyncPolicy,
+    pub queue_capacity: usize,
+    pub max_bytes: u64,
+    pub max_age: Duration,
+    pub checkpoint_every: u64,
+    pub checkpoint_interval: Duration,
+    /// Tests only: a pause before each record is written (a slow disk).
+    #[doc(hidden)]
+    pub write_delay: Option<Duration>,
+}
+
+impl AuditConfig {
+    pub const DEFAULT_QUEUE: usize = 10_000;
+    pub const DEFAULT_MAX_BYTES: u64 = 100 * 1024 * 1024;
+    pub const DEFAULT_MAX_AGE: Duration = Duration::from_secs(24 * 3600);
+    pub const DEFAULT_CHECKPOINT_EVERY: u64 = 1000;
+    pub const DEFAULT_CHECKPOINT_INTERVAL: Duration = Duration::from_secs(60);
+
+    /// `file` with the defaults for the rest.
+    pub fn new(file: impl Into<PathBuf>) -> Self {
+        AuditConfig {
+            file: file.into(),
+            fsync: FsyncPolicy::Interval,
+            queue_capacity: Self::DEFAULT_QUEUE,
+            max_bytes: Self::DEFAULT_MAX_BYTES,
+            max_age: Self::DEFAULT_MAX_AGE,
+            checkpoint_every: Self::DEFAULT_CHECKPOINT_EVERY,
+            checkpoint_interval: Self::DEFAULT_CHECKPOINT_INTERVAL,
+            write_delay: None,
+        }
+    }
+}
+
+/// One statement that touched classified columns. `sql` is fingerprinted on the caller's task
+/// and dropped: only the fingerprint reaches the queue.
+#[derive(Debug, Clone)]
+pub struct StatementEvent {
+    pub session: u64,
+    pub login: String,
+    /// Policy role names.
+    pub roles: Vec<String>,
+    pub client: String,
+    pub application_name: String,
+    /// The command word, e.g. `SELECT`.
+    pub command: String,
+    pub sql: String,
+    /// (qualified column `schema.table.column`, level, action).
+    pub columns: Vec<(String, String, String)>,
+    /// Rows returned or affected.
+    pub rows: u64,
+    pub outcome: Outcome,
+    /// SQLSTATE and rule (e.g. `42501 rule 5 (line 23)`); never a value.
+    pub reason: Option<String>,
+}
+
+/// An anomaly limit crossed.
+#[derive(Debug, Clone)]
+pub struct AnomalyEvent {
+    pub session: u64,
+    pub login: String,
+    pub roles: Vec<String>,
+    pub client: String,
+    pub application_name: String,
+    /// The anomaly rule's name.
+    pub rule: String,
+    /// `denied` when the rule's `then: deny` refuses, else `ok`.
+    pub outcome: Outcome,
+    /// What was crossed, e.g. `rows 5012 > 5000 in 10m`; never a value.
+    pub reason: Option<String>,
+}
+
+impl StatementEvent {
+    pub fn into_record(self) -> Record {
+        Record {
+            time: record::format_time(SystemTime::now()),
+            kind: Kind::Statement,
+            session: Some(self.session),
+            login: Some(self.login),
+            roles: Some(self.roles),
+            client: Some(self.client),
+            application_name: Some(self.application_name),
+            command: Some(self.command),
+            fingerprint: Some(fingerprint(&self.sql)),
+            columns: Some(
+                self.columns
+                    .into_iter()
+                    .map(|(column, level, action)| ColumnUse {
+                        column,
+                        level,
+                        action,
+                    })
+                    .collect(),
+            ),
+            rows: Some(self.rows),
+            outcome: Some(self.outcome),
+            reason: self.reason,
+            ..Record::default()
+        }
+    }
+}
+
+impl AnomalyEvent {
+    pub fn into_record(self) -> Record {
+        Record {
+            time: record::format_time(SystemTime::now()),
+            kind: Kind::Anomaly,
+            session: Some(self.session),
+            login: Some(self.login),
+            roles: Some(self.roles),
+            client: Some(self.client),
+            application_name: Some(self.application_name),
+            rule: Some(self.rule),
+            outcome: Some(self.outcome),
+            reason: self.reason,
+            ..Record::default()
+        }
+    }
+}
+
+impl AuditSink {
+    /// Queues a statement record; waits while the queue is full.
+    pub async fn statement(&self, ev: StatementEvent) -> Result<(), AuditError> {
+        self.record(ev.into_record()).await
+    }
+
+    /// Queues an anomaly record; waits while the queue is full.
+    pub async fn anomaly(&self, ev: AnomalyEvent) -> Result<(), AuditError> {
+        self.record(ev.into_record()).await
+    }
+}
+
+/// Opens the log and starts the writer. An existing non-empty file is moved aside (timestamp
+/// suffix) and the new log's `start` record anchors its last record.
+pub async fn start(
+    cfg: &AuditConfig,
+    keys: &KeySet,
+    metrics: &Metrics,
+) -> Result<(AuditSink, AuditHandle), AuditError> {
+    writer::spawn(
+        cfg,
+        keys,
+        metrics.audit.records.clone(),
+        metrics.audit.queue_depth.clone(),
+    )
+    .await
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,413 @@
+//! The writer task: a bounded queue in front of one file, the chain, checkpoints, fsync and
+//! rotation. Senders wait when the queue is full (backpressure); nothing is ever dropped. A
+//! write error is logged and retried (with the file cut back to its last complete line) until
+//! it succeeds, while the queue fills and sessions wait.
+use std::fs::{File, OpenOptions};
+use std::io::{BufRead, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use pgveil_policy::crypto::KeySet;
+use prometheus::{IntCounter, IntGauge};
+use tokio::sync::{mpsc, oneshot};
+
+use super::chain::{Anchor, ChainWriter};
+use super::record::{format_time, Record};
+use super::{AuditConfig, AuditError, FsyncPolicy};
+
+pub(crate) enum Msg {
+    Record(Box<Record>),
+    Flush(oneshot::Sender<()>),
+    Close(oneshot::Sender<()>),
+}
+
+/// The sending end; cheap to clone.
+#[derive(Clone)]
+pub struct AuditSink {
+    tx: mpsc::Sender<Msg>,
+    depth: IntGauge,
+}
+
+impl std::fmt::Debug for AuditSink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuditSink")
+            .field("queued", &self.depth.get())
+            .finish()
+    }
+}
+
+impl AuditSink {
+    /// Queues one record (its `seq`, `log`, `signature` and `tag` are set by the writer). Waits
+    /// while the queue is full. Fails only when the writer has stopped.
+    pub async fn record(&self, r: Record) -> Result<(), AuditError> {
+        self.depth.inc();
+        if self.tx.send(Msg::Record(Box::new(r))).await.is_err() {
+            self.depth.dec();
+            tracing::error!("audit writer has stopped; an audit record could not be written");
+            return Err(AuditError::Closed);
+        }
+        Ok(())
+    }
+
+    /// Waits until everything queued before is written and fsynced.
+    pub async fn flush(&self) -> Result<(), AuditError> {
+        let (tx, rx) = oneshot::channel();
+        self.tx
+            .send(Msg::Flush(tx))
+            .await
+            .map_err(|_| AuditError::Closed)?;
+        rx.await.map_err(|_| AuditError::Closed)
+    }
+}
+
+/// Closes the log on shutdown: writes the closing checkpoint, fsyncs, stops the task.
+pub struct AuditHandle {
+    tx: mpsc::Sender<Msg>,
+    task: tokio::task::JoinHandle<()>,
+    path: PathBuf,
+}
+
+impl AuditHandle {
+    /// The active file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Writes what is queued, then the closing checkpoint, and fsyncs. Records sent after this
+    /// fail with [`AuditError::Closed`].
+    pub async fn close(self) -> Result<(), AuditError> {
+        let (tx, rx) = oneshot::channel();
+        let sent = self.tx.send(Msg::Close(tx)).await.is_ok();
+        let closed = sent && rx.await.is_ok();
+        self.task.await.map_err(|_| AuditError::Closed)?;
+        closed.then_some(()).ok_or(AuditError::Closed)
+    }
+}
+
+/// Opens the log (moving an existing non-empty file aside and anchoring the new log to its last
+/// record), writes the `start` record and spawns the writer.
+pub(crate) async fn spawn(
+    cfg: &AuditConfig,
+    keys: &KeySet,
+    records: IntCounter,
+    depth: IntGauge,
+) -> Result<(AuditSink, AuditHandle), AuditError> {
+    if cfg.queue_capacity == 0 {
+        return Err(AuditError::Config(
+            "audit.queue_capacity: must be at least 1".into(),
+        ));
+    }
+    let path = cfg.file.clone();
+    let anchor = match std::fs::metadata(&path) {
+        Ok(m) if m.len() > 0 => {
+            let anchor = last_anchor(&path);
+            if anchor.is_none() {
+                tracing::warn!(file = %path.display(), "audit: the existing log has no readable last record; the new log does not anchor it");
+            }
+            let moved = rotated_name(&path);
+            std::fs::rename(&path, &moved).map_err(|e| AuditError::io(&path, e))?;
+            tracing::info!(from = %path.display(), to = %moved.display(), "audit: previous log moved aside");
+            anchor
+        }
+        _ => None,
+    };
+    let mut chain = ChainWriter::new(keys)?;
+    let line = chain.start(format_time(SystemTime::now()), anchor)?;
+    let file = open_new(&path)?;
+    let mut w = FileWriter {
+        cfg: cfg.clone(),
+        path: path.clone(),
+        file: Arc::new(file),
+        bytes: 0,
+        opened: Instant::now(),
+        records_in_file: 0,
+        since_checkpoint: 0,
+        last_checkpoint: Instant::now(),
+        dirty: false,
+        records,
+        chain,
+    };
+    w.write_line(line).await;
+    w.sync().await;
+    let (tx, rx) = mpsc::channel(cfg.queue_capacity);
+    let task = tokio::spawn(run(w, rx, depth.clone()));
+    Ok((
+        AuditSink {
+            tx: tx.clone(),
+            depth,
+        },
+        AuditHandle { tx, task, path },
+    ))
+}
+
+fn open_new(path: &Path) -> Result<File, AuditError> {
+    let mut o = OpenOptions::new();
+    o.create_new(true).append(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        o.mode(0o600);
+    }
+    o.open(path).map_err(|e| AuditError::io(path, e))
+}
+
+/// `audit.jsonl` → `audit.jsonl.20250601T080000.123456Z` (unique in its directory).
+fn rotated_name(path: &Path) -> PathBuf {
+    let stamp: String = format_time(SystemTime::now())
+        .chars()
+        .filter(|c| *c != '-' && *c != ':')
+        .collect();
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "audit".into());
+    let mut candidate = path.with_file_name(format!("{name}.{stamp}"));
+    let mut i = 1;
+    while candidate.exists() {
+        candidate = path.with_file_name(format!("{name}.{stamp}-{i}"));
+        i += 1;
+    }
+    candidate
+}
+
+/// The log id (from the file's first record) and the seq and tag of its last complete record.
+fn last_anchor(path: &Path) -> Option<Anchor> {
+    let f = File::open(path).ok()?;
+    let mut log = None;
+    let mut last: Option<Record> = None;
+    for line in std::io::BufReader::new(f).lines() {
+        let line = line.ok()?;
+        if let Ok(r) = serde_json::from_str::<Record>(&line) {
+            if r.log.is_some() {
+                log = r.log.clone();
+            }
+            last = Some(r);
+        }
+    }
+    let last = last?;
+    Some(Anchor {
+        log,
+        seq: last.seq,
+        tag: last.tag?,
+    })
+}
+
+struct FileWriter {
+    cfg: AuditConfig,
+    path: PathBuf,
+    file: Arc<File>,
+    bytes: u64,
+    opened: Instant,
+    records_in_file: u64,
+    since_checkpoint: u64,
+    last_checkpoint: Instant,
+    dirty: bool,
+    records: IntCounter,
+    chain: ChainWriter,
+}
+
+enum Control {
+    Continue,
+    Stop,
+}
+
+async fn run(mut w: FileWriter, mut rx: mpsc::Receiver<Msg>, depth: IntGauge) {
+    let period = Duration::from_millis(250);
+    let mut tick = tokio::time::interval(period);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_sync = Instant::now();
+    loop {
+        tokio::select! {
+            msg = rx.recv() => {
+                let Some(msg) = msg else {
+                    w.close().await;
+                    return;
+                };
+                if let Control::Stop = w.handle(msg, &depth).await {
+                    return;
+                }
+                // Group commit: take what else is queued before syncing.
+                let mut n = 0;
+                while n < 512 {
+                    match rx.try_recv() {
+                        Ok(msg) => {
+                            if let Control::Stop = w.handle(msg, &depth).await {
+                                return;
+                            }
+                            n += 1;
+                        }
+                        Err(_) => break,
+                    }
+                }
+                if w.cfg.fsync == FsyncPolicy::Always && w.dirty {
+                    w.sync().await;
+                    last_sync = Instant::now();
+                }
+            }
+            _ = tick.tick() => {
+                if w.cfg.fsync == FsyncPolicy::Interval && w.dirty
+                    && last_sync.elapsed() + period >= Duration::from_secs(1)
+                {
+                    w.sync().await;
+                    last_sync = Instant::now();
+                }
+                w.on_tick().await;
+            }
+        }
+    }
+}
+
+impl FileWriter {
+    async fn handle(&mut self, msg: Msg, depth: &IntGauge) -> Control {
+        match msg {
+            Msg::Record(r) => {
+                depth.dec();
+                self.append(*r).await;
+                Control::Continue
+            }
+            Msg::Flush(done) => {
+                self.sync().await;
+                let _ = done.send(());
+                Control::Continue
+            }
+            Msg::Close(done) => {
+                self.close().await;
+                let _ = done.send(());
+                Control::Stop
+            }
+        }
+    }
+
+    async fn append(&mut self, r: Record) {
+        if self.bytes >= self.cfg.max_bytes
+            || (self.records_in_file > 0 && self.opened.elapsed() >= self.cfg.max_age)
+        {
+            self.rotate().await;
+        }
+        if let Some(d) = self.cfg.write_delay {
+            tokio::time::sleep(d).await;
+        }
+        self.seal_and_write(r).await;
+        self.records_in_file += 1;
+        self.since_checkpoint += 1;
+        if self.since_checkpoint >= self.cfg.checkpoint_every {
+            self.checkpoint(false).await;
+        }
+    }
+
+    async fn on_tick(&mut self) {
+        if self.since_checkpoint > 0
+            && self.last_checkpoint.elapsed() >= self.cfg.checkpoint_interval
+        {
+            self.checkpoint(false).await;
+        }
+        if self.records_in_file > 0 && self.opened.elapsed() >= self.cfg.max_age {
+            self.rotate().await;
+        }
+    }
+
+    async fn seal_and_write(&mut self, r: Record) {
+        match self.chain.seal(r) {
+            Ok(line) => self.write_line(line).await,
+            // Serializing a record of strings and numbers cannot fail; if it ever did, say so.
+            Err(e) => tracing::error!(error = %e, "audit: cannot serialize a record"),
+        }
+    }
+
+    async fn checkpoint(&mut self, closing: bool) {
+        match self
+            .chain
+            .checkpoint(format_time(SystemTime::now()), closing)
+        {
+            Ok(line) => self.write_line(line).await,
+            Err(e) => tracing::error!(error = %e, "audit: cannot serialize a checkpoint"),
+        }
+        self.since_checkpoint = 0;
+        self.last_checkpoint = Instant::now();
+    }
+
+    /// Appends one line; on error, cuts the file back and retries with backoff, forever.
+    async fn write_line(&mut self, line: String) {
+        let mut buf = line.into_bytes();
+        buf.push(b'\n');
+        let mut backoff = Duration::from_millis(50);
+        loop {
+            match (&*self.file).write_all(&buf) {
+                Ok(()) => break,
+                Err(e) => {
+                    tracing::error!(file = %self.path.display(), error = %e, retry_in = ?backoff, "audit: write failed; retrying (sessions wait while the queue is full)");
+                    let _ = self.file.set_len(self.bytes);
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+        self.bytes += buf.len() as u64;
+        self.dirty = true;
+        self.records.inc();
+    }
+
+    async fn sync(&mut self) {
+        if !self.dirty {
+            return;
+        }
+        let mut backoff = Duration::from_millis(50);
+        loop {
+            let f = self.file.clone();
+            let r = tokio::task::spawn_blocking(move || f.sync_data()).await;
+            match r {
+                Ok(Ok(())) => break,
+                Ok(Err(e)) => {
+                    tracing::error!(file = %self.path.display(), error = %e, "audit: fsync failed; retrying");
+                }
+                Err(e) => tracing::error!(error = %e, "audit: fsync task failed; retrying"),
+            }
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_secs(5));
+        }
+        self.dirty = false;
+    }
+
+    async fn rotate(&mut self) {
+        self.sync().await;
+        let moved = rotated_name(&self.path);
+        let mut backoff = Duration::from_millis(50);
+        let file = loop {
+            let r = std::fs::rename(&self.path, &moved)
+                .map_err(|e| AuditError::io(&self.path, e))
+                .and_then(|()| open_new(&self.path));
+            match r {
+                Ok(f) => break f,
+                Err(e) => {
+                    // If the rename went through but the open did not, the next try renames
+                    // nothing: put the old file back first.
+                    if !self.path.exists() && moved.exists() {
+                        let _ = std::fs::rename(&moved, &self.path);
+                    }
+                    tracing::error!(error = %e, "audit: rotation failed; retrying");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
+            }
+        };
+        self.file = Arc::new(file);
+        self.bytes = 0;
+        self.opened = Instant::now();
+        self.records_in_file = 0;
+        let name = moved
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        match self.chain.rotation(format_time(SystemTime::now()), name) {
+            Ok(line) => self.write_line(line).await,
+            Err(e) => tracing::error!(error = %e, "audit: cannot serialize a rotation record"),
+        }
+        tracing::info!(previous = %moved.display(), "audit: log rotated");
+    }
+
+    async fn close(&mut self) {
+        self.checkpoint(true).await;
+        self.sync().await;
+    }
+}
