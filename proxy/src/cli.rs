@@ -1,7 +1,7 @@
 //! Command-line interface (clap). Each subcommand's logic lives in its own module.
 use clap::{Parser, Subcommand};
 
-use crate::commands::{keys::KeysArgs, policy::PolicyArgs};
+use crate::commands::{audit::AuditArgs, keys::KeysArgs, policy::PolicyArgs};
 use crate::config::ServeArgs;
 use crate::demo::DemoArgs;
 use crate::migrate::MigrateArgs;
@@ -28,6 +28,8 @@ pub enum Command {
     Policy(PolicyArgs),
     /// Generate and manage keyring files.
     Keys(KeysArgs),
+    /// Verify audit logs and review access.
+    Audit(AuditArgs),
     /// Encrypt the policy's `encrypt:` columns of live tables in place, in batches (resumable).
     Encrypt(MigrateArgs),
     /// Decrypt them back to plaintext and restore the original column types.

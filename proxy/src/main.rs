@@ -12,6 +12,7 @@ fn main() -> ExitCode {
         Command::Demo(args) => pgveil::demo::run(args),
         Command::Policy(args) => pgveil::commands::policy::run(args),
         Command::Keys(args) => pgveil::commands::keys::run(args),
+        Command::Audit(args) => pgveil::commands::audit::run(args),
         Command::Encrypt(args) => pgveil::migrate::run(pgveil::migrate::Op::Encrypt, args),
         Command::Decrypt(args) => pgveil::migrate::run(pgveil::migrate::Op::Decrypt, args),
         Command::Rekey(args) => pgveil::migrate::run(pgveil::migrate::Op::Rekey, args),
