@@ -21,6 +21,9 @@ pub struct RunningProxy {
     pub metrics: Arc<Metrics>,
     /// Policy enforcement, when a policy is configured (for reloads).
     pub enforcement: Option<Arc<crate::enforce::Enforcement>>,
+    /// The audit log's sink, when `audit.file` is set (also in `ServerContext::audit`).
+    pub audit: Option<crate::audit::AuditSink>,
+    audit_handle: Option<crate::audit::AuditHandle>,
     stop: CancellationToken,
     server: JoinHandle<()>,
 }
@@ -29,7 +32,10 @@ impl RunningProxy {
     /// Bind the listeners and start serving in the background.
     pub async fn start(config: Config) -> anyhow::Result<RunningProxy> {
         let metrics = Arc::new(Metrics::new().context("cannot register metrics")?);
-        let ctx = Arc::new(ServerContext::new(config.clone(), metrics.clone())?);
+        let mut ctx = ServerContext::new(config.clone(), metrics.clone())?;
+        let (audit, audit_handle) = start_audit(&config, &metrics).await?;
+        ctx.audit = audit.clone();
+        let ctx = Arc::new(ctx);
         let listener = TcpListener::bind(&config.listen)
             .await
             .with_context(|| format!("listen: cannot bind {}", config.listen))?;
@@ -64,6 +70,8 @@ impl RunningProxy {
             metrics_addr,
             metrics,
             enforcement,
+            audit,
+            audit_handle,
             stop,
             server,
         })
@@ -73,6 +81,11 @@ impl RunningProxy {
     pub async fn shutdown(self) {
         self.stop.cancel();
         let _ = self.server.await;
+        if let Some(h) = self.audit_handle {
+            if let Err(e) = h.close().await {
+                tracing::error!(error = %e, "audit: closing the log failed");
+            }
+        }
     }
 
     /// Run until SIGTERM or SIGINT, then shut down gracefully. SIGHUP reloads the policy
@@ -83,6 +96,29 @@ impl RunningProxy {
         self.shutdown().await;
         Ok(())
     }
+}
+
+/// Starts the audit writer when `audit.file` is set; its keys come from the keyring.
+async fn start_audit(
+    config: &Config,
+    metrics: &Metrics,
+) -> anyhow::Result<(
+    Option<crate::audit::AuditSink>,
+    Option<crate::audit::AuditHandle>,
+)> {
+    let Some(a) = &config.audit else {
+        return Ok((None, None));
+    };
+    let enf = config
+        .enforcement
+        .as_ref()
+        .context("audit.file: needs a keyring (set policy: and keyring:) to key the log's chain")?;
+    let keys = pgveil_policy::keyring::Keyring::load(&enf.keyring)?.into_key_set();
+    let (sink, handle) = crate::audit::start(a, &keys, metrics)
+        .await
+        .with_context(|| format!("audit.file: cannot open {}", a.file.display()))?;
+    tracing::info!(file = %a.file.display(), "audit log open");
+    Ok((Some(sink), Some(handle)))
 }
 
 async fn wait_for_signal(enf: Option<Arc<crate::enforce::Enforcement>>) -> anyhow::Result<()> {

@@ -127,6 +127,8 @@ pub struct Config {
     pub log_format: LogFormat,
     pub log_level: String,
     pub enforcement: Option<EnforcementConfig>,
+    /// The audit log (`audit:`); `None` when `audit.file` is not set.
+    pub audit: Option<crate::audit::AuditConfig>,
 }
 
 /// Policy enforcement settings (present when a policy is configured).
@@ -213,6 +215,7 @@ impl Default for Config {
             log_format: LogFormat::Text,
             log_level: "info".into(),
             enforcement: None,
+            audit: None,
         }
     }
 }
@@ -231,6 +234,80 @@ struct FileConfig {
     policy: Option<PathBuf>,
     keyring: Option<PathBuf>,
     catalog: Option<FileCatalog>,
+    audit: Option<FileAudit>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileAudit {
+    file: Option<PathBuf>,
+    fsync: Option<crate::audit::FsyncPolicy>,
+    queue_capacity: Option<usize>,
+    rotate: Option<FileAuditRotate>,
+    checkpoint: Option<FileAuditCheckpoint>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileAuditRotate {
+    max_bytes: Option<u64>,
+    #[serde(default, deserialize_with = "de_duration")]
+    max_age: Option<Duration>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileAuditCheckpoint {
+    every: Option<u64>,
+    #[serde(default, deserialize_with = "de_duration")]
+    interval: Option<Duration>,
+}
+
+/// The `audit:` section, validated; `None` without `audit.file`.
+fn resolve_audit(f: Option<FileAudit>) -> Result<Option<crate::audit::AuditConfig>, ConfigError> {
+    let Some(f) = f else { return Ok(None) };
+    let Some(file) = f.file else {
+        return Err(ConfigError(
+            "audit.file: required when an audit section is given".into(),
+        ));
+    };
+    let mut c = crate::audit::AuditConfig::new(file);
+    set(&mut c.fsync, f.fsync);
+    set(&mut c.queue_capacity, f.queue_capacity);
+    if let Some(r) = f.rotate {
+        set(&mut c.max_bytes, r.max_bytes);
+        set(&mut c.max_age, r.max_age);
+    }
+    if let Some(k) = f.checkpoint {
+        set(&mut c.checkpoint_every, k.every);
+        set(&mut c.checkpoint_interval, k.interval);
+    }
+    if c.queue_capacity == 0 {
+        return Err(ConfigError(
+            "audit.queue_capacity: must be at least 1".into(),
+        ));
+    }
+    if c.max_bytes < 4096 {
+        return Err(ConfigError(
+            "audit.rotate.max_bytes: must be at least 4096".into(),
+        ));
+    }
+    if c.max_age.is_zero() {
+        return Err(ConfigError(
+            "audit.rotate.max_age: must be greater than 0".into(),
+        ));
+    }
+    if c.checkpoint_every == 0 {
+        return Err(ConfigError(
+            "audit.checkpoint.every: must be at least 1".into(),
+        ));
+    }
+    if c.checkpoint_interval.is_zero() {
+        return Err(ConfigError(
+            "audit.checkpoint.interval: must be greater than 0".into(),
+        ));
+    }
+    Ok(Some(c))
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -365,6 +442,12 @@ impl Config {
         };
         let mut c = Config::default();
         let pending = PendingEnforcement::from_file(&file);
+        let audit = resolve_audit(file.audit)?;
+        let file = FileConfig {
+            audit: None,
+            ..file
+        };
+        c.audit = audit;
         c.apply_file(file);
         c.apply_args(args);
         c.enforcement = pending.resolve(args)?;
@@ -665,5 +748,27 @@ mod tests {
             assert!(err.contains(mode.name()), "{err}");
             assert!(err.contains("Unix-domain socket"), "{err}");
         }
+    }
+    #[test]
+    fn audit_section() {
+        let f = parse_file(
+            "c.yaml",
+            "audit:\n  file: /var/log/pgveil/audit.jsonl\n  fsync: always\n  queue_capacity: 50\n  rotate: { max_bytes: 1048576, max_age: 1h }\n  checkpoint: { every: 10, interval: 5s }\n",
+        )
+        .unwrap();
+        let a = resolve_audit(f.audit).unwrap().unwrap();
+        assert_eq!(a.fsync, crate::audit::FsyncPolicy::Always);
+        assert_eq!((a.queue_capacity, a.max_bytes), (50, 1_048_576));
+        assert_eq!(a.max_age, Duration::from_secs(3600));
+        assert_eq!(
+            (a.checkpoint_every, a.checkpoint_interval),
+            (10, Duration::from_secs(5))
+        );
+        let f = parse_file("c.yaml", "audit:\n  fsync: never\n").unwrap();
+        let e = resolve_audit(f.audit).unwrap_err().to_string();
+        assert!(e.starts_with("audit.file: required"), "{e}");
+        let e = parse_file("c.yaml", "audit:\n  file: a\n  fsync: sometimes\n").unwrap_err();
+        assert!(e.to_string().contains("audit.fsync"), "{e}");
+        assert!(resolve_audit(None).unwrap().is_none());
     }
 }

@@ -30,6 +30,8 @@ pub struct ServerContext {
     pub force_close: CancellationToken,
     /// Policy enforcement; `None` runs the pure pass-through relay.
     pub enforcement: Option<Arc<crate::enforce::Enforcement>>,
+    /// The audit log's sink, when `audit.file` is set (set by `RunningProxy::start`).
+    pub audit: Option<crate::audit::AuditSink>,
 }
 
 impl ServerContext {
@@ -57,6 +59,7 @@ impl ServerContext {
             metrics,
             cancels: CancelRegistry::default(),
             force_close: CancellationToken::new(),
+            audit: None,
         })
     }
 }

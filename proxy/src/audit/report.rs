@@ -58,6 +58,9 @@ pub struct Report {
     pub unused_grants: Vec<Unused>,
 }
 
+/// (login, role, column, level, action).
+type UseKey = (String, String, String, String, String);
+
 /// Builds the review from `files`, counting statement records with time ≥ `since` (Unix
 /// seconds). Denied and failed statements do not count as use.
 pub fn build<P: AsRef<Path>>(
@@ -65,7 +68,7 @@ pub fn build<P: AsRef<Path>>(
     policy: &CompiledPolicy,
     since: Option<i64>,
 ) -> Result<Report, ReportError> {
-    let mut used: BTreeMap<(String, String, String, String, String), (u64, u64)> = BTreeMap::new();
+    let mut used: BTreeMap<UseKey, (u64, u64)> = BTreeMap::new();
     let mut touched: BTreeSet<(String, String)> = BTreeSet::new();
     let mut statements = 0u64;
     for path in files {

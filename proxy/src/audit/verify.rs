@@ -81,7 +81,7 @@ pub fn verify<P: AsRef<Path>>(
         })?;
         let mut lines: Vec<&str> = text.split('\n').collect();
         match lines.last() {
-            Some(l) if l.is_empty() => {
+            Some(&"") => {
                 lines.pop();
             }
             Some(_) => {
