@@ -144,6 +144,15 @@ pub struct AnomalyEvent {
 }
 
 impl StatementEvent {
+    /// Like [`StatementEvent::into_record`], when `sql` already holds the fingerprint (the
+    /// enforcer computes it once per statement text).
+    pub fn into_record_fingerprinted(mut self) -> Record {
+        let fp = std::mem::take(&mut self.sql);
+        let mut r = self.into_record();
+        r.fingerprint = Some(fp);
+        r
+    }
+
     pub fn into_record(self) -> Record {
         Record {
             time: record::format_time(SystemTime::now()),

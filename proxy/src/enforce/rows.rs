@@ -62,6 +62,20 @@ pub struct RowPlan {
     pub qualified: Vec<String>,
     /// Set for `COPY ... TO STDOUT`: the format of its CopyData rows.
     pub copy: Option<CopyFormat>,
+    /// Set when the audit log is on and the statement touches classified columns.
+    pub audit: Option<Arc<AuditInfo>>,
+}
+
+/// What the audit record of a statement says, decided when it was judged.
+#[derive(Debug)]
+pub struct AuditInfo {
+    /// (schema.table.column, level, action) of every classified column it touches.
+    pub columns: Vec<(String, String, String)>,
+    pub command: String,
+    /// The login's policy roles.
+    pub roles: Vec<String>,
+    /// The statement text with its literals removed.
+    pub fingerprint: String,
 }
 
 /// The formats of COPY TO STDOUT pgveil can transform (default delimiters, quote and NULL).

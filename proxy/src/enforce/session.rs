@@ -8,7 +8,7 @@ use pgveil_policy::model::{ColumnId, EncryptMode};
 use pgveil_policy::{RoleSet, Transform};
 
 use super::copy_in::CopyInPlan;
-use super::rows::{ColumnOp, CopyFormat, Op, RowPlan};
+use super::rows::{AuditInfo, ColumnOp, CopyFormat, Op, RowPlan};
 use super::write::{self, LiteralEdit, ParamEdit, Seal, WritePlan};
 use super::{Enforcement, PolicyState};
 use crate::catalog::{Bound, Snapshot};
@@ -55,6 +55,8 @@ pub struct Enforcer {
     /// The policy and catalog snapshot this session used last, with the epochs they were
     /// obtained at: while nothing changed, a statement costs no lock and no map lookup.
     held: Option<Held>,
+    /// Statements touching classified columns get an audit record.
+    pub audit: bool,
 }
 
 struct Held {
@@ -72,6 +74,21 @@ impl Enforcer {
             database,
             roles: None,
             held: None,
+            audit: false,
+        }
+    }
+
+    /// The login's policy role names, once they have been resolved.
+    pub fn role_names(&self) -> Vec<String> {
+        match (&self.held, &self.roles) {
+            (Some(h), Some(r)) => h
+                .state
+                .policy
+                .role_names(&r.set)
+                .into_iter()
+                .map(str::to_string)
+                .collect(),
+            _ => Vec::new(),
         }
     }
 
@@ -204,7 +221,7 @@ impl Enforcer {
             }
         };
         match analysis.as_ref() {
-            Ok(a) => match plan(a, text, state, &roles, &bound.snapshot) {
+            Ok(a) => match plan(a, text, state, &roles, &bound.snapshot, self.audit) {
                 // Even a plan without transforms is kept: the RowDescription cross-check
                 // needs to know which protected columns the analysis saw.
                 Ok(p) => {
@@ -332,8 +349,10 @@ fn plan(
     state: &PolicyState,
     roles: &RoleSet,
     snapshot: &Snapshot,
+    audit: bool,
 ) -> Result<Prepared, Refusal> {
     let mut rows = Vec::with_capacity(a.statements.len());
+    let mut fingerprint: Option<String> = None;
     let mut seals: Vec<Arc<Seal>> = Vec::new();
     let mut wp = WritePlan::default();
     let mut copy_in = None;
@@ -450,10 +469,60 @@ fn plan(
             sql::CopyOut::Text => CopyFormat::Text,
             sql::CopyOut::Csv { header } => CopyFormat::Csv { header },
         });
+        let audit = (audit
+            && (!s.touched.is_empty() || !s.sites.is_empty() || s.copy_in.is_some()))
+        .then(|| {
+            let policy = &state.policy;
+            let level = |l: usize| policy.policy().levels.get(l).cloned().unwrap_or_default();
+            let mut columns: Vec<(String, String, String)> = s
+                .touched
+                .iter()
+                .map(|(c, _)| {
+                    let col = policy.column(*c);
+                    let d = policy.decide(roles, *c);
+                    (
+                        col.qualified(),
+                        level(col.level),
+                        d.action.name().to_string(),
+                    )
+                })
+                .collect();
+            let written = s
+                .sites
+                .iter()
+                .filter(|x| x.purpose == sql::Purpose::Store)
+                .map(|x| x.column)
+                .chain(
+                    s.copy_in
+                        .iter()
+                        .flat_map(|c| c.columns.iter().flatten().copied()),
+                );
+            for c in written {
+                let col = policy.column(c);
+                let entry = (col.qualified(), level(col.level), "write".to_string());
+                if !columns.contains(&entry) {
+                    columns.push(entry);
+                }
+            }
+            let fp = fingerprint
+                .get_or_insert_with(|| crate::audit::fingerprint(sql))
+                .clone();
+            Arc::new(AuditInfo {
+                columns,
+                command: crate::sql::first_word(sql).to_ascii_uppercase(),
+                roles: policy
+                    .role_names(roles)
+                    .into_iter()
+                    .map(str::to_string)
+                    .collect(),
+                fingerprint: fp,
+            })
+        });
         rows.push(Arc::new(RowPlan {
             ops,
             qualified,
             copy,
+            audit,
         }));
     }
     Ok(Prepared {

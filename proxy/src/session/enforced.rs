@@ -22,6 +22,7 @@ use bytes::{Buf, BufMut, Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
 
+use crate::audit::{AuditSink, Outcome, StatementEvent};
 use crate::context::ServerContext;
 use crate::enforce::book::{Book, PortalPlan};
 use crate::enforce::copy;
@@ -156,6 +157,7 @@ pub async fn run(ctx: &ServerContext, est: Established, peer: SocketAddr, enf: A
         user,
         database,
         server_params,
+        application_name,
         ..
     } = est;
     let settings = Settings {
@@ -171,7 +173,14 @@ pub async fn run(ctx: &ServerContext, est: Established, peer: SocketAddr, enf: A
         settings.apply(n, v);
     }
     let mut enforcer = Enforcer::new(enf.clone(), user, database);
+    enforcer.audit = ctx.audit.is_some();
     enforcer.warm_up().await;
+    let meta = Arc::new(AuditMeta {
+        session: NEXT_SESSION.fetch_add(1, Ordering::Relaxed),
+        login: enforcer.login.clone(),
+        client: peer.to_string(),
+        application_name,
+    });
     // Plain sockets split into owned halves without a lock; TLS goes through tokio's split.
     let end = match (client, server) {
         (MaybeTls::Plain(c), MaybeTls::Plain(s)) => {
@@ -183,6 +192,7 @@ pub async fn run(ctx: &ServerContext, est: Established, peer: SocketAddr, enf: A
                 enforcer,
                 halves,
                 (client_buf, server_buf),
+                meta.clone(),
             )
             .await
         }
@@ -195,6 +205,7 @@ pub async fn run(ctx: &ServerContext, est: Established, peer: SocketAddr, enf: A
                 enforcer,
                 halves,
                 (client_buf, server_buf),
+                meta.clone(),
             )
             .await
         }
@@ -207,6 +218,7 @@ pub async fn run(ctx: &ServerContext, est: Established, peer: SocketAddr, enf: A
                 enforcer,
                 halves,
                 (client_buf, server_buf),
+                meta.clone(),
             )
             .await
         }
@@ -227,6 +239,7 @@ async fn serve<CR, CW, SR, SW>(
     enforcer: Enforcer,
     ((cr, mut cw), (sr, sw)): ((CR, CW), (SR, SW)),
     (client_buf, server_buf): (BytesMut, BytesMut),
+    meta: Arc<AuditMeta>,
 ) -> End
 where
     CR: AsyncRead + Unpin,
@@ -253,6 +266,8 @@ where
         copy_in: None,
         portals: std::collections::HashMap::new(),
         encrypted,
+        audit: ctx.audit.clone(),
+        meta: meta.clone(),
     };
     let mut downstream = Downstream {
         enf,
@@ -278,6 +293,9 @@ where
         database: upstream_db,
         batch_command: Command::UNKNOWN,
         outcomes,
+        audit: ctx.audit.clone(),
+        audit_pending: Vec::new(),
+        meta,
     };
     let end = tokio::select! {
         e = upstream.run(cr, client_buf) => e,
@@ -324,6 +342,52 @@ struct Upstream<'a, SW> {
     portals: std::collections::HashMap<Bytes, Arc<crate::enforce::copy_in::CopyInPlan>>,
     /// `crypto_operations_total{op="encrypt"}`.
     encrypted: prometheus::IntCounter,
+    audit: Option<AuditSink>,
+    meta: Arc<AuditMeta>,
+}
+
+/// Who a session's audit records are about.
+struct AuditMeta {
+    session: u64,
+    login: String,
+    client: String,
+    application_name: String,
+}
+
+static NEXT_SESSION: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+
+impl AuditMeta {
+    fn event(
+        &self,
+        roles: Vec<String>,
+        command: String,
+        fingerprint: String,
+        columns: Vec<(String, String, String)>,
+        rows: u64,
+        outcome: Outcome,
+        reason: Option<String>,
+    ) -> StatementEvent {
+        StatementEvent {
+            session: self.session,
+            login: self.login.clone(),
+            roles,
+            client: self.client.clone(),
+            application_name: self.application_name.clone(),
+            command,
+            sql: fingerprint,
+            columns,
+            rows,
+            outcome,
+            reason,
+        }
+    }
+}
+
+/// The audit record of a statement, waiting while the log's queue is full (never dropped).
+async fn audit_write(sink: &AuditSink, ev: StatementEvent) {
+    if let Err(e) = sink.record(ev.into_record_fingerprinted()).await {
+        tracing::error!(error = %e, "audit log unavailable; a record was not written");
+    }
 }
 
 struct CopyState {
@@ -438,6 +502,23 @@ impl<SW: AsyncWrite + Unpin> Upstream<'_, SW> {
         if n > 0 {
             self.encrypted.inc_by(n);
         }
+    }
+
+    /// The audit record of a refused statement (its text fingerprinted, never kept).
+    async fn audit_denied(&self, command: Command, sql: &[u8], r: &Refusal) {
+        let Some(sink) = &self.audit else { return };
+        let text = String::from_utf8_lossy(sql);
+        let ev = self.meta.event(
+            self.enforcer.role_names(),
+            crate::sql::first_word(&text).to_ascii_uppercase(),
+            crate::audit::fingerprint(&text),
+            Vec::new(),
+            0,
+            Outcome::Denied,
+            Some(format!("{} {}", r.sqlstate, r.message)),
+        );
+        let _ = command;
+        audit_write(sink, ev).await;
     }
 
     /// Refuse a simple Query (after its analysis passed but a value could not be encrypted).
@@ -572,6 +653,7 @@ impl<SW: AsyncWrite + Unpin> Upstream<'_, SW> {
                     }
                     Verdict::Refuse(r) => {
                         self.enforcer.refused(&r);
+                        self.audit_denied(command, sql, &r).await;
                         self.expect(Expect::Query {
                             command,
                             plans: Vec::new(),
@@ -644,6 +726,7 @@ impl<SW: AsyncWrite + Unpin> Upstream<'_, SW> {
                     }
                     Verdict::Refuse(r) => {
                         self.enforcer.refused(&r);
+                        self.audit_denied(command, sql, &r).await;
                         let injected = messages::parse_frame(&name, REFUSED_SQL);
                         self.expect(Expect::Parse {
                             command,
@@ -815,6 +898,10 @@ struct Downstream<'a> {
     database: String,
     /// How Parses ended, for the client direction's statement book.
     outcomes: Arc<Outcomes>,
+    audit: Option<AuditSink>,
+    /// Records of statements that ended in this read, written before the answers go out.
+    audit_pending: Vec<StatementEvent>,
+    meta: Arc<AuditMeta>,
 }
 
 impl Downstream<'_> {
@@ -882,6 +969,13 @@ impl Downstream<'_> {
             if self.transformed {
                 self.transformed = false;
                 self.transform_time += started.elapsed();
+            }
+            if !self.audit_pending.is_empty() {
+                if let Some(sink) = &self.audit {
+                    for ev in self.audit_pending.drain(..) {
+                        audit_write(sink, ev).await;
+                    }
+                }
             }
             if let Err(e) = self.write(cw, &mut out, remaining == 0).await {
                 return End::ClientError(ProtocolError::Io(e));
@@ -1041,6 +1135,21 @@ impl Downstream<'_> {
             b'C' => {
                 let word = command_word(body);
                 self.ctx.metrics.query_completed(word);
+                if self.audit.is_some() {
+                    if let Some(info) = self.current_audit() {
+                        let rows = command_rows(body);
+                        let ev = self.meta.event(
+                            info.roles.clone(),
+                            info.command.clone(),
+                            info.fingerprint.clone(),
+                            info.columns.clone(),
+                            rows,
+                            Outcome::Ok,
+                            None,
+                        );
+                        self.audit_pending.push(ev);
+                    }
+                }
                 if crate::sql::is_ddl_word(&String::from_utf8_lossy(word)) {
                     self.enf.catalog.invalidate();
                     self.ddl_pending = true;
@@ -1114,6 +1223,11 @@ impl Downstream<'_> {
                 };
                 self.ctx.metrics.query_failed(command);
                 self.rows = None;
+                let audit_info = if self.audit.is_some() {
+                    self.current_audit()
+                } else {
+                    None
+                };
                 let mut replacement = None;
                 match self.front() {
                     Some(Expect::Query { replace, .. } | Expect::FunctionCall { replace }) => {
@@ -1131,6 +1245,20 @@ impl Downstream<'_> {
                             self.outcomes.report(seq, false);
                         }
                         self.skipping = true;
+                    }
+                }
+                if replacement.is_none() && self.audit.is_some() {
+                    if let Some(info) = audit_info {
+                        let ev = self.meta.event(
+                            info.roles.clone(),
+                            info.command.clone(),
+                            info.fingerprint.clone(),
+                            info.columns.clone(),
+                            0,
+                            Outcome::Error,
+                            error_code(body).map(str::to_string),
+                        );
+                        self.audit_pending.push(ev);
                     }
                 }
                 if !self.discard {
@@ -1215,6 +1343,19 @@ impl Downstream<'_> {
                 let name = name.clone();
                 self.pop();
                 self.book.portal(&name).map(|p| p.row)
+            }
+            _ => None,
+        }
+    }
+
+    /// The audit facts of the statement whose answer this is.
+    fn current_audit(&mut self) -> Option<Arc<crate::enforce::rows::AuditInfo>> {
+        let index = self.query_index;
+        match self.front()? {
+            Expect::Query { plans, .. } => plans.get(index).and_then(|p| p.audit.clone()),
+            Expect::Execute { portal } => {
+                let portal = portal.clone();
+                self.book.portal(&portal).and_then(|p| p.row.audit.clone())
             }
             _ => None,
         }
@@ -1343,4 +1484,30 @@ impl Downstream<'_> {
             self.tally.decrypted = 0;
         }
     }
+}
+
+/// The row count at the end of a CommandComplete tag (`SELECT 5`, `INSERT 0 3`, `COPY 10`).
+fn command_rows(body: &[u8]) -> u64 {
+    let tag = body.strip_suffix(&[0]).unwrap_or(body);
+    tag.rsplit(|&b| b == b' ')
+        .next()
+        .and_then(|n| std::str::from_utf8(n).ok())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
+
+/// The SQLSTATE field of an ErrorResponse body.
+fn error_code(body: &[u8]) -> Option<&str> {
+    let mut rest = body;
+    while let Some((&kind, tail)) = rest.split_first() {
+        if kind == 0 {
+            return None;
+        }
+        let end = tail.iter().position(|&b| b == 0)?;
+        if kind == b'C' {
+            return std::str::from_utf8(&tail[..end]).ok();
+        }
+        rest = &tail[end + 1..];
+    }
+    None
 }

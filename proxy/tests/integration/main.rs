@@ -4,7 +4,9 @@ mod support;
 
 mod auth;
 mod bad_input;
+mod deploy;
 mod disconnects;
+mod enforce_audit;
 mod enforce_matrix;
 mod enforce_read;
 mod enforce_write;

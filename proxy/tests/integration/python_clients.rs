@@ -43,7 +43,7 @@ fn has_clients(python: &Path) -> bool {
 }
 
 /// The interpreter of a venv holding the pinned psycopg and asyncpg.
-fn python_with_clients() -> PathBuf {
+pub fn python_with_clients() -> PathBuf {
     if let Some(venv) = std::env::var_os("PGVEIL_PYTHON_VENV").map(PathBuf::from) {
         let python = venv_python(&venv);
         assert!(

@@ -1,0 +1,133 @@
+//! The audit trail of an enforcing pgveil, against a real PostgreSQL: one record per statement
+//! that touched a classified column (allowed, masked, written, denied, failed), no values in
+//! it, and a chain that `audit verify` accepts until someone edits it.
+use pgveil::config::EnforcementConfig;
+use pgveil_policy::keyring::Keyring;
+
+use crate::enforce_read::{refused, rows};
+use crate::enforce_write::POLICY;
+use crate::support::*;
+
+#[tokio::test]
+async fn sensitive_statements_are_audited_without_values_and_the_chain_verifies() {
+    let cluster = pg_trust();
+    let dir = tempfile::tempdir().unwrap();
+    let policy = dir.path().join("policy.yaml");
+    std::fs::write(&policy, POLICY).unwrap();
+    let keyring = dir.path().join("pgveil.keys");
+    Keyring::generate(1_700_000_000)
+        .unwrap()
+        .save(&keyring, true)
+        .unwrap();
+    let db = direct(&cluster).await;
+    db.batch_execute(
+        "create role writer_app login; create role viewer_app login;
+         create table customers (id int primary key, name text, phone text, id_card text,
+                                 address text, points text);
+         create table shipments (id int primary key, customer_id int, sender_phone text, note text);
+         create table plain_t (n int);
+         grant all on all tables in schema public to public;",
+    )
+    .await
+    .unwrap();
+    let log = dir.path().join("audit.jsonl");
+    let mut config = config_for(&cluster);
+    config.enforcement = Some(EnforcementConfig::new(policy, keyring.clone(), "postgres"));
+    config.audit = Some(pgveil::audit::AuditConfig::new(&log));
+    let proxy = proxy_with(config).await;
+
+    let w = client_as(&proxy, "writer_app", "").await;
+    w.batch_execute(
+        "insert into customers (id, phone, address) values (1, '13912345678', 'Canary Road 7')",
+    )
+    .await
+    .unwrap();
+    let st = w
+        .prepare("select phone from customers where phone = $1")
+        .await
+        .unwrap();
+    assert_eq!(w.query(&st, &[&"13912345678"]).await.unwrap().len(), 1);
+    let v = client_as(&proxy, "viewer_app", "").await;
+    assert_eq!(rows(&v, "select phone from customers").await.len(), 1);
+    assert_eq!(
+        refused(&v, "select id from customers where phone = '13912345678'").await,
+        "42501"
+    );
+    // A statement without classified columns gets no record.
+    v.batch_execute("insert into plain_t values (1)")
+        .await
+        .unwrap();
+    // A server-side error on a classified statement.
+    assert_eq!(
+        refused(
+            &w,
+            "insert into customers (id, phone) values (1, '13900000000')"
+        )
+        .await,
+        "23505"
+    );
+    drop((w, v));
+    proxy.shutdown().await;
+
+    let text = std::fs::read_to_string(&log).unwrap();
+    let records: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let statements: Vec<&serde_json::Value> = records
+        .iter()
+        .filter(|r| r["kind"] == "statement")
+        .collect();
+    let summary: Vec<(String, String, String)> = statements
+        .iter()
+        .map(|r| {
+            (
+                r["login"].as_str().unwrap_or("").to_string(),
+                r["command"].as_str().unwrap_or("").to_string(),
+                r["outcome"].as_str().unwrap_or("").to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        summary,
+        vec![
+            ("writer_app".to_string(), "INSERT".into(), "ok".into()),
+            ("writer_app".into(), "SELECT".into(), "ok".into()),
+            ("viewer_app".into(), "SELECT".into(), "ok".into()),
+            ("viewer_app".into(), "SELECT".into(), "denied".into()),
+            ("writer_app".into(), "INSERT".into(), "error".into()),
+        ],
+        "{text}"
+    );
+    // Columns with level and action; rows; roles; the fingerprint keeps no literal.
+    let first = statements[0];
+    assert_eq!(first["rows"], 1);
+    assert_eq!(first["roles"], serde_json::json!(["writer"]));
+    let cols = first["columns"].to_string();
+    assert!(
+        cols.contains("public.customers.phone") && cols.contains("write"),
+        "{cols}"
+    );
+    let masked = statements[2]["columns"].to_string();
+    assert!(masked.contains("\"mask\""), "{masked}");
+    assert!(statements[3]["reason"]
+        .as_str()
+        .unwrap_or("")
+        .starts_with("42501"));
+    assert_eq!(statements[4]["reason"], "23505");
+    for secret in ["13912345678", "Canary Road", "13900000000"] {
+        assert!(
+            !text.contains(secret),
+            "the audit log holds a value: {secret}"
+        );
+    }
+
+    // The chain verifies; one edited byte breaks it at that record.
+    let keys = Keyring::load(&keyring).unwrap().into_key_set();
+    let ok = pgveil::audit::verify::verify(&[&log], &keys, Default::default());
+    assert!(ok.is_ok(), "{ok:?}");
+    let tampered = dir.path().join("tampered.jsonl");
+    std::fs::write(&tampered, text.replacen("\"rows\":1", "\"rows\":0", 1)).unwrap();
+    let broken = pgveil::audit::verify::verify(&[&tampered], &keys, Default::default());
+    assert!(broken.is_err(), "an edited record verified");
+}
