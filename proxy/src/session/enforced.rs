@@ -28,7 +28,7 @@ use crate::enforce::book::{Book, PortalPlan};
 use crate::enforce::copy;
 use crate::enforce::copy_in::CopyIn;
 use crate::enforce::messages::{self, REFUSED_SQL};
-use crate::enforce::rows::{self, CopyFormat, RowError, RowPlan, Scratch, Tally};
+use crate::enforce::rows::{self, AuditInfo, CopyFormat, RowError, RowPlan, Scratch, Tally};
 use crate::enforce::session::{Enforcer, Prepared, Verdict};
 use crate::enforce::statements::{Outcomes, StatementParams, Statements};
 use crate::enforce::write::{self, BindError, Sealer};
@@ -359,10 +359,7 @@ static NEXT_SESSION: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64
 impl AuditMeta {
     fn event(
         &self,
-        roles: Vec<String>,
-        command: String,
-        fingerprint: String,
-        columns: Vec<(String, String, String)>,
+        info: &AuditInfo,
         rows: u64,
         outcome: Outcome,
         reason: Option<String>,
@@ -370,12 +367,12 @@ impl AuditMeta {
         StatementEvent {
             session: self.session,
             login: self.login.clone(),
-            roles,
+            roles: info.roles.clone(),
             client: self.client.clone(),
             application_name: self.application_name.clone(),
-            command,
-            sql: fingerprint,
-            columns,
+            command: info.command.clone(),
+            sql: info.fingerprint.clone(),
+            columns: info.columns.clone(),
             rows,
             outcome,
             reason,
@@ -508,11 +505,14 @@ impl<SW: AsyncWrite + Unpin> Upstream<'_, SW> {
     async fn audit_denied(&self, command: Command, sql: &[u8], r: &Refusal) {
         let Some(sink) = &self.audit else { return };
         let text = String::from_utf8_lossy(sql);
+        let info = AuditInfo {
+            columns: Vec::new(),
+            command: crate::sql::first_word(&text).to_ascii_uppercase(),
+            roles: self.enforcer.role_names(),
+            fingerprint: crate::audit::fingerprint(&text),
+        };
         let ev = self.meta.event(
-            self.enforcer.role_names(),
-            crate::sql::first_word(&text).to_ascii_uppercase(),
-            crate::audit::fingerprint(&text),
-            Vec::new(),
+            &info,
             0,
             Outcome::Denied,
             Some(format!("{} {}", r.sqlstate, r.message)),
@@ -1138,15 +1138,7 @@ impl Downstream<'_> {
                 if self.audit.is_some() {
                     if let Some(info) = self.current_audit() {
                         let rows = command_rows(body);
-                        let ev = self.meta.event(
-                            info.roles.clone(),
-                            info.command.clone(),
-                            info.fingerprint.clone(),
-                            info.columns.clone(),
-                            rows,
-                            Outcome::Ok,
-                            None,
-                        );
+                        let ev = self.meta.event(&info, rows, Outcome::Ok, None);
                         self.audit_pending.push(ev);
                     }
                 }
@@ -1250,10 +1242,7 @@ impl Downstream<'_> {
                 if replacement.is_none() && self.audit.is_some() {
                     if let Some(info) = audit_info {
                         let ev = self.meta.event(
-                            info.roles.clone(),
-                            info.command.clone(),
-                            info.fingerprint.clone(),
-                            info.columns.clone(),
+                            &info,
                             0,
                             Outcome::Error,
                             error_code(body).map(str::to_string),
