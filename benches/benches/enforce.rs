@@ -97,6 +97,7 @@ fn data_row(c: &mut Criterion) {
         qualified: vec![String::new(); 8],
         copy: None,
         audit: None,
+        anomaly: Vec::new(),
     };
     let phone_env = phone
         .encrypt(Mode::Deterministic, b"13812345678")

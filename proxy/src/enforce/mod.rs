@@ -3,6 +3,7 @@
 //! ([`messages`]) and the result transforms ([`rows`]).
 //!
 //! Imports run one way: `session → enforce → (sql, catalog, policy)`.
+pub mod anomaly;
 pub mod binary;
 pub mod book;
 pub mod copy;
@@ -85,6 +86,8 @@ pub struct Enforcement {
     pub catalog: Catalog,
     pub cache: ParseCache,
     pub metrics: Arc<Metrics>,
+    /// Sliding windows of the policy's anomaly limits, per login.
+    pub anomaly: anomaly::Windows,
 }
 
 impl Enforcement {
@@ -108,6 +111,7 @@ impl Enforcement {
             catalog: Catalog::new(source, refresh),
             cache: ParseCache::new(cache_size),
             metrics,
+            anomaly: anomaly::Windows::default(),
         }
     }
 

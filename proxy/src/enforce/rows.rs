@@ -64,6 +64,18 @@ pub struct RowPlan {
     pub copy: Option<CopyFormat>,
     /// Set when the audit log is on and the statement touches classified columns.
     pub audit: Option<Arc<AuditInfo>>,
+    /// The policy's anomaly limits this statement's rows count against, for this login.
+    pub anomaly: Vec<Arc<AnomalyLimit>>,
+}
+
+/// An anomaly rule as it applies to a statement.
+#[derive(Debug)]
+pub struct AnomalyLimit {
+    pub rule: String,
+    pub level: String,
+    pub max_rows: u64,
+    pub per: std::time::Duration,
+    pub deny: bool,
 }
 
 /// What the audit record of a statement says, decided when it was judged.

@@ -8,7 +8,7 @@ use pgveil_policy::model::{ColumnId, EncryptMode};
 use pgveil_policy::{RoleSet, Transform};
 
 use super::copy_in::CopyInPlan;
-use super::rows::{AuditInfo, ColumnOp, CopyFormat, Op, RowPlan};
+use super::rows::{AnomalyLimit, AuditInfo, ColumnOp, CopyFormat, Op, RowPlan};
 use super::write::{self, LiteralEdit, ParamEdit, Seal, WritePlan};
 use super::{Enforcement, PolicyState};
 use crate::catalog::{Bound, Snapshot};
@@ -518,11 +518,13 @@ fn plan(
                 fingerprint: fp,
             })
         });
+        let anomaly = anomaly_limits(&qualified, state, roles);
         rows.push(Arc::new(RowPlan {
             ops,
             qualified,
             copy,
             audit,
+            anomaly,
         }));
     }
     Ok(Prepared {
@@ -530,6 +532,63 @@ fn plan(
         write: (!wp.is_empty()).then(|| Arc::new(wp)),
         copy_in,
     })
+}
+
+/// The anomaly rules whose rows a statement with these protected outputs counts against.
+fn anomaly_limits(
+    qualified: &[String],
+    state: &PolicyState,
+    roles: &RoleSet,
+) -> Vec<Arc<AnomalyLimit>> {
+    let policy = state.policy.policy();
+    if policy.anomaly.is_empty() {
+        return Vec::new();
+    }
+    let levels: Vec<usize> = qualified
+        .iter()
+        .filter(|q| !q.is_empty())
+        .filter_map(|q| q.rsplit_once('.'))
+        .filter_map(|(t, c)| state.policy.column_id(t, c))
+        .map(|c| state.policy.column(c).level)
+        .collect();
+    if levels.is_empty() {
+        return Vec::new();
+    }
+    policy
+        .anomaly
+        .iter()
+        .filter(|a| a.roles.is_empty() || a.roles.iter().any(|r| roles.ids().contains(r)))
+        .filter(|a| a.level.is_none_or(|l| levels.contains(&l)))
+        .map(|a| {
+            Arc::new(AnomalyLimit {
+                rule: a.name.clone(),
+                level: a
+                    .level
+                    .and_then(|l| policy.levels.get(l).cloned())
+                    .unwrap_or_else(|| "any".into()),
+                max_rows: a.max_rows,
+                per: std::time::Duration::from_secs(a.per_seconds.max(1)),
+                deny: a.then == pgveil_policy::model::AnomalyAction::Deny,
+            })
+        })
+        .collect()
+}
+
+/// A statement refused because an anomaly rule with `then: deny` is over its limit.
+pub fn anomaly_refusal(l: &AnomalyLimit, login: &str, total: u64) -> Refusal {
+    Refusal {
+        sqlstate: sqlstate::INSUFFICIENT_PRIVILEGE,
+        message: format!(
+            "permission denied by anomaly rule {}: login {login} received {total} rows of level {} within {} (limit {}); refused until the window clears",
+            l.rule,
+            l.level,
+            humantime::format_duration(l.per),
+            l.max_rows
+        ),
+        hint: Some("wait for the window to pass, or ask the policy owner to raise the limit".into()),
+        level: None,
+        unanalysable: false,
+    }
 }
 
 fn write_mode(seal: &Seal, lookup: bool) -> pgveil_policy::crypto::Mode {

@@ -25,6 +25,8 @@ pub struct StatementParams {
     pub declared: Vec<u32>,
     /// Set for `COPY ... FROM STDIN` into encrypted columns, run through Execute.
     pub copy_in: Option<Arc<CopyInPlan>>,
+    /// Anomaly limits with `then: deny` its rows count against (checked at each Bind).
+    pub deny_limits: Vec<Arc<super::rows::AnomalyLimit>>,
 }
 
 #[derive(Clone)]
@@ -140,6 +142,7 @@ mod tests {
             plan: Arc::new(WritePlan::default()),
             declared: vec![],
             copy_in: None,
+            deny_limits: vec![],
         }))
     }
 

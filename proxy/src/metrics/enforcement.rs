@@ -18,6 +18,8 @@ pub struct EnforcementMetrics {
     pub policy_reloads: IntCounterVec,
     /// `query_duration_seconds{scope="added"}`: analysis and transforms per message.
     pub added: Histogram,
+    /// `anomaly_alerts_total{rule}`: anomaly limits crossed, by the policy's rule name.
+    pub anomaly_alerts: IntCounterVec,
 }
 
 impl EnforcementMetrics {
@@ -68,7 +70,22 @@ impl EnforcementMetrics {
             &["result"],
         )?;
         let added = durations.with_label_values(&["added"]);
+        let anomaly_alerts = IntCounterVec::new(
+            Opts::new(
+                "anomaly_alerts_total",
+                "Anomaly limits crossed, by the policy's anomaly rule name.",
+            ),
+            &["rule"],
+        )?;
+        // Series that alert rules take increase() of start at 0, not at their first event.
+        for op in ["encrypt", "decrypt", "decrypt_failed"] {
+            crypto.with_label_values(&[op]);
+        }
+        for r in ["ok", "error"] {
+            policy_reloads.with_label_values(&[r]);
+        }
         for c in [
+            &anomaly_alerts,
             &decisions,
             &sensitive_values,
             &denied,
@@ -92,6 +109,7 @@ impl EnforcementMetrics {
             policy_info,
             policy_reloads,
             added,
+            anomaly_alerts,
         })
     }
 }

@@ -28,8 +28,9 @@ use crate::enforce::book::{Book, PortalPlan};
 use crate::enforce::copy;
 use crate::enforce::copy_in::CopyIn;
 use crate::enforce::messages::{self, REFUSED_SQL};
+use crate::enforce::rows::AnomalyLimit;
 use crate::enforce::rows::{self, AuditInfo, CopyFormat, RowError, RowPlan, Scratch, Tally};
-use crate::enforce::session::{Enforcer, Prepared, Verdict};
+use crate::enforce::session::{anomaly_refusal, Enforcer, Prepared, Verdict};
 use crate::enforce::statements::{Outcomes, StatementParams, Statements};
 use crate::enforce::write::{self, BindError, Sealer};
 use crate::enforce::Enforcement;
@@ -295,6 +296,7 @@ where
         outcomes,
         audit: ctx.audit.clone(),
         audit_pending: Vec::new(),
+        anomaly_pending: Vec::new(),
         meta,
     };
     let end = tokio::select! {
@@ -501,6 +503,31 @@ impl<SW: AsyncWrite + Unpin> Upstream<'_, SW> {
         }
     }
 
+    /// An anomaly rule with `then: deny` that this statement's rows count against and that is
+    /// over its limit for this login.
+    fn anomaly_block(&self, p: &Prepared) -> Option<Refusal> {
+        let limits: Vec<Arc<AnomalyLimit>> = p
+            .rows
+            .iter()
+            .flat_map(|r| r.anomaly.iter().filter(|l| l.deny).cloned())
+            .collect();
+        self.limits_block(&limits)
+    }
+
+    fn limits_block(&self, limits: &[Arc<AnomalyLimit>]) -> Option<Refusal> {
+        let enf = self.enforcer.enforcement();
+        limits.iter().find_map(|l| {
+            enf.anomaly
+                .over(&self.enforcer.login, &l.rule, l.max_rows, l.per)
+                .map(|total| anomaly_refusal(l, &self.enforcer.login, total))
+        })
+    }
+
+    /// The command label of a Bind's refusal (the statement text is not at hand).
+    fn enforcer_command(&self) -> Command {
+        Command::UNKNOWN
+    }
+
     /// The audit record of a refused statement (its text fingerprinted, never kept).
     async fn audit_denied(&self, command: Command, sql: &[u8], r: &Refusal) {
         let Some(sink) = &self.audit else { return };
@@ -606,7 +633,12 @@ impl<SW: AsyncWrite + Unpin> Upstream<'_, SW> {
                 let sql = messages::query_text(body).map_err(bad)?;
                 let command = Command::from_sql(sql);
                 let effects = may_deallocate(sql).then(|| frame.slice_ref(sql));
-                let verdict = self.enforcer.judge(sql, self.settings.readable()).await;
+                let mut verdict = self.enforcer.judge(sql, self.settings.readable()).await;
+                if let Verdict::Transform(p) = &verdict {
+                    if let Some(r) = self.anomaly_block(p) {
+                        verdict = Verdict::Refuse(r);
+                    }
+                }
                 match verdict {
                     Verdict::Pass => {
                         self.expect(Expect::Query {
@@ -675,11 +707,18 @@ impl<SW: AsyncWrite + Unpin> Upstream<'_, SW> {
                 let mut rewritten = None;
                 let mut params = None;
                 if let Verdict::Transform(p) = &verdict {
-                    if let Some(c) = &p.copy_in {
+                    if let Some(r) = self.anomaly_block(p) {
+                        verdict = Verdict::Refuse(r);
+                    }
+                }
+                if let Verdict::Transform(p) = &verdict {
+                    let deny_limits = deny_limits(p);
+                    if p.copy_in.is_some() || !deny_limits.is_empty() {
                         params = Some(Arc::new(StatementParams {
                             plan: Arc::new(write::WritePlan::default()),
                             declared: Vec::new(),
-                            copy_in: Some(c.clone()),
+                            copy_in: p.copy_in.clone(),
+                            deny_limits: deny_limits.clone(),
                         }));
                     }
                     if let Some(w) = &p.write {
@@ -695,6 +734,7 @@ impl<SW: AsyncWrite + Unpin> Upstream<'_, SW> {
                                         plan: w.clone(),
                                         declared,
                                         copy_in: p.copy_in.clone(),
+                                        deny_limits,
                                     }));
                                 }
                             }
@@ -755,7 +795,15 @@ impl<SW: AsyncWrite + Unpin> Upstream<'_, SW> {
                         }
                     }
                 }
-                if let Some(p) = params {
+                if let Some(r) = params
+                    .as_ref()
+                    .and_then(|p| self.limits_block(&p.deny_limits))
+                {
+                    self.enforcer.refused(&r);
+                    self.audit_denied(self.enforcer_command(), b"", &r).await;
+                    replace = Some(refusal_frame(&r));
+                    rewritten = Some(refused_bind(b.portal));
+                } else if let Some(p) = params {
                     match write::rewrite_bind(body, &p.plan, &p.declared, &mut self.sealer) {
                         Ok(r) => rewritten = r,
                         Err(BindError::Malformed(w)) => {
@@ -901,6 +949,7 @@ struct Downstream<'a> {
     audit: Option<AuditSink>,
     /// Records of statements that ended in this read, written before the answers go out.
     audit_pending: Vec<StatementEvent>,
+    anomaly_pending: Vec<crate::audit::AnomalyEvent>,
     meta: Arc<AuditMeta>,
 }
 
@@ -970,10 +1019,15 @@ impl Downstream<'_> {
                 self.transformed = false;
                 self.transform_time += started.elapsed();
             }
-            if !self.audit_pending.is_empty() {
+            if !self.audit_pending.is_empty() || !self.anomaly_pending.is_empty() {
                 if let Some(sink) = &self.audit {
                     for ev in self.audit_pending.drain(..) {
                         audit_write(sink, ev).await;
+                    }
+                    for ev in self.anomaly_pending.drain(..) {
+                        if let Err(e) = sink.anomaly(ev).await {
+                            tracing::error!(error = %e, "audit log unavailable; an anomaly record was not written");
+                        }
                     }
                 }
             }
@@ -1135,11 +1189,19 @@ impl Downstream<'_> {
             b'C' => {
                 let word = command_word(body);
                 self.ctx.metrics.query_completed(word);
-                if self.audit.is_some() {
-                    if let Some(info) = self.current_audit() {
-                        let rows = command_rows(body);
-                        let ev = self.meta.event(&info, rows, Outcome::Ok, None);
+                let plan = if self.audit.is_some() || self.tracks_anomalies() {
+                    self.current_row_plan()
+                } else {
+                    None
+                };
+                if let Some(plan) = plan {
+                    let rows = command_rows(body);
+                    if let (Some(info), true) = (&plan.audit, self.audit.is_some()) {
+                        let ev = self.meta.event(info, rows, Outcome::Ok, None);
                         self.audit_pending.push(ev);
+                    }
+                    for l in &plan.anomaly {
+                        self.count_anomaly(l, rows, plan.audit.as_deref());
                     }
                 }
                 if crate::sql::is_ddl_word(&String::from_utf8_lossy(word)) {
@@ -1339,14 +1401,74 @@ impl Downstream<'_> {
 
     /// The audit facts of the statement whose answer this is.
     fn current_audit(&mut self) -> Option<Arc<crate::enforce::rows::AuditInfo>> {
+        self.current_row_plan().and_then(|p| p.audit.clone())
+    }
+
+    /// The plan of the statement whose answer this is.
+    fn current_row_plan(&mut self) -> Option<Arc<RowPlan>> {
         let index = self.query_index;
         match self.front()? {
-            Expect::Query { plans, .. } => plans.get(index).and_then(|p| p.audit.clone()),
+            Expect::Query { plans, .. } => plans.get(index).cloned(),
             Expect::Execute { portal } => {
                 let portal = portal.clone();
-                self.book.portal(&portal).and_then(|p| p.row.audit.clone())
+                self.book.portal(&portal).map(|p| p.row)
             }
             _ => None,
+        }
+    }
+
+    /// Whether the policy in force has anomaly limits.
+    fn tracks_anomalies(&mut self) -> bool {
+        let enf = self.enf;
+        !self
+            .state
+            .get_or_insert_with(|| enf.current())
+            .policy
+            .policy()
+            .anomaly
+            .is_empty()
+    }
+
+    /// Count a statement's rows against an anomaly limit; alert when it crosses it.
+    fn count_anomaly(
+        &mut self,
+        l: &AnomalyLimit,
+        rows: u64,
+        info: Option<&crate::enforce::rows::AuditInfo>,
+    ) {
+        use crate::enforce::anomaly::Crossing;
+        let login = &self.meta.login;
+        if let Crossing::Crossed { total } = self
+            .enf
+            .anomaly
+            .add(login, &l.rule, rows, l.max_rows, l.per)
+        {
+            self.enf
+                .metrics
+                .enforcement
+                .anomaly_alerts
+                .with_label_values(&[&l.rule])
+                .inc();
+            let reason = format!(
+                "rows {total} > {} of level {} in {}{}",
+                l.max_rows,
+                l.level,
+                humantime::format_duration(l.per),
+                if l.deny { "; then deny" } else { "" }
+            );
+            tracing::warn!(rule = %l.rule, login = %login, %reason, "anomaly limit crossed");
+            if self.audit.is_some() {
+                self.anomaly_pending.push(crate::audit::AnomalyEvent {
+                    session: self.meta.session,
+                    login: login.clone(),
+                    roles: info.map(|i| i.roles.clone()).unwrap_or_default(),
+                    client: self.meta.client.clone(),
+                    application_name: self.meta.application_name.clone(),
+                    rule: l.rule.clone(),
+                    outcome: if l.deny { Outcome::Denied } else { Outcome::Ok },
+                    reason: Some(reason),
+                });
+            }
         }
     }
 
@@ -1473,6 +1595,14 @@ impl Downstream<'_> {
             self.tally.decrypted = 0;
         }
     }
+}
+
+/// The anomaly limits with `then: deny` a prepared statement's rows count against.
+fn deny_limits(p: &Prepared) -> Vec<Arc<AnomalyLimit>> {
+    p.rows
+        .iter()
+        .flat_map(|r| r.anomaly.iter().filter(|l| l.deny).cloned())
+        .collect()
 }
 
 /// The row count at the end of a CommandComplete tag (`SELECT 5`, `INSERT 0 3`, `COPY 10`).

@@ -131,3 +131,87 @@ async fn sensitive_statements_are_audited_without_values_and_the_chain_verifies(
     let broken = pgveil::audit::verify::verify(&[&tampered], &keys, Default::default());
     assert!(broken.is_err(), "an edited record verified");
 }
+
+#[tokio::test]
+async fn an_anomaly_limit_denies_until_the_window_clears() {
+    let cluster = pg_trust();
+    let dir = tempfile::tempdir().unwrap();
+    let policy = dir.path().join("policy.yaml");
+    std::fs::write(
+        &policy,
+        format!(
+            "{POLICY}anomaly:\n  - {{ name: bulk_phone, level: important, max_rows: 5, per: 2s, then: deny }}\n  - {{ name: watch_all, max_rows: 4, per: 1h }}\n"
+        ),
+    )
+    .unwrap();
+    let keyring = dir.path().join("pgveil.keys");
+    Keyring::generate(1_700_000_000)
+        .unwrap()
+        .save(&keyring, true)
+        .unwrap();
+    let db = direct(&cluster).await;
+    db.batch_execute(
+        "create role viewer_app login; create role other_app login;
+         create table customers (id int primary key, name text, phone text, id_card text,
+                                 address text, points text);
+         create table shipments (id int primary key, customer_id int, sender_phone text, note text);
+         insert into customers (id, name) select i, 'n' || i from generate_series(1, 3) i;
+         grant all on all tables in schema public to public;",
+    )
+    .await
+    .unwrap();
+    let log = dir.path().join("audit.jsonl");
+    let mut config = config_for(&cluster);
+    config.enforcement = Some(EnforcementConfig::new(policy, keyring, "postgres"));
+    config.audit = Some(pgveil::audit::AuditConfig::new(&log));
+    let proxy = proxy_with(config).await;
+    let v = client_as(&proxy, "viewer_app", "").await;
+    let read = "select id, phone from customers";
+    assert_eq!(rows(&v, read).await.len(), 3);
+    // The second read crosses the limit (6 > 5) and still completes; the next is refused,
+    // however it asks.
+    assert_eq!(rows(&v, read).await.len(), 3);
+    assert_eq!(refused(&v, read).await, "42501");
+    let e = v
+        .query("select phone from customers where id > $1", &[&0i32])
+        .await
+        .unwrap_err();
+    let msg = format!("{e:?}");
+    assert!(msg.contains("anomaly rule bulk_phone"), "{msg}");
+    let st_err = v.prepare("select name, phone from customers").await;
+    assert!(
+        st_err.is_err(),
+        "a new statement on the level is refused too"
+    );
+    // Columns of other levels, another login: served.
+    assert_eq!(rows(&v, "select id from customers").await.len(), 3);
+    let o = client_as(&proxy, "other_app", "").await;
+    assert_eq!(rows(&o, read).await.len(), 3);
+    // After the window: served again.
+    tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+    assert_eq!(rows(&v, read).await.len(), 3);
+    let metrics = metrics_text(&proxy).await;
+    assert!(
+        metrics.contains("pgveil_anomaly_alerts_total{rule=\"bulk_phone\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("pgveil_anomaly_alerts_total{rule=\"watch_all\"}"),
+        "{metrics}"
+    );
+    drop((v, o));
+    proxy.shutdown().await;
+    let text = std::fs::read_to_string(&log).unwrap();
+    let anomalies: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|r| r["kind"] == "anomaly")
+        .collect();
+    assert!(
+        anomalies.iter().any(|r| r["rule"] == "bulk_phone"
+            && r["login"] == "viewer_app"
+            && r["outcome"] == "denied"),
+        "{text}"
+    );
+    assert!(anomalies.iter().any(|r| r["rule"] == "watch_all"), "{text}");
+}
