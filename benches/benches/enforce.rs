@@ -98,6 +98,7 @@ fn data_row(c: &mut Criterion) {
         copy: None,
         audit: None,
         anomaly: Vec::new(),
+        roles: Default::default(),
     };
     let phone_env = phone
         .encrypt(Mode::Deterministic, b"13812345678")

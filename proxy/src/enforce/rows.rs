@@ -66,6 +66,8 @@ pub struct RowPlan {
     pub audit: Option<Arc<AuditInfo>>,
     /// The policy's anomaly limits this statement's rows count against, for this login.
     pub anomaly: Vec<Arc<AnomalyLimit>>,
+    /// The login's policy role names (`sensitive_values_by_role_total`).
+    pub roles: Arc<Vec<String>>,
 }
 
 /// An anomaly rule as it applies to a statement.

@@ -353,6 +353,14 @@ fn plan(
 ) -> Result<Prepared, Refusal> {
     let mut rows = Vec::with_capacity(a.statements.len());
     let mut fingerprint: Option<String> = None;
+    let role_names: Arc<Vec<String>> = Arc::new(
+        state
+            .policy
+            .role_names(roles)
+            .into_iter()
+            .map(str::to_string)
+            .collect(),
+    );
     let mut seals: Vec<Arc<Seal>> = Vec::new();
     let mut wp = WritePlan::default();
     let mut copy_in = None;
@@ -525,6 +533,7 @@ fn plan(
             copy,
             audit,
             anomaly,
+            roles: role_names.clone(),
         }));
     }
     Ok(Prepared {

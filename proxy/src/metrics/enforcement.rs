@@ -20,6 +20,9 @@ pub struct EnforcementMetrics {
     pub added: Histogram,
     /// `anomaly_alerts_total{rule}`: anomaly limits crossed, by the policy's rule name.
     pub anomaly_alerts: IntCounterVec,
+    /// `sensitive_values_by_role_total{role,action}`: values sent, by the login's policy roles
+    /// (names from the policy file, never a login name; `none` for a login without one).
+    pub sensitive_by_role: IntCounterVec,
 }
 
 impl EnforcementMetrics {
@@ -84,7 +87,15 @@ impl EnforcementMetrics {
         for r in ["ok", "error"] {
             policy_reloads.with_label_values(&[r]);
         }
+        let sensitive_by_role = IntCounterVec::new(
+            Opts::new(
+                "sensitive_values_by_role_total",
+                "Protected values sent to clients, by policy role and action (a login with several policy roles counts under each).",
+            ),
+            &["role", "action"],
+        )?;
         for c in [
+            &sensitive_by_role,
             &anomaly_alerts,
             &decisions,
             &sensitive_values,
@@ -110,6 +121,7 @@ impl EnforcementMetrics {
             policy_reloads,
             added,
             anomaly_alerts,
+            sensitive_by_role,
         })
     }
 }

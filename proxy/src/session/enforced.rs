@@ -285,6 +285,7 @@ where
         ddl_pending: false,
         scratch: Scratch::default(),
         tally: Tally::default(),
+        tally_roles: Arc::new(Vec::new()),
         resolved: false,
         state: None,
         snapshot: None,
@@ -929,6 +930,8 @@ struct Downstream<'a> {
     ddl_pending: bool,
     scratch: Scratch,
     tally: Tally,
+    /// The policy roles the tallied values were sent to.
+    tally_roles: Arc<Vec<String>>,
     /// The command of the batch's last Parse, for errors in its Bind or Execute.
     batch_command: Command,
     /// The transforms of a COPY TO STDOUT being streamed, and whether its first row is next.
@@ -1132,6 +1135,9 @@ impl Downstream<'_> {
                         }
                     }
                 }
+                if let Some(p) = plan.as_ref().filter(|p| !p.is_empty()) {
+                    self.tally_roles = p.roles.clone();
+                }
                 if matches!(self.front(), Some(Expect::Query { .. })) && !self.discard {
                     self.rows = plan
                         .filter(|p| !p.is_empty())
@@ -1163,6 +1169,9 @@ impl Downstream<'_> {
                     .result_plan()
                     .filter(|p| !p.is_empty())
                     .and_then(|p| p.copy.map(|f| (p, f, true)));
+                if let Some((p, _, _)) = &self.copy {
+                    self.tally_roles = p.roles.clone();
+                }
             }
             b'd' => {
                 if let (Some((plan, format, first)), true) = (self.copy.as_mut(), forward) {
@@ -1479,6 +1488,7 @@ impl Downstream<'_> {
             let portal = portal.clone();
             if let Some(PortalPlan { row, formats }) = self.book.portal(&portal) {
                 if !row.is_empty() {
+                    self.tally_roles = row.roles.clone();
                     self.rows = Some((row, formats));
                 }
             }
@@ -1577,6 +1587,18 @@ impl Downstream<'_> {
             return;
         }
         let state = self.enf.current();
+        for ((_, action), n) in &self.tally.values {
+            if self.tally_roles.is_empty() {
+                m.sensitive_by_role
+                    .with_label_values(&["none", action.name()])
+                    .inc_by(*n);
+            }
+            for role in self.tally_roles.iter() {
+                m.sensitive_by_role
+                    .with_label_values(&[role, action.name()])
+                    .inc_by(*n);
+            }
+        }
         for ((level, action), n) in self.tally.values.drain(..) {
             let level = state
                 .policy

@@ -155,7 +155,7 @@ async fn an_anomaly_limit_denies_until_the_window_clears() {
          create table customers (id int primary key, name text, phone text, id_card text,
                                  address text, points text);
          create table shipments (id int primary key, customer_id int, sender_phone text, note text);
-         insert into customers (id, name) select i, 'n' || i from generate_series(1, 3) i;
+         insert into customers (id, name, phone) select i, 'n' || i, '1390000000' || i from generate_series(1, 3) i;
          grant all on all tables in schema public to public;",
     )
     .await
@@ -197,6 +197,12 @@ async fn an_anomaly_limit_denies_until_the_window_clears() {
     );
     assert!(
         metrics.contains("pgveil_anomaly_alerts_total{rule=\"watch_all\"}"),
+        "{metrics}"
+    );
+    // Values sent, by policy role (viewer gets phone masked: 3 reads of 3 rows served).
+    assert!(
+        metrics
+            .contains("pgveil_sensitive_values_by_role_total{action=\"mask\",role=\"viewer\"} 9"),
         "{metrics}"
     );
     drop((v, o));
