@@ -14,6 +14,7 @@ mod extended;
 mod lifecycle;
 mod migrate;
 mod node_clients;
+mod prometheus_live;
 mod python_clients;
 mod sample_data;
 mod simple;
