@@ -78,6 +78,7 @@ has_target() { [[ " ${TARGETS[*]} " == *" $1 "* ]]; }
 for t in "${TARGETS[@]}"; do
     case $t in
         direct | pgbouncer | pgveil | null-relay | haproxy | pgbouncer-unix | pgveil-unix | pgveil-policy) ;;
+        pgveil-audit) has_target pgveil-policy || { echo "target pgveil-audit needs pgveil-policy" >&2; exit 1; } ;;
         pgveil-base) [[ -x ${PGVEIL_BASE_BIN:-} ]] || { echo "target pgveil-base needs PGVEIL_BASE_BIN" >&2; exit 1; } ;;
         *) echo "unknown target $t in TARGETS" >&2; exit 1 ;;
     esac
@@ -194,6 +195,7 @@ PGDATA=$WORK/data
 PGVEIL_PID=""
 PGVEIL_UNIX_PID=""
 PGVEIL_POLICY_PID=""
+PGVEIL_AUDIT_PID=""
 PGVEIL_BASE_PID=""
 HAPROXY_PID=""
 NULL_RELAY_PID=""
@@ -206,10 +208,10 @@ cleanup() {
     local rc=$?
     trap - EXIT INT TERM
     set +e
-    for pid in $IDLE_PID $PGVEIL_PID $PGVEIL_UNIX_PID $PGVEIL_POLICY_PID $PGVEIL_BASE_PID $NULL_RELAY_PID $HAPROXY_PID $BOUNCER_PID; do
+    for pid in $IDLE_PID $PGVEIL_PID $PGVEIL_UNIX_PID $PGVEIL_POLICY_PID $PGVEIL_AUDIT_PID $PGVEIL_BASE_PID $NULL_RELAY_PID $HAPROXY_PID $BOUNCER_PID; do
         kill "$pid" 2>/dev/null
     done
-    for pid in $IDLE_PID $PGVEIL_PID $PGVEIL_UNIX_PID $PGVEIL_POLICY_PID $BOUNCER_PID; do
+    for pid in $IDLE_PID $PGVEIL_PID $PGVEIL_UNIX_PID $PGVEIL_POLICY_PID $PGVEIL_AUDIT_PID $BOUNCER_PID; do
         # Give each up to 5 s to exit, then kill it.
         for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
         kill -9 "$pid" 2>/dev/null
@@ -237,7 +239,7 @@ for _ in range(int(sys.argv[1])):
 print(" ".join(str(s.getsockname()[1]) for s in socks))
 EOF
 }
-read -r PGPORT BOUNCER_PORT PGVEIL_PORT BOUNCER_UNIX_PORT PGVEIL_UNIX_PORT NULL_RELAY_PORT PGVEIL_POLICY_PORT HAPROXY_PORT PGVEIL_BASE_PORT < <(free_ports 9)
+read -r PGPORT BOUNCER_PORT PGVEIL_PORT BOUNCER_UNIX_PORT PGVEIL_UNIX_PORT NULL_RELAY_PORT PGVEIL_POLICY_PORT HAPROXY_PORT PGVEIL_BASE_PORT PGVEIL_AUDIT_PORT < <(free_ports 10)
 
 # Wait until something accepts TCP connections on 127.0.0.1:$1.
 wait_port() {
@@ -340,11 +342,11 @@ EOF
     # pgveil-policy, its plaintext copy everywhere else.
     for t in "${TARGETS[@]}"; do
         table=customers_plain
-        [[ $t == pgveil-policy ]] && table=customers
+        [[ $t == pgveil-policy || $t == pgveil-audit ]] && table=customers
         printf '\\set lo random(1, 9990)\nSELECT id, name, phone, id_card FROM %s WHERE id BETWEEN :lo AND :lo + 9;\n' "$table" >"$WORK/read-$t.sql"
         # One INSERT of 3 values that pgveil-policy encrypts (plaintext elsewhere).
         wtable=customers_w_plain
-        [[ $t == pgveil-policy ]] && wtable=customers_w
+        [[ $t == pgveil-policy || $t == pgveil-audit ]] && wtable=customers_w
         printf '\\set p random(13800000000, 13899999999)\n\\set c random(110101190001010000, 110101209912319999)\n\\set a random(1, 999999999)\nINSERT INTO %s (phone, id_card, address) VALUES (:p, :c, :a);\n' "$wtable" >"$WORK/write-$t.sql"
     done
     if [[ " $WORKLOADS " == *" copy-in "* ]]; then
@@ -450,6 +452,18 @@ if has_target pgveil-policy; then
     PGVEIL_PID=$keep
     log "pgveil $PGVEIL_VERSION on port $PGVEIL_POLICY_PORT enforcing a policy (upstream over TCP)"
 fi
+if has_target pgveil-audit; then
+    # The same policy, plus the audit log (fsync at most once a second, the default).
+    printf 'audit:\n  file: %s/audit/audit.jsonl\n  fsync: interval\n' "$WORK" >"$WORK/audit.yaml"
+    mkdir -p "$WORK/audit"
+    keep=$PGVEIL_PID
+    PGVEIL_EXTRA_ARGS="$PGVEIL_EXTRA_ARGS --config $WORK/audit.yaml --policy $WORK/policy.yaml --keyring $WORK/pgveil.keys --catalog-user $DBUSER" \
+        pgveil_start "$PGVEIL_AUDIT_PORT"
+    PGVEIL_AUDIT_PID=$PGVEIL_PID
+    TARGET_PID[pgveil-audit]=$PGVEIL_PID
+    PGVEIL_PID=$keep
+    log "pgveil $PGVEIL_VERSION on port $PGVEIL_AUDIT_PORT enforcing a policy with the audit log on"
+fi
 if has_target pgveil-base; then
     keep_bin=$PGVEIL_BIN keep=$PGVEIL_PID
     PGVEIL_BIN=$PGVEIL_BASE_BIN pgveil_start "$PGVEIL_BASE_PORT"
@@ -516,7 +530,8 @@ LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
 declare -A TARGET_PORT=([direct]=$PGPORT [pgbouncer]=$BOUNCER_PORT [pgveil]=$PGVEIL_PORT
                         [pgbouncer-unix]=$BOUNCER_UNIX_PORT [pgveil-unix]=$PGVEIL_UNIX_PORT
                         [null-relay]=$NULL_RELAY_PORT [pgveil-policy]=$PGVEIL_POLICY_PORT
-                        [haproxy]=$HAPROXY_PORT [pgveil-base]=$PGVEIL_BASE_PORT)
+                        [haproxy]=$HAPROXY_PORT [pgveil-base]=$PGVEIL_BASE_PORT
+                        [pgveil-audit]=$PGVEIL_AUDIT_PORT)
 
 # pgbench arguments for each workload. -S runs need no vacuum (-n); the
 # TPC-B-like runs keep pgbench's default pre-run vacuum/truncate of history so
@@ -538,7 +553,7 @@ workload_targets() {
     local t
     for t in "${TARGETS[@]}"; do
         if [[ $1 == read-transform || $1 == write-insert ]]; then
-            [[ $t == direct || $t == pgveil || $t == pgveil-policy ]] || continue
+            [[ $t == direct || $t == pgveil || $t == pgveil-policy || $t == pgveil-audit ]] || continue
         fi
         if [[ $1 == copy-in ]]; then
             [[ $t == pgveil || $t == pgveil-policy ]] || continue
@@ -651,6 +666,7 @@ if (( IDLE_CONNS > 0 || BIG_ROWS > 0 )); then
     pgveil_stop
     if [[ -n $PGVEIL_UNIX_PID ]]; then PGVEIL_PID=$PGVEIL_UNIX_PID; pgveil_stop; PGVEIL_UNIX_PID=""; fi
     if [[ -n $PGVEIL_POLICY_PID ]]; then PGVEIL_PID=$PGVEIL_POLICY_PID; pgveil_stop; PGVEIL_POLICY_PID=""; fi
+    if [[ -n $PGVEIL_AUDIT_PID ]]; then PGVEIL_PID=$PGVEIL_AUDIT_PID; pgveil_stop; PGVEIL_AUDIT_PID=""; fi
     if [[ -n $NULL_RELAY_PID ]]; then kill "$NULL_RELAY_PID" 2>/dev/null || true; wait "$NULL_RELAY_PID" 2>/dev/null || true; NULL_RELAY_PID=""; fi
     if [[ -n $PGVEIL_BASE_PID ]]; then kill "$PGVEIL_BASE_PID" 2>/dev/null || true; wait "$PGVEIL_BASE_PID" 2>/dev/null || true; PGVEIL_BASE_PID=""; fi
     if [[ -n $HAPROXY_PID ]]; then kill "$HAPROXY_PID" 2>/dev/null || true; wait "$HAPROXY_PID" 2>/dev/null || true; HAPROXY_PID=""; fi
@@ -775,6 +791,17 @@ CMD="benches/pgbench.sh (SCALE=$SCALE CLIENTS=$CLIENTS THREADS=$THREADS DURATION
             b=$(median $(awk -v w="$w" '$1 == w && $2 == "pgveil" {print $4}' "$RAW"))
             [[ -n $a && -n $b ]] && echo "- $(workload_label "$w"): $(awk -v a="$a" -v b="$b" 'BEGIN {printf "%.2f", a / b}')×"
         done
+        echo
+    fi
+    if has_target pgveil-audit; then
+        echo "**Audit cost** (pgveil-audit TPS / pgveil-policy TPS, same run; target ≥ 0.9× for read-transform):"
+        echo
+        for w in $WORKLOADS; do
+            a=$(median $(awk -v w="$w" '$1 == w && $2 == "pgveil-audit" {print $4}' "$RAW"))
+            b=$(median $(awk -v w="$w" '$1 == w && $2 == "pgveil-policy" {print $4}' "$RAW"))
+            [[ -n $a && -n $b ]] && echo "- $(workload_label "$w"): $(awk -v a="$a" -v b="$b" 'BEGIN {printf "%.2f", a / b}')×"
+        done
+        [[ -f $WORK/audit/audit.jsonl ]] && echo && echo "Audit records written during the run: $(cat "$WORK"/audit/*.jsonl* 2>/dev/null | wc -l)"
         echo
     fi
     echo "CPU idle % and context switches per transaction are machine-wide (vmstat, 1 s samples during each run); proxy CPU is the proxy process's user + system time from /proc divided by the transactions of the run. All three are medians over rounds."

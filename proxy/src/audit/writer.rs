@@ -127,6 +127,9 @@ pub(crate) async fn spawn(
         dirty: false,
         records,
         chain,
+        pending: Vec::new(),
+        pending_records: 0,
+        flushed: 0,
     };
     w.write_line(line).await;
     w.sync().await;
@@ -205,6 +208,11 @@ struct FileWriter {
     dirty: bool,
     records: IntCounter,
     chain: ChainWriter,
+    /// Lines sealed but not yet written (written at the end of each batch).
+    pending: Vec<u8>,
+    pending_records: u64,
+    /// Bytes of the active file that reached the operating system.
+    flushed: u64,
 }
 
 enum Control {
@@ -240,12 +248,14 @@ async fn run(mut w: FileWriter, mut rx: mpsc::Receiver<Msg>, depth: IntGauge) {
                         Err(_) => break,
                     }
                 }
+                w.write_pending().await;
                 if w.cfg.fsync == FsyncPolicy::Always && w.dirty {
                     w.sync().await;
                     last_sync = Instant::now();
                 }
             }
             _ = tick.tick() => {
+                w.write_pending().await;
                 if w.cfg.fsync == FsyncPolicy::Interval && w.dirty
                     && last_sync.elapsed() + period >= Duration::from_secs(1)
                 {
@@ -327,28 +337,45 @@ impl FileWriter {
         self.last_checkpoint = Instant::now();
     }
 
-    /// Appends one line; on error, cuts the file back and retries with backoff, forever.
+    /// Appends one line to the batch being written (one write per batch of queued records, not
+    /// one per record); a batch that grows past 256 KiB is written at once.
     async fn write_line(&mut self, line: String) {
-        let mut buf = line.into_bytes();
-        buf.push(b'\n');
+        self.pending.extend_from_slice(line.as_bytes());
+        self.pending.push(b'\n');
+        self.pending_records += 1;
+        self.bytes += line.len() as u64 + 1;
+        self.dirty = true;
+        if self.pending.len() >= 256 * 1024 {
+            self.write_pending().await;
+        }
+    }
+
+    /// Writes the batch; on error, cuts the file back to what was written and retries with
+    /// backoff, forever (sessions wait while the queue is full; nothing is dropped).
+    async fn write_pending(&mut self) {
+        if self.pending.is_empty() {
+            return;
+        }
         let mut backoff = Duration::from_millis(50);
         loop {
-            match (&*self.file).write_all(&buf) {
+            match (&*self.file).write_all(&self.pending) {
                 Ok(()) => break,
                 Err(e) => {
                     tracing::error!(file = %self.path.display(), error = %e, retry_in = ?backoff, "audit: write failed; retrying (sessions wait while the queue is full)");
-                    let _ = self.file.set_len(self.bytes);
+                    let _ = self.file.set_len(self.flushed);
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(Duration::from_secs(5));
                 }
             }
         }
-        self.bytes += buf.len() as u64;
-        self.dirty = true;
-        self.records.inc();
+        self.flushed += self.pending.len() as u64;
+        self.pending.clear();
+        self.records.inc_by(self.pending_records);
+        self.pending_records = 0;
     }
 
     async fn sync(&mut self) {
+        self.write_pending().await;
         if !self.dirty {
             return;
         }
@@ -393,6 +420,7 @@ impl FileWriter {
         };
         self.file = Arc::new(file);
         self.bytes = 0;
+        self.flushed = 0;
         self.opened = Instant::now();
         self.records_in_file = 0;
         let name = moved

@@ -104,6 +104,7 @@ impl Enforcement {
             .policy_info
             .with_label_values(&[state.policy.version()])
             .set(1);
+        zero_series(&metrics, &state.policy);
         Enforcement {
             state: RwLock::new(Arc::new(state)),
             policy_epoch: std::sync::atomic::AtomicU64::new(1),
@@ -138,6 +139,7 @@ impl Enforcement {
                         .with_label_values(&[new.policy.version()])
                         .set(1);
                 }
+                zero_series(&self.metrics, &new.policy);
                 let version = new.policy.version().to_string();
                 *self.state.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(new);
                 self.policy_epoch
@@ -152,5 +154,29 @@ impl Enforcement {
                 Err(e)
             }
         }
+    }
+}
+
+/// Create the series a policy's counters can take at 0 (levels, actions, policy roles, anomaly
+/// rules: all bounded by the policy file), so dashboards and alert rules see their first event.
+fn zero_series(metrics: &Metrics, policy: &CompiledPolicy) {
+    let m = &metrics.enforcement;
+    let p = policy.policy();
+    let actions = ["allow", "mask", "hash", "null"];
+    for level in &p.levels {
+        m.denied.with_label_values(&[level]);
+        for a in actions {
+            m.sensitive_values.with_label_values(&[level, a]);
+            m.decisions.with_label_values(&[a, level]);
+        }
+    }
+    m.denied.with_label_values(&["none"]);
+    for role in &p.roles {
+        for a in actions {
+            m.sensitive_by_role.with_label_values(&[&role.name, a]);
+        }
+    }
+    for a in &p.anomaly {
+        m.anomaly_alerts.with_label_values(&[&a.name]);
     }
 }

@@ -99,6 +99,22 @@ impl Metrics {
             .with_label_values(&[env!("CARGO_PKG_VERSION")])
             .set(1);
 
+        // Labelled counters start at 0 for every value they can take, so rate() and increase()
+        // see their first event (a series born at 1 shows no rise).
+        connections_rejected.with_label_values(&["too_many_clients"]);
+        for kind in [
+            "startup_timeout",
+            "protocol_violation",
+            "client_disconnect",
+            "upstream_unavailable",
+            "upstream_lost",
+            "idle_timeout",
+            "shutdown",
+            "panic",
+        ] {
+            session_errors.with_label_values(&[kind]);
+        }
+
         registry.register(Box::new(connections_active.clone()))?;
         registry.register(Box::new(connections_total.clone()))?;
         registry.register(Box::new(connections_rejected.clone()))?;
