@@ -612,9 +612,11 @@ async fn reload_keeps_the_old_policy_when_the_new_one_is_broken() {
         );
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     }
-    assert!(metrics_text(&s.proxy)
-        .await
-        .contains("pgveil_policy_reloads_total{result=\"ok\"}"));
+    let metrics = metrics_text(&s.proxy).await;
+    assert!(
+        !nonzero(&metrics, "pgveil_policy_reloads_total{result=\"ok\"}").is_empty(),
+        "{metrics}"
+    );
 }
 
 #[tokio::test]

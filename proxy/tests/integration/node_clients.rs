@@ -119,7 +119,7 @@ async fn node_postgres_disconnects_cleanly_direct_and_through_pgveil() {
     run_script(&node, &modules, &through, "pgveil").await;
     let metrics = metrics_text(&proxy).await;
     assert!(
-        !metrics.contains("pgveil_session_errors_total{"),
+        nonzero(&metrics, "pgveil_session_errors_total{").is_empty(),
         "node-postgres's ordinary disconnects were counted as errors:\n{metrics}"
     );
     proxy.shutdown().await;

@@ -359,3 +359,12 @@ pub fn psql() -> std::path::PathBuf {
         Err(e) => panic!("{e}"),
     }
 }
+
+/// The lines of `/metrics` text whose name starts with `prefix` and whose value is not 0
+/// (pgveil creates its labelled counters at 0, so presence alone says nothing).
+pub fn nonzero<'m>(metrics: &'m str, prefix: &str) -> Vec<&'m str> {
+    metrics
+        .lines()
+        .filter(|l| l.starts_with(prefix) && !l.ends_with(" 0"))
+        .collect()
+}
