@@ -152,10 +152,15 @@ impl ChainWriter {
             let body = r.signed_body().map_err(AuditError::Json)?;
             r.signature = Some(hex(&self.checkpoint.sign(body.as_bytes())));
         }
-        let body = r.chained_body().map_err(AuditError::Json)?;
+        // `tag` is None and serialized last: this is `chained_body()` without its clone, and
+        // the line is the same text with `"tag":"<hex>"` appended (hex needs no escaping).
+        let body = serde_json::to_string(&r).map_err(AuditError::Json)?;
         let tag = self.key.tag(&self.prev_tag, body.as_bytes());
-        r.tag = Some(hex(&tag));
-        let line = serde_json::to_string(&r).map_err(AuditError::Json)?;
+        let mut line = body;
+        line.pop();
+        line.push_str(",\"tag\":\"");
+        line.push_str(&hex(&tag));
+        line.push_str("\"}");
         self.key.ratchet();
         self.prev_tag = tag.to_vec();
         self.next_seq += 1;

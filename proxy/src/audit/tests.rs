@@ -355,3 +355,31 @@ fn report_names_used_and_unused_grants() {
     assert!(rep.to_csv().starts_with("section,login"));
     assert!(rep.to_json().contains("\"unused_grants\""));
 }
+
+#[test]
+fn a_sealed_line_is_the_record_serialized_with_its_tag() {
+    let mut c = ChainWriter::new(&keys()).unwrap();
+    let ev = StatementEvent {
+        session: 1,
+        login: "a \"quoted\" login".into(),
+        roles: vec!["r".into()],
+        client: "127.0.0.1:1".into(),
+        application_name: "app\nname".into(),
+        command: "SELECT".into(),
+        sql: "SELECT ?".into(),
+        columns: vec![("public.t.c".into(), "core".into(), "mask".into())],
+        rows: 3,
+        outcome: Outcome::Ok,
+        reason: None,
+    };
+    let line = c.seal(ev.into_record_fingerprinted()).unwrap();
+    let parsed: Record = serde_json::from_str(&line).unwrap();
+    assert!(parsed.tag.is_some());
+    assert_eq!(serde_json::to_string(&parsed).unwrap(), line);
+    let mut untagged = parsed.clone();
+    untagged.tag = None;
+    assert_eq!(
+        untagged.chained_body().unwrap(),
+        serde_json::to_string(&untagged).unwrap()
+    );
+}
