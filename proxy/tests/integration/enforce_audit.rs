@@ -122,6 +122,54 @@ async fn sensitive_statements_are_audited_without_values_and_the_chain_verifies(
         );
     }
 
+    // The access review over this log names exactly the logins, columns and actions used
+    // (denied and failed statements are not use), and grants never used.
+    let compiled = pgveil_policy::CompiledPolicy::from_str("policy.yaml", POLICY).unwrap();
+    let report = pgveil::audit::report::build(&[&log], &compiled, None).unwrap();
+    let mut used: Vec<(String, String, String)> = report
+        .used
+        .iter()
+        .map(|u| (u.login.clone(), u.column.clone(), u.action.clone()))
+        .collect();
+    used.sort();
+    assert_eq!(
+        used,
+        vec![
+            (
+                "viewer_app".to_string(),
+                "public.customers.phone".to_string(),
+                "mask".to_string()
+            ),
+            (
+                "writer_app".into(),
+                "public.customers.address".into(),
+                "write".into()
+            ),
+            (
+                "writer_app".into(),
+                "public.customers.phone".into(),
+                "allow".into()
+            ),
+            (
+                "writer_app".into(),
+                "public.customers.phone".into(),
+                "write".into()
+            ),
+        ],
+        "{report:?}"
+    );
+    assert!(
+        report.unused_grants.iter().any(|u| u.role == "desk"),
+        "desk never looked anything up: {report:?}"
+    );
+    assert!(
+        !report
+            .unused_grants
+            .iter()
+            .any(|u| u.role == "viewer" && u.column == "public.customers.phone"),
+        "{report:?}"
+    );
+
     // The chain verifies; one edited byte breaks it at that record.
     let keys = Keyring::load(&keyring).unwrap().into_key_set();
     let ok = pgveil::audit::verify::verify(&[&log], &keys, Default::default());

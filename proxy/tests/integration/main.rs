@@ -2,6 +2,7 @@
 //! psql, node-postgres, psycopg, asyncpg, raw sockets), pgveil in between.
 mod support;
 
+mod audit_crash;
 mod auth;
 mod bad_input;
 mod deploy;
