@@ -243,7 +243,10 @@ impl Rule {
 pub struct Anomaly {
     pub name: String,
     pub level: Option<LevelId>,
+    /// Rows of the level returned per window (0 when the limit counts denials instead).
     pub max_rows: u64,
+    /// Set instead of `max_rows`: statements refused per window.
+    pub max_denied: Option<u64>,
     /// Window length in seconds.
     pub per_seconds: u64,
     /// `log` (record and alert) or `deny` (refuse until the window clears).

@@ -87,12 +87,14 @@ pub fn json_schema() -> Value {
                 "items": {
                     "type": "object",
                     "additionalProperties": false,
-                    "required": ["name", "max_rows", "per"],
+                    "required": ["name", "per"],
+                    "oneOf": [{ "required": ["max_rows"] }, { "required": ["max_denied"] }],
                     "properties": {
                         "name": { "type": "string" },
                         "level": { "type": "string" },
                         "roles": string_or_list("Only these policy roles (default: every login).", json!({ "type": "string" })),
                         "max_rows": { "type": "integer", "minimum": 1 },
+                        "max_denied": { "type": "integer", "minimum": 1 },
                         "per": { "type": "string", "pattern": "^\\d*\\s*[smhd]$" },
                         "then": { "enum": ["log", "deny"], "default": "log" }
                     }

@@ -270,6 +270,23 @@ fn domain_mixing_kinds() {
 }
 
 #[test]
+fn an_anomaly_limit_counts_rows_or_refusals_not_both() {
+    let both = format!("{BASE}anomaly:\n  - {{ name: a, max_rows: 5, max_denied: 3, per: 1m }}\n");
+    assert_eq!(
+        diags(&both),
+        "p.yaml:15:41: anomaly limit 1 has both `max_rows` and `max_denied`\n  hint: one limit per rule: write two rules"
+    );
+    let neither = format!("{BASE}anomaly:\n  - {{ name: a, per: 1m }}\n");
+    assert_eq!(
+        diags(&neither),
+        "p.yaml:15:5: anomaly limit 1 has no `max_rows` (rows per window) or `max_denied` (refusals per window)"
+    );
+    let denied =
+        format!("{BASE}anomaly:\n  - {{ name: probing, max_denied: 3, per: 10m, then: deny }}\n");
+    assert_eq!(diags(&denied), "OK");
+}
+
+#[test]
 fn anomaly_problems() {
     let t = format!(
         "{BASE}anomaly:\n  - {{ name: a, level: core, max_rows: 0, per: 1 minute, then: block }}\n"

@@ -14,7 +14,15 @@ const COLUMN_KEYS: [&str; 5] = ["level", "kind", "encrypt", "domain", "mask"];
 const RULE_KEYS: [&str; 8] = [
     "name", "roles", "level", "kinds", "columns", "action", "lookup", "mask",
 ];
-const ANOMALY_KEYS: [&str; 6] = ["name", "level", "roles", "max_rows", "per", "then"];
+const ANOMALY_KEYS: [&str; 7] = [
+    "name",
+    "level",
+    "roles",
+    "max_rows",
+    "max_denied",
+    "per",
+    "then",
+];
 
 struct Ctx<'a> {
     text: &'a str,
@@ -942,16 +950,34 @@ fn build_anomaly(cx: &mut Ctx, n: &Node, levels: &[&str], roles: &[Role]) -> Vec
                 }
             }
         }
-        let max_rows = match get(m, "max_rows") {
-            Some(v) => match v.value {
+        let positive = |cx: &mut Ctx, key: &str| {
+            get(m, key).and_then(|v| match v.value {
                 Value::Int(x) if x > 0 => Some(x as u64),
                 _ => {
-                    cx.err(v, "max_rows must be a positive integer");
+                    cx.err(v, format!("{key} must be a positive integer"));
                     None
                 }
-            },
-            None => {
-                cx.err(item, format!("{what} has no `max_rows`"));
+            })
+        };
+        let (rows_given, denied_given) = (get(m, "max_rows"), get(m, "max_denied"));
+        let rows_limit = positive(cx, "max_rows");
+        let max_denied = positive(cx, "max_denied");
+        let max_rows = match (rows_given, denied_given) {
+            (Some(_), Some(v)) => {
+                cx.err_hint(
+                    v,
+                    format!("{what} has both `max_rows` and `max_denied`"),
+                    Some("one limit per rule: write two rules".into()),
+                );
+                None
+            }
+            (Some(_), None) => rows_limit,
+            (None, Some(_)) => max_denied.map(|_| 0),
+            (None, None) => {
+                cx.err(
+                    item,
+                    format!("{what} has no `max_rows` (rows per window) or `max_denied` (refusals per window)"),
+                );
                 None
             }
         };
@@ -990,6 +1016,11 @@ fn build_anomaly(cx: &mut Ctx, n: &Node, levels: &[&str], roles: &[Role]) -> Vec
                 name,
                 level,
                 max_rows,
+                max_denied: if denied_given.is_some() {
+                    max_denied
+                } else {
+                    None
+                },
                 per_seconds,
                 then,
                 roles: role_ids,

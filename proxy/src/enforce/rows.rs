@@ -75,7 +75,10 @@ pub struct RowPlan {
 pub struct AnomalyLimit {
     pub rule: String,
     pub level: String,
+    /// The limit: rows per window, or refused statements per window when `denials`.
     pub max_rows: u64,
+    /// The rule counts refused statements (`max_denied`), not rows.
+    pub denials: bool,
     pub per: std::time::Duration,
     pub deny: bool,
 }

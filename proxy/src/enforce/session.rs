@@ -287,7 +287,9 @@ impl Enforcer {
     }
 
     /// Count a refusal and log it (never the SQL text: it may hold values).
-    pub fn refused(&self, r: &Refusal) {
+    /// Count a refusal, log it, and count it against the policy's `max_denied` anomaly rules;
+    /// returns the rules it took over their limit.
+    pub fn refused(&self, r: &Refusal) -> Vec<DenialCrossing> {
         let m = &self.enf.metrics.enforcement;
         let state = self.enf.current();
         let level = r
@@ -299,7 +301,51 @@ impl Enforcer {
             m.parse_failures.inc();
         }
         tracing::info!(login = %self.login, database = %self.database, sqlstate = r.sqlstate, reason = %r.message, "statement refused");
+        let mut crossed = Vec::new();
+        let policy = state.policy.policy();
+        for a in &policy.anomaly {
+            let Some(max) = a.max_denied else { continue };
+            let roles_ok = a.roles.is_empty()
+                || self
+                    .roles
+                    .as_ref()
+                    .is_some_and(|rs| a.roles.iter().any(|x| rs.set.ids().contains(x)));
+            let level_ok = a.level.is_none() || a.level == r.level;
+            if !(roles_ok && level_ok) {
+                continue;
+            }
+            let per = std::time::Duration::from_secs(a.per_seconds.max(1));
+            if let super::anomaly::Crossing::Crossed { total } =
+                self.enf.anomaly.add(&self.login, &a.name, 1, max, per)
+            {
+                m.anomaly_alerts.with_label_values(&[&a.name]).inc();
+                let reason = format!(
+                    "{total} refused statements > {max} in {}{}",
+                    humantime::format_duration(per),
+                    if a.then == pgveil_policy::model::AnomalyAction::Deny {
+                        "; then deny"
+                    } else {
+                        ""
+                    }
+                );
+                tracing::warn!(rule = %a.name, login = %self.login, %reason, "anomaly limit crossed");
+                crossed.push(DenialCrossing {
+                    rule: a.name.clone(),
+                    reason,
+                    deny: a.then == pgveil_policy::model::AnomalyAction::Deny,
+                });
+            }
+        }
+        crossed
     }
+}
+
+/// A `max_denied` anomaly rule that a refusal took over its limit.
+#[derive(Debug)]
+pub struct DenialCrossing {
+    pub rule: String,
+    pub reason: String,
+    pub deny: bool,
 }
 
 /// `SET standard_conforming_strings = on` and friends: the way out of an unreadable session,
@@ -575,7 +621,8 @@ fn anomaly_limits(
                     .level
                     .and_then(|l| policy.levels.get(l).cloned())
                     .unwrap_or_else(|| "any".into()),
-                max_rows: a.max_rows,
+                max_rows: a.max_denied.unwrap_or(a.max_rows),
+                denials: a.max_denied.is_some(),
                 per: std::time::Duration::from_secs(a.per_seconds.max(1)),
                 deny: a.then == pgveil_policy::model::AnomalyAction::Deny,
             })
@@ -585,12 +632,16 @@ fn anomaly_limits(
 
 /// A statement refused because an anomaly rule with `then: deny` is over its limit.
 pub fn anomaly_refusal(l: &AnomalyLimit, login: &str, total: u64) -> Refusal {
+    let what = if l.denials {
+        format!("had {total} statements refused")
+    } else {
+        format!("received {total} rows of level {}", l.level)
+    };
     Refusal {
         sqlstate: sqlstate::INSUFFICIENT_PRIVILEGE,
         message: format!(
-            "permission denied by anomaly rule {}: login {login} received {total} rows of level {} within {} (limit {}); refused until the window clears",
+            "permission denied by anomaly rule {}: login {login} {what} within {} (limit {}); refused until the window clears",
             l.rule,
-            l.level,
             humantime::format_duration(l.per),
             l.max_rows
         ),

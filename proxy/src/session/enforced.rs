@@ -269,6 +269,7 @@ where
         encrypted,
         audit: ctx.audit.clone(),
         meta: meta.clone(),
+        anomaly_events: Vec::new(),
     };
     let mut downstream = Downstream {
         enf,
@@ -347,6 +348,8 @@ struct Upstream<'a, SW> {
     encrypted: prometheus::IntCounter,
     audit: Option<AuditSink>,
     meta: Arc<AuditMeta>,
+    /// Anomaly records raised by refusals, written before the next message.
+    anomaly_events: Vec<crate::audit::AnomalyEvent>,
 }
 
 /// Who a session's audit records are about.
@@ -442,7 +445,11 @@ impl<SW: AsyncWrite + Unpin> Upstream<'_, SW> {
                 }
                 let frame = buf.split_to(header.frame_len).freeze();
                 match self.on_message(header.tag, frame).await {
-                    Ok(true) => {}
+                    Ok(true) => {
+                        if !self.anomaly_events.is_empty() {
+                            self.flush_anomalies().await;
+                        }
+                    }
                     Ok(false) => {
                         // Terminate: forward it, then read and drop whatever the client still
                         // sends (so its close is never a reset) while the answers to what came
@@ -529,6 +536,37 @@ impl<SW: AsyncWrite + Unpin> Upstream<'_, SW> {
         Command::UNKNOWN
     }
 
+    /// Count a refusal (metrics, log, `max_denied` anomaly rules); anomalies it raises get an
+    /// audit record, written before the next message is handled.
+    fn note_refused(&mut self, r: &Refusal) {
+        for c in self.enforcer.refused(r) {
+            if self.audit.is_some() {
+                self.anomaly_events.push(crate::audit::AnomalyEvent {
+                    session: self.meta.session,
+                    login: self.meta.login.clone(),
+                    roles: self.enforcer.role_names(),
+                    client: self.meta.client.clone(),
+                    application_name: self.meta.application_name.clone(),
+                    rule: c.rule,
+                    outcome: if c.deny { Outcome::Denied } else { Outcome::Ok },
+                    reason: Some(c.reason),
+                });
+            }
+        }
+    }
+
+    async fn flush_anomalies(&mut self) {
+        let Some(sink) = &self.audit else {
+            self.anomaly_events.clear();
+            return;
+        };
+        for ev in self.anomaly_events.drain(..) {
+            if let Err(e) = sink.anomaly(ev).await {
+                tracing::error!(error = %e, "audit log unavailable; an anomaly record was not written");
+            }
+        }
+    }
+
     /// The audit record of a refused statement (its text fingerprinted, never kept).
     async fn audit_denied(&self, command: Command, sql: &[u8], r: &Refusal) {
         let Some(sink) = &self.audit else { return };
@@ -551,7 +589,7 @@ impl<SW: AsyncWrite + Unpin> Upstream<'_, SW> {
 
     /// Refuse a simple Query (after its analysis passed but a value could not be encrypted).
     async fn refuse_query(&mut self, command: Command, r: &Refusal) -> Result<bool, End> {
-        self.enforcer.refused(r);
+        self.note_refused(r);
         self.expect(Expect::Query {
             command,
             plans: Vec::new(),
@@ -599,10 +637,10 @@ impl<SW: AsyncWrite + Unpin> Upstream<'_, SW> {
                         unanalysable: false,
                     },
                 };
-                self.enforcer.refused(&refusal);
+                state.failed = true;
+                self.note_refused(&refusal);
                 self.out
                     .extend_from_slice(&copy_fail(&format!("pgveil: {}", refusal.message)));
-                state.failed = true;
             }
         }
         self.count_sealed();
@@ -685,7 +723,7 @@ impl<SW: AsyncWrite + Unpin> Upstream<'_, SW> {
                         }
                     }
                     Verdict::Refuse(r) => {
-                        self.enforcer.refused(&r);
+                        self.note_refused(&r);
                         self.audit_denied(command, sql, &r).await;
                         self.expect(Expect::Query {
                             command,
@@ -766,7 +804,7 @@ impl<SW: AsyncWrite + Unpin> Upstream<'_, SW> {
                         }
                     }
                     Verdict::Refuse(r) => {
-                        self.enforcer.refused(&r);
+                        self.note_refused(&r);
                         self.audit_denied(command, sql, &r).await;
                         let injected = messages::parse_frame(&name, REFUSED_SQL);
                         self.expect(Expect::Parse {
@@ -800,7 +838,7 @@ impl<SW: AsyncWrite + Unpin> Upstream<'_, SW> {
                     .as_ref()
                     .and_then(|p| self.limits_block(&p.deny_limits))
                 {
-                    self.enforcer.refused(&r);
+                    self.note_refused(&r);
                     self.audit_denied(self.enforcer_command(), b"", &r).await;
                     replace = Some(refusal_frame(&r));
                     rewritten = Some(refused_bind(b.portal));
@@ -814,7 +852,7 @@ impl<SW: AsyncWrite + Unpin> Upstream<'_, SW> {
                         }
                         Err(BindError::Write(e)) => {
                             let r = e.refusal();
-                            self.enforcer.refused(&r);
+                            self.note_refused(&r);
                             replace = Some(refusal_frame(&r));
                             rewritten = Some(refused_bind(b.portal));
                         }
@@ -883,7 +921,7 @@ impl<SW: AsyncWrite + Unpin> Upstream<'_, SW> {
                     level: None,
                     unanalysable: false,
                 };
-                self.enforcer.refused(&r);
+                self.note_refused(&r);
                 self.expect(Expect::FunctionCall {
                     replace: Some(refusal_frame(&r)),
                 })
@@ -1209,7 +1247,7 @@ impl Downstream<'_> {
                         let ev = self.meta.event(info, rows, Outcome::Ok, None);
                         self.audit_pending.push(ev);
                     }
-                    for l in &plan.anomaly {
+                    for l in plan.anomaly.iter().filter(|l| !l.denials) {
                         self.count_anomaly(l, rows, plan.audit.as_deref());
                     }
                 }

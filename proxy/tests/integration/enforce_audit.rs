@@ -269,3 +269,71 @@ async fn an_anomaly_limit_denies_until_the_window_clears() {
     );
     assert!(anomalies.iter().any(|r| r["rule"] == "watch_all"), "{text}");
 }
+
+#[tokio::test]
+async fn refusals_per_window_raise_an_anomaly_that_denies() {
+    let cluster = pg_trust();
+    let dir = tempfile::tempdir().unwrap();
+    let policy = dir.path().join("policy.yaml");
+    std::fs::write(
+        &policy,
+        format!("{POLICY}anomaly:\n  - {{ name: probing, max_denied: 3, per: 2s, then: deny }}\n"),
+    )
+    .unwrap();
+    let keyring = dir.path().join("pgveil.keys");
+    Keyring::generate(1_700_000_000)
+        .unwrap()
+        .save(&keyring, true)
+        .unwrap();
+    let db = direct(&cluster).await;
+    db.batch_execute(
+        "create role viewer_app login;
+         create table customers (id int primary key, name text, phone text, id_card text,
+                                 address text, points text);
+         create table shipments (id int primary key, customer_id int, sender_phone text, note text);
+         insert into customers (id, phone) values (1, '13900000001');
+         grant all on all tables in schema public to public;",
+    )
+    .await
+    .unwrap();
+    let log = dir.path().join("audit.jsonl");
+    let mut config = config_for(&cluster);
+    config.enforcement = Some(EnforcementConfig::new(policy, keyring, "postgres"));
+    config.audit = Some(pgveil::audit::AuditConfig::new(&log));
+    let proxy = proxy_with(config).await;
+    let v = client_as(&proxy, "viewer_app", "").await;
+    assert_eq!(rows(&v, "select phone from customers").await.len(), 1);
+    // Probing: lookups a mask role may not make. The fourth refusal crosses the limit.
+    for _ in 0..4 {
+        assert_eq!(
+            refused(&v, "select id from customers where phone = '13900000001'").await,
+            "42501"
+        );
+    }
+    let e = v
+        .simple_query("select phone from customers")
+        .await
+        .unwrap_err();
+    let msg = format!("{e:?}");
+    assert!(
+        msg.contains("anomaly rule probing") && msg.contains("refused"),
+        "{msg}"
+    );
+    // Statements without classified output still run; after the window, reads run again.
+    assert_eq!(rows(&v, "select count(*) from shipments").await.len(), 1);
+    tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+    assert_eq!(rows(&v, "select phone from customers").await.len(), 1);
+    let metrics = metrics_text(&proxy).await;
+    assert!(
+        metrics.contains("pgveil_anomaly_alerts_total{rule=\"probing\"} 1"),
+        "{metrics}"
+    );
+    drop(v);
+    proxy.shutdown().await;
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        text.lines()
+            .any(|l| l.contains("\"kind\":\"anomaly\"") && l.contains("\"rule\":\"probing\"")),
+        "{text}"
+    );
+}
