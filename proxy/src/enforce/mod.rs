@@ -88,6 +88,8 @@ pub struct Enforcement {
     pub metrics: Arc<Metrics>,
     /// Sliding windows of the policy's anomaly limits, per login.
     pub anomaly: anomaly::Windows,
+    /// The policy in force has `anomaly:` rules (kept with the state, read per statement).
+    anomaly_rules: std::sync::atomic::AtomicBool,
 }
 
 impl Enforcement {
@@ -105,6 +107,7 @@ impl Enforcement {
             .with_label_values(&[state.policy.version()])
             .set(1);
         zero_series(&metrics, &state.policy);
+        let anomaly_rules = !state.policy.policy().anomaly.is_empty();
         Enforcement {
             state: RwLock::new(Arc::new(state)),
             policy_epoch: std::sync::atomic::AtomicU64::new(1),
@@ -113,12 +116,19 @@ impl Enforcement {
             cache: ParseCache::new(cache_size),
             metrics,
             anomaly: anomaly::Windows::default(),
+            anomaly_rules: std::sync::atomic::AtomicBool::new(anomaly_rules),
         }
     }
 
     /// The policy in force now.
     pub fn current(&self) -> Arc<PolicyState> {
         self.state.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Whether the policy in force has anomaly limits.
+    pub fn has_anomaly_rules(&self) -> bool {
+        self.anomaly_rules
+            .load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// Changes with every reload.
@@ -141,6 +151,10 @@ impl Enforcement {
                 }
                 zero_series(&self.metrics, &new.policy);
                 let version = new.policy.version().to_string();
+                self.anomaly_rules.store(
+                    !new.policy.policy().anomaly.is_empty(),
+                    std::sync::atomic::Ordering::Release,
+                );
                 *self.state.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(new);
                 self.policy_epoch
                     .fetch_add(1, std::sync::atomic::Ordering::AcqRel);

@@ -514,12 +514,7 @@ impl<SW: AsyncWrite + Unpin> Upstream<'_, SW> {
     /// An anomaly rule with `then: deny` that this statement's rows count against and that is
     /// over its limit for this login.
     fn anomaly_block(&self, p: &Prepared) -> Option<Refusal> {
-        let limits: Vec<Arc<AnomalyLimit>> = p
-            .rows
-            .iter()
-            .flat_map(|r| r.anomaly.iter().filter(|l| l.deny).cloned())
-            .collect();
-        self.limits_block(&limits)
+        self.limits_block(&deny_limits(p))
     }
 
     fn limits_block(&self, limits: &[Arc<AnomalyLimit>]) -> Option<Refusal> {
@@ -529,11 +524,6 @@ impl<SW: AsyncWrite + Unpin> Upstream<'_, SW> {
                 .over(&self.enforcer.login, &l.rule, l.max_rows, l.per)
                 .map(|total| anomaly_refusal(l, &self.enforcer.login, total))
         })
-    }
-
-    /// The command label of a Bind's refusal (the statement text is not at hand).
-    fn enforcer_command(&self) -> Command {
-        Command::UNKNOWN
     }
 
     /// Count a refusal (metrics, log, `max_denied` anomaly rules); anomalies it raises get an
@@ -568,7 +558,7 @@ impl<SW: AsyncWrite + Unpin> Upstream<'_, SW> {
     }
 
     /// The audit record of a refused statement (its text fingerprinted, never kept).
-    async fn audit_denied(&self, command: Command, sql: &[u8], r: &Refusal) {
+    async fn audit_denied(&self, sql: &[u8], r: &Refusal) {
         let Some(sink) = &self.audit else { return };
         let text = String::from_utf8_lossy(sql);
         let info = AuditInfo {
@@ -583,7 +573,6 @@ impl<SW: AsyncWrite + Unpin> Upstream<'_, SW> {
             Outcome::Denied,
             Some(format!("{} {}", r.sqlstate, r.message)),
         );
-        let _ = command;
         audit_write(sink, ev).await;
     }
 
@@ -724,7 +713,7 @@ impl<SW: AsyncWrite + Unpin> Upstream<'_, SW> {
                     }
                     Verdict::Refuse(r) => {
                         self.note_refused(&r);
-                        self.audit_denied(command, sql, &r).await;
+                        self.audit_denied(sql, &r).await;
                         self.expect(Expect::Query {
                             command,
                             plans: Vec::new(),
@@ -805,7 +794,7 @@ impl<SW: AsyncWrite + Unpin> Upstream<'_, SW> {
                     }
                     Verdict::Refuse(r) => {
                         self.note_refused(&r);
-                        self.audit_denied(command, sql, &r).await;
+                        self.audit_denied(sql, &r).await;
                         let injected = messages::parse_frame(&name, REFUSED_SQL);
                         self.expect(Expect::Parse {
                             command,
@@ -839,7 +828,7 @@ impl<SW: AsyncWrite + Unpin> Upstream<'_, SW> {
                     .and_then(|p| self.limits_block(&p.deny_limits))
                 {
                     self.note_refused(&r);
-                    self.audit_denied(self.enforcer_command(), b"", &r).await;
+                    self.audit_denied(b"", &r).await;
                     replace = Some(refusal_frame(&r));
                     rewritten = Some(refused_bind(b.portal));
                 } else if let Some(p) = params {
@@ -1464,16 +1453,9 @@ impl Downstream<'_> {
         }
     }
 
-    /// Whether the policy in force has anomaly limits.
-    fn tracks_anomalies(&mut self) -> bool {
-        let enf = self.enf;
-        !self
-            .state
-            .get_or_insert_with(|| enf.current())
-            .policy
-            .policy()
-            .anomaly
-            .is_empty()
+    /// Whether the policy in force has anomaly limits (an atomic read, not the policy lock).
+    fn tracks_anomalies(&self) -> bool {
+        self.enf.has_anomaly_rules()
     }
 
     /// Count a statement's rows against an anomaly limit; alert when it crosses it.

@@ -10,20 +10,17 @@ use std::time::Duration;
 
 use pgveil_policy::keyring::Keyring;
 
-use crate::enforce_write::POLICY;
+use crate::enforce_write::{policy_files, PolicyFiles, POLICY};
 use crate::support::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_under_load_keeps_the_records_of_completed_statements() {
     let cluster = pg_trust();
-    let dir = tempfile::tempdir().unwrap();
-    let policy = dir.path().join("policy.yaml");
-    std::fs::write(&policy, POLICY).unwrap();
-    let keyring = dir.path().join("pgveil.keys");
-    Keyring::generate(1_700_000_000)
-        .unwrap()
-        .save(&keyring, true)
-        .unwrap();
+    let PolicyFiles {
+        dir,
+        policy,
+        keyring,
+    } = policy_files(POLICY);
     let db = direct(&cluster).await;
     db.batch_execute(
         "create role writer_app login;

@@ -5,20 +5,17 @@ use pgveil::config::EnforcementConfig;
 use pgveil_policy::keyring::Keyring;
 
 use crate::enforce_read::{refused, rows};
-use crate::enforce_write::POLICY;
+use crate::enforce_write::{assert_stored_ciphertext, policy_files, PolicyFiles, POLICY};
 use crate::support::*;
 
 #[tokio::test]
 async fn sensitive_statements_are_audited_without_values_and_the_chain_verifies() {
     let cluster = pg_trust();
-    let dir = tempfile::tempdir().unwrap();
-    let policy = dir.path().join("policy.yaml");
-    std::fs::write(&policy, POLICY).unwrap();
-    let keyring = dir.path().join("pgveil.keys");
-    Keyring::generate(1_700_000_000)
-        .unwrap()
-        .save(&keyring, true)
-        .unwrap();
+    let PolicyFiles {
+        dir,
+        policy,
+        keyring,
+    } = policy_files(POLICY);
     let db = direct(&cluster).await;
     db.batch_execute(
         "create role writer_app login; create role viewer_app login;
@@ -121,6 +118,13 @@ async fn sensitive_statements_are_audited_without_values_and_the_chain_verifies(
             "the audit log holds a value: {secret}"
         );
     }
+    // And the database holds only ciphertext.
+    assert_stored_ciphertext(
+        &cluster,
+        &keyring,
+        &["13912345678".into(), "Canary Road".into()],
+    )
+    .await;
 
     // The access review over this log names exactly the logins, columns and actions used
     // (denied and failed statements are not use), and grants never used.
@@ -183,20 +187,13 @@ async fn sensitive_statements_are_audited_without_values_and_the_chain_verifies(
 #[tokio::test]
 async fn an_anomaly_limit_denies_until_the_window_clears() {
     let cluster = pg_trust();
-    let dir = tempfile::tempdir().unwrap();
-    let policy = dir.path().join("policy.yaml");
-    std::fs::write(
-        &policy,
-        format!(
+    let PolicyFiles {
+        dir,
+        policy,
+        keyring,
+    } = policy_files(&format!(
             "{POLICY}anomaly:\n  - {{ name: bulk_phone, level: important, max_rows: 5, per: 2s, then: deny }}\n  - {{ name: watch_all, max_rows: 4, per: 1h }}\n"
-        ),
-    )
-    .unwrap();
-    let keyring = dir.path().join("pgveil.keys");
-    Keyring::generate(1_700_000_000)
-        .unwrap()
-        .save(&keyring, true)
-        .unwrap();
+        ));
     let db = direct(&cluster).await;
     db.batch_execute(
         "create role viewer_app login; create role other_app login;
@@ -273,18 +270,13 @@ async fn an_anomaly_limit_denies_until_the_window_clears() {
 #[tokio::test]
 async fn refusals_per_window_raise_an_anomaly_that_denies() {
     let cluster = pg_trust();
-    let dir = tempfile::tempdir().unwrap();
-    let policy = dir.path().join("policy.yaml");
-    std::fs::write(
-        &policy,
-        format!("{POLICY}anomaly:\n  - {{ name: probing, max_denied: 3, per: 2s, then: deny }}\n"),
-    )
-    .unwrap();
-    let keyring = dir.path().join("pgveil.keys");
-    Keyring::generate(1_700_000_000)
-        .unwrap()
-        .save(&keyring, true)
-        .unwrap();
+    let PolicyFiles {
+        dir,
+        policy,
+        keyring,
+    } = policy_files(&format!(
+        "{POLICY}anomaly:\n  - {{ name: probing, max_denied: 3, per: 2s, then: deny }}\n"
+    ));
     let db = direct(&cluster).await;
     db.batch_execute(
         "create role viewer_app login;

@@ -41,19 +41,35 @@ pub struct Setup {
     pub cluster: PgCluster,
     pub proxy: pgveil::app::RunningProxy,
     pub keyring: std::path::PathBuf,
-    _dir: tempfile::TempDir,
+    _files: PolicyFiles,
 }
 
-pub async fn setup() -> Setup {
-    let cluster = pg_trust();
+/// A policy file and a fresh keyring in a temporary directory.
+pub struct PolicyFiles {
+    pub dir: tempfile::TempDir,
+    pub policy: std::path::PathBuf,
+    pub keyring: std::path::PathBuf,
+}
+
+pub fn policy_files(policy_text: &str) -> PolicyFiles {
     let dir = tempfile::tempdir().unwrap();
     let policy = dir.path().join("policy.yaml");
-    std::fs::write(&policy, POLICY).unwrap();
+    std::fs::write(&policy, policy_text).unwrap();
     let keyring = dir.path().join("pgveil.keys");
     Keyring::generate(1_700_000_000)
         .unwrap()
         .save(&keyring, true)
         .unwrap();
+    PolicyFiles {
+        dir,
+        policy,
+        keyring,
+    }
+}
+
+pub async fn setup() -> Setup {
+    let cluster = pg_trust();
+    let files = policy_files(POLICY);
     let db = direct(&cluster).await;
     db.batch_execute(
         "create role writer_app login; create role desk_app login; create role viewer_app login;
@@ -70,13 +86,17 @@ pub async fn setup() -> Setup {
     .await
     .unwrap();
     let mut config = config_for(&cluster);
-    config.enforcement = Some(EnforcementConfig::new(policy, keyring.clone(), "postgres"));
+    config.enforcement = Some(EnforcementConfig::new(
+        files.policy.clone(),
+        files.keyring.clone(),
+        "postgres",
+    ));
     let proxy = proxy_with(config).await;
     Setup {
         cluster,
         proxy,
-        keyring,
-        _dir: dir,
+        keyring: files.keyring.clone(),
+        _files: files,
     }
 }
 
@@ -87,8 +107,17 @@ fn keys(s: &Setup) -> KeySet {
 /// Every protected value in the database is NULL or a valid envelope that decrypts, and no
 /// canary appears anywhere in the tables' text.
 pub async fn assert_all_ciphertext(s: &Setup, canaries: &[String]) {
-    let db = direct(&s.cluster).await;
-    let k = keys(s);
+    assert_stored_ciphertext(&s.cluster, &s.keyring, canaries).await;
+}
+
+/// [`assert_all_ciphertext`] for a cluster with the tables of [`POLICY`], read directly.
+pub async fn assert_stored_ciphertext(
+    cluster: &PgCluster,
+    keyring: &std::path::Path,
+    canaries: &[String],
+) {
+    let db = direct(cluster).await;
+    let k = Keyring::load(keyring).unwrap().into_key_set();
     for (table, col, domain) in [
         ("customers", "phone", "phone"),
         ("customers", "id_card", "id_card"),
@@ -357,6 +386,8 @@ async fn equality_lookups_are_rewritten_and_use_the_index() {
         rows(&w, "select c.id from customers c where c.phone in (select sender_phone from shipments) order by 1").await,
         vec![vec!["7".to_string()], vec!["8".into()]]
     );
+
+    assert_all_ciphertext(&s, &[phone(42), "street 42".into(), "13900000007".into()]).await;
 
     // The server runs the rewritten equality on the index: EXPLAIN through pgveil, and
     // directly with the envelope the test computes itself.

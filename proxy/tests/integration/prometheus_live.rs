@@ -10,13 +10,12 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use pgveil::config::EnforcementConfig;
 use pgveil_policy::detect::make_cn_id_card;
-use pgveil_policy::keyring::Keyring;
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::enforce_read::{refused, rows};
-use crate::enforce_write::POLICY;
+use crate::enforce_write::{assert_stored_ciphertext, policy_files, PolicyFiles, POLICY};
 use crate::python_clients::python_with_clients;
 use crate::support::*;
 
@@ -282,17 +281,14 @@ async fn every_dashboard_query_has_data_and_the_bulk_export_alert_fires_in_prome
 
     // PostgreSQL and an enforcing pgveil: anomaly rule on core data, audit log, metrics.
     let cluster = pg_trust();
-    let dir = tempfile::tempdir().unwrap();
-    let policy = dir.path().join("policy.yaml");
     let policy_text = format!(
         "{POLICY}anomaly:\n  - {{ name: bulk_core_export, level: core, max_rows: 1000, per: 1h }}\n"
     );
-    std::fs::write(&policy, &policy_text).unwrap();
-    let keyring = dir.path().join("pgveil.keys");
-    Keyring::generate(1_700_000_000)
-        .unwrap()
-        .save(&keyring, true)
-        .unwrap();
+    let PolicyFiles {
+        dir,
+        policy,
+        keyring,
+    } = policy_files(&policy_text);
     let db = direct(&cluster).await;
     db.batch_execute(
         "create role writer_app login; create role viewer_app login;
@@ -305,7 +301,11 @@ async fn every_dashboard_query_has_data_and_the_bulk_export_alert_fires_in_prome
     .unwrap();
     let log = dir.path().join("audit.jsonl");
     let mut config = config_for(&cluster);
-    config.enforcement = Some(EnforcementConfig::new(policy.clone(), keyring, "postgres"));
+    config.enforcement = Some(EnforcementConfig::new(
+        policy.clone(),
+        keyring.clone(),
+        "postgres",
+    ));
     config.audit = Some(pgveil::audit::AuditConfig::new(&log));
     config.metrics_listen = Some("127.0.0.1:0".into());
     config.max_client_connections = 4;
@@ -531,4 +531,6 @@ async fn every_dashboard_query_has_data_and_the_bulk_export_alert_fires_in_prome
     drop((w, v));
     drop(prom);
     proxy.shutdown().await;
+    // Everything the traffic wrote into encrypted columns is ciphertext in the database.
+    assert_stored_ciphertext(&cluster, &keyring, &[]).await;
 }
