@@ -12,6 +12,7 @@ pub mod compile;
 pub mod crypto;
 pub mod detect;
 pub mod diag;
+pub mod hours;
 pub mod keyring;
 pub mod load;
 pub mod mask;

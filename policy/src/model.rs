@@ -239,20 +239,28 @@ impl Rule {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Anomaly {
     pub name: String,
     pub level: Option<LevelId>,
-    /// Rows of the level returned per window (0 when the limit counts denials instead).
-    pub max_rows: u64,
-    /// Set instead of `max_rows`: statements refused per window.
-    pub max_denied: Option<u64>,
-    /// Window length in seconds.
+    pub limit: Limit,
+    /// Window length in seconds (for `Hours`: alerts per login at most once per window).
     pub per_seconds: u64,
-    /// `log` (record and alert) or `deny` (refuse until the window clears).
+    /// `log` (record and alert) or `deny` (refuse until the window clears, or outside the hours).
     pub then: AnomalyAction,
     pub roles: Vec<RoleId>,
     pub pos: Pos,
+}
+
+/// What an anomaly rule limits.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Limit {
+    /// Rows of the level returned per window (`max_rows`).
+    Rows(u64),
+    /// Statements refused per window (`max_denied`).
+    Denied(u64),
+    /// Reads of the level only within these hours (`hours`, `days`, `timezone`).
+    Hours(crate::hours::Hours),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -87,14 +87,21 @@ pub fn json_schema() -> Value {
                 "items": {
                     "type": "object",
                     "additionalProperties": false,
-                    "required": ["name", "per"],
-                    "oneOf": [{ "required": ["max_rows"] }, { "required": ["max_denied"] }],
+                    "required": ["name"],
+                    "oneOf": [
+                        { "required": ["max_rows", "per"] },
+                        { "required": ["max_denied", "per"] },
+                        { "required": ["hours"] }
+                    ],
                     "properties": {
                         "name": { "type": "string" },
                         "level": { "type": "string" },
                         "roles": string_or_list("Only these policy roles (default: every login).", json!({ "type": "string" })),
                         "max_rows": { "type": "integer", "minimum": 1 },
                         "max_denied": { "type": "integer", "minimum": 1 },
+                        "hours": { "type": "string", "pattern": "^\\d{1,2}:\\d{2}\\s*-\\s*\\d{1,2}:\\d{2}$", "description": "Allowed local hours, HH:MM-HH:MM (may run past midnight)." },
+                        "days": string_or_list("Allowed weekdays, e.g. mon-fri (default: every day).", json!({ "type": "string" })),
+                        "timezone": { "type": "string", "description": "IANA time zone of `hours` (default: UTC)." },
                         "per": { "type": "string", "pattern": "^\\d*\\s*[smhd]$" },
                         "then": { "enum": ["log", "deny"], "default": "log" }
                     }

@@ -279,11 +279,54 @@ fn an_anomaly_limit_counts_rows_or_refusals_not_both() {
     let neither = format!("{BASE}anomaly:\n  - {{ name: a, per: 1m }}\n");
     assert_eq!(
         diags(&neither),
-        "p.yaml:15:5: anomaly limit 1 has no `max_rows` (rows per window) or `max_denied` (refusals per window)"
+        "p.yaml:15:5: anomaly limit 1 has no limit: `max_rows` (rows per window), `max_denied` (refusals per window) or `hours` (allowed hours)"
     );
     let denied =
         format!("{BASE}anomaly:\n  - {{ name: probing, max_denied: 3, per: 10m, then: deny }}\n");
     assert_eq!(diags(&denied), "OK");
+}
+
+#[test]
+fn an_hours_rule_names_its_bad_part() {
+    let ok = format!(
+        "{BASE}anomaly:\n  - {{ name: night, level: core, hours: 07:00-20:00, days: mon-fri, timezone: Asia/Shanghai, then: deny }}\n  - {{ name: late, hours: \"22:00-06:00\", days: [fri, sat] }}\n"
+    );
+    assert_eq!(diags(&ok), "OK");
+    let p = load_str("p.yaml", &ok).unwrap();
+    assert_eq!(
+        p.anomaly[1].per_seconds, 3600,
+        "hours rules alert once an hour by default"
+    );
+    let cases = [
+        (
+            "{ name: x, hours: 7-20 }",
+            "p.yaml:15:23: hours must be a range such as 07:00-20:00, found \"7-20\"",
+        ),
+        (
+            "{ name: x, hours: 07:00-20:00, days: mon-fry }",
+            "p.yaml:15:42: unknown day \"fry\" (expected mon, tue, wed, thu, fri, sat, sun, or a range such as mon-fri)",
+        ),
+        (
+            "{ name: x, hours: 07:00-20:00, timezone: Asia/Shanghia }",
+            "p.yaml:15:46: unknown time zone \"Asia/Shanghia\" (an IANA name such as Europe/Berlin or Asia/Shanghai, or UTC)",
+        ),
+        (
+            "{ name: x, hours: 07:00-07:00 }",
+            "p.yaml:15:23: hours \"07:00-07:00\" is empty; for the whole day write 00:00-24:00",
+        ),
+        (
+            "{ name: x, max_rows: 5, per: 1m, timezone: UTC }",
+            "p.yaml:15:48: `timezone` applies only to a rule with `hours`",
+        ),
+        (
+            "{ name: x, max_rows: 5, per: 1m, hours: 07:00-20:00 }",
+            "p.yaml:15:45: anomaly limit 1 has both `max_rows` and `hours`\n  hint: one limit per rule: write two rules",
+        ),
+    ];
+    for (rule, want) in cases {
+        let t = format!("{BASE}anomaly:\n  - {rule}\n");
+        assert_eq!(diags(&t), want, "{rule}");
+    }
 }
 
 #[test]

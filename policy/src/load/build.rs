@@ -1,10 +1,11 @@
 //! From a node tree to a validated [`Policy`], collecting every problem.
 use super::node::{Node, Value};
 use crate::diag::{did_you_mean, Diagnostic};
+use crate::hours::HoursError;
 use crate::mask::Mask;
 use crate::model::{
-    Action, Anomaly, AnomalyAction, Column, EncryptMode, Kind, LevelId, Policy, Pos, Role, RoleId,
-    Rule, Selector,
+    Action, Anomaly, AnomalyAction, Column, EncryptMode, Kind, LevelId, Limit, Policy, Pos, Role,
+    RoleId, Rule, Selector,
 };
 
 const TOP_KEYS: [&str; 7] = [
@@ -14,12 +15,15 @@ const COLUMN_KEYS: [&str; 5] = ["level", "kind", "encrypt", "domain", "mask"];
 const RULE_KEYS: [&str; 8] = [
     "name", "roles", "level", "kinds", "columns", "action", "lookup", "mask",
 ];
-const ANOMALY_KEYS: [&str; 7] = [
+const ANOMALY_KEYS: [&str; 10] = [
     "name",
     "level",
     "roles",
     "max_rows",
     "max_denied",
+    "hours",
+    "days",
+    "timezone",
     "per",
     "then",
 ];
@@ -883,6 +887,72 @@ fn build_defaults(
     out.into_iter().map(|a| a.unwrap_or(Action::Deny)).collect()
 }
 
+/// The one limit of an anomaly rule: `max_rows`, `max_denied`, or `hours` (with `days` and
+/// `timezone`).
+fn anomaly_limit(
+    cx: &mut Ctx,
+    m: &[(Node, Node)],
+    item: &Node,
+    what: &str,
+    positive: &dyn Fn(&mut Ctx, &str) -> Option<u64>,
+) -> Option<Limit> {
+    let given: Vec<&str> = ["max_rows", "max_denied", "hours"]
+        .into_iter()
+        .filter(|k| get(m, k).is_some())
+        .collect();
+    if given.len() > 1 {
+        let second = get(m, given[1]).unwrap_or(item);
+        cx.err_hint(
+            second,
+            format!("{what} has both `{}` and `{}`", given[0], given[1]),
+            Some("one limit per rule: write two rules".into()),
+        );
+        return None;
+    }
+    for k in ["days", "timezone"] {
+        if let (Some(v), None) = (get(m, k), get(m, "hours")) {
+            cx.err(v, format!("`{k}` applies only to a rule with `hours`"));
+        }
+    }
+    match given.first().copied() {
+        Some("max_rows") => positive(cx, "max_rows").map(Limit::Rows),
+        Some("max_denied") => positive(cx, "max_denied").map(Limit::Denied),
+        Some(_) => {
+            let h = get(m, "hours")?;
+            let range = cx.string(h, "hours")?;
+            let days_node = get(m, "days");
+            let days: Option<Vec<&str>> = days_node.map(|d| match &d.value {
+                Value::Str(s) => s.split(',').collect(),
+                _ => cx.strings(d, "a day").into_iter().map(|(s, _)| s).collect(),
+            });
+            let zone_node = get(m, "timezone");
+            let zone = zone_node.and_then(|z| cx.string(z, "timezone"));
+            if zone_node.is_some() && zone.is_none() {
+                return None;
+            }
+            match crate::hours::Hours::new(range, days.as_deref(), zone) {
+                Ok(hours) => Some(Limit::Hours(hours)),
+                Err(e) => {
+                    let at = match e {
+                        HoursError::Range(_) => None,
+                        HoursError::Days(_) => days_node,
+                        HoursError::Zone(_) => zone_node,
+                    };
+                    cx.err(at.unwrap_or(h), e.to_string());
+                    None
+                }
+            }
+        }
+        None => {
+            cx.err(
+                item,
+                format!("{what} has no limit: `max_rows` (rows per window), `max_denied` (refusals per window) or `hours` (allowed hours)"),
+            );
+            None
+        }
+    }
+}
+
 fn parse_duration(s: &str) -> Option<u64> {
     let s = s.trim();
     let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
@@ -959,28 +1029,7 @@ fn build_anomaly(cx: &mut Ctx, n: &Node, levels: &[&str], roles: &[Role]) -> Vec
                 }
             })
         };
-        let (rows_given, denied_given) = (get(m, "max_rows"), get(m, "max_denied"));
-        let rows_limit = positive(cx, "max_rows");
-        let max_denied = positive(cx, "max_denied");
-        let max_rows = match (rows_given, denied_given) {
-            (Some(_), Some(v)) => {
-                cx.err_hint(
-                    v,
-                    format!("{what} has both `max_rows` and `max_denied`"),
-                    Some("one limit per rule: write two rules".into()),
-                );
-                None
-            }
-            (Some(_), None) => rows_limit,
-            (None, Some(_)) => max_denied.map(|_| 0),
-            (None, None) => {
-                cx.err(
-                    item,
-                    format!("{what} has no `max_rows` (rows per window) or `max_denied` (refusals per window)"),
-                );
-                None
-            }
-        };
+        let limit = anomaly_limit(cx, m, item, &what, &positive);
         let per = match get(m, "per") {
             Some(v) => {
                 let parsed = v.as_str().and_then(parse_duration);
@@ -989,6 +1038,8 @@ fn build_anomaly(cx: &mut Ctx, n: &Node, levels: &[&str], roles: &[Role]) -> Vec
                 }
                 parsed
             }
+            // Hours rules alert at most once an hour per login unless told otherwise.
+            None if get(m, "hours").is_some() => Some(3600),
             None => {
                 cx.err(item, format!("{what} has no `per` (the window, e.g. 1m)"));
                 None
@@ -1009,18 +1060,11 @@ fn build_anomaly(cx: &mut Ctx, n: &Node, levels: &[&str], roles: &[Role]) -> Vec
             },
             None => Some(AnomalyAction::Log),
         };
-        if let (Some(name), Some(max_rows), Some(per_seconds), Some(then)) =
-            (name, max_rows, per, then)
-        {
+        if let (Some(name), Some(limit), Some(per_seconds), Some(then)) = (name, limit, per, then) {
             out.push(Anomaly {
                 name,
                 level,
-                max_rows,
-                max_denied: if denied_given.is_some() {
-                    max_denied
-                } else {
-                    None
-                },
+                limit,
                 per_seconds,
                 then,
                 roles: role_ids,

@@ -75,10 +75,8 @@ pub struct RowPlan {
 pub struct AnomalyLimit {
     pub rule: String,
     pub level: String,
-    /// The limit: rows per window, or refused statements per window when `denials`.
-    pub max_rows: u64,
-    /// The rule counts refused statements (`max_denied`), not rows.
-    pub denials: bool,
+    pub limit: pgveil_policy::model::Limit,
+    /// The window (for hours rules: alerts per login at most once per window).
     pub per: std::time::Duration,
     pub deny: bool,
 }

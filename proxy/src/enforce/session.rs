@@ -4,7 +4,8 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use pgveil_policy::model::{ColumnId, EncryptMode};
+use pgveil_policy::hours::Hours;
+use pgveil_policy::model::{ColumnId, EncryptMode, Limit};
 use pgveil_policy::{RoleSet, Transform};
 
 use super::copy_in::CopyInPlan;
@@ -304,7 +305,9 @@ impl Enforcer {
         let mut crossed = Vec::new();
         let policy = state.policy.policy();
         for a in &policy.anomaly {
-            let Some(max) = a.max_denied else { continue };
+            let Limit::Denied(max) = a.limit else {
+                continue;
+            };
             let roles_ok = a.roles.is_empty()
                 || self
                     .roles
@@ -621,8 +624,7 @@ fn anomaly_limits(
                     .level
                     .and_then(|l| policy.levels.get(l).cloned())
                     .unwrap_or_else(|| "any".into()),
-                max_rows: a.max_denied.unwrap_or(a.max_rows),
-                denials: a.max_denied.is_some(),
+                limit: a.limit.clone(),
                 per: std::time::Duration::from_secs(a.per_seconds.max(1)),
                 deny: a.then == pgveil_policy::model::AnomalyAction::Deny,
             })
@@ -630,22 +632,39 @@ fn anomaly_limits(
         .collect()
 }
 
-/// A statement refused because an anomaly rule with `then: deny` is over its limit.
-pub fn anomaly_refusal(l: &AnomalyLimit, login: &str, total: u64) -> Refusal {
-    let what = if l.denials {
-        format!("had {total} statements refused")
-    } else {
-        format!("received {total} rows of level {}", l.level)
+/// A statement refused because an anomaly rule with `then: deny` is over its limit (`total`
+/// rows or refusals, `max` allowed).
+pub fn anomaly_refusal(l: &AnomalyLimit, login: &str, total: u64, max: u64) -> Refusal {
+    let what = match l.limit {
+        Limit::Denied(_) => format!("had {total} statements refused"),
+        _ => format!("received {total} rows of level {}", l.level),
     };
     Refusal {
         sqlstate: sqlstate::INSUFFICIENT_PRIVILEGE,
         message: format!(
-            "permission denied by anomaly rule {}: login {login} {what} within {} (limit {}); refused until the window clears",
+            "permission denied by anomaly rule {}: login {login} {what} within {} (limit {max}); refused until the window clears",
             l.rule,
             humantime::format_duration(l.per),
-            l.max_rows
         ),
         hint: Some("wait for the window to pass, or ask the policy owner to raise the limit".into()),
+        level: None,
+        unanalysable: false,
+    }
+}
+
+/// A statement refused because an hours rule with `then: deny` forbids its level now.
+pub fn hours_refusal(l: &AnomalyLimit, hours: &Hours, now: std::time::SystemTime) -> Refusal {
+    Refusal {
+        sqlstate: sqlstate::INSUFFICIENT_PRIVILEGE,
+        message: format!(
+            "permission denied by anomaly rule {}: level {} may be read only {hours} (now {})",
+            l.rule,
+            l.level,
+            hours.local_time(now)
+        ),
+        hint: Some(
+            "try again within the allowed hours, or ask the policy owner for an exception".into(),
+        ),
         level: None,
         unanalysable: false,
     }

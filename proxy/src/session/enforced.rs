@@ -30,7 +30,7 @@ use crate::enforce::copy_in::CopyIn;
 use crate::enforce::messages::{self, REFUSED_SQL};
 use crate::enforce::rows::AnomalyLimit;
 use crate::enforce::rows::{self, AuditInfo, CopyFormat, RowError, RowPlan, Scratch, Tally};
-use crate::enforce::session::{anomaly_refusal, Enforcer, Prepared, Verdict};
+use crate::enforce::session::{anomaly_refusal, hours_refusal, Enforcer, Prepared, Verdict};
 use crate::enforce::statements::{Outcomes, StatementParams, Statements};
 use crate::enforce::write::{self, BindError, Sealer};
 use crate::enforce::Enforcement;
@@ -42,6 +42,8 @@ use crate::session::auth::{parameter_status, Established};
 use crate::session::closing::{finish, idle_watch, log_end, Activity, End};
 use crate::sql::Refusal;
 use crate::stream::MaybeTls;
+use pgveil_policy::hours::Hours;
+use pgveil_policy::model::Limit;
 
 /// Messages in flight whose answers are still to come.
 const MAX_PENDING: usize = 1024;
@@ -363,6 +365,43 @@ struct AuditMeta {
 static NEXT_SESSION: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
 impl AuditMeta {
+    /// The audit record of an anomaly event.
+    fn anomaly(
+        &self,
+        roles: Vec<String>,
+        rule: &str,
+        deny: bool,
+        reason: String,
+    ) -> crate::audit::AnomalyEvent {
+        crate::audit::AnomalyEvent {
+            session: self.session,
+            login: self.login.clone(),
+            roles,
+            client: self.client.clone(),
+            application_name: self.application_name.clone(),
+            rule: rule.to_string(),
+            outcome: if deny { Outcome::Denied } else { Outcome::Ok },
+            reason: Some(reason),
+        }
+    }
+
+    /// An anomaly limit crossed: counted, logged, and returned as its audit record.
+    fn alert(
+        &self,
+        enf: &Enforcement,
+        roles: Vec<String>,
+        l: &AnomalyLimit,
+        reason: String,
+    ) -> crate::audit::AnomalyEvent {
+        enf.metrics
+            .enforcement
+            .anomaly_alerts
+            .with_label_values(&[&l.rule])
+            .inc();
+        tracing::warn!(rule = %l.rule, login = %self.login, %reason, "anomaly limit crossed");
+        self.anomaly(roles, &l.rule, l.deny, reason)
+    }
+
     fn event(
         &self,
         info: &AuditInfo,
@@ -512,18 +551,36 @@ impl<SW: AsyncWrite + Unpin> Upstream<'_, SW> {
     }
 
     /// An anomaly rule with `then: deny` that this statement's rows count against and that is
-    /// over its limit for this login.
-    fn anomaly_block(&self, p: &Prepared) -> Option<Refusal> {
+    /// over its limit for this login, or whose allowed hours exclude now.
+    fn anomaly_block(&mut self, p: &Prepared) -> Option<Refusal> {
         self.limits_block(&deny_limits(p))
     }
 
-    fn limits_block(&self, limits: &[Arc<AnomalyLimit>]) -> Option<Refusal> {
+    fn limits_block(&mut self, limits: &[Arc<AnomalyLimit>]) -> Option<Refusal> {
         let enf = self.enforcer.enforcement();
-        limits.iter().find_map(|l| {
-            enf.anomaly
-                .over(&self.enforcer.login, &l.rule, l.max_rows, l.per)
-                .map(|total| anomaly_refusal(l, &self.enforcer.login, total))
-        })
+        let login = &self.enforcer.login;
+        for l in limits {
+            let max = match &l.limit {
+                Limit::Rows(max) | Limit::Denied(max) => *max,
+                Limit::Hours(h) => {
+                    let now = std::time::SystemTime::now();
+                    if h.allows(now) {
+                        continue;
+                    }
+                    if let Some(reason) = out_of_hours(enf, login, l, h, now) {
+                        if self.audit.is_some() {
+                            let ev = self.meta.alert(enf, self.enforcer.role_names(), l, reason);
+                            self.anomaly_events.push(ev);
+                        }
+                    }
+                    return Some(hours_refusal(l, h, now));
+                }
+            };
+            if let Some(total) = enf.anomaly.over(login, &l.rule, max, l.per) {
+                return Some(anomaly_refusal(l, login, total, max));
+            }
+        }
+        None
     }
 
     /// Count a refusal (metrics, log, `max_denied` anomaly rules); anomalies it raises get an
@@ -531,16 +588,10 @@ impl<SW: AsyncWrite + Unpin> Upstream<'_, SW> {
     fn note_refused(&mut self, r: &Refusal) {
         for c in self.enforcer.refused(r) {
             if self.audit.is_some() {
-                self.anomaly_events.push(crate::audit::AnomalyEvent {
-                    session: self.meta.session,
-                    login: self.meta.login.clone(),
-                    roles: self.enforcer.role_names(),
-                    client: self.meta.client.clone(),
-                    application_name: self.meta.application_name.clone(),
-                    rule: c.rule,
-                    outcome: if c.deny { Outcome::Denied } else { Outcome::Ok },
-                    reason: Some(c.reason),
-                });
+                let ev = self
+                    .meta
+                    .anomaly(self.enforcer.role_names(), &c.rule, c.deny, c.reason);
+                self.anomaly_events.push(ev);
             }
         }
     }
@@ -1236,7 +1287,7 @@ impl Downstream<'_> {
                         let ev = self.meta.event(info, rows, Outcome::Ok, None);
                         self.audit_pending.push(ev);
                     }
-                    for l in plan.anomaly.iter().filter(|l| !l.denials) {
+                    for l in &plan.anomaly {
                         self.count_anomaly(l, rows, plan.audit.as_deref());
                     }
                 }
@@ -1458,7 +1509,8 @@ impl Downstream<'_> {
         self.enf.has_anomaly_rules()
     }
 
-    /// Count a statement's rows against an anomaly limit; alert when it crosses it.
+    /// Count a statement's rows against an anomaly limit (or, for an hours rule, note a read
+    /// outside the hours); alert when it crosses it.
     fn count_anomaly(
         &mut self,
         l: &AnomalyLimit,
@@ -1467,37 +1519,36 @@ impl Downstream<'_> {
     ) {
         use crate::enforce::anomaly::Crossing;
         let login = &self.meta.login;
-        if let Crossing::Crossed { total } = self
-            .enf
-            .anomaly
-            .add(login, &l.rule, rows, l.max_rows, l.per)
-        {
-            self.enf
-                .metrics
-                .enforcement
-                .anomaly_alerts
-                .with_label_values(&[&l.rule])
-                .inc();
-            let reason = format!(
-                "rows {total} > {} of level {} in {}{}",
-                l.max_rows,
-                l.level,
-                humantime::format_duration(l.per),
-                if l.deny { "; then deny" } else { "" }
-            );
-            tracing::warn!(rule = %l.rule, login = %login, %reason, "anomaly limit crossed");
-            if self.audit.is_some() {
-                self.anomaly_pending.push(crate::audit::AnomalyEvent {
-                    session: self.meta.session,
-                    login: login.clone(),
-                    roles: info.map(|i| i.roles.clone()).unwrap_or_default(),
-                    client: self.meta.client.clone(),
-                    application_name: self.meta.application_name.clone(),
-                    rule: l.rule.clone(),
-                    outcome: if l.deny { Outcome::Denied } else { Outcome::Ok },
-                    reason: Some(reason),
-                });
+        let reason = match &l.limit {
+            Limit::Denied(_) => return,
+            Limit::Rows(max) => match self.enf.anomaly.add(login, &l.rule, rows, *max, l.per) {
+                Crossing::Crossed { total } => format!(
+                    "rows {total} > {max} of level {} in {}{}",
+                    l.level,
+                    humantime::format_duration(l.per),
+                    if l.deny { "; then deny" } else { "" }
+                ),
+                _ => return,
+            },
+            Limit::Hours(h) => {
+                let now = std::time::SystemTime::now();
+                if h.allows(now) {
+                    return;
+                }
+                match out_of_hours(self.enf, login, l, h, now) {
+                    Some(reason) => reason,
+                    None => return,
+                }
             }
+        };
+        let ev = self.meta.alert(
+            self.enf,
+            info.map(|i| i.roles.clone()).unwrap_or_default(),
+            l,
+            reason,
+        );
+        if self.audit.is_some() {
+            self.anomaly_pending.push(ev);
         }
     }
 
@@ -1640,6 +1691,29 @@ impl Downstream<'_> {
 }
 
 /// The anomaly limits with `then: deny` a prepared statement's rows count against.
+/// A read of an hours rule's level outside its hours: the alert's reason, the first time in
+/// the rule's window for this login (later reads in the window are refused or passed quietly).
+fn out_of_hours(
+    enf: &Enforcement,
+    login: &str,
+    l: &AnomalyLimit,
+    h: &Hours,
+    now: std::time::SystemTime,
+) -> Option<String> {
+    let first = matches!(
+        enf.anomaly.add(login, &l.rule, 1, 0, l.per),
+        crate::enforce::anomaly::Crossing::Crossed { .. }
+    );
+    first.then(|| {
+        format!(
+            "level {} read at {}, outside {h}{}",
+            l.level,
+            h.local_time(now),
+            if l.deny { "; then deny" } else { "" }
+        )
+    })
+}
+
 fn deny_limits(p: &Prepared) -> Vec<Arc<AnomalyLimit>> {
     p.rows
         .iter()

@@ -329,3 +329,154 @@ async fn refusals_per_window_raise_an_anomaly_that_denies() {
         "{text}"
     );
 }
+
+/// An hours range (in Asia/Shanghai, UTC+8 all year) that starts `from` hours after the
+/// current hour there and lasts `len` hours.
+fn shanghai_hours(from: u64, len: u64) -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let local_hour = (now / 3600 + 8) % 24;
+    let start = (local_hour + 24 + from) % 24;
+    format!("{:02}:00-{:02}:00", start, (start + len) % 24)
+}
+
+#[tokio::test]
+async fn reads_outside_allowed_hours_are_refused_or_alerted() {
+    let cluster = pg_trust();
+    // `night_phone` (deny) and `night_points` (log) exclude now; `day_address` includes it
+    // (an overnight range whenever now is near midnight).
+    let policy_text = format!(
+        "{POLICY}anomaly:\n  - {{ name: night_phone, roles: [viewer], level: important, hours: \"{}\", timezone: Asia/Shanghai, then: deny }}\n  - {{ name: night_points, level: general, hours: \"{}\", timezone: Asia/Shanghai, per: 1h }}\n  - {{ name: day_address, roles: [desk], level: important, hours: \"{}\", timezone: Asia/Shanghai, then: deny }}\n",
+        shanghai_hours(2, 1),
+        shanghai_hours(2, 1),
+        shanghai_hours(22, 4),
+    );
+    let PolicyFiles {
+        dir,
+        policy,
+        keyring,
+    } = policy_files(&policy_text);
+    let db = direct(&cluster).await;
+    db.batch_execute(
+        "create role viewer_app login; create role desk_app login; create role writer_app login;
+         create table customers (id int primary key, name text, phone text, id_card text,
+                                 address text, points text);
+         create table shipments (id int primary key, customer_id int, sender_phone text, note text);
+         grant all on all tables in schema public to public;",
+    )
+    .await
+    .unwrap();
+    let log = dir.path().join("audit.jsonl");
+    let mut config = config_for(&cluster);
+    config.enforcement = Some(EnforcementConfig::new(policy, keyring.clone(), "postgres"));
+    config.audit = Some(pgveil::audit::AuditConfig::new(&log));
+    let proxy = proxy_with(config).await;
+    let w = client_as(&proxy, "writer_app", "").await;
+    w.batch_execute(
+        "insert into customers (id, name, phone, address, points) values
+           (1, 'a', '13900000001', 'Beijing Road 1', '10'), (2, 'b', '13900000002', 'Beijing Road 2', '20')",
+    )
+    .await
+    .unwrap();
+    assert_stored_ciphertext(
+        &cluster,
+        &keyring,
+        &["13900000001".into(), "Beijing Road 1".into()],
+    )
+    .await;
+
+    let v = client_as(&proxy, "viewer_app", "").await;
+    // Every way of asking for the phone is refused by the rule, and the session stays usable.
+    for sql in [
+        "select phone from customers",
+        "select id, phone from customers where id = 1",
+        "with x as (select phone from customers) select * from x",
+        "select name, customers.phone from customers",
+        "select s.p from (select phone as p from customers) s",
+    ] {
+        let e = v.simple_query(sql).await.unwrap_err();
+        assert_eq!(e.code().map(|c| c.code()), Some("42501"), "{sql}: {e:?}");
+        let msg = format!("{e:?}");
+        assert!(
+            msg.contains("anomaly rule night_phone") && msg.contains("may be read only"),
+            "{sql}: {msg}"
+        );
+    }
+    let e = v
+        .query("select phone from customers where id = $1", &[&1i32])
+        .await
+        .unwrap_err();
+    assert_eq!(e.code().map(|c| c.code()), Some("42501"), "{e:?}");
+    let mut copy = Vec::new();
+    let copy_err = match v
+        .copy_out("copy (select phone from customers) to stdout")
+        .await
+    {
+        Ok(s) => {
+            use futures_util::StreamExt;
+            let mut s = std::pin::pin!(s);
+            let mut err = None;
+            while let Some(r) = s.next().await {
+                match r {
+                    Ok(b) => copy.extend_from_slice(&b),
+                    Err(e) => err = Some(e),
+                }
+            }
+            err
+        }
+        Err(e) => Some(e),
+    };
+    assert!(copy.is_empty(), "COPY leaked {copy:?}");
+    assert_eq!(
+        copy_err.and_then(|e| e.code().map(|c| c.code().to_string())),
+        Some("42501".into())
+    );
+    // Columns outside the rule's level are served (points: log only; the alert fires once).
+    assert_eq!(rows(&v, "select id, points from customers").await.len(), 2);
+    assert_eq!(rows(&v, "select points from customers").await.len(), 2);
+    // Other roles are not bound by the viewer's rule; desk is within its hours.
+    let d = client_as(&proxy, "desk_app", "").await;
+    let masked = rows(&d, "select phone, address from customers order by id").await;
+    assert_eq!(masked.len(), 2);
+    assert!(!masked[0][0].contains("13900000001"), "{masked:?}");
+
+    let metrics = metrics_text(&proxy).await;
+    for (rule, n) in [("night_phone", 1), ("night_points", 1), ("day_address", 0)] {
+        assert!(
+            metrics.contains(&format!(
+                "pgveil_anomaly_alerts_total{{rule=\"{rule}\"}} {n}"
+            )),
+            "{rule} {n}: {metrics}"
+        );
+    }
+    drop((v, d, w));
+    proxy.shutdown().await;
+    let text = std::fs::read_to_string(&log).unwrap();
+    let records: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .collect();
+    let anomaly = |rule: &str| {
+        records
+            .iter()
+            .filter(|r| r["kind"] == "anomaly" && r["rule"] == rule)
+            .count()
+    };
+    assert_eq!(anomaly("night_phone"), 1, "{text}");
+    assert_eq!(anomaly("night_points"), 1, "{text}");
+    assert_eq!(anomaly("day_address"), 0, "{text}");
+    // Each refused statement has its own record, denied.
+    let denied = records
+        .iter()
+        .filter(|r| {
+            r["kind"] == "statement" && r["login"] == "viewer_app" && r["outcome"] == "denied"
+        })
+        .count();
+    assert!(denied >= 6, "{denied}: {text}");
+    assert!(
+        !text.contains("13900000001"),
+        "a value reached the audit log"
+    );
+}
