@@ -6,7 +6,7 @@
 //! cargo run --release -p pgveil-benches --bin audit-bench -- [RECORDS]     (default 400000)
 use std::time::Instant;
 
-use pgveil::audit::{AuditConfig, FsyncPolicy, Outcome, StatementEvent};
+use pgveil::audit::{AuditConfig, FsyncPolicy, Outcome, StatementEvent, StatementRecord};
 use pgveil_policy::keyring::Keyring;
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
@@ -29,25 +29,46 @@ async fn main() -> anyhow::Result<()> {
     for p in 0..producers {
         let sink = sink.clone();
         tasks.push(tokio::spawn(async move {
+            let ev = StatementEvent {
+                session: p,
+                login: "support_app".into(),
+                roles: vec!["support".into()],
+                client: "127.0.0.1:50000".into(),
+                application_name: "pgbench".into(),
+                command: "SELECT".into(),
+                sql: "SELECT id, name, phone, id_card FROM customers WHERE id BETWEEN ? AND ? + ?"
+                    .into(),
+                columns: vec![
+                    (
+                        "public.customers.name".into(),
+                        "important".into(),
+                        "mask".into(),
+                    ),
+                    (
+                        "public.customers.phone".into(),
+                        "important".into(),
+                        "mask".into(),
+                    ),
+                    (
+                        "public.customers.id_card".into(),
+                        "core".into(),
+                        "mask".into(),
+                    ),
+                ],
+                rows: 0,
+                outcome: Outcome::Ok,
+                reason: None,
+            };
+            // As a session does: its fields and the statement's are serialized once (per
+            // session and per analysed statement); each record adds its time and rows.
+            let base = ev.to_statement_record();
             for i in 0..n / producers {
-                let ev = StatementEvent {
-                    session: p,
-                    login: "support_app".into(),
-                    roles: vec!["support".into()],
-                    client: "127.0.0.1:50000".into(),
-                    application_name: "pgbench".into(),
-                    command: "SELECT".into(),
-                    sql: "SELECT id, name, phone, id_card FROM customers WHERE id BETWEEN ? AND ? + ?".into(),
-                    columns: vec![
-                        ("public.customers.name".into(), "important".into(), "mask".into()),
-                        ("public.customers.phone".into(), "important".into(), "mask".into()),
-                        ("public.customers.id_card".into(), "core".into(), "mask".into()),
-                    ],
+                let r = StatementRecord {
+                    time: std::time::SystemTime::now(),
                     rows: 10 + i % 3,
-                    outcome: Outcome::Ok,
-                    reason: None,
+                    ..base.clone()
                 };
-                if sink.record(ev.into_record_fingerprinted()).await.is_err() {
+                if sink.statement_record(r).await.is_err() {
                     break;
                 }
             }

@@ -10,16 +10,22 @@
 use pgveil_policy::crypto::{ChainKey, CheckpointKey, KeySet};
 
 use super::record::{Kind, Record};
+use super::statement::{Clock, StatementRecord};
 use super::AuditError;
 
+const DIGITS: &[u8; 16] = b"0123456789abcdef";
+
 pub(crate) fn hex(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut s = String::with_capacity(bytes.len() * 2);
+    let mut s = Vec::with_capacity(bytes.len() * 2);
+    push_hex(&mut s, bytes);
+    String::from_utf8(s).unwrap_or_default()
+}
+
+fn push_hex(out: &mut Vec<u8>, bytes: &[u8]) {
     for b in bytes {
-        s.push(DIGITS[usize::from(b >> 4)] as char);
-        s.push(DIGITS[usize::from(b & 15)] as char);
+        out.push(DIGITS[usize::from(b >> 4)]);
+        out.push(DIGITS[usize::from(b & 15)]);
     }
-    s
 }
 
 pub(crate) fn unhex(s: &str) -> Option<Vec<u8>> {
@@ -161,9 +167,32 @@ impl ChainWriter {
         line.push_str(",\"tag\":\"");
         line.push_str(&hex(&tag));
         line.push_str("\"}");
-        self.key.ratchet();
-        self.prev_tag = tag.to_vec();
-        self.next_seq += 1;
+        self.advance(&tag);
         Ok(line)
+    }
+
+    /// [`seal`](Self::seal) for a statement record on the hot path: appends its line (without
+    /// the newline) to `out`.
+    pub(crate) fn seal_statement(
+        &mut self,
+        r: &StatementRecord,
+        clock: &mut Clock,
+        out: &mut Vec<u8>,
+    ) {
+        let start = out.len();
+        r.write_body(self.next_seq, clock, out);
+        let tag = self.key.tag(&self.prev_tag, &out[start..]);
+        out.pop();
+        out.extend_from_slice(b",\"tag\":\"");
+        push_hex(out, &tag);
+        out.extend_from_slice(b"\"}");
+        self.advance(&tag);
+    }
+
+    fn advance(&mut self, tag: &[u8]) {
+        self.key.ratchet();
+        self.prev_tag.clear();
+        self.prev_tag.extend_from_slice(tag);
+        self.next_seq += 1;
     }
 }

@@ -11,6 +11,7 @@ pub mod chain;
 pub mod fingerprint;
 pub mod record;
 pub mod report;
+pub mod statement;
 pub mod verify;
 pub mod writer;
 
@@ -21,6 +22,7 @@ use pgveil_policy::crypto::KeySet;
 
 pub use fingerprint::fingerprint;
 pub use record::{ColumnUse, Kind, Outcome, Record};
+pub use statement::{SessionJson, StatementJson, StatementRecord};
 pub use verify::{verify, Broken, Summary};
 pub use writer::{AuditHandle, AuditSink};
 
@@ -144,6 +146,28 @@ pub struct AnomalyEvent {
 }
 
 impl StatementEvent {
+    /// The hot-path form of this event, whose `sql` already holds the fingerprint.
+    pub fn to_statement_record(&self) -> StatementRecord {
+        StatementRecord {
+            time: SystemTime::now(),
+            session: std::sync::Arc::new(SessionJson::new(
+                self.session,
+                &self.login,
+                &self.client,
+                &self.application_name,
+            )),
+            statement: std::sync::Arc::new(StatementJson::new(
+                &self.roles,
+                &self.command,
+                &self.sql,
+                &self.columns,
+            )),
+            rows: self.rows,
+            outcome: self.outcome,
+            reason: self.reason.clone(),
+        }
+    }
+
     /// Like [`StatementEvent::into_record`], when `sql` already holds the fingerprint (the
     /// enforcer computes it once per statement text).
     pub fn into_record_fingerprinted(mut self) -> Record {

@@ -383,3 +383,37 @@ fn a_sealed_line_is_the_record_serialized_with_its_tag() {
         serde_json::to_string(&untagged).unwrap()
     );
 }
+
+#[test]
+fn the_hot_path_seals_the_same_line_as_the_record_path() {
+    let mut slow = ChainWriter::with_log_id(&keys(), "00ff").unwrap();
+    let mut fast = ChainWriter::with_log_id(&keys(), "00ff").unwrap();
+    let mut clock = super::statement::Clock::default();
+    for i in 0..5u64 {
+        let ev = StatementEvent {
+            session: i,
+            login: "a \"quoted\" login".into(),
+            roles: vec!["r".into(), "ü".into()],
+            client: "127.0.0.1:1".into(),
+            application_name: "app\nname".into(),
+            command: "SELECT".into(),
+            sql: "SELECT ? FROM \"t\"".into(),
+            columns: vec![("public.t.c".into(), "core".into(), "mask".into())],
+            rows: i * 1000,
+            outcome: if i % 2 == 0 {
+                Outcome::Ok
+            } else {
+                Outcome::Error
+            },
+            reason: (i % 2 == 1).then(|| "57014 canceling \\ statement".into()),
+        };
+        let r = ev.to_statement_record();
+        let mut record = ev.into_record_fingerprinted();
+        record.time = record::format_time(r.time);
+        let want = slow.seal(record).unwrap();
+        let mut out = b"previous line\n".to_vec();
+        fast.seal_statement(&r, &mut clock, &mut out);
+        assert_eq!(std::str::from_utf8(&out[14..]).unwrap(), want, "record {i}");
+    }
+    assert_eq!(slow.head(), fast.head());
+}

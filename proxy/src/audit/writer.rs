@@ -14,10 +14,12 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::chain::{Anchor, ChainWriter};
 use super::record::{format_time, Record};
+use super::statement::{Clock, StatementRecord};
 use super::{AuditConfig, AuditError, FsyncPolicy};
 
 pub(crate) enum Msg {
     Record(Box<Record>),
+    Statement(StatementRecord),
     Flush(oneshot::Sender<()>),
     Close(oneshot::Sender<()>),
 }
@@ -41,8 +43,18 @@ impl AuditSink {
     /// Queues one record (its `seq`, `log`, `signature` and `tag` are set by the writer). Waits
     /// while the queue is full. Fails only when the writer has stopped.
     pub async fn record(&self, r: Record) -> Result<(), AuditError> {
+        self.send(Msg::Record(Box::new(r))).await
+    }
+
+    /// Queues one statement record (the hot path: see [`StatementRecord`]). Waits while the
+    /// queue is full. Fails only when the writer has stopped.
+    pub async fn statement_record(&self, r: StatementRecord) -> Result<(), AuditError> {
+        self.send(Msg::Statement(r)).await
+    }
+
+    async fn send(&self, msg: Msg) -> Result<(), AuditError> {
         self.depth.inc();
-        if self.tx.send(Msg::Record(Box::new(r))).await.is_err() {
+        if self.tx.send(msg).await.is_err() {
             self.depth.dec();
             tracing::error!("audit writer has stopped; an audit record could not be written");
             return Err(AuditError::Closed);
@@ -130,6 +142,7 @@ pub(crate) async fn spawn(
         pending: Vec::new(),
         pending_records: 0,
         flushed: 0,
+        clock: Clock::default(),
     };
     w.write_line(line).await;
     w.sync().await;
@@ -213,6 +226,13 @@ struct FileWriter {
     pending_records: u64,
     /// Bytes of the active file that reached the operating system.
     flushed: u64,
+    clock: Clock,
+}
+
+/// What a session queued: any record, or a statement record on the hot path.
+enum Entry {
+    Record(Record),
+    Statement(StatementRecord),
 }
 
 enum Control {
@@ -273,7 +293,12 @@ impl FileWriter {
         match msg {
             Msg::Record(r) => {
                 depth.dec();
-                self.append(*r).await;
+                self.append(Entry::Record(*r)).await;
+                Control::Continue
+            }
+            Msg::Statement(r) => {
+                depth.dec();
+                self.append(Entry::Statement(r)).await;
                 Control::Continue
             }
             Msg::Flush(done) => {
@@ -289,7 +314,7 @@ impl FileWriter {
         }
     }
 
-    async fn append(&mut self, r: Record) {
+    async fn append(&mut self, r: Entry) {
         if self.bytes >= self.cfg.max_bytes
             || (self.records_in_file > 0 && self.opened.elapsed() >= self.cfg.max_age)
         {
@@ -298,7 +323,16 @@ impl FileWriter {
         if let Some(d) = self.cfg.write_delay {
             tokio::time::sleep(d).await;
         }
-        self.seal_and_write(r).await;
+        match r {
+            Entry::Record(r) => self.seal_and_write(r).await,
+            Entry::Statement(r) => {
+                let start = self.pending.len();
+                self.chain
+                    .seal_statement(&r, &mut self.clock, &mut self.pending);
+                self.pending.push(b'\n');
+                self.line_added(self.pending.len() - start).await;
+            }
+        }
         self.records_in_file += 1;
         self.since_checkpoint += 1;
         if self.since_checkpoint >= self.cfg.checkpoint_every {
@@ -342,8 +376,13 @@ impl FileWriter {
     async fn write_line(&mut self, line: String) {
         self.pending.extend_from_slice(line.as_bytes());
         self.pending.push(b'\n');
+        self.line_added(line.len() + 1).await;
+    }
+
+    /// Counts a line of `len` bytes (newline included) just added to the batch.
+    async fn line_added(&mut self, len: usize) {
         self.pending_records += 1;
-        self.bytes += line.len() as u64 + 1;
+        self.bytes += len as u64;
         self.dirty = true;
         if self.pending.len() >= 256 * 1024 {
             self.write_pending().await;

@@ -91,6 +91,31 @@ pub struct AuditInfo {
     pub roles: Vec<String>,
     /// The statement text with its literals removed.
     pub fingerprint: String,
+    /// The fields above as the audit record writes them, serialized once.
+    pub json: Arc<crate::audit::StatementJson>,
+}
+
+impl AuditInfo {
+    pub fn new(
+        columns: Vec<(String, String, String)>,
+        command: String,
+        roles: Vec<String>,
+        fingerprint: String,
+    ) -> Self {
+        let json = Arc::new(crate::audit::StatementJson::new(
+            &roles,
+            &command,
+            &fingerprint,
+            &columns,
+        ));
+        AuditInfo {
+            columns,
+            command,
+            roles,
+            fingerprint,
+            json,
+        }
+    }
 }
 
 /// The formats of COPY TO STDOUT pgveil can transform (default delimiters, quote and NULL).

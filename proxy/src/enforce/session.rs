@@ -564,16 +564,16 @@ fn plan(
             let fp = fingerprint
                 .get_or_insert_with(|| crate::audit::fingerprint(sql))
                 .clone();
-            Arc::new(AuditInfo {
+            Arc::new(AuditInfo::new(
                 columns,
-                command: crate::sql::first_word(sql).to_ascii_uppercase(),
-                roles: policy
+                crate::sql::first_word(sql).to_ascii_uppercase(),
+                policy
                     .role_names(roles)
                     .into_iter()
                     .map(str::to_string)
                     .collect(),
-                fingerprint: fp,
-            })
+                fp,
+            ))
         });
         let anomaly = anomaly_limits(&qualified, state, roles);
         rows.push(Arc::new(RowPlan {

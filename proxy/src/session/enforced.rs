@@ -22,7 +22,7 @@ use bytes::{Buf, BufMut, Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
 
-use crate::audit::{AuditSink, Outcome, StatementEvent};
+use crate::audit::{AuditSink, Outcome, SessionJson, StatementRecord};
 use crate::context::ServerContext;
 use crate::enforce::book::{Book, PortalPlan};
 use crate::enforce::copy;
@@ -178,12 +178,12 @@ pub async fn run(ctx: &ServerContext, est: Established, peer: SocketAddr, enf: A
     let mut enforcer = Enforcer::new(enf.clone(), user, database);
     enforcer.audit = ctx.audit.is_some();
     enforcer.warm_up().await;
-    let meta = Arc::new(AuditMeta {
-        session: NEXT_SESSION.fetch_add(1, Ordering::Relaxed),
-        login: enforcer.login.clone(),
-        client: peer.to_string(),
+    let meta = Arc::new(AuditMeta::new(
+        NEXT_SESSION.fetch_add(1, Ordering::Relaxed),
+        enforcer.login.clone(),
+        peer.to_string(),
         application_name,
-    });
+    ));
     // Plain sockets split into owned halves without a lock; TLS goes through tokio's split.
     let end = match (client, server) {
         (MaybeTls::Plain(c), MaybeTls::Plain(s)) => {
@@ -360,11 +360,29 @@ struct AuditMeta {
     login: String,
     client: String,
     application_name: String,
+    /// The fields above as statement records write them, serialized once.
+    json: Arc<SessionJson>,
 }
 
 static NEXT_SESSION: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
 impl AuditMeta {
+    fn new(session: u64, login: String, client: String, application_name: String) -> Self {
+        let json = Arc::new(SessionJson::new(
+            session,
+            &login,
+            &client,
+            &application_name,
+        ));
+        AuditMeta {
+            session,
+            login,
+            client,
+            application_name,
+            json,
+        }
+    }
+
     /// The audit record of an anomaly event.
     fn anomaly(
         &self,
@@ -408,16 +426,11 @@ impl AuditMeta {
         rows: u64,
         outcome: Outcome,
         reason: Option<String>,
-    ) -> StatementEvent {
-        StatementEvent {
-            session: self.session,
-            login: self.login.clone(),
-            roles: info.roles.clone(),
-            client: self.client.clone(),
-            application_name: self.application_name.clone(),
-            command: info.command.clone(),
-            sql: info.fingerprint.clone(),
-            columns: info.columns.clone(),
+    ) -> StatementRecord {
+        StatementRecord {
+            time: std::time::SystemTime::now(),
+            session: self.json.clone(),
+            statement: info.json.clone(),
             rows,
             outcome,
             reason,
@@ -426,8 +439,8 @@ impl AuditMeta {
 }
 
 /// The audit record of a statement, waiting while the log's queue is full (never dropped).
-async fn audit_write(sink: &AuditSink, ev: StatementEvent) {
-    if let Err(e) = sink.record(ev.into_record_fingerprinted()).await {
+async fn audit_write(sink: &AuditSink, ev: StatementRecord) {
+    if let Err(e) = sink.statement_record(ev).await {
         tracing::error!(error = %e, "audit log unavailable; a record was not written");
     }
 }
@@ -612,12 +625,12 @@ impl<SW: AsyncWrite + Unpin> Upstream<'_, SW> {
     async fn audit_denied(&self, sql: &[u8], r: &Refusal) {
         let Some(sink) = &self.audit else { return };
         let text = String::from_utf8_lossy(sql);
-        let info = AuditInfo {
-            columns: Vec::new(),
-            command: crate::sql::first_word(&text).to_ascii_uppercase(),
-            roles: self.enforcer.role_names(),
-            fingerprint: crate::audit::fingerprint(&text),
-        };
+        let info = AuditInfo::new(
+            Vec::new(),
+            crate::sql::first_word(&text).to_ascii_uppercase(),
+            self.enforcer.role_names(),
+            crate::audit::fingerprint(&text),
+        );
         let ev = self.meta.event(
             &info,
             0,
@@ -1029,7 +1042,7 @@ struct Downstream<'a> {
     outcomes: Arc<Outcomes>,
     audit: Option<AuditSink>,
     /// Records of statements that ended in this read, written before the answers go out.
-    audit_pending: Vec<StatementEvent>,
+    audit_pending: Vec<StatementRecord>,
     anomaly_pending: Vec<crate::audit::AnomalyEvent>,
     meta: Arc<AuditMeta>,
 }
