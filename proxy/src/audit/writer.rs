@@ -231,7 +231,7 @@ struct FileWriter {
 
 /// What a session queued: any record, or a statement record on the hot path.
 enum Entry {
-    Record(Record),
+    Record(Box<Record>),
     Statement(StatementRecord),
 }
 
@@ -293,7 +293,7 @@ impl FileWriter {
         match msg {
             Msg::Record(r) => {
                 depth.dec();
-                self.append(Entry::Record(*r)).await;
+                self.append(Entry::Record(r)).await;
                 Control::Continue
             }
             Msg::Statement(r) => {
@@ -324,7 +324,7 @@ impl FileWriter {
             tokio::time::sleep(d).await;
         }
         match r {
-            Entry::Record(r) => self.seal_and_write(r).await,
+            Entry::Record(r) => self.seal_and_write(*r).await,
             Entry::Statement(r) => {
                 let start = self.pending.len();
                 self.chain
