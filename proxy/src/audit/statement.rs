@@ -162,52 +162,10 @@ impl Clock {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::audit::record::{format_time, Kind, Record};
+    use crate::audit::record::format_time;
+    use crate::audit::StatementEvent;
     use proptest::prelude::*;
     use std::time::Duration;
-
-    fn reference(
-        r: &StatementRecord,
-        seq: u64,
-        fields: (
-            &str,
-            &[String],
-            &str,
-            &str,
-            &str,
-            &str,
-            &[(String, String, String)],
-        ),
-    ) -> String {
-        let (login, roles, client, app, command, fp, columns) = fields;
-        let rec = Record {
-            time: format_time(r.time),
-            seq,
-            kind: Kind::Statement,
-            session: Some(7),
-            login: Some(login.into()),
-            roles: Some(roles.to_vec()),
-            client: Some(client.into()),
-            application_name: Some(app.into()),
-            command: Some(command.into()),
-            fingerprint: Some(fp.into()),
-            columns: Some(
-                columns
-                    .iter()
-                    .map(|(c, l, a)| ColumnUse {
-                        column: c.clone(),
-                        level: l.clone(),
-                        action: a.clone(),
-                    })
-                    .collect(),
-            ),
-            rows: Some(r.rows),
-            outcome: Some(r.outcome),
-            reason: r.reason.clone(),
-            ..Record::default()
-        };
-        serde_json::to_string(&rec).unwrap()
-    }
 
     /// Any text, with quotes, backslashes, control characters and non-ASCII favoured.
     fn text() -> impl Strategy<Value = String> {
@@ -225,18 +183,19 @@ mod tests {
             outcome in prop_oneof![Just(Outcome::Ok), Just(Outcome::Denied), Just(Outcome::Error)],
             reason in proptest::option::of(text()),
         ) {
-            let r = StatementRecord {
-                time: UNIX_EPOCH + Duration::from_micros(micros),
-                session: Arc::new(SessionJson::new(7, &login, &client, &app)),
-                statement: Arc::new(StatementJson::new(&roles, &command, &fp, &columns)),
-                rows,
-                outcome,
-                reason,
+            let ev = StatementEvent {
+                session: 7, login, roles, client, application_name: app, command, sql: fp,
+                columns, rows, outcome, reason,
             };
+            let mut r = ev.to_statement_record();
+            r.time = UNIX_EPOCH + Duration::from_micros(micros);
+            let mut reference = ev.into_record_fingerprinted();
+            reference.time = format_time(r.time);
+            reference.seq = seq;
+            let want = serde_json::to_string(&reference).unwrap();
             let mut out = Vec::new();
             let mut clock = Clock::default();
             r.write_body(seq, &mut clock, &mut out);
-            let want = reference(&r, seq, (&login, &roles, &client, &app, &command, &fp, &columns));
             prop_assert_eq!(String::from_utf8(out.clone()).unwrap(), want.clone());
             // The clock's cached second gives the same text the second time.
             out.clear();
