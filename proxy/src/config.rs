@@ -245,6 +245,15 @@ struct FileAudit {
     queue_capacity: Option<usize>,
     rotate: Option<FileAuditRotate>,
     checkpoint: Option<FileAuditCheckpoint>,
+    syslog: Option<FileAuditSyslog>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileAuditSyslog {
+    address: Option<String>,
+    format: Option<crate::audit::syslog::SyslogFormat>,
+    facility: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -282,6 +291,9 @@ fn resolve_audit(f: Option<FileAudit>) -> Result<Option<crate::audit::AuditConfi
         set(&mut c.checkpoint_every, k.every);
         set(&mut c.checkpoint_interval, k.interval);
     }
+    if let Some(s) = f.syslog {
+        c.syslog = Some(resolve_audit_syslog(s)?);
+    }
     if c.queue_capacity == 0 {
         return Err(ConfigError(
             "audit.queue_capacity: must be at least 1".into(),
@@ -308,6 +320,28 @@ fn resolve_audit(f: Option<FileAudit>) -> Result<Option<crate::audit::AuditConfi
         ));
     }
     Ok(Some(c))
+}
+
+/// `audit.syslog:`, validated.
+fn resolve_audit_syslog(
+    f: FileAuditSyslog,
+) -> Result<crate::audit::syslog::SyslogConfig, ConfigError> {
+    use crate::audit::syslog::{Facility, SyslogAddress, SyslogConfig};
+    let address = f.address.ok_or_else(|| {
+        ConfigError("audit.syslog.address: required (udp://host:port or tcp://host:port)".into())
+    })?;
+    let address = SyslogAddress::parse(&address)
+        .map_err(|e| ConfigError(format!("audit.syslog.address: {e}")))?;
+    let facility = match f.facility {
+        Some(name) => Facility::parse(&name)
+            .map_err(|e| ConfigError(format!("audit.syslog.facility: {e}")))?,
+        None => Facility::LOCAL0,
+    };
+    Ok(SyslogConfig {
+        address,
+        format: f.format.unwrap_or_default(),
+        facility,
+    })
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -770,5 +804,51 @@ mod tests {
         let e = parse_file("c.yaml", "audit:\n  file: a\n  fsync: sometimes\n").unwrap_err();
         assert!(e.to_string().contains("audit.fsync"), "{e}");
         assert!(resolve_audit(None).unwrap().is_none());
+    }
+
+    #[test]
+    fn audit_syslog_section() {
+        use crate::audit::syslog::{Facility, SyslogAddress, SyslogFormat};
+        let f = parse_file(
+            "c.yaml",
+            "audit:\n  file: a.jsonl\n  syslog: { address: 'tcp://siem:601', format: json, facility: auth }\n",
+        )
+        .unwrap();
+        let s = resolve_audit(f.audit).unwrap().unwrap().syslog.unwrap();
+        assert_eq!(s.address, SyslogAddress::Tcp("siem:601".into()));
+        assert_eq!(s.format, SyslogFormat::Json);
+        assert_eq!(s.facility.code(), 4);
+        let f = parse_file(
+            "c.yaml",
+            "audit:\n  file: a.jsonl\n  syslog: { address: 'udp://127.0.0.1:514' }\n",
+        )
+        .unwrap();
+        let s = resolve_audit(f.audit).unwrap().unwrap().syslog.unwrap();
+        assert_eq!(
+            (s.format, s.facility),
+            (SyslogFormat::Cef, Facility::LOCAL0),
+            "CEF to local0 by default"
+        );
+        for (yaml, want) in [
+            ("syslog: { format: cef }", "audit.syslog.address: required"),
+            (
+                "syslog: { address: '10.0.0.1:514' }",
+                "audit.syslog.address: `10.0.0.1:514`: expected udp://",
+            ),
+            (
+                "syslog: { address: 'udp://h:514', facility: local9 }",
+                "audit.syslog.facility: unknown facility `local9`",
+            ),
+        ] {
+            let f = parse_file("c.yaml", &format!("audit:\n  file: a.jsonl\n  {yaml}\n")).unwrap();
+            let e = resolve_audit(f.audit).unwrap_err().to_string();
+            assert!(e.starts_with(want), "{yaml}: {e}");
+        }
+        let e = parse_file(
+            "c.yaml",
+            "audit:\n  file: a\n  syslog: { address: 'udp://h:1', format: leef }\n",
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("audit.syslog.format"), "{e}");
     }
 }

@@ -3,7 +3,8 @@
 //! - [`record`]: the JSON-lines record; [`fingerprint`]: statements without literals;
 //! - [`chain`]: the HMAC chain with a ratcheted key, and signed checkpoints;
 //! - [`writer`]: the bounded queue and the file writer (fsync, rotation);
-//! - [`verify`]: `pgveil audit verify`; [`report`]: `pgveil audit report`.
+//! - [`verify`]: `pgveil audit verify`; [`report`]: `pgveil audit report`;
+//! - [`syslog`]: a copy of the trail for a SIEM (CEF or JSON over syslog).
 //!
 //! The session relay calls [`AuditSink::statement`] and [`AuditSink::anomaly`]; the server
 //! starts the writer with [`start`] and closes it with [`AuditHandle::close`].
@@ -12,6 +13,7 @@ pub mod fingerprint;
 pub mod record;
 pub mod report;
 pub mod statement;
+pub mod syslog;
 pub mod verify;
 pub mod writer;
 
@@ -80,6 +82,8 @@ pub struct AuditConfig {
     pub max_age: Duration,
     pub checkpoint_every: u64,
     pub checkpoint_interval: Duration,
+    /// A copy of each record for a SIEM (`audit.syslog`).
+    pub syslog: Option<syslog::SyslogConfig>,
     /// Tests only: a pause before each record is written (a slow disk).
     #[doc(hidden)]
     pub write_delay: Option<Duration>,
@@ -102,6 +106,7 @@ impl AuditConfig {
             max_age: Self::DEFAULT_MAX_AGE,
             checkpoint_every: Self::DEFAULT_CHECKPOINT_EVERY,
             checkpoint_interval: Self::DEFAULT_CHECKPOINT_INTERVAL,
+            syslog: None,
             write_delay: None,
         }
     }
@@ -236,18 +241,33 @@ impl AuditSink {
     }
 }
 
-/// Opens the log and starts the writer. An existing non-empty file is moved aside (timestamp
-/// suffix) and the new log's `start` record anchors its last record.
+/// Opens the log and starts the writer (and the syslog forwarder, when configured). An
+/// existing non-empty file is moved aside (timestamp suffix) and the new log's `start` record
+/// anchors its last record.
 pub async fn start(
     cfg: &AuditConfig,
     keys: &KeySet,
     metrics: &Metrics,
 ) -> Result<(AuditSink, AuditHandle), AuditError> {
+    let forward = match &cfg.syslog {
+        Some(s) => Some(
+            syslog::spawn(
+                s,
+                syslog::ForwardMetrics {
+                    forwarded: metrics.audit.forwarded.clone(),
+                    dropped: metrics.audit.forward_dropped.clone(),
+                },
+            )
+            .await?,
+        ),
+        None => None,
+    };
     writer::spawn(
         cfg,
         keys,
         metrics.audit.records.clone(),
         metrics.audit.queue_depth.clone(),
+        forward,
     )
     .await
 }

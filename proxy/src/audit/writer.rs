@@ -15,6 +15,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::chain::{Anchor, ChainWriter};
 use super::record::{format_time, Record};
 use super::statement::{Clock, StatementRecord};
+use super::syslog::Forwarder;
 use super::{AuditConfig, AuditError, FsyncPolicy};
 
 pub(crate) enum Msg {
@@ -77,6 +78,8 @@ impl AuditSink {
 pub struct AuditHandle {
     tx: mpsc::Sender<Msg>,
     task: tokio::task::JoinHandle<()>,
+    /// The syslog forwarder, which ends once the writer (its only sender) has stopped.
+    forward_task: Option<tokio::task::JoinHandle<()>>,
     path: PathBuf,
 }
 
@@ -86,15 +89,28 @@ impl AuditHandle {
         &self.path
     }
 
-    /// Writes what is queued, then the closing checkpoint, and fsyncs. Records sent after this
+    /// Writes what is queued, then the closing checkpoint, and fsyncs; then gives the syslog
+    /// forwarder up to [`Self::FORWARD_GRACE`] to send what it holds. Records sent after this
     /// fail with [`AuditError::Closed`].
     pub async fn close(self) -> Result<(), AuditError> {
         let (tx, rx) = oneshot::channel();
         let sent = self.tx.send(Msg::Close(tx)).await.is_ok();
         let closed = sent && rx.await.is_ok();
         self.task.await.map_err(|_| AuditError::Closed)?;
+        if let Some(mut forward) = self.forward_task {
+            if tokio::time::timeout(Self::FORWARD_GRACE, &mut forward)
+                .await
+                .is_err()
+            {
+                forward.abort();
+                tracing::warn!("audit syslog: the receiver did not take the last records before shutdown; the audit file has them");
+            }
+        }
         closed.then_some(()).ok_or(AuditError::Closed)
     }
+
+    /// How long shutdown waits for the syslog forwarder.
+    pub const FORWARD_GRACE: Duration = Duration::from_secs(3);
 }
 
 /// Opens the log (moving an existing non-empty file aside and anchoring the new log to its last
@@ -104,6 +120,7 @@ pub(crate) async fn spawn(
     keys: &KeySet,
     records: IntCounter,
     depth: IntGauge,
+    forward: Option<(Forwarder, tokio::task::JoinHandle<()>)>,
 ) -> Result<(AuditSink, AuditHandle), AuditError> {
     if cfg.queue_capacity == 0 {
         return Err(AuditError::Config(
@@ -124,6 +141,7 @@ pub(crate) async fn spawn(
         }
         _ => None,
     };
+    let (forward, forward_task) = forward.unzip();
     let mut chain = ChainWriter::new(keys)?;
     let line = chain.start(format_time(SystemTime::now()), anchor)?;
     let file = open_new(&path)?;
@@ -143,6 +161,7 @@ pub(crate) async fn spawn(
         pending_records: 0,
         flushed: 0,
         clock: Clock::default(),
+        forward,
     };
     w.write_line(line).await;
     w.sync().await;
@@ -153,7 +172,12 @@ pub(crate) async fn spawn(
             tx: tx.clone(),
             depth,
         },
-        AuditHandle { tx, task, path },
+        AuditHandle {
+            tx,
+            task,
+            forward_task,
+            path,
+        },
     ))
 }
 
@@ -227,6 +251,8 @@ struct FileWriter {
     /// Bytes of the active file that reached the operating system.
     flushed: u64,
     clock: Clock,
+    /// The syslog copy (`audit.syslog`): offered each batch once it is written.
+    forward: Option<Forwarder>,
 }
 
 /// What a session queued: any record, or a statement record on the hot path.
@@ -408,6 +434,9 @@ impl FileWriter {
             }
         }
         self.flushed += self.pending.len() as u64;
+        if let Some(f) = &self.forward {
+            f.offer(&self.pending);
+        }
         self.pending.clear();
         self.records.inc_by(self.pending_records);
         self.pending_records = 0;

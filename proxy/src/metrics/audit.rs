@@ -1,4 +1,5 @@
-//! Metrics of the audit trail: `audit_records_total` and `audit_queue_depth`.
+//! Metrics of the audit trail: `audit_records_total`, `audit_queue_depth`, and the syslog
+//! forwarder's `audit_forwarded_total` and `audit_forward_dropped_total`.
 use prometheus::{IntCounter, IntGauge, Registry};
 
 #[derive(Clone)]
@@ -7,6 +8,11 @@ pub struct AuditMetrics {
     pub records: IntCounter,
     /// `pgveil_audit_queue_depth`: records queued for the writer.
     pub queue_depth: IntGauge,
+    /// `pgveil_audit_forwarded_total`: records sent to the syslog receiver (`audit.syslog`).
+    pub forwarded: IntCounter,
+    /// `pgveil_audit_forward_dropped_total`: records written to the file but not forwarded
+    /// (the forwarder's queue full, or the receiver unreachable over UDP).
+    pub forward_dropped: IntCounter,
 }
 
 impl AuditMetrics {
@@ -16,11 +22,23 @@ impl AuditMetrics {
             "audit_queue_depth",
             "Audit records waiting for the writer (its queue is bounded; sessions wait when full).",
         )?;
+        let forwarded = IntCounter::new(
+            "audit_forwarded_total",
+            "Audit records sent to the syslog receiver.",
+        )?;
+        let forward_dropped = IntCounter::new(
+            "audit_forward_dropped_total",
+            "Audit records written to the file but not forwarded to syslog (forwarder behind or receiver unreachable).",
+        )?;
         registry.register(Box::new(records.clone()))?;
         registry.register(Box::new(queue_depth.clone()))?;
+        registry.register(Box::new(forwarded.clone()))?;
+        registry.register(Box::new(forward_dropped.clone()))?;
         Ok(AuditMetrics {
             records,
             queue_depth,
+            forwarded,
+            forward_dropped,
         })
     }
 }

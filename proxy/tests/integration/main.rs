@@ -3,6 +3,7 @@
 mod support;
 
 mod audit_crash;
+mod audit_syslog;
 mod auth;
 mod bad_input;
 mod deploy;

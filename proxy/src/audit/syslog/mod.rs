@@ -1,0 +1,388 @@
+//! A copy of the audit trail for a SIEM, over syslog (RFC 5424; UDP per RFC 5426, TCP with
+//! octet-counting framing per RFC 6587), as CEF or as the JSON lines themselves.
+//!
+//! The file stays the record of truth: the writer hands each batch it has written to the
+//! forwarder without waiting ([`Forwarder::offer`]), so a slow or absent SIEM never slows a
+//! statement down. The forwarder's queue is bounded (64 batches); when it is full, or a message
+//! cannot be sent, the records are not forwarded and `pgveil_audit_forward_dropped_total`
+//! counts them. Over TCP the forwarder holds the message it could not send and reconnects with
+//! backoff, so a receiver restart loses at most what the kernel had accepted for the dead
+//! connection. Each message carries the record's seq, so a SIEM can see gaps, and
+//! `pgveil audit verify` on the files proves what was recorded.
+pub mod message;
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use prometheus::IntCounter;
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpStream, UdpSocket};
+use tokio::sync::mpsc;
+
+use self::message::{render, Origin};
+use super::AuditError;
+
+/// Batches (each at most ~256 KiB of lines) waiting for the forwarder.
+const QUEUE_BATCHES: usize = 64;
+
+/// `audit.syslog:` in the config file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SyslogConfig {
+    pub address: SyslogAddress,
+    pub format: SyslogFormat,
+    pub facility: Facility,
+}
+
+/// Where messages go: `udp://host:port` or `tcp://host:port`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SyslogAddress {
+    Udp(String),
+    Tcp(String),
+}
+
+impl SyslogAddress {
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let (scheme, rest) = s
+            .split_once("://")
+            .ok_or_else(|| format!("`{s}`: expected udp://host:port or tcp://host:port"))?;
+        let (host, port) = rest
+            .rsplit_once(':')
+            .ok_or_else(|| format!("`{s}`: a port is required (514 is usual for UDP)"))?;
+        if host.is_empty() || port.parse::<u16>().map_or(true, |p| p == 0) {
+            return Err(format!("`{s}`: expected host:port with a port of 1-65535"));
+        }
+        match scheme {
+            "udp" => Ok(SyslogAddress::Udp(rest.to_string())),
+            "tcp" => Ok(SyslogAddress::Tcp(rest.to_string())),
+            other => Err(format!(
+                "`{s}`: unknown scheme `{other}` (use udp:// or tcp://; for TLS, send to a local \
+                 rsyslog or syslog-ng that forwards over TLS)"
+            )),
+        }
+    }
+}
+
+impl std::fmt::Display for SyslogAddress {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SyslogAddress::Udp(a) => write!(f, "udp://{a}"),
+            SyslogAddress::Tcp(a) => write!(f, "tcp://{a}"),
+        }
+    }
+}
+
+/// The message text: CEF (the default), or the audit line itself, which stays verifiable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SyslogFormat {
+    #[default]
+    Cef,
+    Json,
+}
+
+/// A syslog facility (RFC 5424, 6.2.1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Facility(u8);
+
+impl Facility {
+    pub const LOCAL0: Facility = Facility(16);
+    const NAMES: [&'static str; 24] = [
+        "kern",
+        "user",
+        "mail",
+        "daemon",
+        "auth",
+        "syslog",
+        "lpr",
+        "news",
+        "uucp",
+        "cron",
+        "authpriv",
+        "ftp",
+        "ntp",
+        "security",
+        "console",
+        "solaris-cron",
+        "local0",
+        "local1",
+        "local2",
+        "local3",
+        "local4",
+        "local5",
+        "local6",
+        "local7",
+    ];
+
+    pub fn parse(s: &str) -> Result<Self, String> {
+        Self::NAMES
+            .iter()
+            .position(|n| *n == s)
+            .map(|i| Facility(i as u8))
+            .ok_or_else(|| {
+                format!(
+                    "unknown facility `{s}` (one of {}; local0 is the default)",
+                    Self::NAMES.join(", ")
+                )
+            })
+    }
+
+    pub fn code(self) -> u8 {
+        self.0
+    }
+}
+
+/// The writer's end: offers each written batch, never waits.
+#[derive(Clone)]
+pub struct Forwarder {
+    tx: mpsc::Sender<Bytes>,
+    dropped: IntCounter,
+    /// Set while records are being dropped, so the warning is logged once per episode.
+    dropping: Arc<AtomicBool>,
+}
+
+impl std::fmt::Debug for Forwarder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Forwarder").finish_non_exhaustive()
+    }
+}
+
+impl Forwarder {
+    /// Hands over whole lines just written to the file. When the queue is full they are not
+    /// forwarded, and counted.
+    pub fn offer(&self, lines: &[u8]) {
+        if lines.is_empty() {
+            return;
+        }
+        if let Err(e) = self.tx.try_send(Bytes::copy_from_slice(lines)) {
+            let batch = match e {
+                mpsc::error::TrySendError::Full(b) | mpsc::error::TrySendError::Closed(b) => b,
+            };
+            let n = batch.iter().filter(|b| **b == b'\n').count() as u64;
+            self.dropped.inc_by(n);
+            if !self.dropping.swap(true, Ordering::Relaxed) {
+                tracing::warn!(
+                    "audit syslog: the forwarder is behind (receiver slow or down); records are \
+                     not forwarded until it catches up (the audit file keeps them all; see \
+                     pgveil_audit_forward_dropped_total)"
+                );
+            }
+        }
+    }
+}
+
+/// Counters of the forwarder.
+#[derive(Clone)]
+pub struct ForwardMetrics {
+    pub forwarded: IntCounter,
+    pub dropped: IntCounter,
+}
+
+/// Resolves the address (UDP: once, here; TCP: at each connect) and starts the forwarder. Does
+/// not wait for a TCP receiver: the first connection is made in the background. The task ends
+/// when every [`Forwarder`] is dropped and what was queued is sent.
+pub async fn spawn(
+    cfg: &SyslogConfig,
+    metrics: ForwardMetrics,
+) -> Result<(Forwarder, tokio::task::JoinHandle<()>), AuditError> {
+    let origin = Origin {
+        facility: cfg.facility,
+        hostname: hostname(),
+        pid: std::process::id(),
+    };
+    let transport = match &cfg.address {
+        SyslogAddress::Udp(a) => {
+            let target = resolve(a).await.map_err(|e| {
+                AuditError::Config(format!("audit.syslog.address: {}: {e}", cfg.address))
+            })?;
+            let bind: SocketAddr = if target.is_ipv4() {
+                ([0, 0, 0, 0], 0).into()
+            } else {
+                (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
+            };
+            let socket = UdpSocket::bind(bind)
+                .await
+                .map_err(|e| AuditError::Config(format!("audit.syslog: udp socket: {e}")))?;
+            Transport::Udp { socket, target }
+        }
+        SyslogAddress::Tcp(a) => Transport::Tcp {
+            address: a.clone(),
+            stream: None,
+        },
+    };
+    let (tx, rx) = mpsc::channel(QUEUE_BATCHES);
+    let dropping = Arc::new(AtomicBool::new(false));
+    let forwarder = Forwarder {
+        tx,
+        dropped: metrics.dropped.clone(),
+        dropping: dropping.clone(),
+    };
+    let task = tokio::spawn(run(
+        rx,
+        transport,
+        cfg.format,
+        origin,
+        metrics,
+        dropping,
+        cfg.address.to_string(),
+    ));
+    Ok((forwarder, task))
+}
+
+async fn resolve(address: &str) -> std::io::Result<SocketAddr> {
+    tokio::net::lookup_host(address)
+        .await?
+        .next()
+        .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::NotFound, "the name has no address"))
+}
+
+fn hostname() -> String {
+    let mut buf = [0u8; 256];
+    // SAFETY: the buffer is valid for its length; gethostname NUL-terminates within it or
+    // fails.
+    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
+    if rc != 0 {
+        return String::new();
+    }
+    let end = buf.iter().position(|b| *b == 0).unwrap_or(buf.len());
+    String::from_utf8_lossy(&buf[..end]).into_owned()
+}
+
+enum Transport {
+    Udp {
+        socket: UdpSocket,
+        target: SocketAddr,
+    },
+    Tcp {
+        address: String,
+        stream: Option<TcpStream>,
+    },
+}
+
+async fn run(
+    mut rx: mpsc::Receiver<Bytes>,
+    mut transport: Transport,
+    format: SyslogFormat,
+    origin: Origin,
+    metrics: ForwardMetrics,
+    dropping: Arc<AtomicBool>,
+    address: String,
+) {
+    while let Some(batch) = rx.recv().await {
+        for line in batch.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
+            let Some(msg) = render(line, format, &origin) else {
+                tracing::error!(
+                    "audit syslog: a written line is not an audit record; not forwarded"
+                );
+                metrics.dropped.inc();
+                continue;
+            };
+            if transport.send(msg.as_bytes(), &address).await {
+                metrics.forwarded.inc();
+            } else {
+                metrics.dropped.inc();
+            }
+        }
+        if rx.is_empty() && dropping.swap(false, Ordering::Relaxed) {
+            tracing::info!("audit syslog: the forwarder has caught up");
+        }
+    }
+}
+
+impl Transport {
+    /// Sends one message. UDP: one datagram, no retry (a failure is a drop). TCP: retried over
+    /// a new connection, with backoff, until it goes through.
+    async fn send(&mut self, msg: &[u8], address: &str) -> bool {
+        match self {
+            Transport::Udp { socket, target } => match socket.send_to(msg, *target).await {
+                Ok(_) => true,
+                Err(e) => {
+                    tracing::debug!(error = %e, "audit syslog: udp send failed");
+                    false
+                }
+            },
+            Transport::Tcp { address: a, stream } => {
+                // RFC 6587 octet counting: "LEN SP MSG".
+                let mut frame = Vec::with_capacity(msg.len() + 8);
+                frame.extend_from_slice(msg.len().to_string().as_bytes());
+                frame.push(b' ');
+                frame.extend_from_slice(msg);
+                let mut backoff = Duration::from_millis(50);
+                loop {
+                    if stream.is_none() {
+                        match tokio::time::timeout(Duration::from_secs(5), TcpStream::connect(&*a))
+                            .await
+                        {
+                            Ok(Ok(s)) => {
+                                let _ = s.set_nodelay(true);
+                                tracing::info!(address, "audit syslog: connected");
+                                *stream = Some(s);
+                            }
+                            Ok(Err(e)) => {
+                                tracing::warn!(address, error = %e, retry_in = ?backoff, "audit syslog: cannot connect");
+                            }
+                            Err(_) => {
+                                tracing::warn!(address, retry_in = ?backoff, "audit syslog: connect timed out");
+                            }
+                        }
+                    }
+                    if let Some(s) = stream {
+                        match s.write_all(&frame).await {
+                            Ok(()) => return true,
+                            Err(e) => {
+                                tracing::warn!(address, error = %e, "audit syslog: connection lost; reconnecting");
+                                *stream = None;
+                                continue;
+                            }
+                        }
+                    }
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses_parse_or_say_why_not() {
+        assert_eq!(
+            SyslogAddress::parse("udp://127.0.0.1:514"),
+            Ok(SyslogAddress::Udp("127.0.0.1:514".into()))
+        );
+        assert_eq!(
+            SyslogAddress::parse("tcp://siem.example:601"),
+            Ok(SyslogAddress::Tcp("siem.example:601".into()))
+        );
+        assert_eq!(
+            SyslogAddress::parse("tcp://[::1]:6514"),
+            Ok(SyslogAddress::Tcp("[::1]:6514".into()))
+        );
+        for (bad, why) in [
+            ("127.0.0.1:514", "expected udp://"),
+            ("udp://127.0.0.1", "a port is required"),
+            ("udp://:514", "host:port"),
+            ("udp://h:0", "host:port"),
+            ("udp://h:99999", "host:port"),
+            ("tls://h:6514", "unknown scheme `tls`"),
+        ] {
+            let e = SyslogAddress::parse(bad).unwrap_err();
+            assert!(e.contains(why), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn facilities_by_name() {
+        assert_eq!(Facility::parse("local0"), Ok(Facility::LOCAL0));
+        assert_eq!(Facility::parse("local7").map(Facility::code), Ok(23));
+        assert_eq!(Facility::parse("authpriv").map(Facility::code), Ok(10));
+        let e = Facility::parse("local8").unwrap_err();
+        assert!(e.contains("unknown facility `local8`"), "{e}");
+    }
+}
