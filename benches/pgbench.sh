@@ -48,6 +48,8 @@
 #                     (2 decrypt + mask, 1 mask) as a support login through
 #                     pgveil-policy, against the same query on a plaintext copy
 #                     through pgveil without a policy (and direct)
+#   AUDIT_SYSLOG=udp://127.0.0.1:PORT  target pgveil-audit also sends each record to
+#                     this syslog address (audit.syslog, CEF): the forwarder's cost
 #   PGVEIL_PG_BINDIR  directory of initdb/pg_ctl/postgres
 #   WAIT_IDLE=1       before measuring, wait until no rustc/cargo ran for 30 s
 #                     (up to WAIT_IDLE_MAX=600 s); 0 disables
@@ -455,6 +457,9 @@ fi
 if has_target pgveil-audit; then
     # The same policy, plus the audit log (fsync at most once a second, the default).
     printf 'audit:\n  file: %s/audit/audit.jsonl\n  fsync: interval\n' "$WORK" >"$WORK/audit.yaml"
+    if [[ -n ${AUDIT_SYSLOG:-} ]]; then
+        printf '  syslog: { address: "%s", format: cef }\n' "$AUDIT_SYSLOG" >>"$WORK/audit.yaml"
+    fi
     mkdir -p "$WORK/audit"
     keep=$PGVEIL_PID
     PGVEIL_EXTRA_ARGS="$PGVEIL_EXTRA_ARGS --config $WORK/audit.yaml --policy $WORK/policy.yaml --keyring $WORK/pgveil.keys --catalog-user $DBUSER" \
@@ -748,7 +753,7 @@ for w in $WORKLOADS; do
 done
 
 MACHINE="$(nproc) CPUs, Linux $(uname -r)"
-CMD="benches/pgbench.sh (SCALE=$SCALE CLIENTS=$CLIENTS THREADS=$THREADS DURATION=$DURATION ROUNDS=$ROUNDS WARMUP=$WARMUP${PGVEIL_EXTRA_ARGS_GIVEN:+ PGVEIL_EXTRA_ARGS=\"$PGVEIL_EXTRA_ARGS_GIVEN\"})"
+CMD="benches/pgbench.sh (SCALE=$SCALE CLIENTS=$CLIENTS THREADS=$THREADS DURATION=$DURATION ROUNDS=$ROUNDS WARMUP=$WARMUP${PGVEIL_EXTRA_ARGS_GIVEN:+ PGVEIL_EXTRA_ARGS=\"$PGVEIL_EXTRA_ARGS_GIVEN\"}${AUDIT_SYSLOG:+ AUDIT_SYSLOG=$AUDIT_SYSLOG})"
 
 {
     echo

@@ -178,7 +178,13 @@ impl Extension<'_> {
 
     /// A custom field and its label (`cs1Label=application_name cs1=psql`).
     fn labelled(&mut self, key: &str, label: &str, value: &str) {
-        self.field(&format!("{key}Label"), label);
+        if !self.first {
+            self.out.push(' ');
+        }
+        self.first = false;
+        self.out.push_str(key);
+        self.out.push_str("Label=");
+        self.out.push_str(label);
         self.field(key, value);
     }
 }
@@ -199,6 +205,10 @@ fn cef_header(s: &str) -> String {
 
 /// A CEF extension value: `\` and `=` escaped, line breaks as `\n` and `\r`.
 fn cef_value(s: &str, o: &mut String) {
+    if !s.bytes().any(|b| matches!(b, b'\\' | b'=' | b'\n' | b'\r')) {
+        o.push_str(s);
+        return;
+    }
     for c in s.chars() {
         match c {
             '\\' => o.push_str("\\\\"),

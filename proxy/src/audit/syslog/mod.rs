@@ -5,10 +5,11 @@
 //! forwarder without waiting ([`Forwarder::offer`]), so a slow or absent SIEM never slows a
 //! statement down. The forwarder's queue is bounded (64 batches); when it is full, or a message
 //! cannot be sent, the records are not forwarded and `pgveil_audit_forward_dropped_total`
-//! counts them. Over TCP the forwarder holds the message it could not send and reconnects with
+//! counts them. Over TCP the forwarder holds the batch it could not send and reconnects with
 //! backoff, so a receiver restart loses at most what the kernel had accepted for the dead
-//! connection. Each message carries the record's seq, so a SIEM can see gaps, and
-//! `pgveil audit verify` on the files proves what was recorded.
+//! connection (and may repeat part of that batch). Each message carries the record's seq, so a
+//! SIEM can see gaps and repeats, and `pgveil audit verify` on the files proves what was
+//! recorded.
 pub mod message;
 
 use std::net::SocketAddr;
@@ -270,21 +271,23 @@ async fn run(
     dropping: Arc<AtomicBool>,
     address: String,
 ) {
+    let mut msgs = Vec::new();
     while let Some(batch) = rx.recv().await {
+        msgs.clear();
         for line in batch.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
-            let Some(msg) = render(line, format, &origin) else {
-                tracing::error!(
-                    "audit syslog: a written line is not an audit record; not forwarded"
-                );
-                metrics.dropped.inc();
-                continue;
-            };
-            if transport.send(msg.as_bytes(), &address).await {
-                metrics.forwarded.inc();
-            } else {
-                metrics.dropped.inc();
+            match render(line, format, &origin) {
+                Some(m) => msgs.push(m),
+                None => {
+                    tracing::error!(
+                        "audit syslog: a written line is not an audit record; not forwarded"
+                    );
+                    metrics.dropped.inc();
+                }
             }
         }
+        let sent = transport.send(&msgs, &address).await;
+        metrics.forwarded.inc_by(sent);
+        metrics.dropped.inc_by(msgs.len() as u64 - sent);
         if rx.is_empty() && dropping.swap(false, Ordering::Relaxed) {
             tracing::info!("audit syslog: the forwarder has caught up");
         }
@@ -292,23 +295,30 @@ async fn run(
 }
 
 impl Transport {
-    /// Sends one message. UDP: one datagram, no retry (a failure is a drop). TCP: retried over
-    /// a new connection, with backoff, until it goes through.
-    async fn send(&mut self, msg: &[u8], address: &str) -> bool {
+    /// Sends a batch of messages and says how many went out. UDP: one datagram each, no retry
+    /// (a failed send is a drop). TCP: all frames in one write, retried over a new connection,
+    /// with backoff, until it goes through (a batch cut by a broken connection is sent again
+    /// whole, so a receiver may see a message twice: the seq tells).
+    async fn send(&mut self, msgs: &[String], address: &str) -> u64 {
         match self {
-            Transport::Udp { socket, target } => match socket.send_to(msg, *target).await {
-                Ok(_) => true,
-                Err(e) => {
-                    tracing::debug!(error = %e, "audit syslog: udp send failed");
-                    false
+            Transport::Udp { socket, target } => {
+                let mut sent = 0;
+                for m in msgs {
+                    match socket.send_to(m.as_bytes(), *target).await {
+                        Ok(_) => sent += 1,
+                        Err(e) => tracing::debug!(error = %e, "audit syslog: udp send failed"),
+                    }
                 }
-            },
+                sent
+            }
             Transport::Tcp { address: a, stream } => {
-                // RFC 6587 octet counting: "LEN SP MSG".
-                let mut frame = Vec::with_capacity(msg.len() + 8);
-                frame.extend_from_slice(msg.len().to_string().as_bytes());
-                frame.push(b' ');
-                frame.extend_from_slice(msg);
+                // RFC 6587 octet counting: "LEN SP MSG" for each message.
+                let mut frames = Vec::with_capacity(msgs.iter().map(|m| m.len() + 8).sum());
+                for m in msgs {
+                    frames.extend_from_slice(m.len().to_string().as_bytes());
+                    frames.push(b' ');
+                    frames.extend_from_slice(m.as_bytes());
+                }
                 let mut backoff = Duration::from_millis(50);
                 loop {
                     if stream.is_none() {
@@ -329,8 +339,8 @@ impl Transport {
                         }
                     }
                     if let Some(s) = stream {
-                        match s.write_all(&frame).await {
-                            Ok(()) => return true,
+                        match s.write_all(&frames).await {
+                            Ok(()) => return msgs.len() as u64,
                             Err(e) => {
                                 tracing::warn!(address, error = %e, "audit syslog: connection lost; reconnecting");
                                 *stream = None;
