@@ -254,6 +254,7 @@ struct FileAuditSyslog {
     address: Option<String>,
     format: Option<crate::audit::syslog::SyslogFormat>,
     facility: Option<String>,
+    queue_bytes: Option<usize>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -337,10 +338,18 @@ fn resolve_audit_syslog(
             .map_err(|e| ConfigError(format!("audit.syslog.facility: {e}")))?,
         None => Facility::LOCAL0,
     };
+    let queue_bytes = f.queue_bytes.unwrap_or(SyslogConfig::DEFAULT_QUEUE_BYTES);
+    if queue_bytes < SyslogConfig::MIN_QUEUE_BYTES {
+        return Err(ConfigError(format!(
+            "audit.syslog.queue_bytes: must be at least {}",
+            SyslogConfig::MIN_QUEUE_BYTES
+        )));
+    }
     Ok(SyslogConfig {
         address,
         format: f.format.unwrap_or_default(),
         facility,
+        queue_bytes,
     })
 }
 

@@ -3,9 +3,11 @@
 //!
 //! The file stays the record of truth: the writer hands each batch it has written to the
 //! forwarder without waiting ([`Forwarder::offer`]), so a slow or absent SIEM never slows a
-//! statement down. The forwarder's queue is bounded (64 batches); when it is full, or a message
-//! cannot be sent, the records are not forwarded and `pgveil_audit_forward_dropped_total`
-//! counts them. Over TCP the forwarder holds the batch it could not send and reconnects with
+//! statement down. The forwarder's queue is bounded (`queue_bytes`, 16 MiB of lines by default);
+//! when it is full, or a
+//! message cannot be sent, the records are not forwarded and `pgveil_audit_forward_dropped_total`
+//! counts them. It gathers for 10 ms before each send, so a busy log costs one wake-up (and,
+//! over TCP, one write) per gathering. Over TCP the forwarder holds the batch it could not send and reconnects with
 //! backoff, so a receiver restart loses at most what the kernel had accepted for the dead
 //! connection (and may repeat part of that batch). Each message carries the record's seq, so a
 //! SIEM can see gaps and repeats, and `pgveil audit verify` on the files proves what was
@@ -13,7 +15,7 @@
 pub mod message;
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -26,8 +28,11 @@ use tokio::sync::mpsc;
 use self::message::{render, Origin};
 use super::AuditError;
 
-/// Batches (each at most ~256 KiB of lines) waiting for the forwarder.
-const QUEUE_BATCHES: usize = 64;
+/// Batches waiting for the forwarder (a second bound, for many tiny batches).
+const QUEUE_BATCHES: usize = 8192;
+/// The forwarder gathers what was written during this long before it renders and sends, so a
+/// busy log costs one wake-up and (over TCP) one write per gathering, not per record.
+const GATHER: Duration = Duration::from_millis(10);
 
 /// `audit.syslog:` in the config file.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -35,6 +40,23 @@ pub struct SyslogConfig {
     pub address: SyslogAddress,
     pub format: SyslogFormat,
     pub facility: Facility,
+    /// Bytes of written lines the forwarder may hold; beyond this, batches are not forwarded.
+    pub queue_bytes: usize,
+}
+
+impl SyslogConfig {
+    pub const DEFAULT_QUEUE_BYTES: usize = 16 * 1024 * 1024;
+    pub const MIN_QUEUE_BYTES: usize = 4096;
+
+    /// `address` with the defaults: CEF, facility local0, a 16 MiB queue.
+    pub fn new(address: SyslogAddress) -> Self {
+        SyslogConfig {
+            address,
+            format: SyslogFormat::Cef,
+            facility: Facility::LOCAL0,
+            queue_bytes: Self::DEFAULT_QUEUE_BYTES,
+        }
+    }
 }
 
 /// Where messages go: `udp://host:port` or `tcp://host:port`.
@@ -142,6 +164,9 @@ pub struct Forwarder {
     dropped: IntCounter,
     /// Set while records are being dropped, so the warning is logged once per episode.
     dropping: Arc<AtomicBool>,
+    /// Bytes queued, and the bound ([`SyslogConfig::queue_bytes`]).
+    queued: Arc<AtomicUsize>,
+    limit: usize,
 }
 
 impl std::fmt::Debug for Forwarder {
@@ -157,19 +182,19 @@ impl Forwarder {
         if lines.is_empty() {
             return;
         }
-        if let Err(e) = self.tx.try_send(Bytes::copy_from_slice(lines)) {
-            let batch = match e {
-                mpsc::error::TrySendError::Full(b) | mpsc::error::TrySendError::Closed(b) => b,
-            };
-            let n = batch.iter().filter(|b| **b == b'\n').count() as u64;
-            self.dropped.inc_by(n);
-            if !self.dropping.swap(true, Ordering::Relaxed) {
-                tracing::warn!(
-                    "audit syslog: the forwarder is behind (receiver slow or down); records are \
-                     not forwarded until it catches up (the audit file keeps them all; see \
-                     pgveil_audit_forward_dropped_total)"
-                );
-            }
+        let fits = self.queued.load(Ordering::Relaxed) + lines.len() <= self.limit;
+        if fits && self.tx.try_send(Bytes::copy_from_slice(lines)).is_ok() {
+            self.queued.fetch_add(lines.len(), Ordering::Relaxed);
+            return;
+        }
+        let n = lines.iter().filter(|b| **b == b'\n').count() as u64;
+        self.dropped.inc_by(n);
+        if !self.dropping.swap(true, Ordering::Relaxed) {
+            tracing::warn!(
+                "audit syslog: the forwarder is behind (receiver slow or down); records are not \
+                 forwarded until it catches up (the audit file keeps them all; see \
+                 pgveil_audit_forward_dropped_total)"
+            );
         }
     }
 }
@@ -215,10 +240,13 @@ pub async fn spawn(
     };
     let (tx, rx) = mpsc::channel(QUEUE_BATCHES);
     let dropping = Arc::new(AtomicBool::new(false));
+    let queued = Arc::new(AtomicUsize::new(0));
     let forwarder = Forwarder {
         tx,
         dropped: metrics.dropped.clone(),
         dropping: dropping.clone(),
+        queued: queued.clone(),
+        limit: cfg.queue_bytes,
     };
     let task = tokio::spawn(run(
         rx,
@@ -226,7 +254,7 @@ pub async fn spawn(
         cfg.format,
         origin,
         metrics,
-        dropping,
+        Queue { dropping, queued },
         cfg.address.to_string(),
     ));
     Ok((forwarder, task))
@@ -262,33 +290,57 @@ enum Transport {
     },
 }
 
+/// The forwarder's view of its queue's state, shared with [`Forwarder`].
+struct Queue {
+    dropping: Arc<AtomicBool>,
+    queued: Arc<AtomicUsize>,
+}
+
 async fn run(
     mut rx: mpsc::Receiver<Bytes>,
     mut transport: Transport,
     format: SyslogFormat,
     origin: Origin,
     metrics: ForwardMetrics,
-    dropping: Arc<AtomicBool>,
+    queue: Queue,
     address: String,
 ) {
     let mut msgs = Vec::new();
-    while let Some(batch) = rx.recv().await {
+    let mut open = true;
+    while open {
+        let Some(first) = rx.recv().await else { break };
+        // Gather what else is written meanwhile (bounded by the queue), then send it at once.
+        tokio::time::sleep(GATHER).await;
+        let mut batches = vec![first];
+        loop {
+            match rx.try_recv() {
+                Ok(b) => batches.push(b),
+                Err(mpsc::error::TryRecvError::Empty) => break,
+                Err(mpsc::error::TryRecvError::Disconnected) => {
+                    open = false;
+                    break;
+                }
+            }
+        }
         msgs.clear();
-        for line in batch.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
-            match render(line, format, &origin) {
-                Some(m) => msgs.push(m),
-                None => {
-                    tracing::error!(
-                        "audit syslog: a written line is not an audit record; not forwarded"
-                    );
-                    metrics.dropped.inc();
+        for batch in &batches {
+            queue.queued.fetch_sub(batch.len(), Ordering::Relaxed);
+            for line in batch.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
+                match render(line, format, &origin) {
+                    Some(m) => msgs.push(m),
+                    None => {
+                        tracing::error!(
+                            "audit syslog: a written line is not an audit record; not forwarded"
+                        );
+                        metrics.dropped.inc();
+                    }
                 }
             }
         }
         let sent = transport.send(&msgs, &address).await;
         metrics.forwarded.inc_by(sent);
         metrics.dropped.inc_by(msgs.len() as u64 - sent);
-        if rx.is_empty() && dropping.swap(false, Ordering::Relaxed) {
+        if rx.is_empty() && queue.dropping.swap(false, Ordering::Relaxed) {
             tracing::info!("audit syslog: the forwarder has caught up");
         }
     }
@@ -338,6 +390,14 @@ impl Transport {
                             }
                         }
                     }
+                    if stream.as_ref().is_some_and(|s| !alive(s)) {
+                        tracing::warn!(
+                            address,
+                            "audit syslog: the receiver closed the connection; reconnecting"
+                        );
+                        *stream = None;
+                        continue;
+                    }
                     if let Some(s) = stream {
                         match s.write_all(&frames).await {
                             Ok(()) => return msgs.len() as u64,
@@ -353,6 +413,19 @@ impl Transport {
                 }
             }
         }
+    }
+}
+
+/// Whether a connection to a syslog receiver (which never sends anything) is still open: a
+/// receiver that closed it has sent FIN or RST, which makes the socket readable. Checked before
+/// each write, so a batch is not written into a connection the receiver already closed (its
+/// kernel would accept the bytes and drop them).
+fn alive(s: &TcpStream) -> bool {
+    let mut probe = [0u8; 64];
+    match s.try_read(&mut probe) {
+        Ok(0) => false,
+        Ok(_) => true,
+        Err(e) => e.kind() == std::io::ErrorKind::WouldBlock,
     }
 }
 
