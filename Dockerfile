@@ -16,7 +16,7 @@ RUN apt-get update \
  && apt-get install -y --no-install-recommends ca-certificates \
  && rm -rf /var/lib/apt/lists/* \
  && useradd --system --uid 10001 --home-dir /var/lib/pgveil --shell /usr/sbin/nologin pgveil \
- && install -d -o pgveil -g pgveil -m 0700 /var/lib/pgveil /var/lib/pgveil/keys \
+ && install -d -o pgveil -g pgveil -m 0700 /var/lib/pgveil /var/lib/pgveil/keys /var/log/pgveil \
  && install -d -m 0755 /etc/pgveil
 COPY --from=builder /out/pgveil /usr/local/bin/pgveil
 USER pgveil

@@ -414,6 +414,16 @@ def check_pgveil(root, svc, services, roles):
                 problem("docker-compose.yml: keyring-init does not create %s" % keyring)
             elif not in_volume(init, keyring):
                 problem("docker-compose.yml: keyring-init does not write %s to a volume" % keyring)
+        audit_file = (cfg.get("audit") or {}).get("file")
+        if audit_file:
+            if not in_volume(svc, audit_file):
+                problem("%s: audit.file %s is in no volume of pgveil (the log would be lost with the container)"
+                        % (name, audit_file))
+            audit_dir = os.path.dirname(audit_file)
+            if not re.search(r"install -d -o pgveil[^\n]*\s%s(\s|$)" % re.escape(audit_dir),
+                             read(os.path.join(root, "Dockerfile"))):
+                problem("Dockerfile: %s (the audit log's directory) is not created owned by pgveil"
+                        % audit_dir)
         user = (cfg.get("catalog") or {}).get("user")
         if user and user not in roles:
             problem("%s: catalog.user %s is not created by the postgres init scripts" % (name, user))

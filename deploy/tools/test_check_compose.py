@@ -98,7 +98,7 @@ class CheckCompose(unittest.TestCase):
         self.assertCaught(r"prometheus mounts \./deploy/prometheus/alerts\.yml, which does not exist")
 
     def test_undeclared_volume_and_unknown_dependency(self):
-        self.edit("docker-compose.yml", "  pgveil-keys:\n  prometheus-data:", "  prometheus-data:")
+        self.edit("docker-compose.yml", "  pgveil-keys:\n  pgveil-audit:", "  pgveil-audit:")
         self.edit("docker-compose.yml", "    depends_on:\n      - prometheus", "    depends_on:\n      - prom")
         self.assertCaught(r"uses volume pgveil-keys, not declared")
         self.assertCaught(r"grafana depends on unknown service prom")
@@ -114,6 +114,12 @@ class CheckCompose(unittest.TestCase):
     def test_datasource_uid(self):
         self.edit("deploy/grafana/provisioning/datasources/prometheus.yml", "uid: prometheus", "uid: prom")
         self.assertCaught(r"uid 'prom', the dashboard expects prometheus")
+
+    def test_audit_log_in_a_volume_pgveil_can_write(self):
+        self.edit("docker-compose.yml", "      - pgveil-audit:/var/log/pgveil", "")
+        self.assertCaught(r"audit\.file /var/log/pgveil/audit\.jsonl is in no volume of pgveil")
+        self.edit("Dockerfile", " /var/log/pgveil \\", " \\")
+        self.assertCaught(r"Dockerfile: /var/log/pgveil \(the audit log's directory\) is not created")
 
     def test_old_rust_image(self):
         self.edit("Dockerfile", "FROM rust:1.85-bookworm", "FROM rust:1.80-bookworm")

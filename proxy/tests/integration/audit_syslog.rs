@@ -48,8 +48,16 @@ async fn wait_until(what: &str, timeout: Duration, mut done: impl FnMut() -> boo
     }
 }
 
-#[tokio::test]
-async fn records_reach_a_udp_receiver_as_cef_without_values() {
+/// PostgreSQL with the customers schema, and an enforcing pgveil whose audit log has `syslog`.
+struct Audited {
+    cluster: pgveil_testkit::PgCluster,
+    dir: tempfile::TempDir,
+    keyring: std::path::PathBuf,
+    log: std::path::PathBuf,
+    proxy: pgveil::app::RunningProxy,
+}
+
+async fn audited(syslog: SyslogConfig) -> Audited {
     let cluster = pg_trust();
     let PolicyFiles {
         dir,
@@ -61,7 +69,35 @@ async fn records_reach_a_udp_receiver_as_cef_without_values() {
         .batch_execute(schema())
         .await
         .unwrap();
+    let log = dir.path().join("audit.jsonl");
+    let mut audit = AuditConfig::new(&log);
+    audit.syslog = Some(syslog);
+    let mut config = config_for(&cluster);
+    config.enforcement = Some(EnforcementConfig::new(policy, keyring.clone(), "postgres"));
+    config.audit = Some(audit);
+    let proxy = proxy_with(config).await;
+    Audited {
+        cluster,
+        dir,
+        keyring,
+        log,
+        proxy,
+    }
+}
 
+/// writer_app inserts a customer (phone and address encrypted); its client, still open.
+async fn insert_customer(proxy: &pgveil::app::RunningProxy) -> tokio_postgres::Client {
+    let w = client_as(proxy, "writer_app", "").await;
+    w.batch_execute(
+        "insert into customers (id, phone, address) values (1, '13912345678', 'Canary Road 7')",
+    )
+    .await
+    .unwrap();
+    w
+}
+
+#[tokio::test]
+async fn records_reach_a_udp_receiver_as_cef_without_values() {
     let receiver = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
     let port = receiver.local_addr().unwrap().port();
     let got: Arc<Mutex<Vec<String>>> = Arc::default();
@@ -74,22 +110,17 @@ async fn records_reach_a_udp_receiver_as_cef_without_values() {
         }
     });
 
-    let log = dir.path().join("audit.jsonl");
-    let mut audit = AuditConfig::new(&log);
-    audit.syslog = Some(SyslogConfig::new(SyslogAddress::Udp(format!(
+    let Audited {
+        cluster,
+        dir: _dir,
+        keyring,
+        log,
+        proxy,
+    } = audited(SyslogConfig::new(SyslogAddress::Udp(format!(
         "127.0.0.1:{port}"
-    ))));
-    let mut config = config_for(&cluster);
-    config.enforcement = Some(EnforcementConfig::new(policy, keyring.clone(), "postgres"));
-    config.audit = Some(audit);
-    let proxy = proxy_with(config).await;
-
-    let w = client_as(&proxy, "writer_app", "").await;
-    w.batch_execute(
-        "insert into customers (id, phone, address) values (1, '13912345678', 'Canary Road 7')",
-    )
-    .await
-    .unwrap();
+    ))))
+    .await;
+    let w = insert_customer(&proxy).await;
     let v = client_as(&proxy, "viewer_app", "").await;
     assert_eq!(rows(&v, "select phone from customers").await.len(), 1);
     assert_eq!(
@@ -253,44 +284,27 @@ fn json_body(msg: &str) -> (u64, String) {
 
 #[tokio::test]
 async fn a_tcp_receiver_gets_the_verifiable_lines_and_outages_are_counted_not_hidden() {
-    let cluster = pg_trust();
-    let PolicyFiles {
-        dir,
-        policy,
-        keyring,
-    } = policy_files(POLICY);
-    direct(&cluster)
-        .await
-        .batch_execute(schema())
-        .await
-        .unwrap();
-
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let got: Arc<Mutex<Vec<String>>> = Arc::default();
     let receiver = TcpReceiver::start(listener, got.clone()).await;
 
-    let log = dir.path().join("audit.jsonl");
-    let mut audit = AuditConfig::new(&log);
-    audit.syslog = Some(SyslogConfig {
+    let Audited {
+        cluster: _cluster,
+        dir,
+        keyring,
+        log,
+        proxy,
+    } = audited(SyslogConfig {
         format: SyslogFormat::Json,
         facility: Facility::parse("auth").unwrap(),
         // Room for about 50 records, so an outage overflows it quickly.
         queue_bytes: 32 * 1024,
         ..SyslogConfig::new(SyslogAddress::Tcp(addr.to_string()))
-    });
-    let mut config = config_for(&cluster);
-    config.enforcement = Some(EnforcementConfig::new(policy, keyring.clone(), "postgres"));
-    config.audit = Some(audit);
-    let proxy = proxy_with(config).await;
+    })
+    .await;
     let metrics_addr = proxy.metrics_addr.unwrap();
-
-    let w = client_as(&proxy, "writer_app", "").await;
-    w.batch_execute(
-        "insert into customers (id, phone, address) values (1, '13912345678', 'Canary Road 7')",
-    )
-    .await
-    .unwrap();
+    let w = insert_customer(&proxy).await;
     let v = client_as(&proxy, "viewer_app", "").await;
     for _ in 0..3 {
         assert_eq!(rows(&v, "select phone from customers").await.len(), 1);

@@ -182,11 +182,14 @@ impl Forwarder {
         if lines.is_empty() {
             return;
         }
-        let fits = self.queued.load(Ordering::Relaxed) + lines.len() <= self.limit;
-        if fits && self.tx.try_send(Bytes::copy_from_slice(lines)).is_ok() {
-            self.queued.fetch_add(lines.len(), Ordering::Relaxed);
+        // Counted before it is sent: the forwarder subtracts as soon as it receives.
+        let before = self.queued.fetch_add(lines.len(), Ordering::Relaxed);
+        if before + lines.len() <= self.limit
+            && self.tx.try_send(Bytes::copy_from_slice(lines)).is_ok()
+        {
             return;
         }
+        self.queued.fetch_sub(lines.len(), Ordering::Relaxed);
         let n = lines.iter().filter(|b| **b == b'\n').count() as u64;
         self.dropped.inc_by(n);
         if !self.dropping.swap(true, Ordering::Relaxed) {
