@@ -250,16 +250,7 @@ pub async fn start(
     metrics: &Metrics,
 ) -> Result<(AuditSink, AuditHandle), AuditError> {
     let forward = match &cfg.syslog {
-        Some(s) => Some(
-            syslog::spawn(
-                s,
-                syslog::ForwardMetrics {
-                    forwarded: metrics.audit.forwarded.clone(),
-                    dropped: metrics.audit.forward_dropped.clone(),
-                },
-            )
-            .await?,
-        ),
+        Some(s) => Some(syslog::spawn(s, &metrics.audit).await?),
         None => None,
     };
     writer::spawn(

@@ -11,7 +11,7 @@ pub struct AuditMetrics {
     /// `pgveil_audit_forwarded_total`: records sent to the syslog receiver (`audit.syslog`).
     pub forwarded: IntCounter,
     /// `pgveil_audit_forward_dropped_total`: records written to the file but not forwarded
-    /// (the forwarder's queue full, or the receiver unreachable over UDP).
+    /// (the forwarder's queue full while the receiver was slow or down, or a UDP send that failed).
     pub forward_dropped: IntCounter,
 }
 
@@ -28,7 +28,7 @@ impl AuditMetrics {
         )?;
         let forward_dropped = IntCounter::new(
             "audit_forward_dropped_total",
-            "Audit records written to the file but not forwarded to syslog (forwarder behind or receiver unreachable).",
+            "Audit records written to the file but not forwarded to syslog (forwarder behind, or a send failed).",
         )?;
         registry.register(Box::new(records.clone()))?;
         registry.register(Box::new(queue_depth.clone()))?;

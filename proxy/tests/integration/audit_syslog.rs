@@ -290,7 +290,7 @@ async fn a_tcp_receiver_gets_the_verifiable_lines_and_outages_are_counted_not_hi
     let receiver = TcpReceiver::start(listener, got.clone()).await;
 
     let Audited {
-        cluster: _cluster,
+        cluster,
         dir,
         keyring,
         log,
@@ -433,4 +433,10 @@ async fn a_tcp_receiver_gets_the_verifiable_lines_and_outages_are_counted_not_hi
     );
     let ok = pgveil::audit::verify::verify(&[&log], &keys, Default::default());
     assert!(ok.is_ok(), "{ok:?}");
+    assert_stored_ciphertext(
+        &cluster,
+        &keyring,
+        &["13912345678".into(), "Canary Road".into()],
+    )
+    .await;
 }

@@ -27,6 +27,7 @@ use tokio::sync::mpsc;
 
 use self::message::{render, Origin};
 use super::AuditError;
+use crate::metrics::audit::AuditMetrics;
 
 /// Batches waiting for the forwarder (a second bound, for many tiny batches).
 const QUEUE_BATCHES: usize = 8192;
@@ -161,12 +162,19 @@ impl Facility {
 #[derive(Clone)]
 pub struct Forwarder {
     tx: mpsc::Sender<Bytes>,
-    dropped: IntCounter,
-    /// Set while records are being dropped, so the warning is logged once per episode.
-    dropping: Arc<AtomicBool>,
+    shared: Arc<Shared>,
+}
+
+/// What the writer's end and the forwarder task share.
+struct Shared {
     /// Bytes queued, and the bound ([`SyslogConfig::queue_bytes`]).
-    queued: Arc<AtomicUsize>,
+    queued: AtomicUsize,
     limit: usize,
+    /// Set while records are being dropped, so the warning is logged once per episode.
+    dropping: AtomicBool,
+    /// `pgveil_audit_forwarded_total`, `pgveil_audit_forward_dropped_total`.
+    forwarded: IntCounter,
+    dropped: IntCounter,
 }
 
 impl std::fmt::Debug for Forwarder {
@@ -183,16 +191,17 @@ impl Forwarder {
             return;
         }
         // Counted before it is sent: the forwarder subtracts as soon as it receives.
-        let before = self.queued.fetch_add(lines.len(), Ordering::Relaxed);
-        if before + lines.len() <= self.limit
+        let q = &self.shared;
+        let before = q.queued.fetch_add(lines.len(), Ordering::Relaxed);
+        if before + lines.len() <= q.limit
             && self.tx.try_send(Bytes::copy_from_slice(lines)).is_ok()
         {
             return;
         }
-        self.queued.fetch_sub(lines.len(), Ordering::Relaxed);
+        q.queued.fetch_sub(lines.len(), Ordering::Relaxed);
         let n = lines.iter().filter(|b| **b == b'\n').count() as u64;
-        self.dropped.inc_by(n);
-        if !self.dropping.swap(true, Ordering::Relaxed) {
+        q.dropped.inc_by(n);
+        if !q.dropping.swap(true, Ordering::Relaxed) {
             tracing::warn!(
                 "audit syslog: the forwarder is behind (receiver slow or down); records are not \
                  forwarded until it catches up (the audit file keeps them all; see \
@@ -202,19 +211,12 @@ impl Forwarder {
     }
 }
 
-/// Counters of the forwarder.
-#[derive(Clone)]
-pub struct ForwardMetrics {
-    pub forwarded: IntCounter,
-    pub dropped: IntCounter,
-}
-
 /// Resolves the address (UDP: once, here; TCP: at each connect) and starts the forwarder. Does
 /// not wait for a TCP receiver: the first connection is made in the background. The task ends
 /// when every [`Forwarder`] is dropped and what was queued is sent.
 pub async fn spawn(
     cfg: &SyslogConfig,
-    metrics: ForwardMetrics,
+    metrics: &AuditMetrics,
 ) -> Result<(Forwarder, tokio::task::JoinHandle<()>), AuditError> {
     let origin = Origin {
         facility: cfg.facility,
@@ -242,22 +244,23 @@ pub async fn spawn(
         },
     };
     let (tx, rx) = mpsc::channel(QUEUE_BATCHES);
-    let dropping = Arc::new(AtomicBool::new(false));
-    let queued = Arc::new(AtomicUsize::new(0));
+    let shared = Arc::new(Shared {
+        queued: AtomicUsize::new(0),
+        limit: cfg.queue_bytes,
+        dropping: AtomicBool::new(false),
+        forwarded: metrics.forwarded.clone(),
+        dropped: metrics.forward_dropped.clone(),
+    });
     let forwarder = Forwarder {
         tx,
-        dropped: metrics.dropped.clone(),
-        dropping: dropping.clone(),
-        queued: queued.clone(),
-        limit: cfg.queue_bytes,
+        shared: shared.clone(),
     };
     let task = tokio::spawn(run(
         rx,
         transport,
         cfg.format,
         origin,
-        metrics,
-        Queue { dropping, queued },
+        shared,
         cfg.address.to_string(),
     ));
     Ok((forwarder, task))
@@ -293,19 +296,12 @@ enum Transport {
     },
 }
 
-/// The forwarder's view of its queue's state, shared with [`Forwarder`].
-struct Queue {
-    dropping: Arc<AtomicBool>,
-    queued: Arc<AtomicUsize>,
-}
-
 async fn run(
     mut rx: mpsc::Receiver<Bytes>,
     mut transport: Transport,
     format: SyslogFormat,
     origin: Origin,
-    metrics: ForwardMetrics,
-    queue: Queue,
+    shared: Arc<Shared>,
     address: String,
 ) {
     let mut msgs = Vec::new();
@@ -327,7 +323,7 @@ async fn run(
         }
         msgs.clear();
         for batch in &batches {
-            queue.queued.fetch_sub(batch.len(), Ordering::Relaxed);
+            shared.queued.fetch_sub(batch.len(), Ordering::Relaxed);
             for line in batch.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
                 match render(line, format, &origin) {
                     Some(m) => msgs.push(m),
@@ -335,15 +331,15 @@ async fn run(
                         tracing::error!(
                             "audit syslog: a written line is not an audit record; not forwarded"
                         );
-                        metrics.dropped.inc();
+                        shared.dropped.inc();
                     }
                 }
             }
         }
         let sent = transport.send(&msgs, &address).await;
-        metrics.forwarded.inc_by(sent);
-        metrics.dropped.inc_by(msgs.len() as u64 - sent);
-        if rx.is_empty() && queue.dropping.swap(false, Ordering::Relaxed) {
+        shared.forwarded.inc_by(sent);
+        shared.dropped.inc_by(msgs.len() as u64 - sent);
+        if rx.is_empty() && shared.dropping.swap(false, Ordering::Relaxed) {
             tracing::info!("audit syslog: the forwarder has caught up");
         }
     }
