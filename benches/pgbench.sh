@@ -48,6 +48,13 @@
 #                     (2 decrypt + mask, 1 mask) as a support login through
 #                     pgveil-policy, against the same query on a plaintext copy
 #                     through pgveil without a policy (and direct)
+#   PLAN_CACHE_MODE=force_generic_plan
+#                     plan_cache_mode of the support login that runs read-transform
+#                     (empty: the server's default, auto). The encrypted table's rows
+#                     are wider, and under auto PostgreSQL keeps custom-planning its
+#                     prepared read while the plaintext copy gets the generic plan:
+#                     ~0.6x with no proxy at all (docs/benchmarks.md). One mode for
+#                     both tables measures pgveil, not the planner.
 #   AUDIT_SYSLOG=udp://127.0.0.1:PORT  target pgveil-audit also sends each record to
 #                     this syslog address (audit.syslog, CEF): the forwarder's cost
 #   PGVEIL_PG_BINDIR  directory of initdb/pg_ctl/postgres
@@ -68,6 +75,7 @@ WAIT_IDLE=${WAIT_IDLE:-1}
 WAIT_IDLE_MAX=${WAIT_IDLE_MAX:-600}
 WORKLOADS=${WORKLOADS:-"select-simple select-prepared tpcb-simple read-transform write-insert copy-in"}
 COPY_ROWS=${COPY_ROWS:-1000000}
+PLAN_CACHE_MODE=${PLAN_CACHE_MODE-force_generic_plan}
 PGVEIL_EXTRA_ARGS=${PGVEIL_EXTRA_ARGS:-}
 PGVEIL_EXTRA_ARGS_GIVEN=$PGVEIL_EXTRA_ARGS   # as given, for the report
 # Which targets to measure. direct, pgbouncer and pgveil reach PostgreSQL over
@@ -340,6 +348,13 @@ EOF
     "$PGVEIL_BIN" keys generate --out "$WORK/pgveil.keys" >/dev/null
     "$SEAL_BIN" "host=127.0.0.1 port=$PGPORT user=$DBUSER dbname=$DB" "$WORK/policy.yaml" "$WORK/pgveil.keys" >&2 \
         || die "sealing the customers table failed"
+    # Sealing rewrote every row in place: vacuum now, so autovacuum does not start
+    # in the middle of a measurement, and give both tables fresh statistics.
+    plan_sql=""
+    [[ -z $PLAN_CACHE_MODE ]] || plan_sql="alter role support_app set plan_cache_mode = '$PLAN_CACHE_MODE';"
+    "$PSQL" -h 127.0.0.1 -p "$PGPORT" -U "$DBUSER" -d "$DB" -Xq -v ON_ERROR_STOP=1 >/dev/null \
+        -c "vacuum analyze customers" -c "vacuum analyze customers_plain" ${plan_sql:+-c "$plan_sql"} \
+        || die "vacuum after sealing failed"
     # The same 10-row read for every target: the protected table through
     # pgveil-policy, its plaintext copy everywhere else.
     for t in "${TARGETS[@]}"; do
@@ -781,6 +796,7 @@ CMD="benches/pgbench.sh (SCALE=$SCALE CLIENTS=$CLIENTS THREADS=$THREADS DURATION
     echo "- PostgreSQL $PG_VERSION (fsync=off, synchronous_commit=off, shared_buffers=256MB, max_connections=200), pgbouncer $PGBOUNCER_VERSION (session mode, pool $POOL_SIZE), pgveil $PGVEIL_VERSION (release build)"
     echo "- pgbench -c $CLIENTS -j $THREADS -T $DURATION, scale $SCALE, pgbench always over TCP on 127.0.0.1 (the -unix targets reach PostgreSQL over its Unix-domain socket); $ROUNDS rounds per workload (round-robin, targets in rotating order); medians over rounds"
     echo "- Machine state: $MACHINE_NOTE; rustc/cargo seen during runs: $([[ $BUSY_DURING -eq 1 ]] && echo yes || echo no); load average before $LOAD_BEFORE, after $LOAD_AFTER"
+    [[ " $WORKLOADS " != *" read-transform "* ]] || echo "- read-transform: both tables vacuumed and analysed after sealing; the support login's plan_cache_mode: ${PLAN_CACHE_MODE:-server default (auto)}"
     echo
     echo "| workload | target | median TPS | avg latency (ms) | ratio to direct | CPU idle % | context switches / tx | proxy CPU µs / tx | TPS per round |"
     echo "|---|---|---:|---:|---:|---:|---:|---:|---|"

@@ -191,6 +191,13 @@ impl Column {
     pub fn qualified(&self) -> String {
         format!("{}.{}", self.table, self.column)
     }
+
+    /// Whether `name` is this column's `schema.table.column` (without building that string).
+    pub fn is_named(&self, name: &str) -> bool {
+        name.strip_prefix(self.table.as_str())
+            .and_then(|rest| rest.strip_prefix('.'))
+            .is_some_and(|rest| rest == self.column)
+    }
 }
 
 /// What a rule applies to.
@@ -306,5 +313,32 @@ pub fn normalize_table(t: &str) -> String {
         t.to_string()
     } else {
         format!("public.{t}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn is_named_matches_only_the_whole_qualified_name() {
+        let text = "version: 1\nlevels: [core]\ntables:\n  public.customers:\n    phone: { level: core, kind: cn_mobile }\ndefaults: { core: deny }\n";
+        let policy = crate::load::load_str("p.yaml", text).expect("valid policy");
+        let c = policy
+            .columns
+            .iter()
+            .find(|c| c.column == "phone")
+            .expect("the phone column");
+        assert!(c.is_named("public.customers.phone"));
+        assert_eq!(c.qualified(), "public.customers.phone");
+        for other in [
+            "public.customers.phon",
+            "public.customers.phones",
+            "public.customersphone",
+            "public.customers_phone",
+            "customers.phone",
+            "public.customers.",
+            "",
+        ] {
+            assert!(!c.is_named(other), "{other}");
+        }
     }
 }

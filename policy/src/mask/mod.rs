@@ -147,5 +147,26 @@ impl fmt::Display for Mask {
 }
 
 pub(crate) fn push_stars(out: &mut String, n: usize) {
-    out.extend(std::iter::repeat_n(STAR, n));
+    // STAR is ASCII: whole runs are copied, not pushed a char at a time.
+    const RUN: &str = "****************";
+    let mut left = n;
+    while left > 0 {
+        let k = left.min(RUN.len());
+        out.push_str(&RUN[..k]);
+        left -= k;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn push_stars_writes_exactly_n_stars() {
+        for n in 0..40 {
+            let mut s = String::from("x");
+            push_stars(&mut s, n);
+            assert_eq!(s, format!("x{}", STAR.to_string().repeat(n)), "n = {n}");
+        }
+    }
 }

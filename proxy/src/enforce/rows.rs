@@ -376,19 +376,26 @@ pub fn apply<'s>(
         }
         Op::Plain => Ok(Some(plain)),
         Op::Mask(m) => {
-            scratch.input.clear();
-            if binary && !binary::is_textual(op.type_oid) {
-                binary::to_text(op.type_oid, plain, &mut scratch.input).map_err(|reason| {
-                    RowError::Decrypt {
-                        column: column(),
-                        reason,
-                    }
-                })?;
-            } else {
-                scratch.input.push_str(&String::from_utf8_lossy(plain));
-            }
             scratch.text.clear();
-            m.apply(&scratch.input, key, &mut scratch.text);
+            let textual = !binary || binary::is_textual(op.type_oid);
+            match std::str::from_utf8(plain) {
+                // Text (either format) that is valid UTF-8: masked where it lies.
+                Ok(text) if textual => m.apply(text, key, &mut scratch.text),
+                _ => {
+                    scratch.input.clear();
+                    if textual {
+                        scratch.input.push_str(&String::from_utf8_lossy(plain));
+                    } else {
+                        binary::to_text(op.type_oid, plain, &mut scratch.input).map_err(
+                            |reason| RowError::Decrypt {
+                                column: column(),
+                                reason,
+                            },
+                        )?;
+                    }
+                    m.apply(&scratch.input, key, &mut scratch.text);
+                }
+            }
             Ok(Some(scratch.text.as_bytes()))
         }
     }

@@ -19,6 +19,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
+use prometheus::IntCounter;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
 
@@ -289,9 +290,11 @@ where
         scratch: Scratch::default(),
         tally: Tally::default(),
         tally_roles: Arc::new(Vec::new()),
+        tally_counters: TallyCounters::default(),
         resolved: false,
         state: None,
         snapshot: None,
+        described: None,
         transform_time: Duration::ZERO,
         transformed: false,
         copy: None,
@@ -1023,6 +1026,7 @@ struct Downstream<'a> {
     tally: Tally,
     /// The policy roles the tallied values were sent to.
     tally_roles: Arc<Vec<String>>,
+    tally_counters: TallyCounters,
     /// The command of the batch's last Parse, for errors in its Bind or Execute.
     batch_command: Command,
     /// The transforms of a COPY TO STDOUT being streamed, and whether its first row is next.
@@ -1031,6 +1035,8 @@ struct Downstream<'a> {
     state: Option<Arc<crate::enforce::PolicyState>>,
     /// The catalog snapshot for the RowDescription cross-check, with its epoch.
     snapshot: Option<(u64, Arc<crate::catalog::Snapshot>)>,
+    /// The last RowDescription checked, and its answer.
+    described: Option<Described>,
     /// A row was transformed while processing the current read.
     transformed: bool,
     /// Time spent transforming rows since the last ReadyForQuery.
@@ -1045,6 +1051,38 @@ struct Downstream<'a> {
     audit_pending: Vec<StatementRecord>,
     anomaly_pending: Vec<crate::audit::AnomalyEvent>,
     meta: Arc<AuditMeta>,
+}
+
+/// A RowDescription that passed the cross-check, with everything that decided its answer: a
+/// prepared statement executed again (libpq describes the portal at every execution) gets the
+/// same frame, and then the same answer without walking the catalog again.
+struct Described {
+    body: Vec<u8>,
+    plan: Option<Arc<RowPlan>>,
+    state: Arc<crate::enforce::PolicyState>,
+    snapshot: Arc<crate::catalog::Snapshot>,
+    /// The rewritten frame; `None`: the frame passes unchanged.
+    answer: Option<Bytes>,
+}
+
+impl Described {
+    fn answers(
+        &self,
+        body: &[u8],
+        plan: &Option<Arc<RowPlan>>,
+        state: &Arc<crate::enforce::PolicyState>,
+        snapshot: &Arc<crate::catalog::Snapshot>,
+    ) -> bool {
+        let same_plan = match (&self.plan, plan) {
+            (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+            (None, None) => true,
+            _ => false,
+        };
+        same_plan
+            && Arc::ptr_eq(&self.state, state)
+            && Arc::ptr_eq(&self.snapshot, snapshot)
+            && self.body == body
+    }
 }
 
 impl Downstream<'_> {
@@ -1599,7 +1637,7 @@ impl Downstream<'_> {
         &mut self,
         body: &[u8],
         plan: Option<Arc<RowPlan>>,
-    ) -> Result<Option<BytesMut>, RowError> {
+    ) -> Result<Option<Bytes>, RowError> {
         let state = self.state.get_or_insert_with(|| self.enf.current()).clone();
         let epoch = self.enf.catalog.epoch();
         let snapshot = match &self.snapshot {
@@ -1610,10 +1648,39 @@ impl Downstream<'_> {
                 s
             }
         };
+        if let (Some(d), Some(snap)) = (&self.described, &snapshot) {
+            if d.answers(body, &plan, &state, snap) {
+                return Ok(d.answer.clone());
+            }
+        }
+        let answer = self.check_and_rewrite(body, plan.as_deref(), &state, snapshot.as_ref())?;
+        // Remembered only with a catalog to check against: without one, every field passes.
+        if let Some(snap) = snapshot {
+            let mut d = self.described.take().map_or_else(Vec::new, |d| d.body);
+            d.clear();
+            d.extend_from_slice(body);
+            self.described = Some(Described {
+                body: d,
+                plan,
+                state,
+                snapshot: snap,
+                answer: answer.clone(),
+            });
+        }
+        Ok(answer)
+    }
+
+    fn check_and_rewrite(
+        &self,
+        body: &[u8],
+        plan: Option<&RowPlan>,
+        state: &crate::enforce::PolicyState,
+        snapshot: Option<&Arc<crate::catalog::Snapshot>>,
+    ) -> Result<Option<Bytes>, RowError> {
         let empty = RowPlan::default();
-        let plan_ref = plan.as_deref().unwrap_or(&empty);
+        let plan_ref = plan.unwrap_or(&empty);
         let check = |i: usize, f: &rows::Field| -> Result<(), RowError> {
-            let (Some(snap), true) = (&snapshot, f.table_oid != 0) else {
+            let (Some(snap), true) = (snapshot, f.table_oid != 0) else {
                 return Ok(());
             };
             let Some(rel) = snap.by_oid(f.table_oid) else {
@@ -1629,12 +1696,12 @@ impl Downstream<'_> {
             };
             // The analysis must have seen this column here (transformed, or passed because
             // the login may read it in clear).
-            let qualified = state.policy.column(c).qualified();
+            let column = state.policy.column(c);
             match plan_ref.qualified.get(i) {
-                Some(q) if *q == qualified => Ok(()),
+                Some(q) if column.is_named(q) => Ok(()),
                 _ => Err(RowError::Unexpected {
                     index: i + 1,
-                    column: qualified,
+                    column: column.qualified(),
                 }),
             }
         };
@@ -1642,7 +1709,7 @@ impl Downstream<'_> {
             rows::check_row_description(body, check)?;
             return Ok(None);
         }
-        rows::row_description(body, plan_ref, check).map(Some)
+        rows::row_description(body, plan_ref, check).map(|b| Some(b.freeze()))
     }
 
     /// A result could not be transformed: the client gets an error instead of the rest.
@@ -1666,40 +1733,95 @@ impl Downstream<'_> {
     }
 
     fn flush_tally(&mut self) {
-        let m = &self.enf.metrics.enforcement;
         if self.tally.values.is_empty() && self.tally.decrypted == 0 {
             return;
         }
+        let m = &self.enf.metrics.enforcement;
         let state = self.enf.current();
-        for ((_, action), n) in &self.tally.values {
-            if self.tally_roles.is_empty() {
-                m.sensitive_by_role
-                    .with_label_values(&["none", action.name()])
-                    .inc_by(*n);
-            }
-            for role in self.tally_roles.iter() {
-                m.sensitive_by_role
-                    .with_label_values(&[role, action.name()])
-                    .inc_by(*n);
-            }
+        let counters = &mut self.tally_counters;
+        if !counters.is_for(&state, &self.tally_roles) {
+            *counters = TallyCounters::new(state.clone(), self.tally_roles.clone());
         }
-        for ((level, action), n) in self.tally.values.drain(..) {
-            let level = state
-                .policy
-                .policy()
-                .levels
-                .get(level)
-                .map_or("?", |s| s.as_str());
-            m.sensitive_values
-                .with_label_values(&[level, action.name()])
-                .inc_by(n);
+        for (key, n) in self.tally.values.drain(..) {
+            let (values, by_role) = counters.get(key, m);
+            values.inc_by(n);
+            for c in by_role {
+                c.inc_by(n);
+            }
         }
         if self.tally.decrypted > 0 {
-            m.crypto
-                .with_label_values(&["decrypt"])
-                .inc_by(self.tally.decrypted);
+            counters.decrypted(m).inc_by(self.tally.decrypted);
             self.tally.decrypted = 0;
         }
+    }
+}
+
+/// The counters a session's tally is flushed into, looked up once per (level, action) for a
+/// policy version and role set instead of by label at every ReadyForQuery.
+#[derive(Default)]
+struct TallyCounters {
+    state: Option<Arc<crate::enforce::PolicyState>>,
+    roles: Arc<Vec<String>>,
+    /// (level, action) → `sensitive_values_total` and `sensitive_values_by_role_total`.
+    by_key: Vec<(TallyKey, IntCounter, Vec<IntCounter>)>,
+    decrypted: Option<IntCounter>,
+}
+
+type TallyKey = (pgveil_policy::model::LevelId, pgveil_policy::model::Action);
+
+impl TallyCounters {
+    fn new(state: Arc<crate::enforce::PolicyState>, roles: Arc<Vec<String>>) -> Self {
+        TallyCounters {
+            state: Some(state),
+            roles,
+            by_key: Vec::new(),
+            decrypted: None,
+        }
+    }
+
+    fn is_for(&self, state: &Arc<crate::enforce::PolicyState>, roles: &Arc<Vec<String>>) -> bool {
+        self.state.as_ref().is_some_and(|s| Arc::ptr_eq(s, state))
+            && (Arc::ptr_eq(&self.roles, roles) || self.roles == *roles)
+    }
+
+    fn get(
+        &mut self,
+        key: TallyKey,
+        m: &crate::metrics::enforcement::EnforcementMetrics,
+    ) -> (&IntCounter, &[IntCounter]) {
+        let i = match self.by_key.iter().position(|(k, _, _)| *k == key) {
+            Some(i) => i,
+            None => {
+                let (level, action) = key;
+                let level = self
+                    .state
+                    .as_ref()
+                    .and_then(|s| s.policy.policy().levels.get(level).cloned())
+                    .unwrap_or_else(|| "?".into());
+                let values = m
+                    .sensitive_values
+                    .with_label_values(&[&level, action.name()]);
+                let by_role = if self.roles.is_empty() {
+                    vec![m
+                        .sensitive_by_role
+                        .with_label_values(&["none", action.name()])]
+                } else {
+                    self.roles
+                        .iter()
+                        .map(|r| m.sensitive_by_role.with_label_values(&[r, action.name()]))
+                        .collect()
+                };
+                self.by_key.push((key, values, by_role));
+                self.by_key.len() - 1
+            }
+        };
+        let (_, values, by_role) = &self.by_key[i];
+        (values, by_role)
+    }
+
+    fn decrypted(&mut self, m: &crate::metrics::enforcement::EnforcementMetrics) -> &IntCounter {
+        self.decrypted
+            .get_or_insert_with(|| m.crypto.with_label_values(&["decrypt"]))
     }
 }
 

@@ -320,6 +320,105 @@ async fn extended_protocol_binary_results_and_named_statements() {
     assert_eq!(row.get::<_, String>(0), mask("cn_name", ROWS[0].1, k));
 }
 
+/// The type OIDs of a RowDescription body.
+fn type_oids(body: &[u8]) -> Vec<u32> {
+    let n = i16::from_be_bytes([body[0], body[1]]) as usize;
+    let mut rest = &body[2..];
+    let mut out = Vec::new();
+    for _ in 0..n {
+        let end = rest.iter().position(|&b| b == 0).expect("field name");
+        let f = &rest[end + 1..];
+        out.push(u32::from_be_bytes([f[6], f[7], f[8], f[9]]));
+        rest = &f[18..];
+    }
+    out
+}
+
+/// The text values of a DataRow body (NULL as None).
+fn data_row_values(body: &[u8]) -> Vec<Option<String>> {
+    let n = i16::from_be_bytes([body[0], body[1]]) as usize;
+    let mut rest = &body[2..];
+    let mut out = Vec::new();
+    for _ in 0..n {
+        let len = i32::from_be_bytes([rest[0], rest[1], rest[2], rest[3]]);
+        rest = &rest[4..];
+        if len < 0 {
+            out.push(None);
+        } else {
+            let (v, tail) = rest.split_at(len as usize);
+            out.push(Some(String::from_utf8_lossy(v).into_owned()));
+            rest = tail;
+        }
+    }
+    out
+}
+
+/// libpq (psql, pgbench, psycopg) describes the portal at every execution of a prepared
+/// statement, and pgveil answers a RowDescription it saw last from memory. Interleaved
+/// statements, with and without transforms, each get their own answer every time.
+#[tokio::test]
+async fn repeated_portal_describes_of_prepared_statements_stay_transformed() {
+    let s = setup().await;
+    let k = &s.keys;
+    let mut raw = Raw::login(&s.proxy, "support_ann").await;
+    raw.send(
+        &[
+            fe::parse(
+                "s_masked",
+                "select id, phone, name from customers where id = $1",
+            ),
+            fe::parse(
+                "s_again",
+                "select id, phone, name from customers where id = $1",
+            ),
+            fe::parse(
+                "s_plain",
+                "select id, amount, note from orders where id = $1",
+            ),
+            fe::sync(),
+        ]
+        .concat(),
+    )
+    .await;
+    assert_eq!(tags(&raw.until_ready().await), "111Z");
+    for stmt in [
+        "s_masked", "s_masked", "s_plain", "s_masked", "s_again", "s_plain", "s_plain", "s_masked",
+    ] {
+        raw.send(
+            &[
+                fe::bind("", stmt, &[Some("1")], false),
+                fe::describe_portal(""),
+                fe::execute("", 0),
+                fe::sync(),
+            ]
+            .concat(),
+        )
+        .await;
+        let msgs = raw.until_ready().await;
+        assert_eq!(tags(&msgs), "2TDCZ", "{stmt}");
+        let row = data_row_values(&msgs[2].body);
+        if stmt == "s_plain" {
+            // numeric stays numeric: this RowDescription passes untouched.
+            assert_eq!(type_oids(&msgs[1].body), vec![23, 1700, 25], "{stmt}");
+            assert_eq!(row[2].as_deref(), Some("first"), "{stmt}");
+        } else {
+            assert_eq!(type_oids(&msgs[1].body), vec![23, 25, 25], "{stmt}");
+            let phone = mask("cn_mobile", ROWS[0].2, k);
+            let name = mask("cn_name", ROWS[0].1, k);
+            assert_eq!(row[1].as_deref(), Some(phone.as_str()), "{stmt}");
+            assert_eq!(row[2].as_deref(), Some(name.as_str()), "{stmt}");
+        }
+    }
+    // The database still holds ciphertext, never what the proxy showed in clear.
+    let db = direct(&s.cluster).await;
+    let stored: String = db
+        .query_one("select phone from customers where id = 1", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(stored.starts_with("pgv1:"), "{stored}");
+}
+
 #[tokio::test]
 async fn refusals_in_pipelines_and_transactions_keep_the_protocol_in_order() {
     let s = setup().await;
