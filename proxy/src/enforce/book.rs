@@ -18,7 +18,13 @@ pub struct PortalPlan {
 #[derive(Default)]
 pub struct Book {
     statements: HashMap<Vec<u8>, Arc<Prepared>>,
+    /// Named portals. The unnamed one, which most clients bind at every execution, is kept
+    /// apart: no key to copy, no hash to compute.
     portals: HashMap<Vec<u8>, PortalPlan>,
+    unnamed_portal: Option<PortalPlan>,
+    /// The last result-format codes decoded, as on the wire and decoded (clients bind the
+    /// same formats again and again).
+    last_formats: Option<(Vec<u8>, Arc<[i16]>)>,
 }
 
 impl Book {
@@ -41,14 +47,28 @@ impl Book {
             .statements
             .get(statement)
             .and_then(|p| p.rows.first().cloned());
-        match row {
-            Some(row) => {
-                let formats = super::messages::decode_formats(formats).into();
-                self.portals
-                    .insert(portal.to_vec(), PortalPlan { row, formats });
+        let plan = row.map(|row| PortalPlan {
+            row,
+            formats: self.formats(formats),
+        });
+        match (portal.is_empty(), plan) {
+            (true, plan) => self.unnamed_portal = plan,
+            (false, Some(plan)) => {
+                self.portals.insert(portal.to_vec(), plan);
             }
-            None => {
+            (false, None) => {
                 self.portals.remove(portal);
+            }
+        }
+    }
+
+    fn formats(&mut self, wire: &[u8]) -> Arc<[i16]> {
+        match &self.last_formats {
+            Some((w, decoded)) if w[..] == *wire => decoded.clone(),
+            _ => {
+                let decoded: Arc<[i16]> = super::messages::decode_formats(wire).into();
+                self.last_formats = Some((wire.to_vec(), decoded.clone()));
+                decoded
             }
         }
     }
@@ -60,6 +80,9 @@ impl Book {
     }
 
     pub fn portal(&self, name: &[u8]) -> Option<PortalPlan> {
+        if name.is_empty() {
+            return self.unnamed_portal.clone();
+        }
         self.portals.get(name).cloned()
     }
 
@@ -67,6 +90,8 @@ impl Book {
     pub fn closed(&mut self, kind: u8, name: &[u8]) {
         if kind == b'S' {
             self.statements.remove(name);
+        } else if name.is_empty() {
+            self.unnamed_portal = None;
         } else {
             self.portals.remove(name);
         }
@@ -75,12 +100,13 @@ impl Book {
     /// A simple Query destroys the unnamed statement and portal.
     pub fn simple_query(&mut self) {
         self.statements.remove(&b""[..]);
-        self.portals.remove(&b""[..]);
+        self.unnamed_portal = None;
     }
 
     /// ReadyForQuery outside a transaction: every portal is gone.
     pub fn transaction_ended(&mut self) {
         self.portals.clear();
+        self.unnamed_portal = None;
     }
 
     /// DEALLOCATE and DISCARD ALL in SQL text, once it has run.
@@ -114,6 +140,7 @@ impl Book {
                 Some("discard") if lower.get(1).is_some_and(|w| w == "all") => {
                     self.statements.clear();
                     self.portals.clear();
+                    self.unnamed_portal = None;
                 }
                 _ => {}
             }
@@ -121,6 +148,76 @@ impl Book {
     }
 
     pub fn is_empty(&self) -> bool {
-        self.statements.is_empty() && self.portals.is_empty()
+        self.statements.is_empty() && self.portals.is_empty() && self.unnamed_portal.is_none()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn statement() -> Arc<Prepared> {
+        Arc::new(Prepared {
+            rows: vec![Arc::new(RowPlan::default())],
+            ..Prepared::default()
+        })
+    }
+
+    const BINARY: &[u8] = &[0, 1];
+    const TEXT: &[u8] = &[0, 0];
+
+    #[test]
+    fn unnamed_and_named_portals_live_and_die_as_the_server_says() {
+        let mut book = Book::default();
+        book.parsed(b"s1", Some(statement()));
+        book.bound(b"", b"s1", BINARY);
+        book.bound(b"p1", b"s1", TEXT);
+        assert_eq!(&*book.portal(b"").expect("unnamed").formats, &[1]);
+        assert_eq!(&*book.portal(b"p1").expect("named").formats, &[0]);
+
+        // Binding the unnamed portal to a statement without transforms forgets the old plan.
+        book.bound(b"", b"unknown", BINARY);
+        assert!(book.portal(b"").is_none());
+        assert!(book.portal(b"p1").is_some());
+
+        book.bound(b"", b"s1", BINARY);
+        book.closed(b'P', b"");
+        assert!(book.portal(b"").is_none());
+        assert!(book.portal(b"p1").is_some());
+
+        book.bound(b"", b"s1", BINARY);
+        book.simple_query();
+        assert!(
+            book.portal(b"").is_none(),
+            "a simple Query destroys the unnamed portal"
+        );
+        assert!(book.portal(b"p1").is_some());
+
+        book.bound(b"", b"s1", BINARY);
+        book.transaction_ended();
+        assert!(book.portal(b"").is_none());
+        assert!(book.portal(b"p1").is_none());
+
+        book.bound(b"", b"s1", BINARY);
+        book.sql_ran(b"DISCARD ALL");
+        assert!(book.portal(b"").is_none());
+        assert!(book.is_empty());
+    }
+
+    #[test]
+    fn result_formats_follow_each_bind() {
+        let mut book = Book::default();
+        book.parsed(b"", Some(statement()));
+        for (wire, want) in [
+            (BINARY, vec![1]),
+            (BINARY, vec![1]),
+            (TEXT, vec![0]),
+            (&[0, 0, 0, 1][..], vec![0, 1]),
+            (&[][..], vec![]),
+            (BINARY, vec![1]),
+        ] {
+            book.bound(b"", b"", wire);
+            assert_eq!(&*book.portal(b"").expect("bound").formats, &want[..]);
+        }
     }
 }

@@ -96,6 +96,9 @@ pub fn execute(body: &[u8]) -> Result<&[u8], ProtocolError> {
     cstr(body, "Execute").map(|(p, _)| p)
 }
 
+/// A Flush message: the server sends whatever answers it holds.
+pub const FLUSH: [u8; 5] = [b'H', 0, 0, 0, 4];
+
 /// SQL that fails at parse time; pgveil sends it in place of a refused statement so that
 /// the server's error handling (skip to Sync, abort the transaction) stays in order, and then
 /// replaces the server's syntax error with its own ErrorResponse.

@@ -21,7 +21,6 @@ use std::time::{Duration, Instant};
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use prometheus::IntCounter;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::sync::mpsc;
 
 use crate::audit::{AuditSink, Outcome, SessionJson, StatementRecord};
 use crate::context::ServerContext;
@@ -41,12 +40,14 @@ use crate::protocol::frame::{is_frontend_tag, Header, MAX_MESSAGE_LEN};
 use crate::protocol::{sqlstate, ProtocolError};
 use crate::session::auth::{parameter_status, Established};
 use crate::session::closing::{finish, idle_watch, log_end, Activity, End};
+use crate::session::pending::Pending;
 use crate::sql::Refusal;
 use crate::stream::MaybeTls;
 use pgveil_policy::hours::Hours;
 use pgveil_policy::model::Limit;
 
-/// Messages in flight whose answers are still to come.
+/// Messages whose answers are still to come that the client direction may queue ahead of the
+/// server direction (which holds at most as many again while it walks them).
 const MAX_PENDING: usize = 1024;
 const INITIAL_BUF: usize = 8 * 1024;
 
@@ -252,7 +253,7 @@ where
     SW: AsyncWrite + Unpin,
 {
     let upstream_db = enforcer.database.clone();
-    let (tx, rx) = mpsc::channel(MAX_PENDING);
+    let pending = Pending::new(MAX_PENDING);
     let outcomes = Arc::new(Outcomes::default());
     let encrypted = enf
         .metrics
@@ -262,7 +263,7 @@ where
     let mut upstream = Upstream {
         enforcer,
         settings,
-        tx,
+        pending: &pending,
         sw,
         out: BytesMut::new(),
         statements: Statements::new(outcomes.clone()),
@@ -278,7 +279,7 @@ where
         enf,
         ctx,
         settings,
-        rx,
+        pending: &pending,
         queue: VecDeque::new(),
         skipping: false,
         book: Book::default(),
@@ -338,7 +339,7 @@ async fn read_more<R: AsyncRead + Unpin>(r: &mut R, buf: &mut BytesMut) -> std::
 struct Upstream<'a, SW> {
     enforcer: Enforcer,
     settings: &'a Settings,
-    tx: mpsc::Sender<Expect>,
+    pending: &'a Pending<Expect>,
     sw: SW,
     /// Bytes for the server, written when the client's buffer holds no further message.
     out: BytesMut,
@@ -540,17 +541,19 @@ impl<SW: AsyncWrite + Unpin> Upstream<'_, SW> {
     }
 
     /// Queue an expectation; when the queue is full, first let the server see what it must
-    /// answer, then wait.
+    /// answer, and ask it to send its answers now (Flush: the server holds the answers to an
+    /// extended-protocol pipeline until Sync or a full buffer), then wait.
     async fn expect(&mut self, e: Expect) -> Result<(), End> {
-        match self.tx.try_send(e) {
+        match self.pending.try_push(e) {
             Ok(()) => Ok(()),
-            Err(mpsc::error::TrySendError::Full(e)) => {
+            Err(e) => {
+                self.out.extend_from_slice(&messages::FLUSH);
                 self.flush()
                     .await
                     .map_err(|e| End::ServerError(ProtocolError::Io(e)))?;
-                self.tx.send(e).await.map_err(|_| End::ServerClosed)
+                self.pending.push(e).await;
+                Ok(())
             }
-            Err(mpsc::error::TrySendError::Closed(_)) => Err(End::ServerClosed),
         }
     }
 
@@ -1009,7 +1012,7 @@ struct Downstream<'a> {
     enf: &'a Enforcement,
     ctx: &'a ServerContext,
     settings: &'a Settings,
-    rx: mpsc::Receiver<Expect>,
+    pending: &'a Pending<Expect>,
     queue: VecDeque<Expect>,
     /// After an error in an extended-protocol message: answers skip to the next Sync.
     skipping: bool,
@@ -1166,7 +1169,19 @@ impl Downstream<'_> {
             if let Err(e) = self.write(cw, &mut out, remaining == 0).await {
                 return End::ClientError(ProtocolError::Io(e));
             }
-            match read_more(&mut sr, &mut buf).await {
+            // After an error the server skips everything up to Sync and answers none of it, so
+            // a client direction waiting for room is given it here: what it queued is dropped
+            // as skipped, up to the next Sync.
+            let pending = self.pending;
+            let read = tokio::select! {
+                biased;
+                r = read_more(&mut sr, &mut buf) => r,
+                _ = pending.blocked(), if self.skipping => {
+                    self.front();
+                    continue;
+                }
+            };
+            match read {
                 Ok(0) if buf.is_empty() && remaining == 0 => return End::ServerClosed,
                 Ok(0) => return End::ServerError(ProtocolError::Truncated),
                 Ok(_) => self.settings.activity.touch(),
@@ -1222,9 +1237,8 @@ impl Downstream<'_> {
             if !self.queue.is_empty() {
                 return self.queue.front_mut();
             }
-            match self.rx.try_recv() {
-                Ok(e) => self.queue.push_back(e),
-                Err(_) => return None,
+            if self.pending.take_all(&mut self.queue) == 0 {
+                return None;
             }
         }
     }

@@ -11,6 +11,7 @@ pub mod closing;
 pub mod commands;
 pub mod enforced;
 pub mod handshake;
+mod pending;
 pub mod relay;
 
 use std::net::SocketAddr;

@@ -419,6 +419,131 @@ async fn repeated_portal_describes_of_prepared_statements_stay_transformed() {
     assert!(stored.starts_with("pgv1:"), "{stored}");
 }
 
+/// A pipeline far longer than the queue of answers pgveil keeps (1,024 messages): the client
+/// direction waits for room instead of dropping or reordering, and every row comes back
+/// transformed, in order.
+#[tokio::test]
+async fn a_pipeline_longer_than_the_answer_queue_is_transformed_in_order() {
+    const N: usize = 3000;
+    let s = setup().await;
+    let k = &s.keys;
+    let raw = Raw::login(&s.proxy, "support_ann").await;
+    let (mut rd, mut wr) = raw.stream.into_split();
+    let pairs = |stmt: &str| {
+        let mut p = Vec::new();
+        for i in 0..N {
+            let id = if i % 2 == 0 { "1" } else { "2" };
+            p.extend(fe::bind("", stmt, &[Some(id)], false));
+            p.extend(fe::execute("", 0));
+        }
+        p
+    };
+
+    // 1. Every answer is small (the server holds them until Sync or a full buffer).
+    let mut pipeline = fe::parse("s", "select id, phone from customers where id = $1");
+    pipeline.extend(pairs("s"));
+    pipeline.extend(fe::sync());
+    let (tags, rows) = exchange(&mut rd, &mut wr, pipeline).await;
+    assert!(!tags.contains('E'), "an error in the pipeline: {tags}");
+    assert_eq!(rows.len(), N);
+    let masked = [
+        mask("cn_mobile", ROWS[0].2, k),
+        mask("cn_mobile", ROWS[1].2, k),
+    ];
+    for (i, row) in rows.iter().enumerate() {
+        assert_eq!(
+            row[0].as_deref(),
+            Some(if i % 2 == 0 { "1" } else { "2" }),
+            "row {i}"
+        );
+        assert_eq!(row[1].as_deref(), Some(masked[i % 2].as_str()), "row {i}");
+    }
+
+    // 2. An error first, by the server, then as many messages, which it skips and never
+    // answers: one ErrorResponse, then ReadyForQuery.
+    let mut pipeline = fe::parse("bad", "select 1 / (id - id) from customers");
+    pipeline.extend(fe::bind("", "bad", &[], false));
+    pipeline.extend(fe::execute("", 0));
+    pipeline.extend(pairs("s"));
+    pipeline.extend(fe::sync());
+    let (tags, rows) = exchange(&mut rd, &mut wr, pipeline).await;
+    assert_eq!(tags, "12EZ");
+    assert!(rows.is_empty());
+
+    // 3. The same after a statement pgveil refuses.
+    let mut pipeline = fe::parse("refused", "select id from customers order by phone");
+    pipeline.extend(pairs("s"));
+    pipeline.extend(fe::sync());
+    let (tags, rows) = exchange(&mut rd, &mut wr, pipeline).await;
+    assert_eq!(tags, "EZ");
+    assert!(rows.is_empty());
+
+    // The session goes on.
+    let mut pipeline = fe::bind("", "s", &[Some("2")], false);
+    pipeline.extend(fe::execute("", 0));
+    pipeline.extend(fe::sync());
+    let (tags, rows) = exchange(&mut rd, &mut wr, pipeline).await;
+    assert_eq!(tags, "2CZ");
+    assert_eq!(
+        rows,
+        vec![vec![Some("2".to_string()), Some(masked[1].clone())]]
+    );
+}
+
+/// Write `pipeline` from its own task while reading the answers up to ReadyForQuery (neither
+/// side may stall the other). Returns the tags (BindComplete and CommandComplete only the
+/// first few times) and the DataRows.
+async fn exchange(
+    rd: &mut tokio::net::tcp::OwnedReadHalf,
+    wr: &mut tokio::net::tcp::OwnedWriteHalf,
+    pipeline: Vec<u8>,
+) -> (String, Vec<Vec<Option<String>>>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let write = async {
+        wr.write_all(&pipeline).await.expect("write the pipeline");
+    };
+    let read = async {
+        let mut buf = Vec::new();
+        let mut rows = Vec::new();
+        let mut tags = String::new();
+        let mut seen = 0;
+        loop {
+            while buf.len() >= 5 {
+                let len = u32::from_be_bytes([buf[1], buf[2], buf[3], buf[4]]) as usize;
+                if buf.len() < 1 + len {
+                    break;
+                }
+                let frame: Vec<u8> = buf.drain(..1 + len).collect();
+                match frame[0] {
+                    b'D' => rows.push(data_row_values(&frame[5..])),
+                    b'Z' => {
+                        tags.push('Z');
+                        return (tags, rows);
+                    }
+                    t => {
+                        seen += 1;
+                        if seen <= 3 || !matches!(t, b'2' | b'C') {
+                            tags.push(t as char);
+                        }
+                    }
+                }
+            }
+            let mut chunk = [0u8; 65536];
+            let n = tokio::time::timeout(std::time::Duration::from_secs(60), rd.read(&mut chunk))
+                .await
+                .expect("answers stopped coming")
+                .expect("read");
+            assert!(
+                n > 0,
+                "pgveil closed the connection; messages so far: {tags}"
+            );
+            buf.extend_from_slice(&chunk[..n]);
+        }
+    };
+    let ((), answers) = tokio::join!(write, read);
+    answers
+}
+
 #[tokio::test]
 async fn refusals_in_pipelines_and_transactions_keep_the_protocol_in_order() {
     let s = setup().await;
