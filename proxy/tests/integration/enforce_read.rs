@@ -467,7 +467,7 @@ async fn a_pipeline_longer_than_the_answer_queue_is_transformed_in_order() {
     pipeline.extend(pairs("s"));
     pipeline.extend(fe::sync());
     let (tags, rows) = exchange(&mut rd, &mut wr, pipeline).await;
-    assert_eq!(tags, "12EZ");
+    assert_eq!(tags, "12E(22012)Z");
     assert!(rows.is_empty());
 
     // 3. The same after a statement pgveil refuses.
@@ -475,7 +475,7 @@ async fn a_pipeline_longer_than_the_answer_queue_is_transformed_in_order() {
     pipeline.extend(pairs("s"));
     pipeline.extend(fe::sync());
     let (tags, rows) = exchange(&mut rd, &mut wr, pipeline).await;
-    assert_eq!(tags, "EZ");
+    assert_eq!(tags, "E(42501)Z");
     assert!(rows.is_empty());
 
     // The session goes on.
@@ -488,11 +488,17 @@ async fn a_pipeline_longer_than_the_answer_queue_is_transformed_in_order() {
         rows,
         vec![vec![Some("2".to_string()), Some(masked[1].clone())]]
     );
+    // What the support login saw masked is ciphertext in the database.
+    let db = direct(&s.cluster).await;
+    for row in db.query("select phone from customers", &[]).await.unwrap() {
+        let stored: String = row.get(0);
+        assert!(stored.starts_with("pgv1:"), "{stored}");
+    }
 }
 
 /// Write `pipeline` from its own task while reading the answers up to ReadyForQuery (neither
 /// side may stall the other). Returns the tags (BindComplete and CommandComplete only the
-/// first few times) and the DataRows.
+/// first few times; an ErrorResponse with its SQLSTATE) and the DataRows.
 async fn exchange(
     rd: &mut tokio::net::tcp::OwnedReadHalf,
     wr: &mut tokio::net::tcp::OwnedWriteHalf,
@@ -516,6 +522,13 @@ async fn exchange(
                 let frame: Vec<u8> = buf.drain(..1 + len).collect();
                 match frame[0] {
                     b'D' => rows.push(data_row_values(&frame[5..])),
+                    b'E' => {
+                        let m = Msg {
+                            tag: b'E',
+                            body: frame[5..].to_vec(),
+                        };
+                        tags.push_str(&format!("E({})", m.sqlstate().unwrap_or_default()));
+                    }
                     b'Z' => {
                         tags.push('Z');
                         return (tags, rows);
