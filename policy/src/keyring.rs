@@ -15,7 +15,7 @@
 //! it and checked on load, so a corrupted key is reported instead of silently producing
 //! ciphertext nobody can read.
 use crate::crypto::{KeySet, MasterKey, MASTER_KEY_LEN};
-use base64::engine::{general_purpose::STANDARD, Engine};
+use base64_simd::STANDARD;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
@@ -200,7 +200,7 @@ impl Keyring {
             if keys.iter().any(|(i, _)| i.version == k.version) {
                 return Err(invalid(format!("key version {} appears twice", k.version)));
             }
-            let raw = STANDARD.decode(k.key.trim()).map_err(|_| {
+            let raw = STANDARD.decode_to_vec(k.key.trim()).map_err(|_| {
                 invalid(format!(
                     "key version {}: key material is not valid base64",
                     k.version
@@ -255,7 +255,7 @@ impl Keyring {
                     version: i.version,
                     created: i.created.clone(),
                     fingerprint: i.fingerprint.clone(),
-                    key: STANDARD.encode(k.as_bytes()),
+                    key: STANDARD.encode_to_string(k.as_bytes()),
                 })
                 .collect(),
         };

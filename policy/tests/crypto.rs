@@ -124,6 +124,54 @@ fn flipping_any_byte_is_detected() {
     }
 }
 
+/// The envelope's body is canonical unpadded standard base64, as another implementation reads
+/// it; a body that decodes to the same bytes but is spelled differently (set trailing bits,
+/// padding, whitespace) is not an envelope.
+#[test]
+fn envelope_body_is_canonical_base64() {
+    let c = keyset(4, &[1], 1).domain("phone");
+    for len in 0..40usize {
+        let plain: Vec<u8> = (0..len).map(|i| b'a' + (i % 26) as u8).collect();
+        for mode in [Mode::Deterministic, Mode::Randomized] {
+            let env = c.encrypt(mode, &plain).unwrap();
+            let body = &env[ENVELOPE_PREFIX.len()..];
+            let raw = STANDARD_NO_PAD
+                .decode(body)
+                .expect("another decoder reads it");
+            assert_eq!(STANDARD_NO_PAD.encode(&raw), body);
+            assert_eq!(c.decrypt(env.as_bytes()).unwrap(), plain);
+            // Spellings of the same bytes that are not canonical.
+            let last = body.len() - 1;
+            if body.len() % 4 != 0 {
+                let mut t = env.clone().into_bytes();
+                let i = ENVELOPE_PREFIX.len() + last;
+                // The last character's unused low bits, set: same bytes for a lax decoder.
+                t[i] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+                    [(b64_index(t[i]) | 1) as usize];
+                assert_eq!(c.decrypt(&t), Err(DecryptError::NotAnEnvelope), "len {len}");
+                assert_eq!(
+                    c.decrypt(format!("{env}=").as_bytes()),
+                    Err(DecryptError::NotAnEnvelope)
+                );
+            }
+            assert!(c.decrypt(format!("{env}\n").as_bytes()).is_err());
+            assert!(c
+                .decrypt(format!("{} {}", &env[..10], &env[10..]).as_bytes())
+                .is_err());
+        }
+    }
+}
+
+fn b64_index(c: u8) -> u8 {
+    match c {
+        b'A'..=b'Z' => c - b'A',
+        b'a'..=b'z' => c - b'a' + 26,
+        b'0'..=b'9' => c - b'0' + 52,
+        b'+' => 62,
+        _ => 63,
+    }
+}
+
 #[test]
 fn not_an_envelope() {
     let c = keyset(3, &[1], 1).domain("d");

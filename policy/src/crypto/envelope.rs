@@ -1,6 +1,6 @@
 //! The text envelope: `pgv1:` + base64(version ‖ nonce ‖ ciphertext ‖ tag).
 use super::keys::VersionKeys;
-use base64::engine::{general_purpose::STANDARD_NO_PAD, Engine};
+use base64_simd::STANDARD_NO_PAD;
 use ring::aead;
 
 /// Every envelope starts with this. Plaintext that starts with it must be refused on write, so
@@ -48,7 +48,7 @@ pub fn envelope_key_version(s: &[u8]) -> Result<u32, DecryptError> {
     }
     let mut head = [0u8; 6];
     STANDARD_NO_PAD
-        .decode_slice(&body[..8], &mut head)
+        .decode(&body[..8], base64_simd::Out::from_slice(&mut head))
         .map_err(|_| DecryptError::NotAnEnvelope)?;
     // Validate the whole body's alphabet and length cheaply.
     if !body
@@ -87,7 +87,7 @@ pub(super) fn seal(
         .map_err(|_| EncryptError::TooLong)?;
     scratch.extend_from_slice(tag.as_ref());
     out.push_str(ENVELOPE_PREFIX);
-    STANDARD_NO_PAD.encode_string(&scratch[..], out);
+    STANDARD_NO_PAD.encode_append(&scratch[..], out);
     Ok(())
 }
 
@@ -99,15 +99,13 @@ pub(super) fn open<'k>(
     let body = envelope
         .strip_prefix(ENVELOPE_PREFIX.as_bytes())
         .ok_or(DecryptError::NotAnEnvelope)?;
-    out.clear();
     // Decode into `out`, reusing its capacity.
-    let need = body.len() / 4 * 3 + 3;
-    out.resize(need, 0);
-    let n = STANDARD_NO_PAD
-        .decode_slice(body, &mut out[..])
-        .map_err(|_| DecryptError::NotAnEnvelope)?;
-    out.truncate(n);
-    if n < MIN_RAW {
+    out.clear();
+    if STANDARD_NO_PAD.decode_append(body, out).is_err() {
+        out.clear();
+        return Err(DecryptError::NotAnEnvelope);
+    }
+    if out.len() < MIN_RAW {
         out.clear();
         return Err(DecryptError::NotAnEnvelope);
     }

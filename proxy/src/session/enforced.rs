@@ -1140,10 +1140,12 @@ impl Downstream<'_> {
                     buf.reserve(header.frame_len - buf.len());
                     break;
                 }
-                let frame = buf.split_to(header.frame_len);
-                if let Err(e) = self.on_frame(header.tag, frame, &mut out) {
+                // Read in place: splitting the frame off would make the buffer shared and
+                // cost a reference count per frame.
+                if let Err(e) = self.on_frame(header.tag, &buf[..header.frame_len], &mut out) {
                     return End::ServerError(e);
                 }
+                buf.advance(header.frame_len);
                 if out.len() >= 64 * 1024 {
                     if let Err(e) = self.write(cw, &mut out, remaining == 0).await {
                         return End::ClientError(ProtocolError::Io(e));
@@ -1248,12 +1250,7 @@ impl Downstream<'_> {
         self.queue.pop_front()
     }
 
-    fn on_frame(
-        &mut self,
-        tag: u8,
-        frame: BytesMut,
-        out: &mut BytesMut,
-    ) -> Result<(), ProtocolError> {
+    fn on_frame(&mut self, tag: u8, frame: &[u8], out: &mut BytesMut) -> Result<(), ProtocolError> {
         let body = &frame[5..];
         let mut forward = !self.discard;
         match tag {
