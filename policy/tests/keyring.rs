@@ -2,13 +2,14 @@
 use pgveil_policy::crypto::Mode;
 use pgveil_policy::keyring::{Keyring, KeyringError};
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-fn tmpdir(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("pgveil-keyring-test-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
+/// A fresh temporary directory, removed when it drops.
+fn tmpdir(name: &str) -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix(&format!("pgveil-keyring-test-{name}-"))
+        .tempdir()
+        .unwrap()
 }
 
 fn write(path: &Path, data: &[u8], mode: u32) {
@@ -18,7 +19,8 @@ fn write(path: &Path, data: &[u8], mode: u32) {
 
 #[test]
 fn generate_rotate_and_reload() {
-    let d = tmpdir("rotate");
+    let tmp = tmpdir("rotate");
+    let d = tmp.path();
     let p = d.join("keys.json");
     let k = Keyring::generate(1_700_000_000).unwrap();
     k.save(&p, true).unwrap();
@@ -62,7 +64,8 @@ fn generate_rotate_and_reload() {
 
 #[test]
 fn refuses_readable_keyring() {
-    let d = tmpdir("perms");
+    let tmp = tmpdir("perms");
+    let d = tmp.path();
     let p = d.join("keys.json");
     Keyring::generate(0).unwrap().save(&p, true).unwrap();
     std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644)).unwrap();
@@ -79,7 +82,8 @@ fn refuses_readable_keyring() {
 
 #[test]
 fn corrupted_and_truncated() {
-    let d = tmpdir("corrupt");
+    let tmp = tmpdir("corrupt");
+    let d = tmp.path();
     let p = d.join("keys.json");
     let k = Keyring::generate(0).unwrap();
     let good = k.to_json();

@@ -1,6 +1,5 @@
 //! `pgveil keys ...` end to end, through the built binary.
 use std::os::unix::fs::PermissionsExt;
-use std::path::PathBuf;
 use std::process::{Command, Output};
 
 fn pgveil(args: &[&str]) -> Output {
@@ -10,11 +9,12 @@ fn pgveil(args: &[&str]) -> Output {
         .expect("run pgveil")
 }
 
-fn dir(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("pgveil-cli-keys-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
+/// A fresh temporary directory, removed when it drops.
+fn dir(name: &str) -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix(&format!("pgveil-cli-keys-{name}-"))
+        .tempdir()
+        .unwrap()
 }
 
 fn text(b: &[u8]) -> String {
@@ -23,7 +23,8 @@ fn text(b: &[u8]) -> String {
 
 #[test]
 fn generate_add_list() {
-    let d = dir("flow");
+    let tmp = dir("flow");
+    let d = tmp.path();
     let f = d.join("keyring.json");
     let fs = f.to_str().unwrap();
     let out = pgveil(&["keys", "generate", "--out", fs]);
@@ -55,7 +56,8 @@ fn generate_add_list() {
 
 #[test]
 fn readable_keyring_is_refused() {
-    let d = dir("perm");
+    let tmp = dir("perm");
+    let d = tmp.path();
     let f = d.join("keyring.json");
     let fs = f.to_str().unwrap();
     assert_eq!(
@@ -73,7 +75,8 @@ fn readable_keyring_is_refused() {
 
 #[test]
 fn corrupted_keyring_is_reported() {
-    let d = dir("corrupt");
+    let tmp = dir("corrupt");
+    let d = tmp.path();
     let f = d.join("keyring.json");
     let fs = f.to_str().unwrap();
     std::fs::write(&f, b"{\"format\": \"pgveil-keyring-v1\", \"act").unwrap();

@@ -18,12 +18,15 @@ fn example(name: &str) -> String {
         .to_string()
 }
 
-fn temp_file(name: &str, content: &[u8]) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("pgveil-cli-policy-{}", std::process::id()));
-    std::fs::create_dir_all(&d).unwrap();
-    let p = d.join(name);
+/// A file in a fresh temporary directory, removed when the returned guard drops.
+fn temp_file(name: &str, content: &[u8]) -> (tempfile::TempDir, PathBuf) {
+    let d = tempfile::Builder::new()
+        .prefix("pgveil-cli-policy-")
+        .tempdir()
+        .unwrap();
+    let p = d.path().join(name);
     std::fs::write(&p, content).unwrap();
-    p
+    (d, p)
 }
 
 fn text(b: &[u8]) -> String {
@@ -40,7 +43,7 @@ fn check_examples_clean() {
 
 #[test]
 fn check_reports_diagnostics_and_exits_1() {
-    let p = temp_file("bad.yaml", b"version: 1\nlevels: [core, general]\ntables:\n  t:\n    c: { levle: core }\ndefaults: { core: deny, general: allow }\n");
+    let (_d, p) = temp_file("bad.yaml", b"version: 1\nlevels: [core, general]\ntables:\n  t:\n    c: { levle: core }\ndefaults: { core: deny, general: allow }\n");
     let out = pgveil(&["policy", "check", p.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(1));
     let f = p.display();
@@ -54,7 +57,7 @@ fn check_reports_diagnostics_and_exits_1() {
 
 #[test]
 fn check_json() {
-    let p = temp_file("bad2.yaml", b"version: 1\nlevels: [core]\ntables: { t: { c: { level: cor } } }\ndefaults: { core: deny }\n");
+    let (_d, p) = temp_file("bad2.yaml", b"version: 1\nlevels: [core]\ntables: { t: { c: { level: cor } } }\ndefaults: { core: deny }\n");
     let out = pgveil(&[
         "policy",
         "check",
@@ -78,8 +81,8 @@ fn check_json() {
 
 #[test]
 fn check_empty_and_binary_files() {
-    let e = temp_file("empty.yaml", b"");
-    let b = temp_file("bin.yaml", &[0x7f, b'E', b'L', b'F', 0, 1, 2, 0xff]);
+    let (_e, e) = temp_file("empty.yaml", b"");
+    let (_b, b) = temp_file("bin.yaml", &[0x7f, b'E', b'L', b'F', 0, 1, 2, 0xff]);
     let out = pgveil(&["policy", "check", e.to_str().unwrap(), b.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(1));
     let err = text(&out.stderr);
