@@ -48,6 +48,11 @@
 #                     (2 decrypt + mask, 1 mask) as a support login through
 #                     pgveil-policy, against the same query on a plaintext copy
 #                     through pgveil without a policy (and direct)
+#                     pgveil-mask (read-transform only) is pgveil with a policy that
+#                     masks the same 3 columns of the plaintext copy: the transform
+#                     without decryption, so that the report splits enforcement's
+#                     cost into bookkeeping and masks (pgveil-mask / pgveil) and
+#                     decryption of the wider envelopes (pgveil-policy / pgveil-mask)
 #   PLAN_CACHE_MODE=force_generic_plan
 #                     plan_cache_mode of the support login that runs read-transform
 #                     (empty: the server's default, auto). The encrypted table's rows
@@ -89,6 +94,7 @@ for t in "${TARGETS[@]}"; do
     case $t in
         direct | pgbouncer | pgveil | null-relay | haproxy | pgbouncer-unix | pgveil-unix | pgveil-policy) ;;
         pgveil-audit) has_target pgveil-policy || { echo "target pgveil-audit needs pgveil-policy" >&2; exit 1; } ;;
+        pgveil-mask) has_target pgveil-policy || { echo "target pgveil-mask needs pgveil-policy" >&2; exit 1; } ;;
         pgveil-base) [[ -x ${PGVEIL_BASE_BIN:-} ]] || { echo "target pgveil-base needs PGVEIL_BASE_BIN" >&2; exit 1; } ;;
         *) echo "unknown target $t in TARGETS" >&2; exit 1 ;;
     esac
@@ -206,6 +212,7 @@ PGVEIL_PID=""
 PGVEIL_UNIX_PID=""
 PGVEIL_POLICY_PID=""
 PGVEIL_AUDIT_PID=""
+PGVEIL_MASK_PID=""
 PGVEIL_BASE_PID=""
 HAPROXY_PID=""
 NULL_RELAY_PID=""
@@ -218,10 +225,10 @@ cleanup() {
     local rc=$?
     trap - EXIT INT TERM
     set +e
-    for pid in $IDLE_PID $PGVEIL_PID $PGVEIL_UNIX_PID $PGVEIL_POLICY_PID $PGVEIL_AUDIT_PID $PGVEIL_BASE_PID $NULL_RELAY_PID $HAPROXY_PID $BOUNCER_PID; do
+    for pid in $IDLE_PID $PGVEIL_PID $PGVEIL_UNIX_PID $PGVEIL_POLICY_PID $PGVEIL_AUDIT_PID $PGVEIL_MASK_PID $PGVEIL_BASE_PID $NULL_RELAY_PID $HAPROXY_PID $BOUNCER_PID; do
         kill "$pid" 2>/dev/null
     done
-    for pid in $IDLE_PID $PGVEIL_PID $PGVEIL_UNIX_PID $PGVEIL_POLICY_PID $PGVEIL_AUDIT_PID $BOUNCER_PID; do
+    for pid in $IDLE_PID $PGVEIL_PID $PGVEIL_UNIX_PID $PGVEIL_POLICY_PID $PGVEIL_AUDIT_PID $PGVEIL_MASK_PID $BOUNCER_PID; do
         # Give each up to 5 s to exit, then kill it.
         for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
         kill -9 "$pid" 2>/dev/null
@@ -249,7 +256,7 @@ for _ in range(int(sys.argv[1])):
 print(" ".join(str(s.getsockname()[1]) for s in socks))
 EOF
 }
-read -r PGPORT BOUNCER_PORT PGVEIL_PORT BOUNCER_UNIX_PORT PGVEIL_UNIX_PORT NULL_RELAY_PORT PGVEIL_POLICY_PORT HAPROXY_PORT PGVEIL_BASE_PORT PGVEIL_AUDIT_PORT < <(free_ports 10)
+read -r PGPORT BOUNCER_PORT PGVEIL_PORT BOUNCER_UNIX_PORT PGVEIL_UNIX_PORT NULL_RELAY_PORT PGVEIL_POLICY_PORT HAPROXY_PORT PGVEIL_BASE_PORT PGVEIL_AUDIT_PORT PGVEIL_MASK_PORT < <(free_ports 11)
 
 # Wait until something accepts TCP connections on 127.0.0.1:$1.
 wait_port() {
@@ -345,6 +352,9 @@ rules:
   - { roles: [support], level: core,      action: mask }
 defaults: { core: deny, important: mask, general: allow }
 EOF
+    # pgveil-mask: the same masks on the plaintext copy, nothing to decrypt.
+    sed -e 's/public.customers:/public.customers_plain:/' -e '/public.customers_w:/,/address:/d' \
+        -e 's/, *encrypt: [a-z]*//' "$WORK/policy.yaml" >"$WORK/policy-mask.yaml"
     "$PGVEIL_BIN" keys generate --out "$WORK/pgveil.keys" >/dev/null
     "$SEAL_BIN" "host=127.0.0.1 port=$PGPORT user=$DBUSER dbname=$DB" "$WORK/policy.yaml" "$WORK/pgveil.keys" >&2 \
         || die "sealing the customers table failed"
@@ -484,6 +494,15 @@ if has_target pgveil-audit; then
     PGVEIL_PID=$keep
     log "pgveil $PGVEIL_VERSION on port $PGVEIL_AUDIT_PORT enforcing a policy with the audit log on"
 fi
+if has_target pgveil-mask; then
+    keep=$PGVEIL_PID
+    PGVEIL_EXTRA_ARGS="$PGVEIL_EXTRA_ARGS --policy $WORK/policy-mask.yaml --keyring $WORK/pgveil.keys --catalog-user $DBUSER" \
+        pgveil_start "$PGVEIL_MASK_PORT"
+    PGVEIL_MASK_PID=$PGVEIL_PID
+    TARGET_PID[pgveil-mask]=$PGVEIL_PID
+    PGVEIL_PID=$keep
+    log "pgveil $PGVEIL_VERSION on port $PGVEIL_MASK_PORT masking the plaintext copy (no decryption)"
+fi
 if has_target pgveil-base; then
     keep_bin=$PGVEIL_BIN keep=$PGVEIL_PID
     PGVEIL_BIN=$PGVEIL_BASE_BIN pgveil_start "$PGVEIL_BASE_PORT"
@@ -551,7 +570,7 @@ declare -A TARGET_PORT=([direct]=$PGPORT [pgbouncer]=$BOUNCER_PORT [pgveil]=$PGV
                         [pgbouncer-unix]=$BOUNCER_UNIX_PORT [pgveil-unix]=$PGVEIL_UNIX_PORT
                         [null-relay]=$NULL_RELAY_PORT [pgveil-policy]=$PGVEIL_POLICY_PORT
                         [haproxy]=$HAPROXY_PORT [pgveil-base]=$PGVEIL_BASE_PORT
-                        [pgveil-audit]=$PGVEIL_AUDIT_PORT)
+                        [pgveil-audit]=$PGVEIL_AUDIT_PORT [pgveil-mask]=$PGVEIL_MASK_PORT)
 
 # pgbench arguments for each workload. -S runs need no vacuum (-n); the
 # TPC-B-like runs keep pgbench's default pre-run vacuum/truncate of history so
@@ -573,7 +592,10 @@ workload_targets() {
     local t
     for t in "${TARGETS[@]}"; do
         if [[ $1 == read-transform || $1 == write-insert ]]; then
-            [[ $t == direct || $t == pgveil || $t == pgveil-policy || $t == pgveil-audit ]] || continue
+            [[ $t == direct || $t == pgveil || $t == pgveil-policy || $t == pgveil-audit \
+                || ($t == pgveil-mask && $1 == read-transform) ]] || continue
+        elif [[ $t == pgveil-mask ]]; then
+            continue
         fi
         if [[ $1 == copy-in ]]; then
             [[ $t == pgveil || $t == pgveil-policy ]] || continue
@@ -687,6 +709,7 @@ if (( IDLE_CONNS > 0 || BIG_ROWS > 0 )); then
     if [[ -n $PGVEIL_UNIX_PID ]]; then PGVEIL_PID=$PGVEIL_UNIX_PID; pgveil_stop; PGVEIL_UNIX_PID=""; fi
     if [[ -n $PGVEIL_POLICY_PID ]]; then PGVEIL_PID=$PGVEIL_POLICY_PID; pgveil_stop; PGVEIL_POLICY_PID=""; fi
     if [[ -n $PGVEIL_AUDIT_PID ]]; then PGVEIL_PID=$PGVEIL_AUDIT_PID; pgveil_stop; PGVEIL_AUDIT_PID=""; fi
+    if [[ -n $PGVEIL_MASK_PID ]]; then PGVEIL_PID=$PGVEIL_MASK_PID; pgveil_stop; PGVEIL_MASK_PID=""; fi
     if [[ -n $NULL_RELAY_PID ]]; then kill "$NULL_RELAY_PID" 2>/dev/null || true; wait "$NULL_RELAY_PID" 2>/dev/null || true; NULL_RELAY_PID=""; fi
     if [[ -n $PGVEIL_BASE_PID ]]; then kill "$PGVEIL_BASE_PID" 2>/dev/null || true; wait "$PGVEIL_BASE_PID" 2>/dev/null || true; PGVEIL_BASE_PID=""; fi
     if [[ -n $HAPROXY_PID ]]; then kill "$HAPROXY_PID" 2>/dev/null || true; wait "$HAPROXY_PID" 2>/dev/null || true; HAPROXY_PID=""; fi
@@ -812,6 +835,13 @@ CMD="benches/pgbench.sh (SCALE=$SCALE CLIENTS=$CLIENTS THREADS=$THREADS DURATION
             b=$(median $(awk -v w="$w" '$1 == w && $2 == "pgveil" {print $4}' "$RAW"))
             [[ -n $a && -n $b ]] && echo "- $(workload_label "$w"): $(awk -v a="$a" -v b="$b" 'BEGIN {printf "%.2f", a / b}')×"
         done
+        echo
+    fi
+    if has_target pgveil-mask && [[ " $WORKLOADS " == *" read-transform "* ]]; then
+        a=$(median $(awk '$1 == "read-transform" && $2 == "pgveil-mask" {print $4}' "$RAW"))
+        b=$(median $(awk '$1 == "read-transform" && $2 == "pgveil" {print $4}' "$RAW"))
+        c=$(median $(awk '$1 == "read-transform" && $2 == "pgveil-policy" {print $4}' "$RAW"))
+        echo "**Read-transform, split** (same run): the masks and bookkeeping alone, on the plaintext copy (pgveil-mask / pgveil): $(awk -v a="$a" -v b="$b" 'BEGIN {printf "%.2f", a / b}')×; decryption of the envelopes on top (pgveil-policy / pgveil-mask): $(awk -v a="$c" -v b="$a" 'BEGIN {printf "%.2f", a / b}')×."
         echo
     fi
     if has_target pgveil-audit; then
