@@ -1518,7 +1518,7 @@ impl Downstream<'_> {
             _ => {}
         }
         if forward {
-            out.extend_from_slice(&frame);
+            out.extend_from_slice(frame);
         }
         Ok(())
     }
