@@ -37,7 +37,8 @@
 #   PGVEIL_EXTRA_ARGS extra arguments for `pgveil serve`, e.g. "--worker-threads 1"
 #   NULL_RELAY_BIN=path  use this null-relay binary instead of building it
 #   PGVEIL_BASE_BIN=path  a second pgveil binary (e.g. built from the previous commit),
-#                     measured as target pgveil-base (pass-through, over TCP)
+#                     measured as target pgveil-base (pass-through, over TCP) and,
+#                     for read-transform, as pgveil-policy-base (enforcing the policy)
 #   TARGETS="direct pgbouncer pgveil null-relay haproxy pgbouncer-unix pgveil-unix pgveil-policy"
 #                     targets to measure (direct must come first); pgveil-policy
 #                     is pgveil enforcing a policy on a table pgbench -S never
@@ -53,6 +54,7 @@
 #                     without decryption, so that the report splits enforcement's
 #                     cost into bookkeeping and masks (pgveil-mask / pgveil) and
 #                     decryption of the wider envelopes (pgveil-policy / pgveil-mask)
+#   READ_ROWS=10      rows each read-transform transaction reads (1..10000)
 #   PLAN_CACHE_MODE=force_generic_plan
 #                     plan_cache_mode of the support login that runs read-transform
 #                     (empty: the server's default, auto). The encrypted table's rows
@@ -81,6 +83,8 @@ WAIT_IDLE_MAX=${WAIT_IDLE_MAX:-600}
 WORKLOADS=${WORKLOADS:-"select-simple select-prepared tpcb-simple read-transform write-insert copy-in"}
 COPY_ROWS=${COPY_ROWS:-1000000}
 PLAN_CACHE_MODE=${PLAN_CACHE_MODE-force_generic_plan}
+READ_ROWS=${READ_ROWS:-10}
+[[ $READ_ROWS =~ ^[0-9]+$ ]] && (( READ_ROWS >= 1 && READ_ROWS <= 10000 )) || { echo "READ_ROWS must be 1..10000" >&2; exit 1; }
 PGVEIL_EXTRA_ARGS=${PGVEIL_EXTRA_ARGS:-}
 PGVEIL_EXTRA_ARGS_GIVEN=$PGVEIL_EXTRA_ARGS   # as given, for the report
 # Which targets to measure. direct, pgbouncer and pgveil reach PostgreSQL over
@@ -96,6 +100,7 @@ for t in "${TARGETS[@]}"; do
         pgveil-audit) has_target pgveil-policy || { echo "target pgveil-audit needs pgveil-policy" >&2; exit 1; } ;;
         pgveil-mask) has_target pgveil-policy || { echo "target pgveil-mask needs pgveil-policy" >&2; exit 1; } ;;
         pgveil-base) [[ -x ${PGVEIL_BASE_BIN:-} ]] || { echo "target pgveil-base needs PGVEIL_BASE_BIN" >&2; exit 1; } ;;
+        pgveil-policy-base) [[ -x ${PGVEIL_BASE_BIN:-} ]] && has_target pgveil-policy || { echo "target pgveil-policy-base needs PGVEIL_BASE_BIN and pgveil-policy" >&2; exit 1; } ;;
         *) echo "unknown target $t in TARGETS" >&2; exit 1 ;;
     esac
 done
@@ -214,6 +219,7 @@ PGVEIL_POLICY_PID=""
 PGVEIL_AUDIT_PID=""
 PGVEIL_MASK_PID=""
 PGVEIL_BASE_PID=""
+PGVEIL_POLICY_BASE_PID=""
 HAPROXY_PID=""
 NULL_RELAY_PID=""
 BOUNCER_PID=""
@@ -225,7 +231,7 @@ cleanup() {
     local rc=$?
     trap - EXIT INT TERM
     set +e
-    for pid in $IDLE_PID $PGVEIL_PID $PGVEIL_UNIX_PID $PGVEIL_POLICY_PID $PGVEIL_AUDIT_PID $PGVEIL_MASK_PID $PGVEIL_BASE_PID $NULL_RELAY_PID $HAPROXY_PID $BOUNCER_PID; do
+    for pid in $IDLE_PID $PGVEIL_PID $PGVEIL_UNIX_PID $PGVEIL_POLICY_PID $PGVEIL_AUDIT_PID $PGVEIL_MASK_PID $PGVEIL_BASE_PID $PGVEIL_POLICY_BASE_PID $NULL_RELAY_PID $HAPROXY_PID $BOUNCER_PID; do
         kill "$pid" 2>/dev/null
     done
     for pid in $IDLE_PID $PGVEIL_PID $PGVEIL_UNIX_PID $PGVEIL_POLICY_PID $PGVEIL_AUDIT_PID $PGVEIL_MASK_PID $BOUNCER_PID; do
@@ -256,7 +262,7 @@ for _ in range(int(sys.argv[1])):
 print(" ".join(str(s.getsockname()[1]) for s in socks))
 EOF
 }
-read -r PGPORT BOUNCER_PORT PGVEIL_PORT BOUNCER_UNIX_PORT PGVEIL_UNIX_PORT NULL_RELAY_PORT PGVEIL_POLICY_PORT HAPROXY_PORT PGVEIL_BASE_PORT PGVEIL_AUDIT_PORT PGVEIL_MASK_PORT < <(free_ports 11)
+read -r PGPORT BOUNCER_PORT PGVEIL_PORT BOUNCER_UNIX_PORT PGVEIL_UNIX_PORT NULL_RELAY_PORT PGVEIL_POLICY_PORT HAPROXY_PORT PGVEIL_BASE_PORT PGVEIL_AUDIT_PORT PGVEIL_MASK_PORT PGVEIL_POLICY_BASE_PORT < <(free_ports 12)
 
 # Wait until something accepts TCP connections on 127.0.0.1:$1.
 wait_port() {
@@ -369,8 +375,9 @@ EOF
     # pgveil-policy, its plaintext copy everywhere else.
     for t in "${TARGETS[@]}"; do
         table=customers_plain
-        [[ $t == pgveil-policy || $t == pgveil-audit ]] && table=customers
-        printf '\\set lo random(1, 9990)\nSELECT id, name, phone, id_card FROM %s WHERE id BETWEEN :lo AND :lo + 9;\n' "$table" >"$WORK/read-$t.sql"
+        [[ $t == pgveil-policy || $t == pgveil-audit || $t == pgveil-policy-base ]] && table=customers
+        printf '\\set lo random(1, %d)\nSELECT id, name, phone, id_card FROM %s WHERE id BETWEEN :lo AND :lo + %d;\n' \
+            $((10001 - READ_ROWS)) "$table" $((READ_ROWS - 1)) >"$WORK/read-$t.sql"
         # One INSERT of 3 values that pgveil-policy encrypts (plaintext elsewhere).
         wtable=customers_w_plain
         [[ $t == pgveil-policy || $t == pgveil-audit ]] && wtable=customers_w
@@ -470,13 +477,19 @@ fi
 pgveil_start
 TARGET_PID[pgveil]=$PGVEIL_PID
 log "pgveil $PGVEIL_VERSION on port $PGVEIL_PORT (upstream over TCP)"
+# Start one more pgveil for target $1 on port $2 with the extra arguments $3 (binary
+# $PGVEIL_BIN unless $4 names another); records its pid for the target and prints it.
+start_extra() {
+    local keep=$PGVEIL_PID keep_bin=$PGVEIL_BIN
+    PGVEIL_BIN=${4:-$PGVEIL_BIN} PGVEIL_EXTRA_ARGS="$PGVEIL_EXTRA_ARGS $3" pgveil_start "$2"
+    TARGET_PID[$1]=$PGVEIL_PID
+    EXTRA_PID=$PGVEIL_PID
+    PGVEIL_PID=$keep PGVEIL_BIN=$keep_bin
+}
+POLICY_ARGS="--policy $WORK/policy.yaml --keyring $WORK/pgveil.keys --catalog-user $DBUSER"
 if has_target pgveil-policy; then
-    keep=$PGVEIL_PID
-    PGVEIL_EXTRA_ARGS="$PGVEIL_EXTRA_ARGS --policy $WORK/policy.yaml --keyring $WORK/pgveil.keys --catalog-user $DBUSER" \
-        pgveil_start "$PGVEIL_POLICY_PORT"
-    PGVEIL_POLICY_PID=$PGVEIL_PID
-    TARGET_PID[pgveil-policy]=$PGVEIL_PID
-    PGVEIL_PID=$keep
+    start_extra pgveil-policy "$PGVEIL_POLICY_PORT" "$POLICY_ARGS"
+    PGVEIL_POLICY_PID=$EXTRA_PID
     log "pgveil $PGVEIL_VERSION on port $PGVEIL_POLICY_PORT enforcing a policy (upstream over TCP)"
 fi
 if has_target pgveil-audit; then
@@ -486,29 +499,23 @@ if has_target pgveil-audit; then
         printf '  syslog: { address: "%s", format: cef }\n' "$AUDIT_SYSLOG" >>"$WORK/audit.yaml"
     fi
     mkdir -p "$WORK/audit"
-    keep=$PGVEIL_PID
-    PGVEIL_EXTRA_ARGS="$PGVEIL_EXTRA_ARGS --config $WORK/audit.yaml --policy $WORK/policy.yaml --keyring $WORK/pgveil.keys --catalog-user $DBUSER" \
-        pgveil_start "$PGVEIL_AUDIT_PORT"
-    PGVEIL_AUDIT_PID=$PGVEIL_PID
-    TARGET_PID[pgveil-audit]=$PGVEIL_PID
-    PGVEIL_PID=$keep
+    start_extra pgveil-audit "$PGVEIL_AUDIT_PORT" "--config $WORK/audit.yaml $POLICY_ARGS"
+    PGVEIL_AUDIT_PID=$EXTRA_PID
     log "pgveil $PGVEIL_VERSION on port $PGVEIL_AUDIT_PORT enforcing a policy with the audit log on"
 fi
 if has_target pgveil-mask; then
-    keep=$PGVEIL_PID
-    PGVEIL_EXTRA_ARGS="$PGVEIL_EXTRA_ARGS --policy $WORK/policy-mask.yaml --keyring $WORK/pgveil.keys --catalog-user $DBUSER" \
-        pgveil_start "$PGVEIL_MASK_PORT"
-    PGVEIL_MASK_PID=$PGVEIL_PID
-    TARGET_PID[pgveil-mask]=$PGVEIL_PID
-    PGVEIL_PID=$keep
+    start_extra pgveil-mask "$PGVEIL_MASK_PORT" "${POLICY_ARGS/policy.yaml/policy-mask.yaml}"
+    PGVEIL_MASK_PID=$EXTRA_PID
     log "pgveil $PGVEIL_VERSION on port $PGVEIL_MASK_PORT masking the plaintext copy (no decryption)"
 fi
+if has_target pgveil-policy-base; then
+    start_extra pgveil-policy-base "$PGVEIL_POLICY_BASE_PORT" "$POLICY_ARGS" "$PGVEIL_BASE_BIN"
+    PGVEIL_POLICY_BASE_PID=$EXTRA_PID
+    log "pgveil-base ($PGVEIL_BASE_BIN) on port $PGVEIL_POLICY_BASE_PORT enforcing the policy"
+fi
 if has_target pgveil-base; then
-    keep_bin=$PGVEIL_BIN keep=$PGVEIL_PID
-    PGVEIL_BIN=$PGVEIL_BASE_BIN pgveil_start "$PGVEIL_BASE_PORT"
-    PGVEIL_BASE_PID=$PGVEIL_PID
-    TARGET_PID[pgveil-base]=$PGVEIL_PID
-    PGVEIL_BIN=$keep_bin PGVEIL_PID=$keep
+    start_extra pgveil-base "$PGVEIL_BASE_PORT" "" "$PGVEIL_BASE_BIN"
+    PGVEIL_BASE_PID=$EXTRA_PID
     log "pgveil-base ($PGVEIL_BASE_BIN) on port $PGVEIL_BASE_PORT (upstream over TCP)"
 fi
 if has_target haproxy; then
@@ -570,7 +577,8 @@ declare -A TARGET_PORT=([direct]=$PGPORT [pgbouncer]=$BOUNCER_PORT [pgveil]=$PGV
                         [pgbouncer-unix]=$BOUNCER_UNIX_PORT [pgveil-unix]=$PGVEIL_UNIX_PORT
                         [null-relay]=$NULL_RELAY_PORT [pgveil-policy]=$PGVEIL_POLICY_PORT
                         [haproxy]=$HAPROXY_PORT [pgveil-base]=$PGVEIL_BASE_PORT
-                        [pgveil-audit]=$PGVEIL_AUDIT_PORT [pgveil-mask]=$PGVEIL_MASK_PORT)
+                        [pgveil-audit]=$PGVEIL_AUDIT_PORT [pgveil-mask]=$PGVEIL_MASK_PORT
+                        [pgveil-policy-base]=$PGVEIL_POLICY_BASE_PORT)
 
 # pgbench arguments for each workload. -S runs need no vacuum (-n); the
 # TPC-B-like runs keep pgbench's default pre-run vacuum/truncate of history so
@@ -593,8 +601,8 @@ workload_targets() {
     for t in "${TARGETS[@]}"; do
         if [[ $1 == read-transform || $1 == write-insert ]]; then
             [[ $t == direct || $t == pgveil || $t == pgveil-policy || $t == pgveil-audit \
-                || ($t == pgveil-mask && $1 == read-transform) ]] || continue
-        elif [[ $t == pgveil-mask ]]; then
+                || (($t == pgveil-mask || $t == pgveil-policy-base) && $1 == read-transform) ]] || continue
+        elif [[ $t == pgveil-mask || $t == pgveil-policy-base ]]; then
             continue
         fi
         if [[ $1 == copy-in ]]; then
@@ -608,7 +616,7 @@ workload_label() {
         select-simple)   echo "-S -M simple" ;;
         select-prepared) echo "-S -M prepared" ;;
         tpcb-simple)     echo "TPC-B-like -M simple" ;;
-        read-transform)  echo "10 rows x 3 protected, -M prepared" ;;
+        read-transform)  echo "$READ_ROWS rows x 3 protected, -M prepared" ;;
         write-insert)    echo "INSERT 3 encrypted, -M prepared" ;;
         copy-in)         echo "COPY FROM ${COPY_ROWS} rows x 3 encrypted (rows/s)" ;;
     esac
@@ -712,6 +720,7 @@ if (( IDLE_CONNS > 0 || BIG_ROWS > 0 )); then
     if [[ -n $PGVEIL_MASK_PID ]]; then PGVEIL_PID=$PGVEIL_MASK_PID; pgveil_stop; PGVEIL_MASK_PID=""; fi
     if [[ -n $NULL_RELAY_PID ]]; then kill "$NULL_RELAY_PID" 2>/dev/null || true; wait "$NULL_RELAY_PID" 2>/dev/null || true; NULL_RELAY_PID=""; fi
     if [[ -n $PGVEIL_BASE_PID ]]; then kill "$PGVEIL_BASE_PID" 2>/dev/null || true; wait "$PGVEIL_BASE_PID" 2>/dev/null || true; PGVEIL_BASE_PID=""; fi
+    if [[ -n $PGVEIL_POLICY_BASE_PID ]]; then PGVEIL_PID=$PGVEIL_POLICY_BASE_PID; pgveil_stop; PGVEIL_POLICY_BASE_PID=""; fi
     if [[ -n $HAPROXY_PID ]]; then kill "$HAPROXY_PID" 2>/dev/null || true; wait "$HAPROXY_PID" 2>/dev/null || true; HAPROXY_PID=""; fi
     for pid in $BOUNCER_PID; do kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; done
     BOUNCER_PID=""

@@ -10,7 +10,7 @@ use pgveil::catalog::snapshot::RawCatalog;
 use pgveil::catalog::Snapshot;
 use pgveil::enforce::rows::{self, ColumnOp, Op, RowPlan, Scratch, Tally};
 use pgveil::sql::{self, Env, ParseCache, Scanner};
-use pgveil_policy::crypto::{KeySet, MasterKey, Mode};
+use pgveil_policy::crypto::{DomainCipher, KeySet, MasterKey, Mode};
 use pgveil_policy::mask::Mask;
 use pgveil_policy::model::Action;
 use pgveil_policy::CompiledPolicy;
@@ -58,12 +58,10 @@ fn analysis(c: &mut Criterion) {
     g.finish();
 }
 
-fn data_row(c: &mut Criterion) {
-    let keys = KeySet::new(vec![(1, MasterKey::from_bytes([7; 32]))], 1).expect("keys");
-    let phone = Arc::new(keys.domain("phone"));
-    let id_card = Arc::new(keys.domain("id_card"));
-    let key = keys.pseudonym_key();
-    let op = |column, cipher: Option<Arc<_>>, op| {
+/// The 8-column row plan: 3 columns masked (`name`, `phone`, `id_card`); `phone` and `id_card`
+/// decrypted first when their ciphers are given.
+fn row_plan(phone: Option<Arc<DomainCipher>>, id_card: Option<Arc<DomainCipher>>) -> RowPlan {
+    let op = |column, cipher, mask| {
         Some(ColumnOp {
             column,
             level: 1,
@@ -71,24 +69,15 @@ fn data_row(c: &mut Criterion) {
             type_oid: 25,
             plain_type: 25,
             cipher,
-            op,
+            op: Op::Mask(Mask::parse(mask).expect("mask")),
         })
     };
-    // 8 columns; 3 transformed: decrypt + mask, decrypt + mask, mask.
-    let plan = RowPlan {
+    RowPlan {
         ops: vec![
             None,
-            op(0, None, Op::Mask(Mask::parse("cn_name").expect("mask"))),
-            op(
-                1,
-                Some(phone.clone()),
-                Op::Mask(Mask::parse("cn_mobile").expect("mask")),
-            ),
-            op(
-                2,
-                Some(id_card.clone()),
-                Op::Mask(Mask::parse("cn_id_card").expect("mask")),
-            ),
+            op(0, None, "cn_name"),
+            op(1, phone, "cn_mobile"),
+            op(2, id_card, "cn_id_card"),
             None,
             None,
             None,
@@ -99,18 +88,16 @@ fn data_row(c: &mut Criterion) {
         audit: None,
         anomaly: Vec::new(),
         roles: Default::default(),
-    };
-    let phone_env = phone
-        .encrypt(Mode::Deterministic, b"13812345678")
-        .expect("encrypt");
-    let id_env = id_card
-        .encrypt(Mode::Deterministic, b"11010519491231002X")
-        .expect("encrypt");
+    }
+}
+
+/// A DataRow body of `phone` and `id_card` as given (envelopes or plaintext) among 6 others.
+fn row_body(phone: &[u8], id_card: &[u8]) -> BytesMut {
     let values: [&[u8]; 8] = [
         b"42",
         "王小明".as_bytes(),
-        phone_env.as_bytes(),
-        id_env.as_bytes(),
+        phone,
+        id_card,
         b"delivered",
         b"2026-11-23 10:00:00+08",
         b"SF1234567890123",
@@ -122,78 +109,56 @@ fn data_row(c: &mut Criterion) {
         body.put_i32(v.len() as i32);
         body.put_slice(v);
     }
+    body
+}
+
+fn data_row(c: &mut Criterion) {
+    let keys = KeySet::new(vec![(1, MasterKey::from_bytes([7; 32]))], 1).expect("keys");
+    let phone = Arc::new(keys.domain("phone"));
+    let id_card = Arc::new(keys.domain("id_card"));
+    let key = keys.pseudonym_key();
+    let (phone_plain, id_plain) = (&b"13812345678"[..], &b"11010519491231002X"[..]);
+    let phone_env = phone
+        .encrypt(Mode::Deterministic, phone_plain)
+        .expect("encrypt");
+    let id_env = id_card
+        .encrypt(Mode::Deterministic, id_plain)
+        .expect("encrypt");
+    let cases = [
+        (
+            "DataRow, 3 of 8 columns (2 decrypt+mask, 1 mask)",
+            row_plan(Some(phone), Some(id_card)),
+            row_body(phone_env.as_bytes(), id_env.as_bytes()),
+        ),
+        // The same row and masks on plaintext (pgbench.sh's pgveil-mask target): the
+        // transform without decryption.
+        (
+            "DataRow, 3 of 8 columns masked, no decryption",
+            row_plan(None, None),
+            row_body(phone_plain, id_plain),
+        ),
+    ];
     let mut g = c.benchmark_group("transform");
     g.throughput(Throughput::Elements(3));
     let (mut scratch, mut tally, mut out) = (Scratch::default(), Tally::default(), BytesMut::new());
-    g.bench_function("DataRow, 3 of 8 columns (2 decrypt+mask, 1 mask)", |b| {
-        b.iter(|| {
-            out.clear();
-            rows::data_row(
-                black_box(&body),
-                &plan,
-                &[],
-                &key,
-                &mut scratch,
-                &mut tally,
-                &mut out,
-            )
-            .expect("transform");
-            black_box(out.len())
-        })
-    });
-    // The same row and masks on plaintext (pgbench.sh's pgveil-mask target): the transform
-    // without decryption.
-    let plain_plan = RowPlan {
-        ops: plan
-            .ops
-            .iter()
-            .map(|o| {
-                o.as_ref().map(|o| ColumnOp {
-                    column: o.column,
-                    level: o.level,
-                    action: o.action,
-                    type_oid: o.type_oid,
-                    plain_type: o.plain_type,
-                    cipher: None,
-                    op: match &o.op {
-                        Op::Mask(m) => Op::Mask(m.clone()),
-                        Op::Plain => Op::Plain,
-                        Op::Null => Op::Null,
-                    },
-                })
+    for (name, plan, body) in &cases {
+        g.bench_function(*name, |b| {
+            b.iter(|| {
+                out.clear();
+                rows::data_row(
+                    black_box(body),
+                    plan,
+                    &[],
+                    &key,
+                    &mut scratch,
+                    &mut tally,
+                    &mut out,
+                )
+                .expect("transform");
+                black_box(out.len())
             })
-            .collect(),
-        qualified: vec![String::new(); 8],
-        copy: None,
-        audit: None,
-        anomaly: Vec::new(),
-        roles: Default::default(),
-    };
-    let mut plain_values = values;
-    plain_values[2] = b"13812345678";
-    plain_values[3] = b"11010519491231002X";
-    let mut plain_body = BytesMut::new();
-    plain_body.put_i16(plain_values.len() as i16);
-    for v in plain_values {
-        plain_body.put_i32(v.len() as i32);
-        plain_body.put_slice(v);
+        });
     }
-    g.bench_function("DataRow, 3 of 8 columns masked, no decryption", |b| {
-        b.iter(|| {
-            out.clear();
-            rows::data_row(
-                black_box(&plain_body),
-                &plain_plan,
-                &[],
-                &key,
-                &mut scratch,
-                &mut tally,
-                &mut out,
-            )
-            .expect("transform");
-            black_box(out.len())
-        })
-    });
     g.finish();
 }
 

@@ -1,5 +1,5 @@
 //! Policy core micro-benchmarks: mask throughput per kind, and envelope encrypt / decrypt per
-//! mode on 16-64 byte values. Run: `cargo bench -p pgveil-benches --bench policy`.
+//! mode on 16-64 byte values, and the two parts of opening an envelope. Run: `cargo bench -p pgveil-benches --bench policy`.
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use pgveil_policy::crypto::{KeySet, MasterKey, Mode};
 use pgveil_policy::mask::{Mask, PseudonymKey};
@@ -112,5 +112,70 @@ fn decrypt_then_mask(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, masks, crypto, decrypt_then_mask);
+/// The two parts of opening a deterministic envelope of an 18-byte value, apart: base64 decode
+/// of the 67-character body (the `base64-simd` crate the policy crate uses, and the `base64`
+/// crate it used before) and ring's AES-256-GCM open of the decoded bytes.
+fn envelope_parts(c: &mut Criterion) {
+    use base64::Engine as _;
+    use ring::aead;
+    let d = keyset().domain("id_card");
+    let env = d
+        .encrypt(Mode::Deterministic, b"11010519491231002X")
+        .expect("encrypts");
+    let body = env.as_bytes()["pgv1:".len()..].to_vec();
+    let raw = base64_simd::STANDARD_NO_PAD
+        .decode_to_vec(&body)
+        .expect("decodes");
+    let mut g = c.benchmark_group("envelope_parts");
+    g.throughput(Throughput::Elements(1));
+    let mut buf = Vec::with_capacity(128);
+    g.bench_function("base64-simd decode, 67 chars", |b| {
+        b.iter(|| {
+            buf.clear();
+            base64_simd::STANDARD_NO_PAD
+                .decode_append(black_box(&body), &mut buf)
+                .expect("decodes");
+            black_box(buf.len())
+        })
+    });
+    let mut slice = [0u8; 64];
+    g.bench_function("base64 crate decode, 67 chars", |b| {
+        b.iter(|| {
+            let n = base64::engine::general_purpose::STANDARD_NO_PAD
+                .decode_slice(black_box(&body), &mut slice)
+                .expect("decodes");
+            black_box(n)
+        })
+    });
+    // ring alone, with a key of its own over the same shape: 4-byte version as AAD, 12-byte
+    // nonce, 18-byte plaintext, 16-byte tag.
+    let key =
+        aead::LessSafeKey::new(aead::UnboundKey::new(&aead::AES_256_GCM, &[9; 32]).expect("key"));
+    let nonce = [3u8; 12];
+    let mut sealed = raw[16..16 + 18].to_vec();
+    key.seal_in_place_append_tag(
+        aead::Nonce::assume_unique_for_key(nonce),
+        aead::Aad::from([0, 0, 0, 1]),
+        &mut sealed,
+    )
+    .expect("seals");
+    let mut work = sealed.clone();
+    g.bench_function("ring AES-256-GCM open, 18 bytes", |b| {
+        b.iter(|| {
+            work.copy_from_slice(&sealed);
+            let n = key
+                .open_in_place(
+                    aead::Nonce::assume_unique_for_key(nonce),
+                    aead::Aad::from([0, 0, 0, 1]),
+                    black_box(&mut work),
+                )
+                .expect("opens")
+                .len();
+            black_box(n)
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, masks, crypto, decrypt_then_mask, envelope_parts);
 criterion_main!(benches);
