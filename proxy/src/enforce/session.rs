@@ -13,7 +13,6 @@ use super::rows::{AnomalyLimit, AuditInfo, ColumnOp, CopyFormat, Op, RowPlan};
 use super::write::{self, LiteralEdit, ParamEdit, Seal, WritePlan};
 use super::{Enforcement, PolicyState};
 use crate::catalog::{Bound, Snapshot};
-use crate::protocol::sqlstate;
 use crate::sql::{self, Analysis, Env, Kind, Refusal, Src};
 
 /// What a statement text needs, once analysed.
@@ -145,16 +144,10 @@ impl Enforcer {
             Ok(b) => b,
             Err(e) => {
                 tracing::error!(database = %self.database, error = %e, "catalog unavailable; refusing statements");
-                return Err(Verdict::Refuse(Refusal {
-                    sqlstate: "57P03",
-                    message: format!(
-                        "pgveil cannot read the catalog of database \"{}\", so it cannot enforce the policy: {e}",
-                        self.database
-                    ),
-                    hint: Some("check pgveil's catalog settings (catalog.user) and the server".into()),
-                    level: None,
-                    unanalysable: false,
-                }));
+                return Err(Verdict::Refuse(Refusal::catalog_unavailable(
+                    &self.database,
+                    &e.to_string(),
+                )));
             }
         };
         // The epochs were read before `get`: a change during it makes the next statement ask
@@ -178,28 +171,10 @@ impl Enforcer {
         let enf = self.enf.clone();
         let m = &enf.metrics.enforcement;
         if !settings_ok && !restores_settings(sql) {
-            return Verdict::Refuse(Refusal {
-                sqlstate: sqlstate::INVALID_PARAMETER_VALUE,
-                message: "pgveil refuses statements on protected data in this session: \
-                          client_encoding must be UTF8 and standard_conforming_strings on, \
-                          or pgveil would read the SQL differently from the server"
-                    .into(),
-                hint: Some(
-                    "SET client_encoding = 'UTF8'; SET standard_conforming_strings = on".into(),
-                ),
-                level: None,
-                unanalysable: true,
-            });
+            return Verdict::Refuse(Refusal::unreadable_session());
         }
         let Ok(text) = std::str::from_utf8(sql) else {
-            return Verdict::Refuse(Refusal {
-                sqlstate: sqlstate::INVALID_PARAMETER_VALUE,
-                message: "pgveil refuses a statement on protected data that is not valid UTF-8"
-                    .into(),
-                hint: None,
-                level: None,
-                unanalysable: true,
-            });
+            return Verdict::Refuse(Refusal::not_utf8());
         };
         let roles = self.roles(state, bound);
         let analysis = match self.enf.cache.get(text, bound.generation, &roles) {
@@ -445,16 +420,12 @@ fn plan(
                                 && write_mode(&p.seal, p.lookup)
                                     == write_mode(&seal, lookup.is_some()) => {}
                         Some(p) => {
-                            return Err(Refusal {
-                                sqlstate: sqlstate::FEATURE_NOT_SUPPORTED,
-                                message: format!(
-                                    "parameter ${n} is used for encrypted columns {} and {}, which are encrypted differently",
-                                    p.seal.qualified, seal.qualified
-                                ),
-                                hint: Some("use a separate parameter for each".into()),
-                                level: Some(seal.level),
-                                unanalysable: false,
-                            })
+                            return Err(Refusal::mixed_parameter(
+                                *n,
+                                &p.seal.qualified,
+                                &seal.qualified,
+                                seal.level,
+                            ))
                         }
                         None => wp.params.push(ParamEdit {
                             index,
@@ -467,13 +438,7 @@ fn plan(
         }
         if let Some(ci) = &s.copy_in {
             if copy_in.is_some() {
-                return Err(Refusal {
-                    sqlstate: sqlstate::FEATURE_NOT_SUPPORTED,
-                    message: "pgveil encrypts one COPY FROM STDIN per query text".into(),
-                    hint: Some("send each COPY as its own query".into()),
-                    level: None,
-                    unanalysable: false,
-                });
+                return Err(Refusal::one_copy_per_text());
             }
             let mut columns = Vec::with_capacity(ci.columns.len());
             for c in &ci.columns {
@@ -503,17 +468,10 @@ fn plan(
                     Src::Pass => {}
                     Src::Opaque => after_opaque = true,
                     Src::Col(c) if after_opaque => {
-                        return Err(Refusal {
-                            sqlstate: sqlstate::FEATURE_NOT_SUPPORTED,
-                            message: format!(
-                                "pgveil cannot tell the position of protected column {} in this result: \
-                                 it follows a * over a relation or function whose columns pgveil does not know",
-                                state.policy.column(c).qualified()
-                            ),
-                            hint: Some("list the columns explicitly".into()),
-                            level: Some(state.policy.column(c).level),
-                            unanalysable: true,
-                        })
+                        return Err(Refusal::position_unknown(
+                            &state.policy.column(c).qualified(),
+                            state.policy.column(c).level,
+                        ))
                     }
                     Src::Col(c) => {
                         ops.push(column_op(c, state, roles, snapshot)?);
@@ -639,35 +597,17 @@ pub fn anomaly_refusal(l: &AnomalyLimit, login: &str, total: u64, max: u64) -> R
         Limit::Denied(_) => format!("had {total} statements refused"),
         _ => format!("received {total} rows of level {}", l.level),
     };
-    Refusal {
-        sqlstate: sqlstate::INSUFFICIENT_PRIVILEGE,
-        message: format!(
-            "permission denied by anomaly rule {}: login {login} {what} within {} (limit {max}); refused until the window clears",
-            l.rule,
-            humantime::format_duration(l.per),
-        ),
-        hint: Some("wait for the window to pass, or ask the policy owner to raise the limit".into()),
-        level: None,
-        unanalysable: false,
-    }
+    Refusal::anomaly_limit(&l.rule, login, &what, l.per, max)
 }
 
 /// A statement refused because an hours rule with `then: deny` forbids its level now.
 pub fn hours_refusal(l: &AnomalyLimit, hours: &Hours, now: std::time::SystemTime) -> Refusal {
-    Refusal {
-        sqlstate: sqlstate::INSUFFICIENT_PRIVILEGE,
-        message: format!(
-            "permission denied by anomaly rule {}: level {} may be read only {hours} (now {})",
-            l.rule,
-            l.level,
-            hours.local_time(now)
-        ),
-        hint: Some(
-            "try again within the allowed hours, or ask the policy owner for an exception".into(),
-        ),
-        level: None,
-        unanalysable: false,
-    }
+    Refusal::anomaly_hours(
+        &l.rule,
+        &l.level,
+        &hours.to_string(),
+        &hours.local_time(now).to_string(),
+    )
 }
 
 fn write_mode(seal: &Seal, lookup: bool) -> pgveil_policy::crypto::Mode {
@@ -693,17 +633,7 @@ fn seal_for(
         .ciphers
         .get(&col.domain)
         .cloned()
-        .ok_or_else(|| Refusal {
-            sqlstate: sqlstate::INTERNAL_ERROR,
-            message: format!(
-                "pgveil has no key for domain {} of column {}",
-                col.domain,
-                col.qualified()
-            ),
-            hint: None,
-            level: Some(col.level),
-            unanalysable: false,
-        })?;
+        .ok_or_else(|| Refusal::no_key(&col.domain, &col.qualified(), col.level))?;
     let (_, plain_type) = column_types(col, snapshot);
     let seal = Arc::new(Seal {
         column: c,
@@ -750,17 +680,7 @@ fn column_op(
                 .ciphers
                 .get(&col.domain)
                 .cloned()
-                .ok_or_else(|| Refusal {
-                    sqlstate: sqlstate::INTERNAL_ERROR,
-                    message: format!(
-                        "pgveil has no key for domain {} of column {}",
-                        col.domain,
-                        col.qualified()
-                    ),
-                    hint: None,
-                    level: Some(col.level),
-                    unanalysable: false,
-                })?,
+                .ok_or_else(|| Refusal::no_key(&col.domain, &col.qualified(), col.level))?,
         ),
     };
     let op = match d.transform {
@@ -769,17 +689,11 @@ fn column_op(
         Transform::Mask(m) => Op::Mask(m.clone()),
         Transform::Null => Op::Null,
         Transform::Deny => {
-            return Err(Refusal {
-                sqlstate: sqlstate::INSUFFICIENT_PRIVILEGE,
-                message: format!(
-                    "permission denied for column {}: reading it is not allowed (action deny; {})",
-                    col.qualified(),
-                    policy.describe_source(d.source, col)
-                ),
-                hint: None,
-                level: Some(col.level),
-                unanalysable: false,
-            })
+            return Err(Refusal::column_denied(
+                &col.qualified(),
+                &policy.describe_source(d.source, col).to_string(),
+                col.level,
+            ))
         }
     };
     let (type_oid, plain_type) = column_types(col, snapshot);

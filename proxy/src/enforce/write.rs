@@ -107,13 +107,7 @@ impl WriteError {
             }
             WriteError::Encrypt { level, .. } => (sqlstate::INTERNAL_ERROR, *level, None),
         };
-        Refusal {
-            sqlstate,
-            message: self.to_string(),
-            hint,
-            level: Some(level),
-            unanalysable: false,
-        }
+        Refusal::bad_value(sqlstate, self.to_string(), hint, level)
     }
 }
 

@@ -57,25 +57,47 @@ pub fn error_response_hint(
     buf
 }
 
+/// The fields of an ErrorResponse or NoticeResponse body, in order: (field type, value).
+/// A field without its NUL ends the walk.
+pub fn notice_fields(body: &[u8]) -> impl Iterator<Item = (u8, &[u8])> {
+    let mut rest = body;
+    std::iter::from_fn(move || {
+        let (&kind, tail) = rest.split_first()?;
+        if kind == 0 {
+            return None;
+        }
+        let (value, after) = super::frame::cstr(tail)?;
+        rest = after;
+        Some((kind, value))
+    })
+}
+
+/// One field of an ErrorResponse or NoticeResponse body.
+pub fn notice_field(body: &[u8], kind: u8) -> Option<&[u8]> {
+    notice_fields(body)
+        .find(|(k, _)| *k == kind)
+        .map(|(_, v)| v)
+}
+
+/// The SQLSTATE of an ErrorResponse body.
+pub fn error_code(body: &[u8]) -> Option<&str> {
+    notice_field(body, b'C').and_then(|c| std::str::from_utf8(c).ok())
+}
+
 /// Read the SQLSTATE and message of an ErrorResponse (for logs).
 pub fn error_fields(body: &[u8]) -> (String, String) {
-    let mut code = String::new();
-    let mut message = String::new();
-    let mut rest = body;
-    while let Some((&kind, tail)) = rest.split_first() {
-        if kind == 0 {
-            break;
-        }
-        let end = tail.iter().position(|&b| b == 0).unwrap_or(tail.len());
-        let value = String::from_utf8_lossy(&tail[..end]);
-        match kind {
-            b'C' => code = value.into_owned(),
-            b'M' => message = value.into_owned(),
-            _ => {}
-        }
-        rest = tail.get(end + 1..).unwrap_or(&[]);
-    }
-    (code, message)
+    let text = |k| String::from_utf8_lossy(notice_field(body, k).unwrap_or_default()).into_owned();
+    (text(b'C'), text(b'M'))
+}
+
+/// The name and value of a ParameterStatus body.
+pub fn parameter_status(body: &[u8]) -> Option<(String, String)> {
+    let (name, rest) = super::frame::cstr(body)?;
+    let (value, _) = super::frame::cstr(rest)?;
+    Some((
+        String::from_utf8_lossy(name).into_owned(),
+        String::from_utf8_lossy(value).into_owned(),
+    ))
 }
 
 /// The authentication request code of an 'R' message.
@@ -126,6 +148,16 @@ pub fn command_word(body: &[u8]) -> &[u8] {
     &body[..end]
 }
 
+/// The row count at the end of a CommandComplete tag (`SELECT 5`, `INSERT 0 3`, `COPY 10`).
+pub fn command_rows(body: &[u8]) -> u64 {
+    let tag = body.strip_suffix(&[0]).unwrap_or(body);
+    tag.rsplit(|&b| b == b' ')
+        .next()
+        .and_then(|n| std::str::from_utf8(n).ok())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
+
 /// Total length of a frame with the given body length.
 pub fn frame_len(body_len: usize) -> usize {
     HEADER_LEN + body_len
@@ -172,6 +204,23 @@ mod tests {
             .encode(&mut plain)
             .unwrap();
         assert!(strip_channel_binding(&frame(plain)).is_none());
+    }
+
+    #[test]
+    fn notice_fields_read_in_order_and_stop_at_a_broken_field() {
+        let body = b"SERROR\0C23505\0Mduplicate\0Dsecret\0\0";
+        let f: Vec<(u8, &[u8])> = notice_fields(body).collect();
+        assert_eq!(f.len(), 4);
+        assert_eq!(error_code(body), Some("23505"));
+        assert_eq!(notice_field(body, b'D'), Some(&b"secret"[..]));
+        assert_eq!(notice_fields(b"Cabc").count(), 0);
+        assert_eq!(
+            parameter_status(b"client_encoding\0UTF8\0"),
+            Some(("client_encoding".into(), "UTF8".into()))
+        );
+        assert_eq!(command_rows(b"INSERT 0 3\0"), 3);
+        assert_eq!(command_rows(b"SELECT 12\0"), 12);
+        assert_eq!(command_rows(b"BEGIN\0"), 0);
     }
 
     #[test]

@@ -1,5 +1,5 @@
 //! Framing of tagged messages: `tag: u8`, `len: i32` (counting itself), body.
-use bytes::{Buf, BytesMut};
+use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncReadExt};
 
 /// Bytes before the body: the tag and the length.
@@ -34,6 +34,8 @@ pub enum ProtocolError {
     Truncated,
     #[error("invalid startup packet: {0}")]
     BadStartup(String),
+    #[error("malformed {0} message")]
+    Malformed(&'static str),
     #[error("unsupported frontend protocol {major}.{minor}: server supports 3.0 to 3.2")]
     UnsupportedVersion { major: u16, minor: u16 },
     #[error(transparent)]
@@ -145,11 +147,18 @@ pub async fn read_frame<R: AsyncRead + Unpin>(
     }
 }
 
+/// The NUL-terminated string at the front of `b` (without its NUL), and what follows it.
+#[inline]
+pub fn cstr(b: &[u8]) -> Option<(&[u8], &[u8])> {
+    let end = b.iter().position(|&x| x == 0)?;
+    Some((&b[..end], &b[end + 1..]))
+}
+
 /// Read a NUL-terminated string from the front of `buf`.
 pub fn take_cstr(buf: &mut &[u8]) -> Option<String> {
-    let end = buf.iter().position(|&b| b == 0)?;
-    let s = String::from_utf8_lossy(&buf[..end]).into_owned();
-    buf.advance(end + 1);
+    let (s, rest) = cstr(buf)?;
+    let s = String::from_utf8_lossy(s).into_owned();
+    *buf = rest;
     Some(s)
 }
 

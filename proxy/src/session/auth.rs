@@ -6,12 +6,14 @@ use bytes::BytesMut;
 use tokio::io::AsyncWriteExt;
 
 use crate::context::ServerContext;
-use crate::protocol::backend::{auth_code, backend_key, error_fields, strip_channel_binding};
+use crate::protocol::backend::{
+    auth_code, backend_key, error_fields, parameter_status, strip_channel_binding,
+};
 use crate::protocol::frame::read_frame;
 use crate::protocol::sqlstate;
 use crate::protocol::startup::{CancelKey, StartupMessage};
 use crate::protocol::{Frame, ProtocolError};
-use crate::session::send_fatal;
+use crate::session::closing::send_fatal;
 use crate::stream::{ClientStream, MaybeTls, ServerStream};
 
 /// Largest message accepted during authentication (SASL exchanges are small;
@@ -274,17 +276,6 @@ fn gs2_flag(body: &[u8]) -> Option<u8> {
         return None;
     }
     rest.get(4).copied()
-}
-
-/// The name and value of a ParameterStatus body.
-pub fn parameter_status(body: &[u8]) -> Option<(String, String)> {
-    let mut parts = body.split(|&b| b == 0);
-    let name = parts.next()?;
-    let value = parts.next()?;
-    Some((
-        String::from_utf8_lossy(name).into_owned(),
-        String::from_utf8_lossy(value).into_owned(),
-    ))
 }
 
 fn has_complete_frame(buf: &[u8]) -> bool {

@@ -148,3 +148,11 @@ pub async fn idle_watch(activity: &Activity, timeout: Option<Duration>) -> End {
         tokio::time::sleep(timeout - idle).await;
     }
 }
+
+/// Best-effort FATAL ErrorResponse to a client that is being closed.
+pub async fn send_fatal(client: &mut crate::stream::ClientStream, code: &str, message: &str) {
+    let frame = error_response(Severity::Fatal, code, message);
+    let _ = client.write_all(&frame).await;
+    let _ = client.flush().await;
+    let _ = client.shutdown().await;
+}

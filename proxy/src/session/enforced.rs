@@ -35,10 +35,13 @@ use crate::enforce::statements::{Outcomes, StatementParams, Statements};
 use crate::enforce::write::{self, BindError, Sealer};
 use crate::enforce::Enforcement;
 use crate::metrics::Command;
-use crate::protocol::backend::{command_word, error_response, error_response_hint, Severity};
+use crate::protocol::backend::{
+    command_rows, command_word, error_code, error_response, error_response_hint, parameter_status,
+    Severity,
+};
 use crate::protocol::frame::{is_frontend_tag, Header, MAX_MESSAGE_LEN};
 use crate::protocol::{sqlstate, ProtocolError};
-use crate::session::auth::{parameter_status, Established};
+use crate::session::auth::Established;
 use crate::session::closing::{finish, idle_watch, log_end, Activity, End};
 use crate::session::pending::Pending;
 use crate::sql::Refusal;
@@ -688,13 +691,7 @@ impl<SW: AsyncWrite + Unpin> Upstream<'_, SW> {
             Err(e) => {
                 let refusal = match &e {
                     crate::enforce::copy_in::CopyInError::Write(w) => w.refusal(),
-                    other => Refusal {
-                        sqlstate: sqlstate::FEATURE_NOT_SUPPORTED,
-                        message: other.to_string(),
-                        hint: None,
-                        level: None,
-                        unanalysable: false,
-                    },
+                    other => Refusal::copy_in_unreadable(other.to_string()),
                 };
                 state.failed = true;
                 self.note_refused(&refusal);
@@ -973,13 +970,7 @@ impl<SW: AsyncWrite + Unpin> Upstream<'_, SW> {
             b'F' => {
                 // A call by function OID could reach any function; pgveil cannot tell which
                 // protected columns it reads.
-                let r = Refusal {
-                    sqlstate: sqlstate::FEATURE_NOT_SUPPORTED,
-                    message: "pgveil refuses the fast-path function call protocol while a policy is enforced".into(),
-                    hint: Some("call the function with a SELECT statement".into()),
-                    level: None,
-                    unanalysable: false,
-                };
+                let r = Refusal::fast_path_call();
                 self.note_refused(&r);
                 self.expect(Expect::FunctionCall {
                     replace: Some(refusal_frame(&r)),
@@ -1865,30 +1856,4 @@ fn deny_limits(p: &Prepared) -> Vec<Arc<AnomalyLimit>> {
         .iter()
         .flat_map(|r| r.anomaly.iter().filter(|l| l.deny).cloned())
         .collect()
-}
-
-/// The row count at the end of a CommandComplete tag (`SELECT 5`, `INSERT 0 3`, `COPY 10`).
-fn command_rows(body: &[u8]) -> u64 {
-    let tag = body.strip_suffix(&[0]).unwrap_or(body);
-    tag.rsplit(|&b| b == b' ')
-        .next()
-        .and_then(|n| std::str::from_utf8(n).ok())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(0)
-}
-
-/// The SQLSTATE field of an ErrorResponse body.
-fn error_code(body: &[u8]) -> Option<&str> {
-    let mut rest = body;
-    while let Some((&kind, tail)) = rest.split_first() {
-        if kind == 0 {
-            return None;
-        }
-        let end = tail.iter().position(|&b| b == 0)?;
-        if kind == b'C' {
-            return std::str::from_utf8(&tail[..end]).ok();
-        }
-        rest = &tail[end + 1..];
-    }
-    None
 }

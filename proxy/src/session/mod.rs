@@ -22,9 +22,9 @@ use tokio::net::TcpStream;
 use tokio::sync::OwnedSemaphorePermit;
 
 use crate::context::ServerContext;
-use crate::protocol::backend::{error_response, Severity};
 use crate::protocol::sqlstate;
 use crate::stream::ClientStream;
+use closing::send_fatal;
 use handshake::Handshake;
 
 /// Run one client session to completion. Errors are logged and counted here;
@@ -119,14 +119,6 @@ async fn handshake_failed(ctx: &ServerContext, peer: SocketAddr, e: handshake::H
     if let Some(mut client) = e.client {
         send_fatal(&mut client, code, &e.error.to_string()).await;
     }
-}
-
-/// Best-effort FATAL ErrorResponse to a client that is being closed.
-pub async fn send_fatal(client: &mut ClientStream, code: &str, message: &str) {
-    let frame = error_response(Severity::Fatal, code, message);
-    let _ = client.write_all(&frame).await;
-    let _ = client.flush().await;
-    let _ = client.shutdown().await;
 }
 
 /// Close a connection without a word, as PostgreSQL does after Terminate:

@@ -7,7 +7,8 @@ use std::sync::Arc;
 use dashmap::DashMap;
 use pgveil_policy::RoleSet;
 
-use super::analyze::{Analysis, Refusal};
+use super::analyze::Analysis;
+use super::refusal::Refusal;
 
 pub type Cached = Arc<Result<Analysis, Refusal>>;
 

@@ -3,11 +3,13 @@
 pub mod analyze;
 pub mod cache;
 pub mod ddl;
+pub mod refusal;
 pub mod scan;
 pub mod sites;
 
-pub use analyze::{analyze, Analysis, CopyIn, CopyOut, Env, Kind, Refusal, Src, StatementPlan};
+pub use analyze::{analyze, Analysis, CopyIn, CopyOut, Env, Kind, Src, StatementPlan};
 pub use cache::ParseCache;
+pub use refusal::{Refusal, Rule};
 pub use scan::Scanner;
 pub use sites::{LookupForm, Purpose, Site, SiteValue};
 

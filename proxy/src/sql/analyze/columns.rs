@@ -1,0 +1,151 @@
+//! Column uses: resolving a name to a column of the scope, and checking its use against the
+//! policy.
+use super::*;
+
+impl Analyzer<'_, '_> {
+    pub(super) fn use_col(&mut self, c: ColumnId, usage: Usage) -> Result<(), Refusal> {
+        let policy = self.env.policy;
+        if let Err(reason) = policy.check_usage(self.env.roles, c, usage) {
+            let col = policy.column(c);
+            let hint = match reason.action {
+                Action::Deny => None,
+                _ => Some(format!(
+                    "this login may only read {} as a whole value ({}); filtering, sorting, \
+                     grouping or computing on it would reveal what the {} hides",
+                    col.qualified(),
+                    reason.action,
+                    reason.action
+                )),
+            };
+            return Err(Refusal::column_use(reason.to_string(), hint, col.level));
+        }
+        let col = policy.column(c);
+        let equality = matches!(
+            usage,
+            Usage::Predicate { equality: true } | Usage::JoinKey { equality: true }
+        );
+        if equality && !self.nullness && col.encrypt == EncryptMode::Randomized {
+            return Err(Refusal::randomized_equality(&col.qualified(), col.level));
+        }
+        let on_ciphertext = !matches!(usage, Usage::Projection) && !equality;
+        if on_ciphertext && col.encrypt != EncryptMode::None {
+            return Err(Refusal::on_ciphertext(
+                &col.qualified(),
+                col.encrypt.name(),
+                usage_words(usage),
+                col.level,
+            ));
+        }
+        match self.touched.iter_mut().find(|(id, _)| *id == c) {
+            Some((_, u)) if *u == Usage::Projection => *u = usage,
+            Some(_) => {}
+            None => self.touched.push((c, usage)),
+        }
+        Ok(())
+    }
+
+    pub(super) fn resolve(&self, e: &Expr) -> Ref {
+        let parts: Vec<String> = match e {
+            Expr::Identifier(i) => vec![ident(i)],
+            Expr::CompoundIdentifier(is) => is.iter().map(ident).collect(),
+            _ => return Ref::Unresolved,
+        };
+        match parts.as_slice() {
+            [name] => {
+                for level in self.levels.iter().rev() {
+                    let mut found = None;
+                    for item in level {
+                        if let Some(c) = item.cols.iter().flatten().find(|c| &c.name == name) {
+                            // Prefer a protected match when a name is ambiguous.
+                            if found.is_none() || matches!(c.src, Src::Col(_)) {
+                                found = Some(c.src);
+                            }
+                        }
+                    }
+                    if let Some(src) = found {
+                        return Ref::Col(src);
+                    }
+                    if level.iter().any(|i| i.cols.is_none()) {
+                        return Ref::Unresolved;
+                    }
+                    if let Some(item) = level.iter().find(|i| &i.name == name) {
+                        return Ref::WholeRow(item.protected());
+                    }
+                }
+                Ref::Unresolved
+            }
+            [.., table, col] => {
+                for level in self.levels.iter().rev() {
+                    if let Some(item) = level.iter().find(|i| &i.name == table) {
+                        return match &item.cols {
+                            Some(cols) => match cols.iter().find(|c| &c.name == col) {
+                                Some(c) => Ref::Col(c.src),
+                                None => Ref::Unresolved,
+                            },
+                            None => Ref::Unresolved,
+                        };
+                    }
+                }
+                // `(row).field` or a name pgveil does not know.
+                Ref::Unresolved
+            }
+            [] => Ref::Unresolved,
+        }
+    }
+
+    /// A name that resolved to nothing: harmless unless it could be a protected column.
+    pub(super) fn unresolved(&self, e: &Expr) -> Result<(), Refusal> {
+        let last = match e {
+            Expr::Identifier(i) => ident(i),
+            Expr::CompoundIdentifier(is) => is.last().map(ident).unwrap_or_default(),
+            _ => return Ok(()),
+        };
+        let policy = self.env.policy.policy();
+        if let Some(c) = policy.columns.iter().find(|c| c.column == last) {
+            return Err(Refusal::ambiguous_name(&last, &c.qualified(), c.level));
+        }
+        Ok(())
+    }
+
+    pub(super) fn reference(&mut self, e: &Expr, ctx: Ctx, usage: Usage) -> Result<Src, Refusal> {
+        match self.resolve(e) {
+            Ref::Col(Src::Col(c)) => {
+                self.use_col(c, usage)?;
+                Ok(if ctx == Ctx::Project {
+                    Src::Col(c)
+                } else {
+                    Src::Pass
+                })
+            }
+            Ref::Col(_) => Ok(Src::Pass),
+            Ref::WholeRow(cols) => {
+                for c in cols {
+                    self.use_col(c, Usage::FunctionArg)?;
+                }
+                Ok(Src::Pass)
+            }
+            Ref::Unresolved => {
+                self.unresolved(e)?;
+                Ok(Src::Pass)
+            }
+        }
+    }
+}
+
+pub(super) fn eq_usage(ctx: Ctx) -> Usage {
+    match ctx {
+        Ctx::Join => Usage::JoinKey { equality: true },
+        _ => Usage::Predicate { equality: true },
+    }
+}
+
+pub(super) fn usage_words(u: Usage) -> &'static str {
+    match u {
+        Usage::Projection => "reading it",
+        Usage::Predicate { equality: true } | Usage::JoinKey { equality: true } => "comparing it",
+        Usage::Predicate { equality: false } => "a range, pattern or function condition on it",
+        Usage::JoinKey { equality: false } => "a non-equality join on it",
+        Usage::GroupOrder => "grouping or sorting by it",
+        Usage::FunctionArg => "computing on it",
+    }
+}

@@ -1,0 +1,303 @@
+//! Expressions: the forms read precisely (comparisons, IN, IS NULL, subqueries), and the
+//! generic walk for the rest.
+use super::*;
+
+impl Analyzer<'_, '_> {
+    pub(super) fn expr(&mut self, e: &Expr, ctx: Ctx) -> Result<Src, Refusal> {
+        let usage = match ctx {
+            Ctx::Project => Usage::Projection,
+            other => other.generic_usage(),
+        };
+        match e {
+            Expr::Identifier(_) | Expr::CompoundIdentifier(_) => self.reference(e, ctx, usage),
+            Expr::Nested(inner) => self.expr(inner, ctx),
+            Expr::BinaryOp { left, op, right }
+                if matches!(ctx, Ctx::Pred | Ctx::Join)
+                    && matches!(op, BinaryOperator::And | BinaryOperator::Or) =>
+            {
+                self.expr(left, ctx)?;
+                self.expr(right, ctx)?;
+                Ok(Src::Pass)
+            }
+            Expr::UnaryOp {
+                op: UnaryOperator::Not,
+                expr,
+            } if matches!(ctx, Ctx::Pred | Ctx::Join) => {
+                self.expr(expr, ctx)?;
+                Ok(Src::Pass)
+            }
+            Expr::BinaryOp { left, op, right }
+                if matches!(ctx, Ctx::Pred | Ctx::Join)
+                    && matches!(op, BinaryOperator::Eq | BinaryOperator::NotEq) =>
+            {
+                let form = if matches!(op, BinaryOperator::Eq) {
+                    LookupForm::Eq
+                } else {
+                    LookupForm::NotEq
+                };
+                match (bare(left), bare(right)) {
+                    (Some(a), Some(b)) => self.column_equality(a, b)?,
+                    (Some(a), None) if valueish(right) => self.lookup(a, right, ctx, form)?,
+                    (None, Some(b)) if valueish(left) => {
+                        self.lookup(b, left, ctx, LookupForm::Single)?
+                    }
+                    _ => {
+                        self.generic(e, ctx)?;
+                    }
+                }
+                Ok(Src::Pass)
+            }
+            Expr::InList { expr, list, .. }
+                if matches!(ctx, Ctx::Pred | Ctx::Join)
+                    && bare(expr).is_some()
+                    && list.iter().all(valueish) =>
+            {
+                if let Some(b) = bare(expr) {
+                    if list.is_empty() {
+                        self.reference(b, ctx, eq_usage(ctx))?;
+                    }
+                    for item in list {
+                        self.lookup(b, item, ctx, LookupForm::Item)?;
+                    }
+                }
+                Ok(Src::Pass)
+            }
+            Expr::IsNull(inner) | Expr::IsNotNull(inner)
+                if matches!(ctx, Ctx::Pred | Ctx::Join) && bare(inner).is_some() =>
+            {
+                if let Some(b) = bare(inner) {
+                    // NULL stays NULL under encryption: the test works on ciphertext.
+                    self.nullness = true;
+                    let r = self.reference(b, ctx, eq_usage(ctx));
+                    self.nullness = false;
+                    r?;
+                }
+                Ok(Src::Pass)
+            }
+            Expr::InSubquery { expr, subquery, .. } if matches!(ctx, Ctx::Pred | Ctx::Join) => {
+                let outs = self.query(subquery)?;
+                let eq = bare(expr).is_some() && outs.len() == 1;
+                let u = if eq {
+                    Usage::JoinKey { equality: true }
+                } else {
+                    Usage::FunctionArg
+                };
+                for o in outs.iter().copied() {
+                    if let Src::Col(c) = o {
+                        self.use_col(c, u)?;
+                    }
+                }
+                match bare(expr) {
+                    Some(b) if eq => {
+                        let inner = outs.first().copied().unwrap_or(Src::Pass);
+                        let left = match self.resolve(b) {
+                            Ref::Col(Src::Col(c)) => Some(c),
+                            _ => None,
+                        };
+                        let right = src_col(inner);
+                        let clash = match (left, right) {
+                            (Some(x), Some(y)) => {
+                                (self.encrypted(x) || self.encrypted(y))
+                                    && !self.same_ciphertext(x, y)
+                            }
+                            (Some(x), None) | (None, Some(x)) => self.encrypted(x),
+                            (None, None) => false,
+                        };
+                        if clash {
+                            let c = left.or(right).unwrap_or_default();
+                            let col = self.env.policy.column(c);
+                            return Err(Refusal::in_subquery_mismatch(
+                                &col.qualified(),
+                                col.encrypt.name(),
+                                &col.domain,
+                                col.level,
+                            ));
+                        }
+                        self.reference(b, Ctx::Join, u)?;
+                    }
+                    _ => {
+                        self.expr(expr, Ctx::Arg)?;
+                    }
+                }
+                Ok(Src::Pass)
+            }
+            Expr::Exists { subquery, .. } => {
+                self.query(subquery)?;
+                Ok(Src::Pass)
+            }
+            Expr::Subquery(q) => {
+                for o in self.query(q)? {
+                    if let Src::Col(c) = o {
+                        self.use_col(c, Usage::FunctionArg)?;
+                    }
+                }
+                Ok(Src::Pass)
+            }
+            Expr::Value(_) => Ok(Src::Pass),
+            _ => {
+                self.generic(e, ctx)?;
+                Ok(Src::Pass)
+            }
+        }
+    }
+
+    /// Any other expression: every protected name inside is used in the most restricted way
+    /// the context allows; subqueries inside are analysed in this scope.
+    pub(super) fn generic(&mut self, e: &Expr, ctx: Ctx) -> Result<(), Refusal> {
+        let mut v = Collect::default();
+        let _ = e.visit(&mut v);
+        self.collected(v, ctx)
+    }
+
+    pub(super) fn collected(&mut self, v: Collect, ctx: Ctx) -> Result<(), Refusal> {
+        let usage = ctx.generic_usage();
+        for f in &v.functions {
+            self.check_function(f)?;
+        }
+        if let Some(arg) = v.bad_set_config {
+            return Err(Refusal::set_config(&arg));
+        }
+        for q in &v.subqueries {
+            for o in self.query(q)? {
+                if let Src::Col(c) = o {
+                    self.use_col(c, Usage::FunctionArg)?;
+                }
+            }
+        }
+        for r in &v.refs {
+            self.reference(r, Ctx::Arg, usage)?;
+        }
+        for w in &v.whole_rows {
+            let cols = self
+                .levels
+                .iter()
+                .rev()
+                .find_map(|l| l.iter().find(|i| &i.name == w))
+                .map(|i| i.protected())
+                .unwrap_or_default();
+            for c in cols {
+                self.use_col(c, Usage::FunctionArg)?;
+            }
+        }
+        Ok(())
+    }
+
+    pub(super) fn function_arg(&mut self, a: &FunctionArg) -> Result<(), Refusal> {
+        let arg = match a {
+            FunctionArg::Named { arg, .. }
+            | FunctionArg::ExprNamed { arg, .. }
+            | FunctionArg::Unnamed(arg) => arg,
+        };
+        if let FunctionArgExpr::Expr(e) = arg {
+            self.expr(e, Ctx::Arg)?;
+        }
+        Ok(())
+    }
+
+    pub(super) fn check_function(&self, name: &str) -> Result<(), Refusal> {
+        if runs_sql_text(name) {
+            return Err(Refusal::runs_sql_text(name));
+        }
+        if let Some(cols) = self.env.snapshot.function_exposes(name) {
+            for &c in cols {
+                let d = self.env.policy.decide(self.env.roles, c);
+                if d.action != Action::Allow {
+                    let col = self.env.policy.column(c);
+                    return Err(Refusal::function_over_protected(
+                        name,
+                        &col.qualified(),
+                        self.level_name(col.level),
+                        d.action.name(),
+                        col.level,
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// What a generic walk found at its own level (not inside nested queries).
+#[derive(Default)]
+pub(super) struct Collect {
+    depth: usize,
+    refs: Vec<Expr>,
+    subqueries: Vec<Query>,
+    functions: Vec<String>,
+    whole_rows: Vec<String>,
+    bad_set_config: Option<String>,
+}
+
+impl Visitor for Collect {
+    type Break = ();
+
+    fn pre_visit_query(&mut self, q: &Query) -> ControlFlow<()> {
+        if self.depth == 0 {
+            self.subqueries.push(q.clone());
+        }
+        self.depth += 1;
+        ControlFlow::Continue(())
+    }
+
+    fn post_visit_query(&mut self, _q: &Query) -> ControlFlow<()> {
+        self.depth = self.depth.saturating_sub(1);
+        ControlFlow::Continue(())
+    }
+
+    fn pre_visit_expr(&mut self, e: &Expr) -> ControlFlow<()> {
+        if self.depth > 0 {
+            return ControlFlow::Continue(());
+        }
+        match e {
+            Expr::Identifier(_) | Expr::CompoundIdentifier(_) => self.refs.push(e.clone()),
+            Expr::QualifiedWildcard(n, _) => {
+                if let Some(last) = name_parts(n).last() {
+                    self.whole_rows.push(last.clone());
+                }
+            }
+            Expr::Function(f) => self.function(f),
+            _ => {}
+        }
+        ControlFlow::Continue(())
+    }
+}
+
+impl Collect {
+    fn function(&mut self, f: &Function) {
+        let name = name_parts(&f.name).last().cloned().unwrap_or_default();
+        if let FunctionArguments::List(list) = &f.args {
+            for a in &list.args {
+                let arg = match a {
+                    FunctionArg::Named { arg, .. }
+                    | FunctionArg::ExprNamed { arg, .. }
+                    | FunctionArg::Unnamed(arg) => arg,
+                };
+                if let FunctionArgExpr::QualifiedWildcard(n) = arg {
+                    if let Some(last) = name_parts(n).last() {
+                        self.whole_rows.push(last.clone());
+                    }
+                }
+            }
+            if name == "set_config" {
+                let first = list.args.first().and_then(|a| match a {
+                    FunctionArg::Unnamed(FunctionArgExpr::Expr(Expr::Value(v))) => match &v.value {
+                        Value::SingleQuotedString(s) => Some(s.to_ascii_lowercase()),
+                        _ => None,
+                    },
+                    _ => None,
+                });
+                match first.as_deref() {
+                    Some(
+                        "role"
+                        | "session_authorization"
+                        | "standard_conforming_strings"
+                        | "client_encoding",
+                    ) => self.bad_set_config = first.clone(),
+                    Some(_) => {}
+                    None => self.bad_set_config = Some("a computed name".into()),
+                }
+            }
+        }
+        self.functions.push(name);
+    }
+}

@@ -1,0 +1,253 @@
+//! FROM items: tables, views, CTEs, subqueries, functions and joins, as scope items.
+use super::*;
+
+impl Analyzer<'_, '_> {
+    pub(super) fn table_with_joins(&mut self, t: &TableWithJoins) -> Result<(), Refusal> {
+        self.table_factor(&t.relation)?;
+        for j in &t.joins {
+            let left_names: Vec<String> = self
+                .levels
+                .last()
+                .map(|l| {
+                    l.iter()
+                        .flat_map(|i| i.cols.iter().flatten().map(|c| c.name.clone()))
+                        .collect()
+                })
+                .unwrap_or_default();
+            self.table_factor(&j.relation)?;
+            use sqlparser::ast::JoinConstraint as C;
+            use sqlparser::ast::JoinOperator as J;
+            let constraint = match &j.join_operator {
+                J::Join(c)
+                | J::Inner(c)
+                | J::Left(c)
+                | J::LeftOuter(c)
+                | J::Right(c)
+                | J::RightOuter(c)
+                | J::FullOuter(c)
+                | J::CrossJoin(c)
+                | J::Semi(c)
+                | J::LeftSemi(c)
+                | J::RightSemi(c)
+                | J::Anti(c)
+                | J::LeftAnti(c)
+                | J::RightAnti(c)
+                | J::StraightJoin(c) => Some(c),
+                J::CrossApply | J::OuterApply => None,
+                _ => {
+                    return Err(Refusal::unsupported(
+                        "pgveil cannot analyse this join form over protected data".into(),
+                        None,
+                    ))
+                }
+            };
+            match constraint {
+                Some(C::On(e)) => {
+                    self.expr(e, Ctx::Join)?;
+                }
+                Some(C::Using(cols)) => {
+                    for c in cols {
+                        if let Some(n) = name_parts(c).last() {
+                            self.join_column(n)?;
+                        }
+                    }
+                }
+                Some(C::Natural) => {
+                    let right: Vec<String> = self
+                        .levels
+                        .last()
+                        .and_then(|l| l.last())
+                        .map(|i| i.cols.iter().flatten().map(|c| c.name.clone()).collect())
+                        .unwrap_or_default();
+                    for n in right.iter().filter(|n| left_names.contains(n)) {
+                        self.join_column(n)?;
+                    }
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// A USING / NATURAL join column: an equi-join on each side's column of that name.
+    pub(super) fn join_column(&mut self, name: &str) -> Result<(), Refusal> {
+        let ids: Vec<ColumnId> = self
+            .levels
+            .last()
+            .map(|l| {
+                l.iter()
+                    .flat_map(|i| i.cols.iter().flatten())
+                    .filter(|c| c.name == name)
+                    .filter_map(|c| match c.src {
+                        Src::Col(id) => Some(id),
+                        _ => None,
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        for id in ids {
+            self.use_col(id, Usage::JoinKey { equality: true })?;
+        }
+        Ok(())
+    }
+
+    pub(super) fn push_item(&mut self, item: Item) {
+        if let Some(l) = self.levels.last_mut() {
+            l.push(item);
+        }
+    }
+
+    pub(super) fn table_factor(&mut self, f: &TableFactor) -> Result<(), Refusal> {
+        match f {
+            TableFactor::Table {
+                name, alias, args, ..
+            } => {
+                let parts = name_parts(name);
+                if let Some(args) = args {
+                    let fname = parts.last().cloned().unwrap_or_default();
+                    self.check_function(&fname)?;
+                    for a in &args.args {
+                        self.function_arg(a)?;
+                    }
+                    self.push_item(Item {
+                        name: alias.as_ref().map(|a| ident(&a.name)).unwrap_or(fname),
+                        cols: None,
+                    });
+                    return Ok(());
+                }
+                let mut item = match self.cte_cols(&parts) {
+                    Some(cols) => Item {
+                        name: parts.last().cloned().unwrap_or_default(),
+                        cols: Some(cols),
+                    },
+                    None => self.relation_cols(&parts)?.unwrap_or(Item {
+                        name: parts.last().cloned().unwrap_or_default(),
+                        cols: None,
+                    }),
+                };
+                if let Some(a) = alias {
+                    item.name = ident(&a.name);
+                    rename_columns(&mut item, a);
+                }
+                self.push_item(item);
+            }
+            TableFactor::Derived {
+                subquery, alias, ..
+            } => {
+                let outs = self.query(subquery)?;
+                let cols = match alias {
+                    Some(a) => name_outputs(a, &outs, subquery),
+                    None => unnamed_outputs(&outs, subquery),
+                };
+                self.push_item(Item {
+                    name: alias.as_ref().map(|a| ident(&a.name)).unwrap_or_default(),
+                    cols: Some(cols),
+                });
+            }
+            TableFactor::Function {
+                name, args, alias, ..
+            } => {
+                let parts = name_parts(name);
+                let fname = parts.last().cloned().unwrap_or_default();
+                self.check_function(&fname)?;
+                for a in args {
+                    self.function_arg(a)?;
+                }
+                self.push_item(Item {
+                    name: alias.as_ref().map(|a| ident(&a.name)).unwrap_or(fname),
+                    cols: None,
+                });
+            }
+            TableFactor::TableFunction { expr, alias } => {
+                self.expr(expr, Ctx::Arg)?;
+                self.push_item(Item {
+                    name: alias.as_ref().map(|a| ident(&a.name)).unwrap_or_default(),
+                    cols: None,
+                });
+            }
+            TableFactor::UNNEST {
+                alias, array_exprs, ..
+            } => {
+                for e in array_exprs {
+                    self.expr(e, Ctx::Arg)?;
+                }
+                self.push_item(Item {
+                    name: alias.as_ref().map(|a| ident(&a.name)).unwrap_or_default(),
+                    cols: None,
+                });
+            }
+            TableFactor::NestedJoin {
+                table_with_joins,
+                alias,
+            } => {
+                if alias.is_some() {
+                    return Err(Refusal::unsupported(
+                        "pgveil cannot analyse an aliased join over protected data".into(),
+                        None,
+                    ));
+                }
+                self.table_with_joins(table_with_joins)?;
+            }
+            _ => {
+                return Err(Refusal::unsupported(
+                    "pgveil cannot analyse this FROM item over protected data".into(),
+                    None,
+                ))
+            }
+        }
+        Ok(())
+    }
+
+    pub(super) fn cte_cols(&self, parts: &[String]) -> Option<Vec<Col>> {
+        if parts.len() != 1 {
+            return None;
+        }
+        self.ctes
+            .iter()
+            .rev()
+            .find_map(|m| m.get(&parts[0]).cloned())
+    }
+
+    /// The columns of a catalog relation; refuses views that expose columns the login may
+    /// not read in clear.
+    pub(super) fn relation_cols(&mut self, parts: &[String]) -> Result<Option<Item>, Refusal> {
+        let (schema, name) = match parts {
+            [n] => (None, n.as_str()),
+            [.., s, n] => (Some(s.as_str()), n.as_str()),
+            [] => return Ok(None),
+        };
+        let found = self.env.snapshot.lookup(schema, name);
+        let Some(rel) = found.first() else {
+            return Ok(None);
+        };
+        if rel.kind.is_view() && !rel.exposes.is_empty() {
+            for &c in &rel.exposes {
+                let d = self.env.policy.decide(self.env.roles, c);
+                if d.action != Action::Allow {
+                    let col = self.env.policy.column(c);
+                    return Err(Refusal::view_over_protected(
+                        &rel.qualified(),
+                        &col.qualified(),
+                        &col.table,
+                        self.level_name(col.level),
+                        d.action.name(),
+                        col.level,
+                    ));
+                }
+                self.touched.push((c, Usage::Projection));
+            }
+        }
+        Ok(Some(Item {
+            name: rel.name.clone(),
+            cols: Some(
+                rel.columns
+                    .iter()
+                    .map(|a| Col {
+                        name: a.name.clone(),
+                        src: a.protected.map_or(Src::Pass, Src::Col),
+                    })
+                    .collect(),
+            ),
+        }))
+    }
+}

@@ -1,0 +1,311 @@
+//! The analysis of statements that name protected data: scope resolution, the usage of every
+//! protected column reference, and the source of every output column.
+//!
+//! It is conservative by construction. Expressions it knows (column references, comparisons
+//! with values, AND/OR/NOT, IN lists, subqueries) are read precisely; any other expression is
+//! walked generically and every protected column inside it counts as a function argument, the
+//! most restricted use. A name it cannot resolve, when it could be a protected column, refuses
+//! the statement. So does any statement kind it does not know.
+use std::collections::HashMap;
+use std::ops::ControlFlow;
+
+use pgveil_policy::compile::Usage;
+use pgveil_policy::model::{Action, ColumnId, EncryptMode, LevelId};
+use pgveil_policy::{CompiledPolicy, RoleSet};
+use sqlparser::ast::{
+    AssignmentTarget, BinaryOperator, CopyLegacyCsvOption, CopyLegacyOption, CopyOption,
+    CopySource, CopyTarget, Distinct, Expr, FromTable, Function, FunctionArg, FunctionArgExpr,
+    FunctionArguments, GroupByExpr, Ident, ObjectName, ObjectNamePart, OnConflictAction, OnInsert,
+    OrderByKind, Query, Select, SelectItem, SelectItemQualifiedWildcardKind, Set, SetExpr,
+    SetOperator, SetQuantifier, Statement, TableFactor, TableObject, TableWithJoins, UnaryOperator,
+    UpdateTableFromKind, Value, Visit, Visitor,
+};
+use sqlparser::dialect::PostgreSqlDialect;
+use sqlparser::parser::Parser;
+
+pub use super::refusal::Refusal;
+use super::sites::{self, LookupForm, Offsets, Purpose, Site, SiteValue};
+use crate::catalog::Snapshot;
+
+/// Deepest nesting the parser accepts (sqlparser's default is 50).
+const RECURSION_LIMIT: usize = 64;
+
+/// Where an output column's values come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Src {
+    /// Nothing protected: forwarded untouched.
+    Pass,
+    /// Exactly the stored values of a protected column: the column's transform applies.
+    Col(ColumnId),
+    /// An unknown number of unprotected columns (a `*` over a relation of unknown shape).
+    Opaque,
+}
+
+/// What kind of statement this is, for the enforcer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// Returns rows (SELECT, VALUES, or DML with RETURNING).
+    Rows,
+    /// Returns no rows.
+    NoRows,
+    /// Changes the catalog: the cache must be invalidated once it has run.
+    Ddl,
+}
+
+/// The format of `COPY ... TO STDOUT` rows pgveil transforms.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CopyOut {
+    Text,
+    Csv { header: bool },
+}
+
+/// The plan of one statement.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StatementPlan {
+    pub kind: Kind,
+    /// Set for `COPY ... TO STDOUT` over protected data: its rows come as CopyData.
+    pub copy: Option<CopyOut>,
+    /// The result columns in order (empty when none come back or none matter).
+    pub outputs: Vec<Src>,
+    /// The protected columns the statement touches, each with its most restricted use.
+    pub touched: Vec<(ColumnId, Usage)>,
+    /// The values pgveil must encrypt before the server sees them (byte ranges of the whole
+    /// SQL text, in text order).
+    pub sites: Vec<Site>,
+    /// Set for `COPY ... FROM STDIN` into encrypted columns: the rows pgveil encrypts.
+    pub copy_in: Option<CopyIn>,
+}
+
+/// The columns of a `COPY ... FROM STDIN` row, by position: `Some` for encrypted ones.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CopyIn {
+    pub columns: Vec<Option<ColumnId>>,
+    pub format: CopyOut,
+}
+
+/// The analysis of one SQL text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Analysis {
+    pub statements: Vec<StatementPlan>,
+}
+
+/// What the analysis reads: the policy, the catalog and who is asking.
+pub struct Env<'a> {
+    pub policy: &'a CompiledPolicy,
+    pub snapshot: &'a Snapshot,
+    pub roles: &'a RoleSet,
+}
+
+impl Env<'_> {
+    /// Whether the login may read every protected column in clear.
+    pub fn unrestricted(&self) -> bool {
+        (0..self.policy.policy().columns.len())
+            .all(|c| self.policy.decide(self.roles, c).action == Action::Allow)
+    }
+}
+
+/// Parse and analyse `sql`; every statement in it must pass for the text to pass.
+pub fn analyze(sql: &str, env: &Env<'_>) -> Result<Analysis, Refusal> {
+    let dialect = PostgreSqlDialect {};
+    let parsed = Parser::new(&dialect)
+        .with_recursion_limit(RECURSION_LIMIT)
+        .try_with_sql(sql)
+        .and_then(|mut p| p.parse_statements());
+    let statements = match parsed {
+        Ok(s) => s,
+        Err(e) => {
+            if crate::sql::first_word(sql).eq_ignore_ascii_case("do") && env.unrestricted() {
+                // A login that may read everything in clear gains nothing from a DO block.
+                return Ok(Analysis {
+                    statements: vec![StatementPlan {
+                        kind: Kind::NoRows,
+                        copy: None,
+                        outputs: Vec::new(),
+                        touched: Vec::new(),
+                        sites: Vec::new(),
+                        copy_in: None,
+                    }],
+                });
+            }
+            return Err(unparsable(sql, &e.to_string()));
+        }
+    };
+    let text = Offsets::new(sql);
+    let mut out = Vec::with_capacity(statements.len());
+    for s in &statements {
+        let mut a = Analyzer::new(env, &text);
+        let mut plan = a.statement(s)?;
+        plan.sites.sort_by_key(|s| s.start);
+        if plan.sites.windows(2).any(|w| w[0].end > w[1].start) {
+            return Err(Refusal::unsupported(
+                "pgveil found overlapping values to encrypt in this statement".into(),
+                Some("write each value once, as a plain literal or a parameter"),
+            ));
+        }
+        out.push(plan);
+    }
+    Ok(Analysis { statements: out })
+}
+
+fn unparsable(sql: &str, error: &str) -> Refusal {
+    if crate::sql::first_word(sql).eq_ignore_ascii_case("do") {
+        return Refusal::do_block();
+    }
+    Refusal::unparsable(error)
+}
+
+/// A column of a FROM item.
+#[derive(Debug, Clone)]
+struct Col {
+    name: String,
+    src: Src,
+}
+
+/// A FROM item as the scope sees it.
+#[derive(Debug, Clone)]
+struct Item {
+    /// Alias, or the relation's own name.
+    name: String,
+    /// `None`: columns unknown (table functions, relations the catalog does not know).
+    cols: Option<Vec<Col>>,
+}
+
+impl Item {
+    fn protected(&self) -> Vec<ColumnId> {
+        self.cols
+            .iter()
+            .flatten()
+            .filter_map(|c| match c.src {
+                Src::Col(id) => Some(id),
+                _ => None,
+            })
+            .collect()
+    }
+}
+
+/// What a name in an expression turned out to be.
+enum Ref {
+    Col(Src),
+    WholeRow(Vec<ColumnId>),
+    Unresolved,
+}
+
+/// The context an expression appears in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ctx {
+    Project,
+    Pred,
+    Join,
+    Group,
+    Arg,
+}
+
+impl Ctx {
+    fn generic_usage(self) -> Usage {
+        match self {
+            Ctx::Project | Ctx::Arg => Usage::FunctionArg,
+            Ctx::Pred => Usage::Predicate { equality: false },
+            Ctx::Join => Usage::JoinKey { equality: false },
+            Ctx::Group => Usage::GroupOrder,
+        }
+    }
+}
+
+struct Analyzer<'e, 'a> {
+    env: &'e Env<'a>,
+    text: &'e Offsets<'e>,
+    /// Scope levels, innermost last.
+    levels: Vec<Vec<Item>>,
+    /// CTEs in scope, innermost last.
+    ctes: Vec<HashMap<String, Vec<Col>>>,
+    touched: Vec<(ColumnId, Usage)>,
+    sites: Vec<Site>,
+    copy_in: Option<CopyIn>,
+    /// The reference being checked is an IS [NOT] NULL test.
+    nullness: bool,
+}
+
+fn src_col(s: Src) -> Option<ColumnId> {
+    match s {
+        Src::Col(c) => Some(c),
+        _ => None,
+    }
+}
+
+fn ident(i: &Ident) -> String {
+    if i.quote_style.is_some() {
+        i.value.clone()
+    } else {
+        i.value.to_ascii_lowercase()
+    }
+}
+
+fn name_parts(n: &ObjectName) -> Vec<String> {
+    n.0.iter()
+        .map(|p| match p {
+            ObjectNamePart::Identifier(i) => ident(i),
+            ObjectNamePart::Function(f) => f.name.value.to_ascii_lowercase(),
+        })
+        .collect()
+}
+
+/// Is this expression a value (literal, parameter, or a cast of one)?
+fn valueish(e: &Expr) -> bool {
+    match e {
+        Expr::Value(_) | Expr::TypedString(_) => true,
+        Expr::Cast { expr, .. } | Expr::Nested(expr) => valueish(expr),
+        Expr::UnaryOp {
+            op: UnaryOperator::Minus | UnaryOperator::Plus,
+            expr,
+        } => valueish(expr),
+        _ => false,
+    }
+}
+
+/// A bare column reference, through parentheses.
+fn bare(e: &Expr) -> Option<&Expr> {
+    match e {
+        Expr::Identifier(_) | Expr::CompoundIdentifier(_) => Some(e),
+        Expr::Nested(inner) => bare(inner),
+        _ => None,
+    }
+}
+
+/// Functions that run SQL text given to them as a value.
+fn runs_sql_text(name: &str) -> bool {
+    crate::sql::scan::ALWAYS
+        .iter()
+        .skip_while(|w| **w != "query_to_xml")
+        .any(|w| *w == name)
+}
+
+impl<'e, 'a> Analyzer<'e, 'a> {
+    fn new(env: &'e Env<'a>, text: &'e Offsets<'e>) -> Self {
+        Analyzer {
+            env,
+            text,
+            levels: Vec::new(),
+            ctes: Vec::new(),
+            touched: Vec::new(),
+            sites: Vec::new(),
+            copy_in: None,
+            nullness: false,
+        }
+    }
+}
+
+mod columns;
+mod copy;
+mod expr;
+mod from;
+mod names;
+mod query;
+mod statement;
+mod write;
+
+use columns::eq_usage;
+use expr::Collect;
+use names::*;
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,380 @@
+//! Queries: CTEs, set operations, SELECT lists, and the clauses that sort or group.
+use super::*;
+
+impl Analyzer<'_, '_> {
+    pub(super) fn query(&mut self, q: &Query) -> Result<Vec<Src>, Refusal> {
+        let mut pushed = false;
+        if let Some(with) = &q.with {
+            self.ctes.push(HashMap::new());
+            pushed = true;
+            for cte in &with.cte_tables {
+                let name = ident(&cte.alias.name);
+                let outs = if with.recursive {
+                    self.recursive_cte(&name, &cte.alias, &cte.query)?
+                } else {
+                    let outs = self.query(&cte.query)?;
+                    name_outputs(&cte.alias, &outs, &cte.query)
+                };
+                if let Some(m) = self.ctes.last_mut() {
+                    m.insert(name, outs);
+                }
+            }
+        }
+        let result = self.query_body(q);
+        if pushed {
+            self.ctes.pop();
+        }
+        result
+    }
+
+    pub(super) fn query_body(&mut self, q: &Query) -> Result<Vec<Src>, Refusal> {
+        let outs = match q.body.as_ref() {
+            SetExpr::Select(s) => self.select(s, Some(q))?,
+            other => {
+                let outs = self.set_expr(other)?;
+                if let Some(ob) = &q.order_by {
+                    if let OrderByKind::Expressions(list) = &ob.kind {
+                        let names = set_output_names(other);
+                        for o in list {
+                            self.order_item(&o.expr, &outs, &names)?;
+                        }
+                    }
+                }
+                outs
+            }
+        };
+        if let Some(l) = &q.limit_clause {
+            let mut v = Collect::default();
+            let _ = l.visit(&mut v);
+            self.collected(v, Ctx::Arg)?;
+        }
+        Ok(outs)
+    }
+
+    pub(super) fn recursive_cte(
+        &mut self,
+        name: &str,
+        alias: &sqlparser::ast::TableAlias,
+        q: &Query,
+    ) -> Result<Vec<Col>, Refusal> {
+        if let SetExpr::SetOperation {
+            left,
+            right,
+            op,
+            set_quantifier,
+            ..
+        } = q.body.as_ref()
+        {
+            let left_outs = self.set_expr(left)?;
+            let cols = name_outputs_from(alias, &left_outs, &set_output_names(left));
+            if let Some(m) = self.ctes.last_mut() {
+                m.insert(name.to_string(), cols.clone());
+            }
+            let right_outs = self.set_expr(right)?;
+            let merged = self.merge_set(*op, *set_quantifier, &left_outs, &right_outs)?;
+            return Ok(name_outputs_from(alias, &merged, &set_output_names(left)));
+        }
+        let outs = self.query(q)?;
+        Ok(name_outputs(alias, &outs, q))
+    }
+
+    pub(super) fn set_expr(&mut self, e: &SetExpr) -> Result<Vec<Src>, Refusal> {
+        match e {
+            SetExpr::Select(s) => self.select(s, None),
+            SetExpr::Query(q) => self.query(q),
+            SetExpr::SetOperation {
+                op,
+                set_quantifier,
+                left,
+                right,
+            } => {
+                let l = self.set_expr(left)?;
+                let r = self.set_expr(right)?;
+                self.merge_set(*op, *set_quantifier, &l, &r)
+            }
+            SetExpr::Values(v) => {
+                let mut width = 0;
+                for row in &v.rows {
+                    width = width.max(row.content.len());
+                    for e in &row.content {
+                        self.expr(e, Ctx::Arg)?;
+                    }
+                }
+                Ok(vec![Src::Pass; width])
+            }
+            SetExpr::Insert(s) | SetExpr::Update(s) | SetExpr::Delete(s) => {
+                let mut inner = Analyzer::new(self.env, self.text);
+                inner.ctes = self.ctes.clone();
+                let plan = inner.statement(s)?;
+                self.touched.extend(plan.touched);
+                self.sites.extend(plan.sites);
+                Ok(plan.outputs)
+            }
+            SetExpr::Table(t) => {
+                let parts: Vec<String> = t
+                    .schema_name
+                    .iter()
+                    .map(|s| s.to_ascii_lowercase())
+                    .chain(t.table_name.iter().map(|s| s.to_ascii_lowercase()))
+                    .collect();
+                let item = self.relation_cols(&parts)?;
+                Ok(match item.and_then(|i| i.cols) {
+                    Some(cols) => cols.into_iter().map(|c| c.src).collect(),
+                    None => vec![Src::Opaque],
+                })
+            }
+            SetExpr::Merge(_) => Err(Refusal::unsupported(
+                "pgveil cannot analyse MERGE on protected data".into(),
+                None,
+            )),
+        }
+    }
+
+    pub(super) fn merge_set(
+        &mut self,
+        op: SetOperator,
+        q: SetQuantifier,
+        l: &[Src],
+        r: &[Src],
+    ) -> Result<Vec<Src>, Refusal> {
+        let dedup = !matches!(q, SetQuantifier::All) || !matches!(op, SetOperator::Union);
+        let opaque = l.contains(&Src::Opaque) || r.contains(&Src::Opaque);
+        if l.len() != r.len() || opaque {
+            if l.iter().chain(r).any(|s| matches!(s, Src::Col(_))) {
+                return Err(Refusal::unsupported(
+                    "pgveil cannot line up the columns of this set operation over protected data"
+                        .into(),
+                    Some("list the columns explicitly instead of using *"),
+                ));
+            }
+            return Ok(vec![Src::Opaque]);
+        }
+        let mut out = Vec::with_capacity(l.len());
+        for (a, b) in l.iter().zip(r) {
+            let merged = match (a, b) {
+                (Src::Col(x), Src::Col(y)) if x != y => {
+                    // Two different columns in one output: only clear readers may mix them.
+                    self.use_col(*x, Usage::FunctionArg)?;
+                    self.use_col(*y, Usage::FunctionArg)?;
+                    let (cx, cy) = (self.env.policy.column(*x), self.env.policy.column(*y));
+                    if cx.encrypt != EncryptMode::None || cy.encrypt != EncryptMode::None {
+                        return Err(Refusal::encrypted_set_merge(
+                            &cx.qualified(),
+                            &cy.qualified(),
+                        ));
+                    }
+                    Src::Pass
+                }
+                (Src::Col(x), _) | (_, Src::Col(x)) => Src::Col(*x),
+                _ => Src::Pass,
+            };
+            if dedup {
+                if let Src::Col(c) = merged {
+                    self.use_col(c, Usage::GroupOrder)?;
+                }
+            }
+            out.push(merged);
+        }
+        Ok(out)
+    }
+
+    pub(super) fn select(
+        &mut self,
+        s: &Select,
+        query: Option<&Query>,
+    ) -> Result<Vec<Src>, Refusal> {
+        self.levels.push(Vec::new());
+        let r = self.select_inner(s, query);
+        self.levels.pop();
+        r
+    }
+
+    pub(super) fn select_inner(
+        &mut self,
+        s: &Select,
+        query: Option<&Query>,
+    ) -> Result<Vec<Src>, Refusal> {
+        for t in &s.from {
+            self.table_with_joins(t)?;
+        }
+        if let Some(w) = &s.selection {
+            self.expr(w, Ctx::Pred)?;
+        }
+        let mut outs = Vec::new();
+        let mut names = Vec::new();
+        for it in &s.projection {
+            self.select_item(it, &mut outs, &mut names)?;
+        }
+        match &s.distinct {
+            Some(Distinct::Distinct) => {
+                for o in &outs {
+                    if let Src::Col(c) = o {
+                        self.use_col(*c, Usage::GroupOrder)?;
+                    }
+                }
+            }
+            Some(Distinct::On(exprs)) => {
+                for e in exprs {
+                    self.order_item(e, &outs, &names)?;
+                }
+            }
+            _ => {}
+        }
+        match &s.group_by {
+            GroupByExpr::Expressions(exprs, _) => {
+                for e in exprs {
+                    self.order_item(e, &outs, &names)?;
+                }
+            }
+            GroupByExpr::All(_) => {
+                for o in outs.clone() {
+                    if let Src::Col(c) = o {
+                        self.use_col(c, Usage::GroupOrder)?;
+                    }
+                }
+            }
+        }
+        if let Some(h) = &s.having {
+            self.expr(h, Ctx::Pred)?;
+        }
+        for w in &s.named_window {
+            let mut v = Collect::default();
+            let _ = w.visit(&mut v);
+            self.collected(v, Ctx::Group)?;
+        }
+        if let Some(q) = query {
+            if let Some(ob) = &q.order_by {
+                if let OrderByKind::Expressions(list) = &ob.kind {
+                    for o in list {
+                        self.order_item(&o.expr, &outs, &names)?;
+                    }
+                }
+            }
+        }
+        if s.into.is_some() {
+            self.moved(&outs)?;
+        }
+        if !s.lateral_views.is_empty() || s.prewhere.is_some() || s.qualify.is_some() {
+            return Err(Refusal::unsupported(
+                "pgveil cannot analyse this SELECT form over protected data".into(),
+                None,
+            ));
+        }
+        Ok(outs)
+    }
+
+    /// GROUP BY / ORDER BY / DISTINCT ON item: an output position, an output name, or an
+    /// expression over the FROM scope.
+    pub(super) fn order_item(
+        &mut self,
+        e: &Expr,
+        outs: &[Src],
+        names: &[Option<String>],
+    ) -> Result<(), Refusal> {
+        if let Expr::Value(v) = e {
+            if let Value::Number(n, _) = &v.value {
+                if let Some(Src::Col(c)) = n
+                    .parse::<usize>()
+                    .ok()
+                    .and_then(|i| outs.get(i.wrapping_sub(1)))
+                {
+                    self.use_col(*c, Usage::GroupOrder)?;
+                }
+                return Ok(());
+            }
+        }
+        if let Expr::Identifier(i) = e {
+            let n = ident(i);
+            let in_scope = self.levels.last().is_some_and(|l| {
+                l.iter()
+                    .any(|it| it.cols.iter().flatten().any(|c| c.name == n))
+            });
+            if !in_scope {
+                if let Some(pos) = names.iter().position(|x| x.as_deref() == Some(n.as_str())) {
+                    if let Some(Src::Col(c)) = outs.get(pos) {
+                        self.use_col(*c, Usage::GroupOrder)?;
+                    }
+                    return Ok(());
+                }
+            }
+        }
+        self.expr(e, Ctx::Group).map(|_| ())
+    }
+
+    pub(super) fn select_item(
+        &mut self,
+        it: &SelectItem,
+        outs: &mut Vec<Src>,
+        names: &mut Vec<Option<String>>,
+    ) -> Result<(), Refusal> {
+        match it {
+            SelectItem::UnnamedExpr(e) => {
+                let src = self.expr(e, Ctx::Project)?;
+                outs.push(src);
+                names.push(expr_name(e));
+            }
+            SelectItem::ExprWithAlias { expr, alias } => {
+                let src = self.expr(expr, Ctx::Project)?;
+                outs.push(src);
+                names.push(Some(ident(alias)));
+            }
+            SelectItem::ExprWithAliases { expr, .. } => {
+                self.expr(expr, Ctx::Arg)?;
+                outs.push(Src::Opaque);
+                names.push(None);
+            }
+            SelectItem::Wildcard(_) => {
+                let items: Vec<Item> = self.levels.last().cloned().unwrap_or_default();
+                for item in items {
+                    self.expand(&item, outs, names)?;
+                }
+            }
+            SelectItem::QualifiedWildcard(kind, _) => match kind {
+                SelectItemQualifiedWildcardKind::ObjectName(n) => {
+                    let parts = name_parts(n);
+                    let Some(last) = parts.last() else {
+                        return Ok(());
+                    };
+                    let item = self
+                        .levels
+                        .iter()
+                        .rev()
+                        .find_map(|l| l.iter().find(|i| &i.name == last).cloned());
+                    match item {
+                        Some(item) => self.expand(&item, outs, names)?,
+                        None => outs.push(Src::Opaque),
+                    }
+                }
+                SelectItemQualifiedWildcardKind::Expr(e) => {
+                    self.expr(e, Ctx::Arg)?;
+                    outs.push(Src::Opaque);
+                }
+            },
+        }
+        Ok(())
+    }
+
+    pub(super) fn expand(
+        &mut self,
+        item: &Item,
+        outs: &mut Vec<Src>,
+        names: &mut Vec<Option<String>>,
+    ) -> Result<(), Refusal> {
+        match &item.cols {
+            Some(cols) => {
+                for c in cols {
+                    if let Src::Col(id) = c.src {
+                        self.use_col(id, Usage::Projection)?;
+                    }
+                    outs.push(c.src);
+                    names.push(Some(c.name.clone()));
+                }
+            }
+            None => {
+                outs.push(Src::Opaque);
+                names.push(None);
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,225 @@
+//! Statement dispatch: what each kind of statement reads, writes and returns.
+use super::*;
+
+impl Analyzer<'_, '_> {
+    pub(super) fn statement(&mut self, s: &Statement) -> Result<StatementPlan, Refusal> {
+        let mut copy = None;
+        let (kind, outputs) = match s {
+            Statement::Query(q) => (Kind::Rows, self.query(q)?),
+            Statement::Insert(ins) => self.insert(ins)?,
+            Statement::Update(u) => self.update(u)?,
+            Statement::Delete(d) => self.delete(d)?,
+            Statement::Copy {
+                source,
+                to,
+                target,
+                options,
+                legacy_options,
+                ..
+            } => {
+                let (kind, outs, format) =
+                    self.copy_statement(source, *to, target, options, legacy_options)?;
+                copy = format;
+                (kind, outs)
+            }
+            Statement::Explain { statement, .. } => {
+                let inner = self.statement(statement)?;
+                // EXPLAIN ANALYZE runs the statement: its values are encrypted as if it ran.
+                self.sites.extend(inner.sites);
+                if inner.copy_in.is_some() {
+                    return Err(Refusal::unsupported(
+                        "pgveil cannot explain COPY into encrypted columns".into(),
+                        None,
+                    ));
+                }
+                self.require_clear("EXPLAIN")?;
+                (Kind::Rows, Vec::new())
+            }
+            Statement::CreateTable(ct) => {
+                if let Some(q) = &ct.query {
+                    let outs = self.query(q)?;
+                    self.moved(&outs)?;
+                }
+                (Kind::Ddl, Vec::new())
+            }
+            Statement::CreateView(_) => {
+                if !self.env.unrestricted() {
+                    return Err(Refusal::creates_code("views"));
+                }
+                (Kind::Ddl, Vec::new())
+            }
+            Statement::CreateFunction(_)
+            | Statement::CreateProcedure { .. }
+            | Statement::CreateTrigger(_) => {
+                if !self.env.unrestricted() {
+                    return Err(Refusal::creates_code("functions, procedures and triggers"));
+                }
+                (Kind::Ddl, Vec::new())
+            }
+            Statement::Declare { stmts } => {
+                for d in stmts {
+                    if let Some(q) = &d.for_query {
+                        let outs = self.query(q)?;
+                        if !self.touched.is_empty() || outs.iter().any(|s| *s != Src::Pass) {
+                            return Err(Refusal::unsupported(
+                                "pgveil does not yet transform cursors over protected data"
+                                    .into(),
+                                Some("run the query itself; use LIMIT/OFFSET or the extended protocol's row limit to page"),
+                            ));
+                        }
+                    }
+                }
+                (Kind::NoRows, Vec::new())
+            }
+            Statement::Prepare { statement, .. } => {
+                let inner = self.statement(statement)?;
+                if !inner.touched.is_empty()
+                    || !inner.sites.is_empty()
+                    || inner.copy_in.is_some()
+                    || inner.outputs.iter().any(|s| *s != Src::Pass)
+                {
+                    return Err(Refusal::unsupported(
+                        "pgveil does not support SQL-level PREPARE over protected data".into(),
+                        Some("use the extended protocol (your driver's prepared statements), which pgveil analyses"),
+                    ));
+                }
+                (Kind::NoRows, Vec::new())
+            }
+            Statement::Set(set) => {
+                self.set(set)?;
+                (Kind::NoRows, Vec::new())
+            }
+            Statement::AlterTable(_)
+            | Statement::CreateIndex(_)
+            | Statement::Drop { .. }
+            | Statement::Truncate(_)
+            | Statement::Grant(_)
+            | Statement::Revoke(_)
+            | Statement::Comment { .. }
+            | Statement::AlterRole { .. }
+            | Statement::CreateRole(_)
+            | Statement::CreateSchema { .. } => (Kind::Ddl, Vec::new()),
+            Statement::StartTransaction { .. }
+            | Statement::Commit { .. }
+            | Statement::Rollback { .. }
+            | Statement::Savepoint { .. }
+            | Statement::ReleaseSavepoint { .. }
+            | Statement::ShowVariable { .. }
+            | Statement::Discard { .. }
+            | Statement::Deallocate { .. }
+            | Statement::Execute { .. }
+            | Statement::Close { .. }
+            | Statement::Fetch { .. }
+            | Statement::LISTEN { .. }
+            | Statement::UNLISTEN { .. }
+            | Statement::NOTIFY { .. } => {
+                self.generic_statement(s)?;
+                (Kind::NoRows, Vec::new())
+            }
+            other => {
+                return Err(Refusal::unknown_statement(
+                    &crate::sql::first_word(&other.to_string()).to_ascii_uppercase(),
+                ))
+            }
+        };
+        Ok(StatementPlan {
+            kind,
+            copy,
+            outputs,
+            touched: std::mem::take(&mut self.touched),
+            sites: std::mem::take(&mut self.sites),
+            copy_in: self.copy_in.take(),
+        })
+    }
+
+    /// A statement with no query structure of its own: every protected name in it counts.
+    pub(super) fn generic_statement(&mut self, s: &Statement) -> Result<(), Refusal> {
+        let mut v = Collect::default();
+        let _ = s.visit(&mut v);
+        self.levels.push(Vec::new());
+        let r = self.collected(v, Ctx::Arg);
+        self.levels.pop();
+        r
+    }
+
+    pub(super) fn set(&mut self, set: &Set) -> Result<(), Refusal> {
+        let refuse = Refusal::role_switch;
+        match set {
+            Set::SetRole {
+                role_name: None, ..
+            } => Ok(()),
+            Set::SetRole { .. } => Err(refuse("SET ROLE")),
+            Set::SetSessionAuthorization(_) => Err(refuse("SET SESSION AUTHORIZATION")),
+            Set::SingleAssignment {
+                variable, values, ..
+            } => {
+                let var = name_parts(variable).join(".");
+                match var.as_str() {
+                    "role" | "session_authorization" => Err(refuse(&format!("SET {var}"))),
+                    "standard_conforming_strings" | "client_encoding" => Ok(()),
+                    _ => {
+                        for v in values {
+                            self.expr(v, Ctx::Arg)?;
+                        }
+                        Ok(())
+                    }
+                }
+            }
+            _ => Ok(()),
+        }
+    }
+
+    pub(super) fn returning(
+        &mut self,
+        items: Option<&[SelectItem]>,
+    ) -> Result<(Kind, Vec<Src>), Refusal> {
+        match items {
+            None => Ok((Kind::NoRows, Vec::new())),
+            Some(items) => {
+                let mut outs = Vec::new();
+                for it in items {
+                    self.select_item(it, &mut outs, &mut Vec::new())?;
+                }
+                Ok((Kind::Rows, outs))
+            }
+        }
+    }
+
+    /// Protected values copied into a new table or another table: only clear readers may.
+    pub(super) fn moved(&mut self, outs: &[Src]) -> Result<(), Refusal> {
+        for s in outs {
+            match s {
+                Src::Col(c) => self.use_col(*c, Usage::FunctionArg)?,
+                Src::Opaque | Src::Pass => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// Refuse unless every protected column touched so far may be read in clear.
+    pub(super) fn require_clear(&mut self, what: &str) -> Result<(), Refusal> {
+        for &(c, _) in &self.touched {
+            let d = self.env.policy.decide(self.env.roles, c);
+            if d.action != Action::Allow {
+                let col = self.env.policy.column(c);
+                return Err(Refusal::needs_clear(
+                    &col.qualified(),
+                    what,
+                    self.level_name(col.level),
+                    d.action.name(),
+                    col.level,
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    pub(super) fn level_name(&self, l: LevelId) -> &str {
+        self.env
+            .policy
+            .policy()
+            .levels
+            .get(l)
+            .map_or("?", |s| s.as_str())
+    }
+}
