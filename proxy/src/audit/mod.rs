@@ -12,6 +12,7 @@ pub mod chain;
 pub mod fingerprint;
 pub mod record;
 pub mod report;
+pub mod session;
 pub mod statement;
 pub mod syslog;
 pub mod verify;
@@ -24,6 +25,7 @@ use pgveil_policy::crypto::KeySet;
 
 pub use fingerprint::fingerprint;
 pub use record::{ColumnUse, Kind, Outcome, Record};
+pub use session::{AuditInfo, Entry, SessionAudit};
 pub use statement::{SessionJson, StatementJson, StatementRecord};
 pub use verify::{verify, Broken, Summary};
 pub use writer::{AuditHandle, AuditSink};

@@ -6,9 +6,17 @@
 //! Windows live in memory, one per (login, rule), as a short ring of time buckets; the map is
 //! bounded, and windows that emptied are evicted first.
 use std::collections::VecDeque;
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
 
 use dashmap::DashMap;
+use pgveil_policy::hours::Hours;
+use pgveil_policy::model::Limit;
+
+use super::plan::Prepared;
+use super::rows::AnomalyLimit;
+use super::Enforcement;
+use crate::sql::Refusal;
 
 /// Most windows kept; past this, empty windows are evicted.
 const MAX_WINDOWS: usize = 100_000;
@@ -137,6 +145,138 @@ impl Windows {
     pub fn is_empty(&self) -> bool {
         self.map.is_empty()
     }
+}
+
+/// An anomaly rule crossed: counted in `anomaly_alerts_total` and logged when raised; the relay
+/// writes its audit record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Alert {
+    pub rule: String,
+    /// The rule refuses from now on (`then: deny`).
+    pub deny: bool,
+    /// What was crossed; never a value.
+    pub reason: String,
+}
+
+/// Raise an alert for limit `l`: counted and logged.
+pub fn alert(enf: &Enforcement, login: &str, l: &AnomalyLimit, reason: String) -> Alert {
+    enf.metrics
+        .enforcement
+        .anomaly_alerts
+        .with_label_values(&[&l.rule])
+        .inc();
+    tracing::warn!(rule = %l.rule, login, %reason, "anomaly limit crossed");
+    Alert {
+        rule: l.rule.clone(),
+        deny: l.deny,
+        reason,
+    }
+}
+
+/// The anomaly limits with `then: deny` a prepared statement's rows count against.
+pub fn deny_limits(p: &Prepared) -> Vec<Arc<AnomalyLimit>> {
+    p.rows
+        .iter()
+        .flat_map(|r| r.anomaly.iter().filter(|l| l.deny).cloned())
+        .collect()
+}
+
+/// A read of an hours rule's level outside its hours: the alert's reason, the first time in
+/// the rule's window for this login (later reads in the window are refused or passed quietly).
+fn out_of_hours(
+    enf: &Enforcement,
+    login: &str,
+    l: &AnomalyLimit,
+    h: &Hours,
+    now: SystemTime,
+) -> Option<String> {
+    let first = matches!(
+        enf.anomaly.add(login, &l.rule, 1, 0, l.per),
+        Crossing::Crossed { .. }
+    );
+    first.then(|| {
+        format!(
+            "level {} read at {}, outside {h}{}",
+            l.level,
+            h.local_time(now),
+            if l.deny { "; then deny" } else { "" }
+        )
+    })
+}
+
+/// The refusal of a statement whose rows count against `limits`, when one of them (all with
+/// `then: deny`) is over its limit for `login` or forbids its level now. Alerts it raises are
+/// added to `alerts`.
+pub fn gate(
+    enf: &Enforcement,
+    login: &str,
+    limits: &[Arc<AnomalyLimit>],
+    alerts: &mut Vec<Alert>,
+) -> Option<Refusal> {
+    for l in limits {
+        let max = match &l.limit {
+            Limit::Rows(max) | Limit::Denied(max) => *max,
+            Limit::Hours(h) => {
+                let now = SystemTime::now();
+                if h.allows(now) {
+                    continue;
+                }
+                if let Some(reason) = out_of_hours(enf, login, l, h, now) {
+                    alerts.push(alert(enf, login, l, reason));
+                }
+                return Some(hours_refusal(l, h, now));
+            }
+        };
+        if let Some(total) = enf.anomaly.over(login, &l.rule, max, l.per) {
+            return Some(anomaly_refusal(l, login, total, max));
+        }
+    }
+    None
+}
+
+/// Count `rows` of a statement against limit `l` (or, for an hours rule, note a read outside
+/// the hours); the alert, when this crossed it.
+pub fn count(enf: &Enforcement, login: &str, l: &AnomalyLimit, rows: u64) -> Option<Alert> {
+    let reason = match &l.limit {
+        Limit::Denied(_) => return None,
+        Limit::Rows(max) => match enf.anomaly.add(login, &l.rule, rows, *max, l.per) {
+            Crossing::Crossed { total } => format!(
+                "rows {total} > {max} of level {} in {}{}",
+                l.level,
+                humantime::format_duration(l.per),
+                if l.deny { "; then deny" } else { "" }
+            ),
+            _ => return None,
+        },
+        Limit::Hours(h) => {
+            let now = SystemTime::now();
+            if h.allows(now) {
+                return None;
+            }
+            out_of_hours(enf, login, l, h, now)?
+        }
+    };
+    Some(alert(enf, login, l, reason))
+}
+
+/// A statement refused because an anomaly rule with `then: deny` is over its limit (`total`
+/// rows or refusals, `max` allowed).
+pub fn anomaly_refusal(l: &AnomalyLimit, login: &str, total: u64, max: u64) -> Refusal {
+    let what = match l.limit {
+        Limit::Denied(_) => format!("had {total} statements refused"),
+        _ => format!("received {total} rows of level {}", l.level),
+    };
+    Refusal::anomaly_limit(&l.rule, login, &what, l.per, max)
+}
+
+/// A statement refused because an hours rule with `then: deny` forbids its level now.
+pub fn hours_refusal(l: &AnomalyLimit, hours: &Hours, now: std::time::SystemTime) -> Refusal {
+    Refusal::anomaly_hours(
+        &l.rule,
+        &l.level,
+        &hours.to_string(),
+        &hours.local_time(now).to_string(),
+    )
 }
 
 #[cfg(test)]

@@ -5,8 +5,8 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use super::plan::Prepared;
 use super::rows::RowPlan;
-use super::session::Prepared;
 
 #[derive(Debug, Clone)]
 pub struct PortalPlan {
@@ -66,7 +66,7 @@ impl Book {
         match &self.last_formats {
             Some((w, decoded)) if w[..] == *wire => decoded.clone(),
             _ => {
-                let decoded: Arc<[i16]> = super::messages::decode_formats(wire).into();
+                let decoded: Arc<[i16]> = crate::protocol::frontend::decode_formats(wire).into();
                 self.last_formats = Some((wire.to_vec(), decoded.clone()));
                 decoded
             }

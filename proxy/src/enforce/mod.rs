@@ -1,16 +1,27 @@
-//! Policy enforcement on the wire: what every session shares ([`Enforcement`]), the
-//! per-session enforcer ([`session::Enforcer`]), the frontend messages it reads
-//! ([`messages`]) and the result transforms ([`rows`]).
+//! Policy enforcement on the wire. What every session shares is [`Enforcement`] (the policy
+//! and keys in force, the catalog cache, the parse cache, anomaly windows). Per session:
 //!
-//! Imports run one way: `session → enforce → (sql, catalog, policy)`.
+//! - [`enforcer`]: judges a SQL text (pass, transform, refuse); [`plan`] turns an analysis
+//!   into row plans, values to encrypt and audit facts;
+//! - [`frontend`]: the client direction's decisions for Query, Parse, Bind, COPY FROM STDIN
+//!   ([`write`], [`copy_in`], [`statements`]);
+//! - [`describe`], [`results`]: RowDescription checked and rewritten, DataRow and COPY TO
+//!   STDOUT rows transformed ([`rows`], [`copy`], [`binary`]); [`book`]: the statements and
+//!   portals the server confirmed;
+//! - [`anomaly`]: the policy's anomaly windows and the gate that refuses over them.
+//!
+//! Imports run one way: `session → enforce → (sql, catalog, audit, policy)`.
 pub mod anomaly;
 pub mod binary;
 pub mod book;
 pub mod copy;
 pub mod copy_in;
-pub mod messages;
+pub mod describe;
+pub mod enforcer;
+pub mod frontend;
+pub mod plan;
+pub mod results;
 pub mod rows;
-pub mod session;
 pub mod statements;
 pub mod write;
 

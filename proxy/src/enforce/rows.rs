@@ -63,7 +63,7 @@ pub struct RowPlan {
     /// Set for `COPY ... TO STDOUT`: the format of its CopyData rows.
     pub copy: Option<CopyFormat>,
     /// Set when the audit log is on and the statement touches classified columns.
-    pub audit: Option<Arc<AuditInfo>>,
+    pub audit: Option<Arc<crate::audit::AuditInfo>>,
     /// The policy's anomaly limits this statement's rows count against, for this login.
     pub anomaly: Vec<Arc<AnomalyLimit>>,
     /// The login's policy role names (`sensitive_values_by_role_total`).
@@ -79,43 +79,6 @@ pub struct AnomalyLimit {
     /// The window (for hours rules: alerts per login at most once per window).
     pub per: std::time::Duration,
     pub deny: bool,
-}
-
-/// What the audit record of a statement says, decided when it was judged.
-#[derive(Debug)]
-pub struct AuditInfo {
-    /// (schema.table.column, level, action) of every classified column it touches.
-    pub columns: Vec<(String, String, String)>,
-    pub command: String,
-    /// The login's policy roles.
-    pub roles: Vec<String>,
-    /// The statement text with its literals removed.
-    pub fingerprint: String,
-    /// The fields above as the audit record writes them, serialized once.
-    pub json: Arc<crate::audit::StatementJson>,
-}
-
-impl AuditInfo {
-    pub fn new(
-        columns: Vec<(String, String, String)>,
-        command: String,
-        roles: Vec<String>,
-        fingerprint: String,
-    ) -> Self {
-        let json = Arc::new(crate::audit::StatementJson::new(
-            &roles,
-            &command,
-            &fingerprint,
-            &columns,
-        ));
-        AuditInfo {
-            columns,
-            command,
-            roles,
-            fingerprint,
-            json,
-        }
-    }
 }
 
 /// The formats of COPY TO STDOUT pgveil can transform (default delimiters, quote and NULL).

@@ -15,7 +15,8 @@ use pgveil_policy::crypto::{DomainCipher, Mode, ENVELOPE_PREFIX};
 use pgveil_policy::model::{ColumnId, LevelId};
 
 use super::binary;
-use super::rows::{formats_get, TEXT_OID};
+use super::rows::TEXT_OID;
+use crate::protocol::frontend::{self, Bind};
 use crate::protocol::sqlstate;
 use crate::sql::{LookupForm, Refusal};
 
@@ -284,49 +285,21 @@ impl Sealer {
     }
 }
 
-/// The parameter types a Parse body declares, after its name and SQL text.
-pub fn parse_param_types(body: &[u8]) -> Vec<u32> {
-    let mut rest = body;
-    for _ in 0..2 {
-        match rest.iter().position(|&b| b == 0) {
-            Some(p) => rest = &rest[p + 1..],
-            None => return Vec::new(),
-        }
-    }
-    if rest.len() < 2 {
-        return Vec::new();
-    }
-    let n = i16::from_be_bytes([rest[0], rest[1]]).max(0) as usize;
-    rest[2..]
-        .chunks_exact(4)
-        .take(n)
-        .map(|c| u32::from_be_bytes([c[0], c[1], c[2], c[3]]))
-        .collect()
-}
-
-/// A Parse frame for `sql`, declaring `types` (encrypted parameters as `text`).
-pub fn parse_frame(name: &[u8], sql: &str, declared: &[u32], plan: &WritePlan) -> BytesMut {
+/// The parameter types of a rewritten Parse: encrypted parameters are sent as `text`, the
+/// others as the client declared them.
+pub fn param_types(declared: &[u32], plan: &WritePlan) -> Vec<u32> {
     let n = declared
         .len()
         .max(plan.params.iter().map(|p| p.index + 1).max().unwrap_or(0));
-    let mut out = BytesMut::with_capacity(name.len() + sql.len() + 9 + 4 * n);
-    out.put_u8(b'P');
-    out.put_i32(0);
-    out.put_slice(name);
-    out.put_u8(0);
-    out.put_slice(sql.as_bytes());
-    out.put_u8(0);
-    out.put_i16(n as i16);
-    for i in 0..n {
-        if plan.param(i).is_some() {
-            out.put_u32(TEXT_OID);
-        } else {
-            out.put_u32(declared.get(i).copied().unwrap_or(0));
-        }
-    }
-    let len = (out.len() - 1) as i32;
-    out[1..5].copy_from_slice(&len.to_be_bytes());
-    out
+    (0..n)
+        .map(|i| {
+            if plan.param(i).is_some() {
+                TEXT_OID
+            } else {
+                declared.get(i).copied().unwrap_or(0)
+            }
+        })
+        .collect()
 }
 
 /// What the client declared or will be told for parameter `i`: its own declared type, or
@@ -340,98 +313,55 @@ fn client_type(declared: &[u32], e: &ParamEdit) -> u32 {
 
 /// Rewrite a Bind: every encrypted parameter is read in the format the client sent it
 /// (binary values through their declared type), checked, encrypted and sent as text.
+/// `Ok(None)`: no parameter of this Bind is encrypted.
 pub fn rewrite_bind(
-    body: &[u8],
+    b: &Bind<'_>,
     plan: &WritePlan,
     declared: &[u32],
     sealer: &mut Sealer,
-) -> Result<Option<BytesMut>, BindError> {
-    const W: &str = "Bind";
-    let bad = || BindError::Malformed(W);
-    let cstr = |b: &[u8]| -> Option<usize> { b.iter().position(|&x| x == 0) };
-    let p1 = cstr(body).ok_or_else(bad)?;
-    let p2 = p1 + 1 + cstr(&body[p1 + 1..]).ok_or_else(bad)?;
-    let names = &body[..=p2];
-    let mut rest = &body[p2 + 1..];
-    let take_i16 = |r: &mut &[u8]| -> Result<i16, BindError> {
-        if r.len() < 2 {
-            return Err(bad());
-        }
-        let v = i16::from_be_bytes([r[0], r[1]]);
-        *r = &r[2..];
-        Ok(v)
-    };
-    let nfmt = take_i16(&mut rest)?.max(0) as usize;
-    if rest.len() < 2 * nfmt {
-        return Err(bad());
-    }
-    let formats: Vec<i16> = rest[..2 * nfmt]
-        .chunks_exact(2)
-        .map(|c| i16::from_be_bytes([c[0], c[1]]))
-        .collect();
-    rest = &rest[2 * nfmt..];
-    let nparams = take_i16(&mut rest)?.max(0) as usize;
-    let mut values: Vec<Option<&[u8]>> = Vec::with_capacity(nparams);
-    for _ in 0..nparams {
-        if rest.len() < 4 {
-            return Err(bad());
-        }
-        let len = i32::from_be_bytes([rest[0], rest[1], rest[2], rest[3]]);
-        rest = &rest[4..];
-        if len < 0 {
-            values.push(None);
-        } else {
-            let l = len as usize;
-            let v = rest.get(..l).ok_or_else(bad)?;
-            values.push(Some(v));
-            rest = &rest[l..];
-        }
-    }
-    let tail = rest; // result formats
+) -> Result<Option<BytesMut>, WriteError> {
+    let nparams = b.param_count;
     if !plan.params.iter().any(|p| p.index < nparams) {
         return Ok(None);
     }
-    let mut out = BytesMut::with_capacity(body.len() + 128 * plan.params.len() + 16);
+    let mut out = BytesMut::with_capacity(
+        b.names.len() + b.values.len() + b.result_formats.len() + 128 * plan.params.len() + 16,
+    );
     out.put_u8(b'B');
     out.put_i32(0);
-    out.put_slice(names);
+    out.put_slice(b.names);
     out.put_i16(nparams as i16);
     for i in 0..nparams {
         let f = if plan.param(i).is_some() {
             0
         } else {
-            formats_get(&formats, i)
+            b.param_format(i)
         };
         out.put_i16(f);
     }
     out.put_i16(nparams as i16);
     let mut text = std::mem::take(&mut sealer.text);
     let mut env = std::mem::take(&mut sealer.env);
-    let r = bind_values(
-        &values, &formats, plan, declared, sealer, &mut text, &mut env, &mut out,
-    );
+    let r = bind_values(b, plan, declared, sealer, &mut text, &mut env, &mut out);
     sealer.text = text;
     sealer.env = env;
     r?;
-    out.put_slice(tail);
-    let len = (out.len() - 1) as i32;
-    out[1..5].copy_from_slice(&len.to_be_bytes());
-    Ok(Some(out))
+    out.put_i16((b.result_formats.len() / 2) as i16);
+    out.put_slice(b.result_formats);
+    Ok(Some(frontend::finish(out)))
 }
 
 /// The parameter values of a rewritten Bind, into `out`.
-#[allow(clippy::too_many_arguments)]
 fn bind_values(
-    values: &[Option<&[u8]>],
-    formats: &[i16],
+    b: &Bind<'_>,
     plan: &WritePlan,
     declared: &[u32],
     sealer: &mut Sealer,
     text: &mut String,
     env: &mut String,
     out: &mut BytesMut,
-) -> Result<(), BindError> {
-    for (i, v) in values.iter().enumerate() {
+) -> Result<(), WriteError> {
+    for (i, v) in b.params().enumerate() {
         let (Some(e), Some(v)) = (plan.param(i), v) else {
             match v {
                 Some(v) => {
@@ -443,42 +373,28 @@ fn bind_values(
             continue;
         };
         text.clear();
-        if formats_get(formats, i) == 1 {
+        if b.param_format(i) == 1 {
             let ty = client_type(declared, e);
-            binary::to_text(ty, v, text).map_err(|reason| {
-                BindError::Write(WriteError::Invalid {
-                    column: e.seal.qualified.clone(),
-                    level: e.seal.level,
-                    reason,
-                })
+            binary::to_text(ty, v, text).map_err(|reason| WriteError::Invalid {
+                column: e.seal.qualified.clone(),
+                level: e.seal.level,
+                reason,
             })?;
         } else {
-            let s = std::str::from_utf8(v).map_err(|_| {
-                BindError::Write(WriteError::Invalid {
-                    column: e.seal.qualified.clone(),
-                    level: e.seal.level,
-                    reason: "the value is not valid UTF-8".into(),
-                })
+            let s = std::str::from_utf8(v).map_err(|_| WriteError::Invalid {
+                column: e.seal.qualified.clone(),
+                level: e.seal.level,
+                reason: "the value is not valid UTF-8".into(),
             })?;
             text.push_str(s);
         }
-        let plain = plaintext(&e.seal, text).map_err(BindError::Write)?;
+        let plain = plaintext(&e.seal, text)?;
         env.clear();
-        sealer
-            .seal(&e.seal, e.lookup, &plain, env)
-            .map_err(BindError::Write)?;
+        sealer.seal(&e.seal, e.lookup, &plain, env)?;
         out.put_i32(env.len() as i32);
         out.put_slice(env.as_bytes());
     }
     Ok(())
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum BindError {
-    #[error("malformed {0} message")]
-    Malformed(&'static str),
-    #[error(transparent)]
-    Write(WriteError),
 }
 
 /// Rewrite a ParameterDescription body: encrypted parameters are described with the type
@@ -522,12 +438,9 @@ mod tests {
     }
 
     #[test]
-    fn parse_types_are_read() {
-        let mut body = b"s1\0SELECT $1\0".to_vec();
-        body.extend_from_slice(&2i16.to_be_bytes());
-        body.extend_from_slice(&23u32.to_be_bytes());
-        body.extend_from_slice(&0u32.to_be_bytes());
-        assert_eq!(parse_param_types(&body), vec![23, 0]);
-        assert_eq!(parse_param_types(b"s1\0SELECT 1\0"), Vec::<u32>::new());
+    fn rewritten_parses_declare_encrypted_parameters_text() {
+        let plan = WritePlan::default();
+        assert_eq!(param_types(&[23, 0], &plan), vec![23, 0]);
+        assert_eq!(param_types(&[], &plan), Vec::<u32>::new());
     }
 }

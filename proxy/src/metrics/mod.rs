@@ -6,6 +6,7 @@ pub mod audit;
 pub mod command;
 pub mod enforcement;
 pub mod http;
+pub mod values;
 
 pub use command::{Command, COMMANDS};
 

@@ -10,8 +10,8 @@ pub mod cancel;
 pub mod closing;
 pub mod commands;
 pub mod enforced;
+pub mod halves;
 pub mod handshake;
-mod pending;
 pub mod relay;
 
 use std::net::SocketAddr;

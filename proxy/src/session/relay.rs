@@ -24,7 +24,7 @@ use crate::protocol::ProtocolError;
 use crate::session::auth::Established;
 use crate::session::closing::{finish, idle_watch, log_end, Activity, End};
 use crate::session::commands::{self, Statements};
-use crate::stream::MaybeTls;
+use crate::session::halves::{with_halves, Flags};
 
 /// Starting size of each direction's buffer; idle sessions stay this small.
 const INITIAL_BUF: usize = 8 * 1024;
@@ -42,21 +42,13 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
 /// never contended; it exists to satisfy `Send`.
 struct Shared<'a> {
     metrics: &'a Metrics,
-    activity: Activity,
+    flags: Flags,
     /// Outstanding Query/Sync/FunctionCall: when sent, and which command.
     pending: Mutex<VecDeque<(Instant, Command)>>,
-    /// True while every byte written to the client ends on a frame boundary,
-    /// so pgveil may append an ErrorResponse of its own.
-    client_at_boundary: AtomicBool,
     /// True while a write to the client is in progress.
     client_writing: AtomicBool,
     /// Set after a client protocol violation: stop once answers are delivered.
     draining: AtomicBool,
-    /// The last frame the server sent was an ErrorResponse (a FATAL one, if the
-    /// server then closes), so pgveil need not add its own.
-    server_said_why: AtomicBool,
-    /// The client sent Terminate: from now on it is owed nothing but a close.
-    client_terminated: AtomicBool,
 }
 
 impl Shared<'_> {
@@ -102,35 +94,15 @@ pub async fn run(ctx: &ServerContext, est: Established, peer: SocketAddr) {
     } = est;
     let shared = Shared {
         metrics: &ctx.metrics,
-        activity: Activity::new(ctx.config.idle_timeout),
+        flags: Flags::new(Activity::new(ctx.config.idle_timeout)),
         pending: Mutex::new(VecDeque::new()),
-        client_at_boundary: AtomicBool::new(true),
         client_writing: AtomicBool::new(false),
         draining: AtomicBool::new(false),
-        server_said_why: AtomicBool::new(false),
-        client_terminated: AtomicBool::new(false),
     };
-    // Plain sockets split without a lock; TLS streams go through tokio's split.
-    let end = match (client, server) {
-        (MaybeTls::Plain(c), MaybeTls::Plain(s)) => {
-            let client = (c.into_split(), client_buf);
-            relay_halves(ctx, &shared, client, (s.into_split(), server_buf)).await
-        }
-        (MaybeTls::Plain(c), MaybeTls::Unix(s)) => {
-            let client = (c.into_split(), client_buf);
-            relay_halves(ctx, &shared, client, (s.into_split(), server_buf)).await
-        }
-        (c, s) => {
-            let client = (tokio::io::split(c), client_buf);
-            relay_halves(ctx, &shared, client, (tokio::io::split(s), server_buf)).await
-        }
-    };
-    log_end(
-        ctx,
-        peer,
-        &end,
-        shared.server_said_why.load(Ordering::Relaxed),
-    );
+    let end = with_halves!(client, server, |c, s| {
+        relay_halves(ctx, &shared, (c, client_buf), (s, server_buf)).await
+    });
+    log_end(ctx, peer, &end, shared.flags.server_said_why());
 }
 
 /// Relay over split halves, then tell the client why the session ends.
@@ -148,8 +120,8 @@ where
 {
     let end = pump(ctx, shared, (cr, client_buf), &mut cw, (sr, server_buf), sw)
         .await
-        .after_terminate(shared.client_terminated.load(Ordering::Relaxed));
-    let at_boundary = shared.client_at_boundary.load(Ordering::Relaxed);
+        .after_terminate(shared.flags.terminated());
+    let at_boundary = shared.flags.client_at_boundary();
     finish(&mut cw, &end, at_boundary).await;
     end
 }
@@ -174,10 +146,10 @@ where
     let end = tokio::select! {
         end = client_to_server(shared, &mut cr, &mut sw, &mut cbuf) => end,
         end = server_to_client(shared, &mut sr, cw, &mut sbuf, &mut s_cursor) => end,
-        end = idle_watch(&shared.activity, ctx.config.idle_timeout) => end,
+        end = idle_watch(&shared.flags.activity, ctx.config.idle_timeout) => end,
         _ = ctx.force_close.cancelled() => End::Shutdown,
     };
-    let terminated = shared.client_terminated.load(Ordering::Relaxed);
+    let terminated = shared.flags.terminated();
     if let (End::ClientError(e), false) = (&end, terminated) {
         // Like PostgreSQL, answer what came before the bad message first.
         let consistent = !shared.client_writing.load(Ordering::Relaxed);
@@ -287,7 +259,7 @@ where
             buf,
             MAX_MESSAGE_LEN,
             |h| {
-                if shared.client_terminated.load(Ordering::Relaxed) {
+                if shared.flags.terminated() {
                     // PostgreSQL never reads past Terminate; neither does pgveil.
                     return Err(ProtocolError::Unexpected {
                         tag: h.tag as char,
@@ -307,7 +279,7 @@ where
                         Inspect::Pass
                     }
                     b'X' => {
-                        shared.client_terminated.store(true, Ordering::Relaxed);
+                        shared.flags.set_terminated();
                         Inspect::Pass
                     }
                     _ => Inspect::Pass,
@@ -327,7 +299,7 @@ where
             }
             buf.advance(forward);
         }
-        if shared.client_terminated.load(Ordering::Relaxed) && cursor.remaining == 0 {
+        if shared.flags.terminated() && cursor.remaining == 0 {
             return after_terminate(r, buf).await;
         }
         if let Some(e) = error {
@@ -338,7 +310,7 @@ where
             Ok(0) => return End::ClientError(ProtocolError::Truncated),
             Ok(n) => {
                 shared.metrics.client_received_bytes.inc_by(n as u64);
-                shared.activity.touch();
+                shared.flags.activity.touch();
             }
             Err(e) => return End::ClientError(ProtocolError::Io(e)),
         }
@@ -380,9 +352,7 @@ where
             buf,
             i32::MAX as usize,
             |h| {
-                shared
-                    .server_said_why
-                    .store(h.tag == b'E', Ordering::Relaxed);
+                shared.flags.set_server_said_why(h.tag == b'E');
                 Ok(match h.tag {
                     b'C' => Inspect::Whole,
                     b'Z' => {
@@ -403,7 +373,7 @@ where
             },
         );
         if forward > 0 {
-            shared.client_at_boundary.store(false, Ordering::Relaxed);
+            shared.flags.set_client_at_boundary(false);
             shared.client_writing.store(true, Ordering::Relaxed);
             if let Err(e) = write_out(w, &buf[..forward]).await {
                 return End::ClientError(ProtocolError::Io(e));
@@ -411,9 +381,7 @@ where
             shared.client_writing.store(false, Ordering::Relaxed);
             metrics.client_sent_bytes.inc_by(forward as u64);
             buf.advance(forward);
-            shared
-                .client_at_boundary
-                .store(cursor.remaining == 0, Ordering::Relaxed);
+            shared.flags.set_client_at_boundary(cursor.remaining == 0);
         }
         if let Some(e) = error {
             return End::ServerError(e);
@@ -425,7 +393,7 @@ where
         match fill(r, buf).await {
             Ok(0) if buf.is_empty() && cursor.remaining == 0 => return End::ServerClosed,
             Ok(0) => return End::ServerError(ProtocolError::Truncated),
-            Ok(_) => shared.activity.touch(),
+            Ok(_) => shared.flags.activity.touch(),
             Err(e) => return End::ServerError(ProtocolError::Io(e)),
         }
     }

@@ -8,7 +8,7 @@ use std::sync::{Mutex, MutexGuard};
 
 use tokio::sync::Notify;
 
-pub struct Pending<T> {
+pub struct Queue<T> {
     queue: Mutex<VecDeque<T>>,
     cap: usize,
     room: Notify,
@@ -17,9 +17,9 @@ pub struct Pending<T> {
     blocked: Notify,
 }
 
-impl<T> Pending<T> {
+impl<T> Queue<T> {
     pub fn new(cap: usize) -> Self {
-        Pending {
+        Queue {
             queue: Mutex::new(VecDeque::new()),
             cap: cap.max(1),
             room: Notify::new(),
@@ -82,7 +82,7 @@ mod tests {
 
     #[test]
     fn items_come_out_in_order_and_a_full_queue_refuses() {
-        let p = Pending::new(3);
+        let p = Queue::new(3);
         for i in 0..3 {
             assert!(p.try_push(i).is_ok());
         }
@@ -97,7 +97,7 @@ mod tests {
 
     #[tokio::test]
     async fn push_waits_for_room_then_completes() {
-        let p = Pending::new(2);
+        let p = Queue::new(2);
         p.push(1).await;
         p.push(2).await;
         let mut out = VecDeque::new();
@@ -113,7 +113,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_full_queue_blocks_the_pusher_and_says_so() {
-        let p = Pending::new(1);
+        let p = Queue::new(1);
         p.push(1).await;
         let waited = tokio::time::timeout(Duration::from_millis(50), p.blocked()).await;
         assert!(waited.is_err(), "signalled blocked before any push waited");

@@ -1,19 +1,18 @@
-//! One session's enforcer: it decides, message by message, what the server gets and how the
-//! answers must be transformed, and keeps the session state that changes those decisions
-//! (named statements and portals, the login's policy roles).
+//! From an analysis to what the relay does with a statement: the row plan of each result
+//! (which columns to decrypt, mask, hash or null), the values to encrypt on the way in, the
+//! COPY FROM STDIN plan, the audit facts and the anomaly limits the rows count against.
 use std::sync::Arc;
-use std::time::Instant;
 
-use pgveil_policy::hours::Hours;
-use pgveil_policy::model::{ColumnId, EncryptMode, Limit};
+use pgveil_policy::model::{ColumnId, EncryptMode};
 use pgveil_policy::{RoleSet, Transform};
 
 use super::copy_in::CopyInPlan;
-use super::rows::{AnomalyLimit, AuditInfo, ColumnOp, CopyFormat, Op, RowPlan};
+use super::rows::{AnomalyLimit, ColumnOp, CopyFormat, Op, RowPlan};
 use super::write::{self, LiteralEdit, ParamEdit, Seal, WritePlan};
-use super::{Enforcement, PolicyState};
-use crate::catalog::{Bound, Snapshot};
-use crate::sql::{self, Analysis, Env, Kind, Refusal, Src};
+use super::PolicyState;
+use crate::audit::AuditInfo;
+use crate::catalog::Snapshot;
+use crate::sql::{self, Analysis, Kind, Refusal, Src};
 
 /// What a statement text needs, once analysed.
 #[derive(Debug, Default)]
@@ -32,187 +31,8 @@ impl Prepared {
     }
 }
 
-/// The enforcer's verdict on a statement text.
-pub enum Verdict {
-    /// Nothing protected: forward untouched, no transforms.
-    Pass,
-    /// Forward, and transform the results with these plans.
-    Transform(Arc<Prepared>),
-    /// Refuse with this error; the statement never reaches the server.
-    Refuse(Refusal),
-}
-
-struct Roles {
-    generation: u64,
-    set: RoleSet,
-}
-
-pub struct Enforcer {
-    enf: Arc<Enforcement>,
-    pub login: String,
-    pub database: String,
-    roles: Option<Roles>,
-    /// The policy and catalog snapshot this session used last, with the epochs they were
-    /// obtained at: while nothing changed, a statement costs no lock and no map lookup.
-    held: Option<Held>,
-    /// Statements touching classified columns get an audit record.
-    pub audit: bool,
-}
-
-struct Held {
-    policy_epoch: u64,
-    state: Arc<PolicyState>,
-    catalog_epoch: u64,
-    bound: Arc<Bound>,
-}
-
-impl Enforcer {
-    pub fn new(enf: Arc<Enforcement>, login: String, database: String) -> Enforcer {
-        Enforcer {
-            enf,
-            login,
-            database,
-            roles: None,
-            held: None,
-            audit: false,
-        }
-    }
-
-    /// The login's policy role names, once they have been resolved.
-    pub fn role_names(&self) -> Vec<String> {
-        match (&self.held, &self.roles) {
-            (Some(h), Some(r)) => h
-                .state
-                .policy
-                .role_names(&r.set)
-                .into_iter()
-                .map(str::to_string)
-                .collect(),
-            _ => Vec::new(),
-        }
-    }
-
-    pub fn enforcement(&self) -> &Enforcement {
-        &self.enf
-    }
-
-    /// Read the catalog ahead of the first statement (failures are retried then).
-    pub async fn warm_up(&mut self) {
-        let state = self.enf.current();
-        if let Err(e) = self.enf.catalog.get(&self.database, &state.policy).await {
-            tracing::warn!(database = %self.database, error = %e, "catalog not loaded yet; will retry at the first statement");
-        }
-    }
-
-    /// Decide on one SQL text (a Query, or a Parse). `settings_ok` is false when the
-    /// session's encoding or string settings make the text unreadable for pgveil.
-    pub async fn judge(&mut self, sql: &[u8], settings_ok: bool) -> Verdict {
-        let (state, bound) = match self.held() {
-            Some(h) => h,
-            None => match self.hold().await {
-                Ok(h) => h,
-                Err(v) => return v,
-            },
-        };
-        if !bound.scanner.needs_analysis(sql) {
-            return Verdict::Pass;
-        }
-        let started = Instant::now();
-        let verdict = self.analyse(sql, settings_ok, &state, &bound);
-        self.enf
-            .metrics
-            .enforcement
-            .added
-            .observe(started.elapsed().as_secs_f64());
-        verdict
-    }
-
-    /// The policy and snapshot held, if nothing changed since they were obtained.
-    fn held(&self) -> Option<(Arc<PolicyState>, Arc<Bound>)> {
-        let h = self.held.as_ref()?;
-        let fresh = h.policy_epoch == self.enf.policy_epoch()
-            && self.enf.catalog.still_fresh(&h.bound, h.catalog_epoch);
-        fresh.then(|| (h.state.clone(), h.bound.clone()))
-    }
-
-    /// Obtain the current policy and snapshot (loading the catalog if needed).
-    async fn hold(&mut self) -> Result<(Arc<PolicyState>, Arc<Bound>), Verdict> {
-        let policy_epoch = self.enf.policy_epoch();
-        let catalog_epoch = self.enf.catalog.epoch();
-        let state = self.enf.current();
-        let bound = match self.enf.catalog.get(&self.database, &state.policy).await {
-            Ok(b) => b,
-            Err(e) => {
-                tracing::error!(database = %self.database, error = %e, "catalog unavailable; refusing statements");
-                return Err(Verdict::Refuse(Refusal::catalog_unavailable(
-                    &self.database,
-                    &e.to_string(),
-                )));
-            }
-        };
-        // The epochs were read before `get`: a change during it makes the next statement ask
-        // again.
-        self.held = Some(Held {
-            policy_epoch,
-            state: state.clone(),
-            catalog_epoch,
-            bound: bound.clone(),
-        });
-        Ok((state, bound))
-    }
-
-    fn analyse(
-        &mut self,
-        sql: &[u8],
-        settings_ok: bool,
-        state: &PolicyState,
-        bound: &Bound,
-    ) -> Verdict {
-        let enf = self.enf.clone();
-        let m = &enf.metrics.enforcement;
-        if !settings_ok && !restores_settings(sql) {
-            return Verdict::Refuse(Refusal::unreadable_session());
-        }
-        let Ok(text) = std::str::from_utf8(sql) else {
-            return Verdict::Refuse(Refusal::not_utf8());
-        };
-        let roles = self.roles(state, bound);
-        let analysis = match self.enf.cache.get(text, bound.generation, &roles) {
-            Some(a) => {
-                m.cache_hits.inc();
-                a
-            }
-            None => {
-                m.cache_misses.inc();
-                let env = Env {
-                    policy: &state.policy,
-                    snapshot: &bound.snapshot,
-                    roles: &roles,
-                };
-                let a = Arc::new(sql::analyze(text, &env));
-                self.enf
-                    .cache
-                    .insert(text, bound.generation, &roles, a.clone());
-                a
-            }
-        };
-        match analysis.as_ref() {
-            Ok(a) => match plan(a, text, state, &roles, &bound.snapshot, self.audit) {
-                // Even a plan without transforms is kept: the RowDescription cross-check
-                // needs to know which protected columns the analysis saw.
-                Ok(p) => {
-                    count_decisions(&p, state, m);
-                    Verdict::Transform(Arc::new(p))
-                }
-                Err(r) => Verdict::Refuse(r),
-            },
-            Err(r) => Verdict::Refuse(r.clone()),
-        }
-    }
-}
-
 /// One decision per protected output column of a judged statement.
-fn count_decisions(
+pub(super) fn count_decisions(
     p: &Prepared,
     state: &PolicyState,
     m: &crate::metrics::enforcement::EnforcementMetrics,
@@ -244,130 +64,8 @@ fn count_decisions(
     }
 }
 
-impl Enforcer {
-    /// The login's policy roles, resolved once per catalog generation.
-    fn roles(&mut self, state: &PolicyState, bound: &Bound) -> RoleSet {
-        match &self.roles {
-            Some(r) if r.generation == bound.generation => r.set.clone(),
-            _ => {
-                let set = state
-                    .policy
-                    .resolve_roles(&self.login, bound.snapshot.member_of(&self.login));
-                self.roles = Some(Roles {
-                    generation: bound.generation,
-                    set: set.clone(),
-                });
-                set
-            }
-        }
-    }
-
-    /// Count a refusal and log it (never the SQL text: it may hold values).
-    /// Count a refusal, log it, and count it against the policy's `max_denied` anomaly rules;
-    /// returns the rules it took over their limit.
-    pub fn refused(&self, r: &Refusal) -> Vec<DenialCrossing> {
-        let m = &self.enf.metrics.enforcement;
-        let state = self.enf.current();
-        let level = r
-            .level
-            .and_then(|l| state.policy.policy().levels.get(l).cloned())
-            .unwrap_or_else(|| "none".into());
-        m.denied.with_label_values(&[&level]).inc();
-        if r.unanalysable {
-            m.parse_failures.inc();
-        }
-        tracing::info!(login = %self.login, database = %self.database, sqlstate = r.sqlstate, reason = %r.message, "statement refused");
-        let mut crossed = Vec::new();
-        let policy = state.policy.policy();
-        for a in &policy.anomaly {
-            let Limit::Denied(max) = a.limit else {
-                continue;
-            };
-            let roles_ok = a.roles.is_empty()
-                || self
-                    .roles
-                    .as_ref()
-                    .is_some_and(|rs| a.roles.iter().any(|x| rs.set.ids().contains(x)));
-            let level_ok = a.level.is_none() || a.level == r.level;
-            if !(roles_ok && level_ok) {
-                continue;
-            }
-            let per = std::time::Duration::from_secs(a.per_seconds.max(1));
-            if let super::anomaly::Crossing::Crossed { total } =
-                self.enf.anomaly.add(&self.login, &a.name, 1, max, per)
-            {
-                m.anomaly_alerts.with_label_values(&[&a.name]).inc();
-                let reason = format!(
-                    "{total} refused statements > {max} in {}{}",
-                    humantime::format_duration(per),
-                    if a.then == pgveil_policy::model::AnomalyAction::Deny {
-                        "; then deny"
-                    } else {
-                        ""
-                    }
-                );
-                tracing::warn!(rule = %a.name, login = %self.login, %reason, "anomaly limit crossed");
-                crossed.push(DenialCrossing {
-                    rule: a.name.clone(),
-                    reason,
-                    deny: a.then == pgveil_policy::model::AnomalyAction::Deny,
-                });
-            }
-        }
-        crossed
-    }
-}
-
-/// A `max_denied` anomaly rule that a refusal took over its limit.
-#[derive(Debug)]
-pub struct DenialCrossing {
-    pub rule: String,
-    pub reason: String,
-    pub deny: bool,
-}
-
-/// `SET standard_conforming_strings = on` and friends: the way out of an unreadable session,
-/// so they pass even while other statements on protected data are refused.
-fn restores_settings(sql: &[u8]) -> bool {
-    let Ok(text) = std::str::from_utf8(sql) else {
-        return false;
-    };
-    let text = text.trim().trim_end_matches(';').trim();
-    if text.contains(';') {
-        return false;
-    }
-    let lower = text.to_ascii_lowercase();
-    let words: Vec<&str> = lower
-        .split(|c: char| c.is_whitespace() || c == '=')
-        .filter(|w| !w.is_empty())
-        .collect();
-    let (first, rest) = match words.split_first() {
-        Some((f, r)) => (*f, r),
-        None => return false,
-    };
-    let rest = match rest.first() {
-        Some(&"session") | Some(&"local") => &rest[1..],
-        _ => rest,
-    };
-    let var_ok = matches!(
-        rest.first().copied(),
-        Some("standard_conforming_strings") | Some("client_encoding")
-    );
-    match first {
-        "reset" => var_ok && rest.len() == 1,
-        "set" => {
-            var_ok
-                && rest.len() == 3 - usize::from(!lower.contains(" to "))
-                && rest
-                    .last()
-                    .is_some_and(|v| matches!(v.trim_matches('\''), "on" | "utf8" | "default"))
-        }
-        _ => false,
-    }
-}
-
 /// Turn an analysis into per-statement row plans.
-fn plan(
+pub(super) fn plan(
     a: &Analysis,
     sql: &str,
     state: &PolicyState,
@@ -588,26 +286,6 @@ fn anomaly_limits(
             })
         })
         .collect()
-}
-
-/// A statement refused because an anomaly rule with `then: deny` is over its limit (`total`
-/// rows or refusals, `max` allowed).
-pub fn anomaly_refusal(l: &AnomalyLimit, login: &str, total: u64, max: u64) -> Refusal {
-    let what = match l.limit {
-        Limit::Denied(_) => format!("had {total} statements refused"),
-        _ => format!("received {total} rows of level {}", l.level),
-    };
-    Refusal::anomaly_limit(&l.rule, login, &what, l.per, max)
-}
-
-/// A statement refused because an hours rule with `then: deny` forbids its level now.
-pub fn hours_refusal(l: &AnomalyLimit, hours: &Hours, now: std::time::SystemTime) -> Refusal {
-    Refusal::anomaly_hours(
-        &l.rule,
-        &l.level,
-        &hours.to_string(),
-        &hours.local_time(now).to_string(),
-    )
 }
 
 fn write_mode(seal: &Seal, lookup: bool) -> pgveil_policy::crypto::Mode {

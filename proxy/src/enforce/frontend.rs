@@ -1,0 +1,388 @@
+//! The client direction's enforcement, message by message: what the server gets in place of a
+//! client's Query, Parse or Bind (the message as it is, a rewrite with encrypted values, or a
+//! refused statement), and what the client then gets in place of the server's answer (pgveil's
+//! ErrorResponse for a refused one). A refused statement is replaced by one that fails at parse
+//! time, so the server's own error handling (skip to Sync, abort the transaction) keeps the
+//! protocol in order. COPY FROM STDIN data into encrypted columns is encrypted row by row.
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+use prometheus::IntCounter;
+
+use super::anomaly::{self, Alert};
+use super::copy_in::{CopyIn, CopyInError, CopyInPlan};
+use super::enforcer::{Enforcer, Verdict};
+use super::plan::Prepared;
+use super::statements::{Outcomes, StatementParams, Statements};
+use super::write::{self, Sealer};
+use crate::audit::{Entry, SessionAudit};
+use crate::protocol::backend::{error_response_hint, Severity};
+use crate::protocol::frontend::{self as msg, Bind, Parse};
+use crate::sql::Refusal;
+
+/// SQL that fails at parse time; pgveil sends it in place of a refused statement and replaces
+/// the server's syntax error with its own ErrorResponse.
+pub const REFUSED_SQL: &str = "pgveil refused this statement";
+
+/// A statement name no client can have prepared: a Bind to it fails at the server, which then
+/// skips to Sync as for any failed Bind.
+const REFUSED_STATEMENT: &[u8] = b"pgveil: refused bind";
+
+/// pgveil's ErrorResponse for a refusal.
+pub fn refusal_frame(r: &Refusal) -> BytesMut {
+    error_response_hint(Severity::Error, r.sqlstate, &r.message, r.hint.as_deref())
+}
+
+/// What the relay does with one message.
+#[derive(Default)]
+pub struct Judged {
+    /// The message the server gets in place of the client's (`None`: the client's, as it is).
+    pub send: Option<BytesMut>,
+    /// pgveil's ErrorResponse, which replaces the server's answer to the message sent.
+    pub refusal: Option<BytesMut>,
+    /// The plan of a statement that passed with transforms.
+    pub plan: Option<Arc<Prepared>>,
+}
+
+impl Judged {
+    fn refused(send: BytesMut, r: &Refusal) -> Judged {
+        Judged {
+            send: Some(send),
+            refusal: Some(refusal_frame(r)),
+            plan: None,
+        }
+    }
+}
+
+struct CopyState {
+    copy: CopyIn,
+    /// A row could not be encrypted: the COPY was failed; the client's remaining data is
+    /// dropped.
+    failed: bool,
+}
+
+pub struct Frontend {
+    pub enforcer: Enforcer,
+    /// Which prepared statements have parameters to encrypt.
+    statements: Statements,
+    sealer: Sealer,
+    /// A COPY FROM STDIN into encrypted columns in progress.
+    copy_in: Option<CopyState>,
+    /// Portals bound to a COPY FROM STDIN into encrypted columns.
+    portals: HashMap<Bytes, Arc<CopyInPlan>>,
+    /// `crypto_operations_total{op="encrypt"}`.
+    encrypted: IntCounter,
+    audit: Option<Arc<SessionAudit>>,
+    /// Audit records raised by messages, for the relay to write.
+    entries: Vec<Entry>,
+}
+
+impl Frontend {
+    pub fn new(
+        enforcer: Enforcer,
+        outcomes: Arc<Outcomes>,
+        audit: Option<Arc<SessionAudit>>,
+    ) -> Frontend {
+        let encrypted = enforcer
+            .enforcement()
+            .metrics
+            .enforcement
+            .crypto
+            .with_label_values(&["encrypt"]);
+        Frontend {
+            enforcer,
+            statements: Statements::new(outcomes),
+            sealer: Sealer::default(),
+            copy_in: None,
+            portals: HashMap::new(),
+            encrypted,
+            audit,
+            entries: Vec::new(),
+        }
+    }
+
+    /// Audit records raised since the last call, in order.
+    pub fn entries(&mut self) -> &mut Vec<Entry> {
+        &mut self.entries
+    }
+
+    /// A simple Query.
+    pub async fn query(&mut self, sql: &[u8], readable: bool) -> Judged {
+        let verdict = self.judge(sql, readable).await;
+        match verdict {
+            Verdict::Pass => Judged::default(),
+            Verdict::Transform(p) => {
+                let send = match &p.write {
+                    Some(w) => match std::str::from_utf8(sql)
+                        .ok()
+                        .map(|t| self.sealer.rewrite_sql(t, w))
+                    {
+                        Some(Ok(t)) => Some(msg::query_frame(&t)),
+                        Some(Err(e)) => {
+                            self.count_sealed();
+                            let r = e.refusal();
+                            self.note_refused(&r);
+                            return Judged::refused(msg::query_frame(REFUSED_SQL), &r);
+                        }
+                        None => None,
+                    },
+                    None => None,
+                };
+                self.count_sealed();
+                if let Some(c) = &p.copy_in {
+                    self.copy_in = Some(CopyState {
+                        copy: CopyIn::new(c.clone()),
+                        failed: false,
+                    });
+                }
+                Judged {
+                    send,
+                    refusal: None,
+                    plan: Some(p),
+                }
+            }
+            Verdict::Refuse(r) => {
+                self.note_refused(&r);
+                self.denied(sql, &r);
+                Judged::refused(msg::query_frame(REFUSED_SQL), &r)
+            }
+        }
+    }
+
+    /// A Parse; also returns the sequence number the server direction reports its outcome with.
+    pub async fn parse(&mut self, name: &Bytes, p: &Parse<'_>, readable: bool) -> (Judged, u64) {
+        let mut verdict = self.judge(p.sql, readable).await;
+        // The statement's text after encryption, and its encrypted parameters.
+        let mut send = None;
+        let mut params = None;
+        if let Verdict::Transform(prepared) = &verdict {
+            let deny_limits = anomaly::deny_limits(prepared);
+            if prepared.copy_in.is_some() || !deny_limits.is_empty() {
+                params = Some(Arc::new(StatementParams {
+                    plan: Arc::new(write::WritePlan::default()),
+                    declared: Vec::new(),
+                    copy_in: prepared.copy_in.clone(),
+                    deny_limits: deny_limits.clone(),
+                }));
+            }
+            if let Some(w) = &prepared.write {
+                let declared = p.types();
+                match std::str::from_utf8(p.sql)
+                    .ok()
+                    .map(|t| self.sealer.rewrite_sql(t, w))
+                {
+                    Some(Ok(t)) => {
+                        send = Some(msg::parse_frame(
+                            name,
+                            &t,
+                            &write::param_types(&declared, w),
+                        ));
+                        if !w.params.is_empty() {
+                            params = Some(Arc::new(StatementParams {
+                                plan: w.clone(),
+                                declared,
+                                copy_in: prepared.copy_in.clone(),
+                                deny_limits,
+                            }));
+                        }
+                    }
+                    Some(Err(e)) => verdict = Verdict::Refuse(e.refusal()),
+                    None => {}
+                }
+                self.count_sealed();
+            }
+        }
+        let seq = self.statements.parsed(name.clone(), params);
+        let judged = match verdict {
+            Verdict::Pass => Judged::default(),
+            Verdict::Transform(plan) => Judged {
+                send,
+                refusal: None,
+                plan: Some(plan),
+            },
+            Verdict::Refuse(r) => {
+                self.note_refused(&r);
+                self.denied(p.sql, &r);
+                Judged::refused(msg::parse_frame(name, REFUSED_SQL, &[]), &r)
+            }
+        };
+        (judged, seq)
+    }
+
+    /// A Bind: encrypted parameters are encrypted; a statement whose rows count against an
+    /// anomaly limit that is over is refused.
+    pub fn bind(&mut self, b: &Bind<'_>) -> Judged {
+        let params = self.statements.params(b.statement);
+        match params.as_ref().and_then(|p| p.copy_in.clone()) {
+            Some(c) => {
+                self.portals.insert(Bytes::copy_from_slice(b.portal), c);
+            }
+            None => {
+                if !self.portals.is_empty() {
+                    self.portals.remove(b.portal);
+                }
+            }
+        }
+        let Some(p) = params else {
+            return Judged::default();
+        };
+        let refused = || msg::empty_bind_frame(b.portal, REFUSED_STATEMENT);
+        let mut alerts = Vec::new();
+        let enf = self.enforcer.enforcement();
+        if let Some(r) = anomaly::gate(enf, &self.enforcer.login, &p.deny_limits, &mut alerts) {
+            self.alerts(alerts);
+            self.note_refused(&r);
+            self.denied(b"", &r);
+            return Judged::refused(refused(), &r);
+        }
+        self.alerts(alerts);
+        let judged = match write::rewrite_bind(b, &p.plan, &p.declared, &mut self.sealer) {
+            Ok(send) => Judged {
+                send,
+                ..Judged::default()
+            },
+            Err(e) => {
+                let r = e.refusal();
+                self.note_refused(&r);
+                Judged::refused(refused(), &r)
+            }
+        };
+        self.count_sealed();
+        judged
+    }
+
+    /// Describe of statement `name`: its encrypted parameters (the ParameterDescription names
+    /// their plaintext types).
+    pub fn statement_params(&mut self, name: &[u8]) -> Option<Arc<StatementParams>> {
+        self.statements.params(name)
+    }
+
+    /// Execute: a portal bound to a COPY FROM STDIN into encrypted columns starts the COPY.
+    pub fn execute(&mut self, portal: &[u8]) {
+        if let Some(c) = self.portals.get(portal) {
+            self.copy_in = Some(CopyState {
+                copy: CopyIn::new(c.clone()),
+                failed: false,
+            });
+        }
+    }
+
+    /// The fast-path function call protocol: a call by function OID could reach any function,
+    /// and pgveil cannot tell which protected columns it reads.
+    pub fn fast_path_call(&mut self) -> Judged {
+        let r = Refusal::fast_path_call();
+        self.note_refused(&r);
+        Judged::refused(msg::query_frame(REFUSED_SQL), &r)
+    }
+
+    /// A message during a COPY FROM STDIN that pgveil encrypts: CopyData, CopyDone and
+    /// CopyFail are handled here (what the server gets is written to `out`), and `true` is
+    /// returned. Flush and Sync, which the server ignores during COPY, and any other message
+    /// (which ends the COPY at the server) are left to the relay.
+    pub fn copy_message(&mut self, tag: u8, frame: &[u8], out: &mut BytesMut) -> bool {
+        let Some(state) = self.copy_in.as_mut() else {
+            return false;
+        };
+        match tag {
+            b'd' | b'c' | b'f' => {}
+            b'H' | b'S' => return false,
+            _ => {
+                self.copy_in = None;
+                return false;
+            }
+        }
+        if state.failed {
+            if tag != b'd' {
+                self.copy_in = None;
+            }
+            return true;
+        }
+        let r = match tag {
+            b'd' => state.copy.feed(&frame[5..], out),
+            b'c' => state.copy.finish(out),
+            _ => Ok(()),
+        };
+        match r {
+            Ok(()) => {
+                if tag != b'd' {
+                    out.extend_from_slice(frame);
+                }
+            }
+            Err(e) => {
+                let refusal = match &e {
+                    CopyInError::Write(w) => w.refusal(),
+                    other => Refusal::copy_in_unreadable(other.to_string()),
+                };
+                state.failed = true;
+                self.note_refused(&refusal);
+                out.extend_from_slice(&msg::copy_fail(&format!("pgveil: {}", refusal.message)));
+            }
+        }
+        self.count_sealed();
+        if tag != b'd' {
+            self.copy_in = None;
+        }
+        true
+    }
+
+    /// Judge a SQL text, and refuse it when its rows count against an anomaly limit with
+    /// `then: deny` that is over.
+    async fn judge(&mut self, sql: &[u8], readable: bool) -> Verdict {
+        let verdict = self.enforcer.judge(sql, readable).await;
+        let Verdict::Transform(p) = &verdict else {
+            return verdict;
+        };
+        let limits = anomaly::deny_limits(p);
+        let mut alerts = Vec::new();
+        let enf = self.enforcer.enforcement();
+        let gated = anomaly::gate(enf, &self.enforcer.login, &limits, &mut alerts);
+        self.alerts(alerts);
+        match gated {
+            Some(r) => Verdict::Refuse(r),
+            None => verdict,
+        }
+    }
+
+    /// Count the envelopes made since the last call.
+    fn count_sealed(&mut self) {
+        let n = std::mem::take(&mut self.sealer.sealed)
+            + self
+                .copy_in
+                .as_mut()
+                .map_or(0, |c| std::mem::take(&mut c.copy.sealer.sealed));
+        if n > 0 {
+            self.encrypted.inc_by(n);
+        }
+    }
+
+    /// Count a refusal (metrics, log, `max_denied` anomaly rules); the anomalies it raises get
+    /// an audit record.
+    fn note_refused(&mut self, r: &Refusal) {
+        let alerts = self.enforcer.refused(r);
+        self.alerts(alerts);
+    }
+
+    fn alerts(&mut self, alerts: Vec<Alert>) {
+        let Some(audit) = &self.audit else { return };
+        for a in alerts {
+            let e = audit.anomaly(self.enforcer.role_names(), &a.rule, a.deny, a.reason);
+            self.entries.push(e);
+        }
+    }
+
+    /// The audit record of a refused statement.
+    fn denied(&mut self, sql: &[u8], r: &Refusal) {
+        let Some(audit) = &self.audit else { return };
+        let text = String::from_utf8_lossy(sql);
+        let command = crate::sql::first_word(&text).to_ascii_uppercase();
+        let e = audit.denied(
+            command,
+            &text,
+            self.enforcer.role_names(),
+            r.sqlstate,
+            &r.message,
+        );
+        self.entries.push(e);
+    }
+}

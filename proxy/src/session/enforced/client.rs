@@ -1,0 +1,264 @@
+//! The client direction: whole messages in, one short step per message type, what the server
+//! gets out. For every message that gets an answer, what to expect is queued before the message
+//! leaves.
+use bytes::{Bytes, BytesMut};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+use super::expect::Expect;
+use super::queue::Queue;
+use super::{read_more, Shared};
+use crate::audit::AuditSink;
+use crate::enforce::frontend::{Frontend, Judged};
+use crate::metrics::Command;
+use crate::protocol::frame::{is_frontend_tag, Header, MAX_MESSAGE_LEN};
+use crate::protocol::frontend as msg;
+use crate::protocol::ProtocolError;
+use crate::session::closing::End;
+
+pub struct ClientToServer<'a, SW> {
+    frontend: Frontend,
+    shared: &'a Shared,
+    pending: &'a Queue<Expect>,
+    sw: SW,
+    /// Bytes for the server, written when the client's buffer holds no further message.
+    out: BytesMut,
+    audit: Option<AuditSink>,
+}
+
+/// What a message step tells the read loop.
+enum Step {
+    Next,
+    /// The client sent Terminate.
+    Terminated,
+}
+
+type Stepped = Result<Step, End>;
+
+fn malformed(e: ProtocolError) -> End {
+    End::ClientError(e)
+}
+
+impl<'a, SW: AsyncWrite + Unpin> ClientToServer<'a, SW> {
+    pub fn new(
+        frontend: Frontend,
+        shared: &'a Shared,
+        pending: &'a Queue<Expect>,
+        sw: SW,
+        audit: Option<AuditSink>,
+    ) -> Self {
+        ClientToServer {
+            frontend,
+            shared,
+            pending,
+            sw,
+            out: BytesMut::new(),
+            audit,
+        }
+    }
+
+    pub async fn run<R: AsyncRead + Unpin>(&mut self, mut cr: R, mut buf: BytesMut) -> End {
+        loop {
+            loop {
+                let header = match Header::parse(&buf, MAX_MESSAGE_LEN) {
+                    Ok(Some(h)) => h,
+                    Ok(None) => break,
+                    Err(e) => return End::ClientError(e),
+                };
+                if !is_frontend_tag(header.tag) {
+                    return End::ClientError(ProtocolError::UnknownTag(header.tag));
+                }
+                if buf.len() < header.frame_len {
+                    buf.reserve(header.frame_len - buf.len());
+                    break;
+                }
+                let frame = buf.split_to(header.frame_len).freeze();
+                match self.on_message(header.tag, frame).await {
+                    Ok(Step::Next) => self.write_audit().await,
+                    Ok(Step::Terminated) => {
+                        // Forward Terminate, then read and drop whatever the client still
+                        // sends (so its close is never a reset) while the answers to what came
+                        // before still reach it; the server's close ends the session.
+                        let _ = self.flush().await;
+                        let mut sink = [0u8; 4096];
+                        while matches!(cr.read(&mut sink).await, Ok(n) if n > 0) {}
+                        return std::future::pending().await;
+                    }
+                    Err(end) => return end,
+                }
+            }
+            if let Err(e) = self.flush().await {
+                return End::ServerError(ProtocolError::Io(e));
+            }
+            match read_more(&mut cr, &mut buf).await {
+                Ok(0) if buf.is_empty() => return End::ClientClosed,
+                Ok(0) => return End::ClientError(ProtocolError::Truncated),
+                Ok(_) => self.shared.flags.activity.touch(),
+                Err(e) => return End::ClientError(ProtocolError::Io(e)),
+            }
+        }
+    }
+
+    async fn flush(&mut self) -> std::io::Result<()> {
+        if self.out.is_empty() {
+            return Ok(());
+        }
+        self.sw.write_all(&self.out).await?;
+        self.sw.flush().await?;
+        self.out.clear();
+        Ok(())
+    }
+
+    /// Write the audit records the last message raised (waiting while the log's queue is full).
+    async fn write_audit(&mut self) {
+        let entries = self.frontend.entries();
+        if entries.is_empty() {
+            return;
+        }
+        match &self.audit {
+            Some(sink) => sink.write_entries(entries).await,
+            None => entries.clear(),
+        }
+    }
+
+    /// Queue an expectation; when the queue is full, first let the server see what it must
+    /// answer, and ask it to send its answers now (Flush: the server holds the answers to an
+    /// extended-protocol pipeline until Sync or a full buffer), then wait.
+    async fn expect(&mut self, e: Expect) -> Result<(), End> {
+        match self.pending.try_push(e) {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                self.out.extend_from_slice(&msg::FLUSH);
+                self.flush()
+                    .await
+                    .map_err(|e| End::ServerError(ProtocolError::Io(e)))?;
+                self.pending.push(e).await;
+                Ok(())
+            }
+        }
+    }
+
+    /// Queue `expect`, then the message the server gets: the client's, or its replacement.
+    async fn forward(&mut self, expect: Expect, frame: &Bytes, send: Option<BytesMut>) -> Stepped {
+        self.expect(expect).await?;
+        match send {
+            Some(f) => self.out.extend_from_slice(&f),
+            None => self.out.extend_from_slice(frame),
+        }
+        Ok(Step::Next)
+    }
+
+    async fn on_message(&mut self, tag: u8, frame: Bytes) -> Stepped {
+        if self.frontend.copy_message(tag, &frame, &mut self.out) {
+            return Ok(Step::Next);
+        }
+        if matches!(tag, b'Q' | b'S' | b'F') {
+            self.shared.query_started();
+        }
+        match tag {
+            b'Q' => self.query(frame).await,
+            b'P' => self.parse(frame).await,
+            b'B' => self.bind(frame).await,
+            b'D' => self.describe(frame).await,
+            b'E' => self.execute(frame).await,
+            b'C' => self.close(frame).await,
+            b'S' => self.forward(Expect::Sync, &frame, None).await,
+            b'F' => {
+                let j = self.frontend.fast_path_call();
+                let e = Expect::FunctionCall { replace: j.refusal };
+                self.forward(e, &frame, j.send).await
+            }
+            b'X' => {
+                self.shared.flags.set_terminated();
+                self.out.extend_from_slice(&frame);
+                Ok(Step::Terminated)
+            }
+            _ => {
+                self.out.extend_from_slice(&frame);
+                Ok(Step::Next)
+            }
+        }
+    }
+
+    async fn query(&mut self, frame: Bytes) -> Stepped {
+        let sql = msg::query_text(&frame[5..]).map_err(malformed)?;
+        let command = Command::from_sql(sql);
+        let effects = may_deallocate(sql).then(|| frame.slice_ref(sql));
+        let Judged {
+            send,
+            refusal,
+            plan,
+        } = self.frontend.query(sql, self.shared.readable()).await;
+        let effects = if refusal.is_some() { None } else { effects };
+        let e = Expect::Query {
+            command,
+            plans: plan.map(|p| p.rows.clone()).unwrap_or_default(),
+            replace: refusal,
+            effects,
+        };
+        self.forward(e, &frame, send).await
+    }
+
+    async fn parse(&mut self, frame: Bytes) -> Stepped {
+        let p = msg::parse(&frame[5..]).map_err(malformed)?;
+        let command = Command::from_sql(p.sql);
+        let name = frame.slice_ref(p.name);
+        let (j, seq) = self.frontend.parse(&name, &p, self.shared.readable()).await;
+        let e = Expect::Parse {
+            command,
+            name,
+            plan: j.plan,
+            replace: j.refusal,
+            seq,
+        };
+        self.forward(e, &frame, j.send).await
+    }
+
+    async fn bind(&mut self, frame: Bytes) -> Stepped {
+        let b = msg::bind(&frame[5..]).map_err(malformed)?;
+        let j = self.frontend.bind(&b);
+        let e = Expect::Bind {
+            portal: frame.slice_ref(b.portal),
+            statement: frame.slice_ref(b.statement),
+            formats: frame.slice_ref(b.result_formats),
+            replace: j.refusal,
+        };
+        self.forward(e, &frame, j.send).await
+    }
+
+    async fn describe(&mut self, frame: Bytes) -> Stepped {
+        let (kind, name) = msg::target(&frame[5..], "Describe").map_err(malformed)?;
+        let e = if kind == b'S' {
+            Expect::DescribeStatement {
+                params: self.frontend.statement_params(name),
+                name: frame.slice_ref(name),
+            }
+        } else {
+            Expect::DescribePortal {
+                name: frame.slice_ref(name),
+            }
+        };
+        self.forward(e, &frame, None).await
+    }
+
+    async fn execute(&mut self, frame: Bytes) -> Stepped {
+        let portal = frame.slice_ref(msg::execute(&frame[5..]).map_err(malformed)?);
+        self.frontend.execute(&portal);
+        self.forward(Expect::Execute { portal }, &frame, None).await
+    }
+
+    async fn close(&mut self, frame: Bytes) -> Stepped {
+        let (kind, name) = msg::target(&frame[5..], "Close").map_err(malformed)?;
+        let e = Expect::Close {
+            kind,
+            name: frame.slice_ref(name),
+        };
+        self.forward(e, &frame, None).await
+    }
+}
+
+/// Whether a SQL text may drop prepared statements (DEALLOCATE, DISCARD): one pass over its
+/// words, comparing only words of the right length.
+fn may_deallocate(sql: &[u8]) -> bool {
+    sql.split(|b| !b.is_ascii_alphabetic())
+        .any(|w| w.eq_ignore_ascii_case(b"deallocate") || w.eq_ignore_ascii_case(b"discard"))
+}
