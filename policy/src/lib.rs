@@ -14,6 +14,7 @@ pub mod detect;
 pub mod diag;
 pub mod hours;
 pub mod keyring;
+pub mod kind;
 pub mod load;
 pub mod mask;
 pub mod model;

@@ -47,7 +47,7 @@ impl RunningProxy {
                     .await
                     .with_context(|| format!("metrics.listen: cannot bind {listen}"))?;
                 let bound = l.local_addr()?;
-                let target = ctx.upstream.address().clone();
+                let target = std::sync::Arc::new(ctx.upstream.address().clone());
                 tokio::spawn(serve_http(l, metrics.clone(), target, stop.clone()));
                 Some(bound)
             }

@@ -9,9 +9,9 @@ use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
+use crate::cancel::CancelRegistry;
 use crate::config::Config;
 use crate::metrics::Metrics;
-use crate::session::cancel::CancelRegistry;
 use crate::tls;
 use crate::upstream::Upstream;
 

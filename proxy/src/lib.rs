@@ -10,6 +10,7 @@
 //! - [`demo`], [`commands`], [`migrate`]: the demo and the DBA's tools.
 pub mod app;
 pub mod audit;
+pub mod cancel;
 pub mod catalog;
 pub mod cli;
 pub mod commands;

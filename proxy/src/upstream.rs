@@ -62,6 +62,12 @@ pub enum Address {
     Unix(PathBuf),
 }
 
+impl crate::metrics::http::Readiness for Address {
+    async fn check(&self) -> Result<(), String> {
+        self.open().await.map(|_| ()).map_err(|e| e.to_string())
+    }
+}
+
 impl Address {
     /// libpq's rule: a host starting with `/` names the socket directory.
     pub fn new(host: &str, port: u16) -> Address {

@@ -1,7 +1,14 @@
 //! The text envelope: `pgv1:` + base64(version ‖ nonce ‖ ciphertext ‖ tag).
-use super::keys::VersionKeys;
 use base64_simd::STANDARD_NO_PAD;
-use ring::aead;
+use ring::{aead, hmac};
+
+/// The keys of one key version of a domain: the AEAD key, and the key of the synthetic IV of
+/// deterministic encryption.
+pub(super) struct VersionKeys {
+    pub(super) version: u32,
+    pub(super) aead: aead::LessSafeKey,
+    pub(super) siv: hmac::Key,
+}
 
 /// Every envelope starts with this. Plaintext that starts with it must be refused on write, so
 /// that "already encrypted?" stays decidable.

@@ -1,5 +1,5 @@
 //! Master keys, key derivation and the per-domain cipher.
-use super::envelope::{self, DecryptError, EncryptError};
+use super::envelope::{self, DecryptError, EncryptError, VersionKeys};
 use crate::mask::PseudonymKey;
 use ring::{aead, hkdf, hmac, rand::SecureRandom};
 
@@ -170,12 +170,6 @@ impl KeySet {
     pub fn versions(&self) -> Vec<u32> {
         self.versions.iter().map(|(v, _)| *v).collect()
     }
-}
-
-pub(super) struct VersionKeys {
-    pub(super) version: u32,
-    pub(super) aead: aead::LessSafeKey,
-    pub(super) siv: hmac::Key,
 }
 
 /// Encrypts and decrypts the values of one key domain. Cheap to share (`&self` everywhere).

@@ -1,6 +1,6 @@
 //! Parsing mask expressions such as `keep(1,2)` or `constant('N/A')`.
 use super::Mask;
-use crate::model::Kind;
+use crate::kind::Kind;
 
 /// A mask expression that does not parse. `offset` is the 0-based character offset in the
 /// expression where the problem starts.

@@ -14,7 +14,7 @@ mod name;
 pub use expr::{mask_names, MaskParseError};
 pub use generic::PseudonymKey;
 
-use crate::model::Kind;
+use crate::kind::Kind;
 use std::fmt;
 
 /// A ready-to-run masking function.

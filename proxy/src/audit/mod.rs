@@ -19,7 +19,7 @@ pub mod verify;
 pub mod writer;
 
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use pgveil_policy::crypto::KeySet;
 
@@ -59,63 +59,8 @@ impl AuditError {
     }
 }
 
-/// When the writer calls fsync.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum FsyncPolicy {
-    /// After every batch of queued records (group commit).
-    Always,
-    /// At least once a second while records are written: at most ~1 s of records is lost on
-    /// power failure.
-    #[default]
-    Interval,
-    /// Never (the OS decides).
-    Never,
-}
+pub use crate::config::audit::{AuditConfig, FsyncPolicy};
 
-/// Settings of the audit log (`audit:` in the config file).
-#[derive(Debug, Clone, PartialEq)]
-pub struct AuditConfig {
-    /// The active file; rotated files get a timestamp suffix next to it.
-    pub file: PathBuf,
-    pub fsync: FsyncPolicy,
-    pub queue_capacity: usize,
-    pub max_bytes: u64,
-    pub max_age: Duration,
-    pub checkpoint_every: u64,
-    pub checkpoint_interval: Duration,
-    /// A copy of each record for a SIEM (`audit.syslog`).
-    pub syslog: Option<syslog::SyslogConfig>,
-    /// Tests only: a pause before each record is written (a slow disk).
-    #[doc(hidden)]
-    pub write_delay: Option<Duration>,
-}
-
-impl AuditConfig {
-    pub const DEFAULT_QUEUE: usize = 10_000;
-    pub const DEFAULT_MAX_BYTES: u64 = 100 * 1024 * 1024;
-    pub const DEFAULT_MAX_AGE: Duration = Duration::from_secs(24 * 3600);
-    pub const DEFAULT_CHECKPOINT_EVERY: u64 = 1000;
-    pub const DEFAULT_CHECKPOINT_INTERVAL: Duration = Duration::from_secs(60);
-
-    /// `file` with the defaults for the rest.
-    pub fn new(file: impl Into<PathBuf>) -> Self {
-        AuditConfig {
-            file: file.into(),
-            fsync: FsyncPolicy::Interval,
-            queue_capacity: Self::DEFAULT_QUEUE,
-            max_bytes: Self::DEFAULT_MAX_BYTES,
-            max_age: Self::DEFAULT_MAX_AGE,
-            checkpoint_every: Self::DEFAULT_CHECKPOINT_EVERY,
-            checkpoint_interval: Self::DEFAULT_CHECKPOINT_INTERVAL,
-            syslog: None,
-            write_delay: None,
-        }
-    }
-}
-
-/// One statement that touched classified columns. `sql` is fingerprinted on the caller's task
-/// and dropped: only the fingerprint reaches the queue.
 #[derive(Debug, Clone)]
 pub struct StatementEvent {
     pub session: u64,

@@ -6,6 +6,7 @@
 //! before the next statement after a session relayed DDL ([`Catalog::invalidate`]).
 pub mod load;
 pub mod snapshot;
+pub mod words;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -17,45 +18,50 @@ use pgveil_policy::CompiledPolicy;
 pub use load::{CatalogSource, LoadError};
 pub use snapshot::{RawCatalog, Relation, Snapshot};
 
-/// A snapshot bound to one policy version.
-pub struct Bound {
+/// What is built once per snapshot and policy version and cached with it (the analysis's
+/// fast-path scanner): the catalog cache builds it, without knowing what it is.
+pub trait Derived: Send + Sync + 'static {
+    fn derive(policy: &CompiledPolicy, snapshot: &Snapshot) -> Self;
+}
+
+/// A snapshot bound to one policy version, with what was derived from both.
+pub struct Bound<D> {
     pub snapshot: Arc<Snapshot>,
-    /// The fast path's trigger words for this snapshot and policy.
-    pub scanner: crate::sql::Scanner,
+    pub derived: D,
     /// Changes whenever the snapshot does; part of the parse-cache key.
     pub generation: u64,
     /// When the catalog behind it was read.
     pub read_at: Instant,
 }
 
-struct Loaded {
+struct Loaded<D> {
     raw: Arc<RawCatalog>,
     at: Instant,
     policy_version: String,
-    bound: Arc<Bound>,
+    bound: Arc<Bound<D>>,
 }
 
 /// One database's cache entry.
-struct DbCatalog {
-    current: RwLock<Option<Arc<Loaded>>>,
+struct DbCatalog<D> {
+    current: RwLock<Option<Arc<Loaded<D>>>>,
     stale: AtomicBool,
     /// Only one load at a time per database; others wait for it.
     loading: tokio::sync::Mutex<()>,
 }
 
 /// Catalogs of every database sessions connect to.
-pub struct Catalog {
+pub struct Catalog<D> {
     source: CatalogSource,
     refresh: Duration,
-    dbs: Mutex<HashMap<String, Arc<DbCatalog>>>,
+    dbs: Mutex<HashMap<String, Arc<DbCatalog<D>>>>,
     generation: AtomicU64,
     /// Bumped on every invalidation and every new snapshot, so sessions can keep the snapshot
     /// they hold while nothing changed (see [`Catalog::still_fresh`]).
     epoch: AtomicU64,
 }
 
-impl Catalog {
-    pub fn new(source: CatalogSource, refresh: Duration) -> Catalog {
+impl<D: Derived> Catalog<D> {
+    pub fn new(source: CatalogSource, refresh: Duration) -> Self {
         Catalog {
             source,
             refresh,
@@ -65,7 +71,7 @@ impl Catalog {
         }
     }
 
-    fn db(&self, database: &str) -> Arc<DbCatalog> {
+    fn db(&self, database: &str) -> Arc<DbCatalog<D>> {
         let mut dbs = self.dbs.lock().unwrap_or_else(|e| e.into_inner());
         dbs.entry(database.to_string())
             .or_insert_with(|| {
@@ -94,7 +100,7 @@ impl Catalog {
     }
 
     /// Whether a snapshot obtained at `epoch` may still be used without asking again.
-    pub fn still_fresh(&self, bound: &Bound, epoch: u64) -> bool {
+    pub fn still_fresh(&self, bound: &Bound<D>, epoch: u64) -> bool {
         self.epoch() == epoch && bound.read_at.elapsed() < self.refresh
     }
 
@@ -103,7 +109,7 @@ impl Catalog {
         &self,
         database: &str,
         policy: &CompiledPolicy,
-    ) -> Result<Arc<Bound>, LoadError> {
+    ) -> Result<Arc<Bound<D>>, LoadError> {
         let db = self.db(database);
         if let Some(b) = self.fresh(&db, policy) {
             return Ok(b);
@@ -128,10 +134,10 @@ impl Catalog {
             }
         };
         let snapshot = Snapshot::build((*raw).clone(), policy);
-        let scanner = crate::sql::Scanner::new(policy, &snapshot);
+        let derived = D::derive(policy, &snapshot);
         let bound = Arc::new(Bound {
             read_at: at,
-            scanner,
+            derived,
             snapshot: Arc::new(snapshot),
             generation: self.generation.fetch_add(1, Ordering::Relaxed),
         });
@@ -155,7 +161,7 @@ impl Catalog {
         cur.as_ref().map(|l| l.bound.snapshot.clone())
     }
 
-    fn fresh(&self, db: &DbCatalog, policy: &CompiledPolicy) -> Option<Arc<Bound>> {
+    fn fresh(&self, db: &DbCatalog<D>, policy: &CompiledPolicy) -> Option<Arc<Bound<D>>> {
         if db.stale.load(Ordering::Acquire) {
             return None;
         }

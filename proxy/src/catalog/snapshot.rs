@@ -304,7 +304,7 @@ fn bind_functions(
         // C and internal functions need a superuser to create: the DBA's own code. Other
         // languages (plperl, plpython, ...) can run any query pgveil cannot read.
         let mut dynamic = !matches!(f.language.as_str(), "sql" | "plpgsql" | "c" | "internal");
-        for w in crate::sql::scan::words(f.body.as_bytes()) {
+        for w in super::words::words(f.body.as_bytes()) {
             let w = String::from_utf8_lossy(&w).into_owned();
             if w == "execute" && f.language == "plpgsql" {
                 dynamic = true;

@@ -9,7 +9,10 @@ use pgveil_policy::RoleSet;
 
 use super::plan::{count_decisions, plan, Prepared};
 use super::{Enforcement, PolicyState};
-use crate::catalog::Bound;
+use crate::sql::Scanner;
+
+/// A catalog snapshot with its fast-path scanner.
+type Bound = crate::catalog::Bound<Scanner>;
 use crate::sql::{self, Env, Refusal};
 
 /// The enforcer's verdict on a statement text.
@@ -94,7 +97,7 @@ impl Enforcer {
                 Err(v) => return v,
             },
         };
-        if !bound.scanner.needs_analysis(sql) {
+        if !bound.derived.needs_analysis(sql) {
             return Verdict::Pass;
         }
         let started = Instant::now();

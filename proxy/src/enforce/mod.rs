@@ -35,7 +35,7 @@ use pgveil_policy::mask::PseudonymKey;
 use pgveil_policy::model::EncryptMode;
 use pgveil_policy::CompiledPolicy;
 
-use crate::catalog::{Catalog, CatalogSource};
+use crate::catalog::CatalogSource;
 use crate::metrics::Metrics;
 use crate::sql::ParseCache;
 
@@ -94,7 +94,7 @@ pub struct Enforcement {
     /// Bumped on every reload, so sessions can keep the state they hold.
     policy_epoch: std::sync::atomic::AtomicU64,
     pub files: PolicyFiles,
-    pub catalog: Catalog,
+    pub catalog: crate::catalog::Catalog<crate::sql::Scanner>,
     pub cache: ParseCache,
     pub metrics: Arc<Metrics>,
     /// Sliding windows of the policy's anomaly limits, per login.
@@ -123,7 +123,7 @@ impl Enforcement {
             state: RwLock::new(Arc::new(state)),
             policy_epoch: std::sync::atomic::AtomicU64::new(1),
             files,
-            catalog: Catalog::new(source, refresh),
+            catalog: crate::catalog::Catalog::new(source, refresh),
             cache: ParseCache::new(cache_size),
             metrics,
             anomaly: anomaly::Windows::default(),

@@ -15,13 +15,16 @@ use tokio_util::sync::CancellationToken;
 
 use super::Metrics;
 
-use crate::upstream::Address;
+/// How `/readyz` asks whether the upstream server accepts connections: `Err` says why not.
+pub trait Readiness: Send + Sync + 'static {
+    fn check(&self) -> impl std::future::Future<Output = Result<(), String>> + Send;
+}
 
 /// Serve HTTP on `listener` until `stop` is cancelled.
-pub async fn serve(
+pub async fn serve<U: Readiness>(
     listener: TcpListener,
     metrics: Arc<Metrics>,
-    upstream: Address,
+    upstream: Arc<U>,
     stop: CancellationToken,
 ) {
     loop {
@@ -43,7 +46,7 @@ pub async fn serve(
             let service = service_fn(move |req| {
                 let metrics = metrics.clone();
                 let upstream = upstream.clone();
-                async move { Ok::<_, Infallible>(route(req, &metrics, &upstream).await) }
+                async move { Ok::<_, Infallible>(route(req, &metrics, upstream.as_ref()).await) }
             });
             let conn = hyper::server::conn::http1::Builder::new()
                 .timer(hyper_util::rt::TokioTimer::new())
@@ -56,10 +59,10 @@ pub async fn serve(
     }
 }
 
-async fn route(
+async fn route<U: Readiness>(
     req: Request<Incoming>,
     metrics: &Metrics,
-    upstream: &Address,
+    upstream: &U,
 ) -> Response<Full<Bytes>> {
     match req.uri().path() {
         "/metrics" => reply(
@@ -69,9 +72,9 @@ async fn route(
         ),
         "/healthz" => reply(StatusCode::OK, "text/plain", b"ok\n".to_vec()),
         "/readyz" => {
-            let check = tokio::time::timeout(Duration::from_secs(2), upstream.open()).await;
+            let check = tokio::time::timeout(Duration::from_secs(2), upstream.check()).await;
             match check {
-                Ok(Ok(_)) => reply(StatusCode::OK, "text/plain", b"ready\n".to_vec()),
+                Ok(Ok(())) => reply(StatusCode::OK, "text/plain", b"ready\n".to_vec()),
                 Ok(Err(e)) => reply(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "text/plain",

@@ -4,21 +4,22 @@
 use std::collections::HashMap;
 
 use crate::metrics::Command;
+use crate::protocol::frame::cstr;
 
 /// Prepared statements remembered per session; beyond this, new names count as unknown.
 const MAX_NAMED: usize = 1024;
 
 /// The command of each prepared statement, and of the current extended batch.
-pub struct Statements {
+pub struct PreparedCommands {
     unnamed: Command,
     named: HashMap<Vec<u8>, Command>,
     /// The command of the statement last bound or parsed since the last Sync.
     batch: Command,
 }
 
-impl Default for Statements {
+impl Default for PreparedCommands {
     fn default() -> Self {
-        Statements {
+        PreparedCommands {
             unnamed: Command::UNKNOWN,
             named: HashMap::new(),
             batch: Command::UNKNOWN,
@@ -26,17 +27,12 @@ impl Default for Statements {
     }
 }
 
-fn cstr(body: &[u8]) -> Option<(&[u8], &[u8])> {
-    let end = body.iter().position(|&b| b == 0)?;
-    Some((&body[..end], &body[end + 1..]))
-}
-
 /// The command of a Query message's body.
 pub fn of_query(body: &[u8]) -> Command {
     Command::from_sql(body)
 }
 
-impl Statements {
+impl PreparedCommands {
     /// Parse: statement name, then the SQL.
     pub fn on_parse(&mut self, body: &[u8]) {
         let Some((name, rest)) = cstr(body) else {
@@ -78,7 +74,7 @@ mod tests {
 
     #[test]
     fn named_and_unnamed_statements_keep_their_command() {
-        let mut s = Statements::default();
+        let mut s = PreparedCommands::default();
         s.on_parse(b"ins\0insert into t values ($1)\0\0\0");
         assert_eq!(s.take_batch().label(), "INSERT");
         s.on_parse(b"\0update t set x = 1\0\0\0");

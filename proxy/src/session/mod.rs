@@ -6,7 +6,6 @@
 //!   relay       frames flow both ways until either side closes
 //! ```
 pub mod auth;
-pub mod cancel;
 pub mod closing;
 pub mod commands;
 pub mod enforced;

@@ -23,7 +23,7 @@ use crate::protocol::frame::{is_frontend_tag, Header, HEADER_LEN, MAX_MESSAGE_LE
 use crate::protocol::ProtocolError;
 use crate::session::auth::Established;
 use crate::session::closing::{finish, idle_watch, log_end, Activity, End};
-use crate::session::commands::{self, Statements};
+use crate::session::commands::{self, PreparedCommands};
 use crate::session::halves::{with_halves, Flags};
 
 /// Starting size of each direction's buffer; idle sessions stay this small.
@@ -253,7 +253,7 @@ where
     W: AsyncWrite + Unpin,
 {
     let mut cursor = Cursor::default();
-    let mut statements = Statements::default();
+    let mut statements = PreparedCommands::default();
     loop {
         let (forward, error) = cursor.scan(
             buf,

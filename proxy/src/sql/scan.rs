@@ -9,10 +9,8 @@ use std::collections::HashSet;
 
 use pgveil_policy::CompiledPolicy;
 
+use crate::catalog::words::{is_word_byte, MAX_IDENT};
 use crate::catalog::Snapshot;
-
-/// PostgreSQL truncates identifiers to this many bytes (NAMEDATALEN - 1).
-const MAX_IDENT: usize = 63;
 
 /// Words that send a statement to the analysis whatever the policy says.
 pub const ALWAYS: &[&str] = &[
@@ -58,6 +56,12 @@ pub const ALWAYS: &[&str] = &[
 #[derive(Debug, Default)]
 pub struct Scanner {
     words: HashSet<Box<[u8]>>,
+}
+
+impl crate::catalog::Derived for Scanner {
+    fn derive(policy: &CompiledPolicy, snapshot: &Snapshot) -> Scanner {
+        Scanner::new(policy, snapshot)
+    }
 }
 
 impl Scanner {
@@ -117,21 +121,9 @@ impl Scanner {
     }
 }
 
-#[inline]
-fn is_word_byte(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b == b'_' || b == b'$' || b >= 0x80
-}
-
 fn has_unicode_escape(sql: &[u8]) -> bool {
     sql.windows(3)
         .any(|w| (w[0] == b'u' || w[0] == b'U') && w[1] == b'&' && (w[2] == b'\'' || w[2] == b'"'))
-}
-
-/// The lower-cased words of a text (for function bodies and tests).
-pub fn words(text: &[u8]) -> impl Iterator<Item = Vec<u8>> + '_ {
-    text.split(|&b| !is_word_byte(b))
-        .filter(|w| !w.is_empty())
-        .map(|w| w[..w.len().min(MAX_IDENT)].to_ascii_lowercase())
 }
 
 #[cfg(test)]

@@ -309,7 +309,7 @@ proptest! {
             let _ = run(&f, login, &sql);
         }
         let s = Scanner::new(&f.policy, &f.snapshot);
-        let names_protected = crate::sql::scan::words(sql.as_bytes())
+        let names_protected = crate::catalog::words::words(sql.as_bytes())
             .any(|w| matches!(&w[..], b"name" | b"phone" | b"id_card" | b"customers"));
         if names_protected {
             prop_assert!(s.needs_analysis(sql.as_bytes()), "fast path let through: {sql}");
