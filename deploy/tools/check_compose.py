@@ -14,7 +14,7 @@ checks that:
 - the Dockerfile builds `-p pgveil` in release mode on a Rust image no older than the
   workspace's rust-version;
 - the pgveil config file mounted at the path `serve --config` reads uses only keys that
-  proxy/src/config.rs accepts (read from its serde structs, `deny_unknown_fields`), with
+  proxy/src/config/ accepts (read from its serde structs, `deny_unknown_fields`), with
   valid durations, numbers and enum values; that upstream.host is the postgres service, that
   listen and metrics.listen bind every interface on the published container ports, and that
   the policy and keyring paths lie in mounts (the policy file existing in the repository);
@@ -66,14 +66,14 @@ def read_yaml(path):
 def rust_structs(source):
     """{struct name: (attrs text, body)} for every struct in a Rust source."""
     out = {}
-    for m in re.finditer(r"((?:#\[[^\]]*\]\s*)*)(?:pub\s+)?struct\s+(\w+)\s*\{(.*?)\n\}", source, re.S):
+    for m in re.finditer(r"((?:#\[[^\]]*\]\s*)*)(?:pub(?:\([^)]*\))?\s+)?struct\s+(\w+)\s*\{(.*?)\n\}", source, re.S):
         out[m.group(2)] = (m.group(1), m.group(3))
     return out
 
 
 def rust_enums(source):
     out = {}
-    for m in re.finditer(r"((?:#\[[^\]]*\]\s*)*)(?:pub\s+)?enum\s+(\w+)\s*\{(.*?)\n\}", source, re.S):
+    for m in re.finditer(r"((?:#\[[^\]]*\]\s*)*)(?:pub(?:\([^)]*\))?\s+)?enum\s+(\w+)\s*\{(.*?)\n\}", source, re.S):
         attrs, name, body = m.groups()
         variants = []
         for line in body.splitlines():
@@ -100,9 +100,18 @@ def rename_variant(name, rule):
 
 
 def accepted_keys(config_rs):
-    """The config file's key tree: {key: subtree dict | (kind, detail)} from FileConfig down."""
-    with open(config_rs, encoding="utf-8") as f:
-        source = f.read()
+    """The config file's key tree: {key: subtree dict | (kind, detail)} from FileConfig down.
+    `config_rs` is the config module's directory (all its files are read) or one file."""
+    if os.path.isdir(config_rs):
+        names = sorted(n for n in os.listdir(config_rs) if n.endswith(".rs"))
+        parts = []
+        for n in names:
+            with open(os.path.join(config_rs, n), encoding="utf-8") as f:
+                parts.append(f.read())
+        source = "\n".join(parts)
+    else:
+        with open(config_rs, encoding="utf-8") as f:
+            source = f.read()
     structs = rust_structs(source)
     enums = rust_enums(source)
 
@@ -118,7 +127,7 @@ def accepted_keys(config_rs):
             if line.startswith("#["):
                 pending_attrs += line
                 continue
-            m = re.match(r"(?:pub\s+)?(\w+)\s*:\s*(?:Option<)?([\w:]+)", line)
+            m = re.match(r"(?:pub(?:\([^)]*\))?\s+)?(\w+)\s*:\s*(?:Option<)?([\w:]+)", line)
             if not m:
                 continue
             field, ty = m.groups()
@@ -140,7 +149,7 @@ def accepted_keys(config_rs):
         return keys
 
     if "FileConfig" not in structs:
-        problem("proxy/src/config.rs: struct FileConfig not found; update check_compose.py")
+        problem("proxy/src/config/: struct FileConfig not found; update check_compose.py")
         return {}
     keys = tree("FileConfig")
     # The parser must at least find the keys this stack relies on.
@@ -150,7 +159,7 @@ def accepted_keys(config_rs):
         for part in path.split("."):
             node = node.get(part) if isinstance(node, dict) else None
         if node is None:
-            problem("proxy/src/config.rs: key %s not found by the parser; update check_compose.py" % path)
+            problem("proxy/src/config/: key %s not found by the parser; update check_compose.py" % path)
     return keys
 
 
@@ -374,7 +383,7 @@ def check_pgveil(root, svc, services, roles):
     name = os.path.relpath(host_cfg, root)
     with open(host_cfg, encoding="utf-8") as f:
         cfg = yaml.safe_load(f) or {}
-    keys = accepted_keys(os.path.join(root, "proxy", "src", "config.rs"))
+    keys = accepted_keys(os.path.join(root, "proxy", "src", "config"))
     check_config_values(cfg, keys, name)
 
     container_ports = {c for _, _, c in ports(svc)}

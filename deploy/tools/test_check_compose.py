@@ -16,7 +16,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import check_compose  # noqa: E402
 
 ROOT = check_compose.ROOT
-FILES = ["docker-compose.yml", "Dockerfile", "Cargo.toml", "proxy/src/config.rs", "deploy", "examples/logistics"]
+FILES = ["docker-compose.yml", "Dockerfile", "Cargo.toml", "proxy/src/config", "deploy", "examples/logistics"]
 
 
 class CheckCompose(unittest.TestCase):
@@ -61,12 +61,12 @@ class CheckCompose(unittest.TestCase):
         self.assertEqual(self.problems(), [])
 
     def test_config_keys_come_from_config_rs(self):
-        keys = check_compose.accepted_keys(os.path.join(ROOT, "proxy/src/config.rs"))
+        keys = check_compose.accepted_keys(os.path.join(ROOT, "proxy/src/config"))
         self.assertIn("connect_timeout", keys["upstream"])
         self.assertEqual(keys["upstream"]["tls"]["mode"][1], ["disable", "prefer", "require", "verify-full"])
         # A field added to the Rust struct is accepted without touching the script...
-        self.edit("proxy/src/config.rs", "struct FileMetrics {\n    listen: Option<String>,",
-                  "struct FileMetrics {\n    listen: Option<String>,\n    path: Option<String>,")
+        self.edit("proxy/src/config/file.rs", "struct FileMetrics {\n    pub(super) listen: Option<String>,",
+                  "struct FileMetrics {\n    pub(super) listen: Option<String>,\n    pub(super) path: Option<String>,")
         self.edit("deploy/pgveil/pgveil.yaml", "  listen: 0.0.0.0:9187", "  listen: 0.0.0.0:9187\n  path: /m")
         self.assertEqual(self.problems(), [])
 

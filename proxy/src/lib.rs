@@ -1,11 +1,17 @@
-//! pgveil: the wire-level proxy.
+//! pgveil: the wire-level proxy. See docs/architecture.md for the map and the layering
+//! (`proxy/tests/structure.rs` checks that imports run down it).
 //!
-//! Layout (see docs/architecture.md):
-//! - [`cli`], [`config`]: command line and settings;
-//! - [`server`]: listener, TLS, limits, shutdown;
-//! - [`session`]: one task per client (handshake, auth relay, frame relay);
-//! - [`protocol`]: framing and the few messages pgveil builds or reads;
-//! - [`upstream`]: connections to PostgreSQL;
+//! - [`cli`], [`config`], [`logging`], [`app`]: command line, settings, logs, the running proxy;
+//! - [`server`], [`context`]: listener, TLS, limits, shutdown; what every session shares;
+//! - [`session`]: one task per client (handshake, auth relay, the pass-through relay and the
+//!   enforced relay);
+//! - [`enforce`]: policy enforcement on the wire (judging statements, encrypting values,
+//!   transforming results, anomaly limits);
+//! - [`sql`]: the fast-path scan, the analysis of SQL text and every refusal rule;
+//! - [`catalog`]: what pgveil reads of each database's catalog, cached;
+//! - [`audit`]: the tamper-evident audit trail and its syslog copy;
+//! - [`protocol`], [`stream`], [`tls`], [`upstream`], [`cancel`]: the wire, streams, TLS, the
+//!   upstream server, cancel keys;
 //! - [`metrics`]: Prometheus metrics and the HTTP endpoint;
 //! - [`demo`], [`commands`], [`migrate`]: the demo and the DBA's tools.
 pub mod app;

@@ -418,3 +418,30 @@ fn the_checker_sees_arrows_and_circles() {
     c.arrows.entry(m("c")).or_default().insert(m("a"));
     assert_eq!(find_circle(&c).map(|v| v.len()), Some(4));
 }
+
+#[test]
+fn integration_tests_share_fixtures_only_through_support() {
+    let dir = root().join("proxy/tests/integration");
+    let mut files = Vec::new();
+    rust_files(&dir, &mut files);
+    let mut wrong = Vec::new();
+    for f in files {
+        let rel = f.strip_prefix(&dir).expect("under integration");
+        if rel.starts_with("support") {
+            continue;
+        }
+        let text = std::fs::read_to_string(&f).expect("read");
+        for p in paths(&code(&text)) {
+            if p.first().map(String::as_str) == Some("crate")
+                && p.get(1).is_some_and(|m| m != "support")
+            {
+                wrong.push(format!("{}: crate::{}", rel.display(), p[1..].join("::")));
+            }
+        }
+    }
+    assert!(
+        wrong.is_empty(),
+        "test modules import each other; move the fixture to support/:\n{}",
+        wrong.join("\n")
+    );
+}

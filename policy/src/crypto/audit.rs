@@ -5,20 +5,21 @@
 //! - [`ChainKey`]: `tag_n = HMAC-SHA256(k_n, prev_tag ‖ body)`, then
 //!   `k_{n+1} = SHA-256("pgveil audit ratchet" ‖ k_n)`; the old key is overwritten.
 //! - [`CheckpointKey`]: a non-ratcheted HMAC key, so any checkpoint can be checked alone.
+use super::secret::Secret32;
 use ring::{digest, hmac};
 
 const RATCHET_LABEL: &[u8] = b"pgveil audit ratchet";
 
 /// Secret material of one audit log. Wiped on drop; never printed.
-pub struct AuditRoot([u8; 32]);
+pub struct AuditRoot(Secret32);
 
 impl AuditRoot {
     pub(super) fn new(bytes: [u8; 32]) -> Self {
-        AuditRoot(bytes)
+        AuditRoot(Secret32(bytes))
     }
 
     fn sub(&self, label: &[u8]) -> [u8; 32] {
-        let key = hmac::Key::new(hmac::HMAC_SHA256, &self.0);
+        let key = hmac::Key::new(hmac::HMAC_SHA256, &self.0[..]);
         let tag = hmac::sign(&key, label);
         let mut out = [0u8; 32];
         out.copy_from_slice(tag.as_ref());
@@ -27,7 +28,7 @@ impl AuditRoot {
 
     /// `k_1`, the key of the record with sequence number 1.
     pub fn first_chain_key(&self) -> ChainKey {
-        ChainKey(self.sub(b"chain"))
+        ChainKey(Secret32(self.sub(b"chain")))
     }
 
     /// The key of the record with sequence number `seq` (`seq - 1` ratchet steps from `k_1`).
@@ -45,13 +46,6 @@ impl AuditRoot {
     }
 }
 
-impl Drop for AuditRoot {
-    fn drop(&mut self) {
-        self.0.fill(0);
-        std::hint::black_box(&mut self.0);
-    }
-}
-
 impl std::fmt::Debug for AuditRoot {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("AuditRoot(..)")
@@ -59,12 +53,12 @@ impl std::fmt::Debug for AuditRoot {
 }
 
 /// The current key of the chain. Wiped on drop and on every ratchet step.
-pub struct ChainKey([u8; 32]);
+pub struct ChainKey(Secret32);
 
 impl ChainKey {
     /// `HMAC-SHA256(k, prev ‖ body)`.
     pub fn tag(&self, prev: &[u8], body: &[u8]) -> [u8; 32] {
-        let key = hmac::Key::new(hmac::HMAC_SHA256, &self.0);
+        let key = hmac::Key::new(hmac::HMAC_SHA256, &self.0[..]);
         let mut ctx = hmac::Context::with_key(&key);
         ctx.update(prev);
         ctx.update(body);
@@ -75,7 +69,7 @@ impl ChainKey {
 
     /// Constant-time check of a tag.
     pub fn verify(&self, prev: &[u8], body: &[u8], tag: &[u8]) -> bool {
-        let key = hmac::Key::new(hmac::HMAC_SHA256, &self.0);
+        let key = hmac::Key::new(hmac::HMAC_SHA256, &self.0[..]);
         let mut msg = Vec::with_capacity(prev.len() + body.len());
         msg.extend_from_slice(prev);
         msg.extend_from_slice(body);
@@ -86,16 +80,9 @@ impl ChainKey {
     pub fn ratchet(&mut self) {
         let mut ctx = digest::Context::new(&digest::SHA256);
         ctx.update(RATCHET_LABEL);
-        ctx.update(&self.0);
+        ctx.update(&self.0[..]);
         let next = ctx.finish();
         self.0.copy_from_slice(next.as_ref());
-    }
-}
-
-impl Drop for ChainKey {
-    fn drop(&mut self) {
-        self.0.fill(0);
-        std::hint::black_box(&mut self.0);
     }
 }
 

@@ -1,5 +1,6 @@
 //! Master keys, key derivation and the per-domain cipher.
 use super::envelope::{self, DecryptError, EncryptError, VersionKeys};
+use super::secret::Secret32;
 use crate::mask::PseudonymKey;
 use ring::{aead, hkdf, hmac, rand::SecureRandom};
 
@@ -14,18 +15,18 @@ pub enum Mode {
 }
 
 /// 32 bytes of master key material for one key version. Wiped on drop; never printed.
-pub struct MasterKey([u8; MASTER_KEY_LEN]);
+pub struct MasterKey(Secret32);
 
 impl MasterKey {
     pub fn from_bytes(bytes: [u8; MASTER_KEY_LEN]) -> Self {
-        MasterKey(bytes)
+        MasterKey(Secret32(bytes))
     }
 
     /// A fresh key from the system RNG.
     pub fn generate() -> Result<Self, ring::error::Unspecified> {
         let mut k = [0u8; MASTER_KEY_LEN];
         ring::rand::SystemRandom::new().fill(&mut k)?;
-        Ok(MasterKey(k))
+        Ok(MasterKey(Secret32(k)))
     }
 
     pub fn as_bytes(&self) -> &[u8; MASTER_KEY_LEN] {
@@ -37,13 +38,13 @@ impl MasterKey {
     pub fn fingerprint(&self) -> String {
         let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
         ctx.update(b"pgveil key fingerprint");
-        ctx.update(&self.0);
+        ctx.update(&self.0[..]);
         hex::encode(&ctx.finish().as_ref()[..8])
     }
 
     /// HKDF-SHA256(salt, master) expanded with info = "pgveil" 0 purpose 0 domain 0 version(BE).
     fn derive(&self, purpose: &str, domain: &str, version: u32) -> [u8; 32] {
-        let prk = hkdf::Salt::new(hkdf::HKDF_SHA256, HKDF_SALT).extract(&self.0);
+        let prk = hkdf::Salt::new(hkdf::HKDF_SHA256, HKDF_SALT).extract(&self.0[..]);
         let v = version.to_be_bytes();
         let info: [&[u8]; 7] = [
             b"pgveil",
@@ -61,13 +62,6 @@ impl MasterKey {
             let _ = okm.fill(&mut out);
         }
         out
-    }
-}
-
-impl Drop for MasterKey {
-    fn drop(&mut self) {
-        self.0.fill(0);
-        std::hint::black_box(&mut self.0);
     }
 }
 
@@ -193,6 +187,11 @@ impl DomainCipher {
         &self.domain
     }
 
+    /// The keys new values are encrypted with.
+    fn active_keys(&self) -> Result<&VersionKeys, EncryptError> {
+        self.keys_for(self.active).ok_or(EncryptError::NoActiveKey)
+    }
+
     fn keys_for(&self, version: u32) -> Option<&VersionKeys> {
         self.keys.iter().find(|k| k.version == version)
     }
@@ -218,9 +217,7 @@ impl DomainCipher {
         scratch: &mut Vec<u8>,
         out: &mut String,
     ) -> Result<(), EncryptError> {
-        let k = self
-            .keys_for(self.active)
-            .ok_or(EncryptError::NoActiveKey)?;
+        let k = self.active_keys()?;
         let nonce = match mode {
             Mode::Deterministic => self.synthetic_nonce(k, plaintext),
             Mode::Randomized => {
@@ -242,11 +239,8 @@ impl DomainCipher {
         nonce: [u8; 12],
         plaintext: &[u8],
     ) -> Result<String, EncryptError> {
-        let k = self
-            .keys_for(self.active)
-            .ok_or(EncryptError::NoActiveKey)?;
         let (mut scratch, mut out) = (Vec::new(), String::new());
-        envelope::seal(k, nonce, plaintext, &mut scratch, &mut out)?;
+        self.encrypt_randomized_with(nonce, plaintext, &mut scratch, &mut out)?;
         Ok(out)
     }
 
@@ -272,10 +266,7 @@ impl DomainCipher {
         scratch: &mut Vec<u8>,
         out: &mut String,
     ) -> Result<(), EncryptError> {
-        let k = self
-            .keys_for(self.active)
-            .ok_or(EncryptError::NoActiveKey)?;
-        envelope::seal(k, nonce, plaintext, scratch, out)
+        envelope::seal(self.active_keys()?, nonce, plaintext, scratch, out)
     }
 
     /// The key versions this cipher holds, the active one first.

@@ -11,6 +11,7 @@
 mod audit;
 mod envelope;
 mod keys;
+mod secret;
 
 pub use audit::{AuditRoot, ChainKey, CheckpointKey};
 pub use envelope::{

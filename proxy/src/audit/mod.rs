@@ -1,4 +1,4 @@
-//! The audit trail (DESIGN.md, "Audit and anomaly"; docs/operations.md, "Audit").
+//! The audit trail (docs/operations.md, "Audit"; docs/security.md).
 //!
 //! - [`record`]: the JSON-lines record; [`fingerprint`]: statements without literals;
 //! - [`chain`]: the HMAC chain with a ratcheted key, and signed checkpoints;
@@ -6,8 +6,9 @@
 //! - [`verify`]: `pgveil audit verify`; [`report`]: `pgveil audit report`;
 //! - [`syslog`]: a copy of the trail for a SIEM (CEF or JSON over syslog).
 //!
-//! The session relay calls [`AuditSink::statement`] and [`AuditSink::anomaly`]; the server
-//! starts the writer with [`start`] and closes it with [`AuditHandle::close`].
+//! Sessions hold their records as [`Entry`]s ([`session`]) and write them with
+//! [`AuditSink::write_entries`]; the server starts the writer with [`start`] and closes it with
+//! [`AuditHandle::close`].
 pub mod chain;
 pub mod fingerprint;
 pub mod record;

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
+use pgveil_policy::mask::PseudonymKey;
 
 use super::copy;
 use super::rows::{self, CopyFormat, RowError, RowPlan, Scratch, Tally};
@@ -49,21 +50,9 @@ impl Transformer {
         formats: &[i16],
         out: &mut BytesMut,
     ) -> Result<(), RowError> {
-        let at = out.len();
-        let state = self.state.get_or_insert_with(|| enf.current());
-        let r = rows::data_row(
-            body,
-            plan,
-            formats,
-            &state.pseudonym,
-            &mut self.scratch,
-            &mut self.tally,
-            out,
-        );
-        if r.is_err() {
-            out.truncate(at);
-        }
-        r
+        self.transform(enf, out, |key, scratch, tally, out| {
+            rows::data_row(body, plan, formats, key, scratch, tally, out)
+        })
     }
 
     /// Rewrite one CopyData body of a COPY TO STDOUT into `out`; on error `out` is left as it
@@ -77,18 +66,20 @@ impl Transformer {
         first: bool,
         out: &mut BytesMut,
     ) -> Result<(), RowError> {
+        self.transform(enf, out, |key, scratch, tally, out| {
+            copy::copy_data(body, plan, format, first, key, scratch, tally, out)
+        })
+    }
+
+    fn transform(
+        &mut self,
+        enf: &Enforcement,
+        out: &mut BytesMut,
+        f: impl FnOnce(&PseudonymKey, &mut Scratch, &mut Tally, &mut BytesMut) -> Result<(), RowError>,
+    ) -> Result<(), RowError> {
         let at = out.len();
         let state = self.state.get_or_insert_with(|| enf.current());
-        let r = copy::copy_data(
-            body,
-            plan,
-            format,
-            first,
-            &state.pseudonym,
-            &mut self.scratch,
-            &mut self.tally,
-            out,
-        );
+        let r = f(&state.pseudonym, &mut self.scratch, &mut self.tally, out);
         if r.is_err() {
             out.truncate(at);
         }

@@ -25,6 +25,18 @@ WHERE NOT EXISTS (SELECT 1 FROM pgveil.original_types
 const FORGET: &str = "\
 DELETE FROM pgveil.original_types WHERE table_name = $1::oid::regclass AND column_name = $2::text::name";
 
+/// A transaction for a column type change, waiting at most [`LOCK_TIMEOUT`] for a lock.
+async fn begin_type_change(client: &mut Client) -> anyhow::Result<tokio_postgres::Transaction<'_>> {
+    let tx = client
+        .transaction()
+        .await
+        .context("starting the type change")?;
+    tx.batch_execute(&format!("SET LOCAL lock_timeout = '{LOCK_TIMEOUT}'"))
+        .await
+        .context("setting the lock timeout")?;
+    Ok(tx)
+}
+
 /// Change every protected non-text column of `table` to `text`, recording the original types.
 /// One transaction: after a crash, either all are changed and recorded or none.
 pub async fn to_text(client: &mut Client, table: &TablePlan) -> anyhow::Result<()> {
@@ -32,15 +44,10 @@ pub async fn to_text(client: &mut Client, table: &TablePlan) -> anyhow::Result<(
     if cols.is_empty() {
         return Ok(());
     }
-    let tx = client
-        .transaction()
+    let tx = begin_type_change(client).await?;
+    tx.batch_execute(SETUP)
         .await
-        .context("starting the type change")?;
-    tx.batch_execute(&format!(
-        "SET LOCAL lock_timeout = '{LOCK_TIMEOUT}'; {SETUP}"
-    ))
-    .await
-    .context("creating pgveil.original_types")?;
+        .context("creating pgveil.original_types")?;
     for c in &cols {
         tx.execute(
             RECORD,
@@ -80,12 +87,7 @@ pub async fn restore_types(
     if cols.is_empty() {
         return Ok(());
     }
-    let tx = client
-        .transaction()
-        .await
-        .context("starting the type change")?;
-    tx.batch_execute(&format!("SET LOCAL lock_timeout = '{LOCK_TIMEOUT}'"))
-        .await?;
+    let tx = begin_type_change(client).await?;
     for (c, _) in &cols {
         tx.execute(FORGET, &[&table.oid, &c.name])
             .await

@@ -2,7 +2,38 @@
 //! the streams split into halves, and the flags the directions share.
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use bytes::BytesMut;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
+
 use super::closing::Activity;
+
+/// The read half of a client or server stream.
+pub trait ReadHalf: AsyncRead + Unpin {}
+impl<T: AsyncRead + Unpin> ReadHalf for T {}
+
+/// The write half of a client or server stream.
+pub trait WriteHalf: AsyncWrite + Unpin {}
+impl<T: AsyncWrite + Unpin> WriteHalf for T {}
+
+/// Starting size of each direction's buffer; idle sessions stay this small.
+pub const INITIAL_BUF: usize = 8 * 1024;
+/// Largest size a direction's buffer grows to by itself (a frame read whole may reserve more).
+const MAX_BUF: usize = 64 * 1024;
+
+/// Read into `buf` with bounded growth; returns the byte count (0 = EOF).
+pub async fn fill<R: ReadHalf>(r: &mut R, buf: &mut BytesMut) -> std::io::Result<usize> {
+    if buf.is_empty() && buf.capacity() > INITIAL_BUF * 2 {
+        // Traffic went quiet after a burst: give the memory back.
+        *buf = BytesMut::with_capacity(INITIAL_BUF);
+    }
+    if buf.capacity() - buf.len() < 1024 {
+        let target = (buf.capacity() * 2)
+            .clamp(INITIAL_BUF, MAX_BUF)
+            .max(buf.len() + 1024);
+        buf.reserve(target - buf.len());
+    }
+    r.read_buf(buf).await
+}
 
 /// Split the client and server streams into read and write halves and run `$body` with them
 /// bound to `$client` and `$server` (each a `(read, write)` pair). Plain sockets split into

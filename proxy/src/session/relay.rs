@@ -14,7 +14,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use bytes::{Buf, BytesMut};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 
 use crate::context::ServerContext;
 use crate::metrics::{Command, Metrics};
@@ -24,12 +24,8 @@ use crate::protocol::ProtocolError;
 use crate::session::auth::Established;
 use crate::session::closing::{finish, idle_watch, log_end, Activity, End};
 use crate::session::commands::{self, PreparedCommands};
-use crate::session::halves::{with_halves, Flags};
+use crate::session::halves::{fill, with_halves, Flags, ReadHalf, WriteHalf};
 
-/// Starting size of each direction's buffer; idle sessions stay this small.
-const INITIAL_BUF: usize = 8 * 1024;
-/// Largest size a direction's buffer grows to under load.
-const MAX_BUF: usize = 64 * 1024;
 /// Frames the relay reads whole must fit in this many bytes.
 const MAX_INSPECTED_FRAME: usize = 4 * 1024;
 /// Outstanding Query/Sync timestamps kept for the latency histogram.
@@ -105,43 +101,15 @@ pub async fn run(ctx: &ServerContext, est: Established, peer: SocketAddr) {
     log_end(ctx, peer, &end, shared.flags.server_said_why());
 }
 
-/// Relay over split halves, then tell the client why the session ends.
-async fn relay_halves<CR, CW, SR, SW>(
+/// Run both directions plus the idle and shutdown watchers; the first to finish ends the
+/// session; then tell the client why.
+async fn relay_halves<CR: ReadHalf, CW: WriteHalf, SR: ReadHalf, SW: WriteHalf>(
     ctx: &ServerContext,
     shared: &Shared<'_>,
-    ((cr, mut cw), client_buf): ((CR, CW), BytesMut),
-    ((sr, sw), server_buf): ((SR, SW), BytesMut),
-) -> End
-where
-    CR: AsyncRead + Unpin,
-    CW: AsyncWrite + Unpin,
-    SR: AsyncRead + Unpin,
-    SW: AsyncWrite + Unpin,
-{
-    let end = pump(ctx, shared, (cr, client_buf), &mut cw, (sr, server_buf), sw)
-        .await
-        .after_terminate(shared.flags.terminated());
-    let at_boundary = shared.flags.client_at_boundary();
-    finish(&mut cw, &end, at_boundary).await;
-    end
-}
-
-/// Run both directions plus the idle and shutdown watchers; the first to
-/// finish ends the session.
-async fn pump<CR, CW, SR, SW>(
-    ctx: &ServerContext,
-    shared: &Shared<'_>,
-    (mut cr, mut cbuf): (CR, BytesMut),
-    cw: &mut CW,
-    (mut sr, mut sbuf): (SR, BytesMut),
-    mut sw: SW,
-) -> End
-where
-    CR: AsyncRead + Unpin,
-    CW: AsyncWrite + Unpin,
-    SR: AsyncRead + Unpin,
-    SW: AsyncWrite + Unpin,
-{
+    ((mut cr, mut cw), mut cbuf): ((CR, CW), BytesMut),
+    ((mut sr, mut sw), mut sbuf): ((SR, SW), BytesMut),
+) -> End {
+    let cw = &mut cw;
     let mut s_cursor = Cursor::default();
     let end = tokio::select! {
         end = client_to_server(shared, &mut cr, &mut sw, &mut cbuf) => end,
@@ -159,6 +127,8 @@ where
             let _ = tokio::time::timeout(DRAIN_TIMEOUT, drain).await;
         }
     }
+    let end = end.after_terminate(terminated);
+    finish(cw, &end, shared.flags.client_at_boundary()).await;
     end
 }
 
@@ -218,21 +188,6 @@ impl Cursor {
         }
         (pos, None)
     }
-}
-
-/// Read into `buf` with bounded growth; returns the byte count (0 = EOF).
-async fn fill<R: AsyncRead + Unpin>(r: &mut R, buf: &mut BytesMut) -> std::io::Result<usize> {
-    if buf.is_empty() && buf.capacity() > INITIAL_BUF * 2 {
-        // Traffic went quiet after a burst: give the memory back.
-        *buf = BytesMut::with_capacity(INITIAL_BUF);
-    }
-    if buf.capacity() - buf.len() < 1024 {
-        let target = (buf.capacity() * 2)
-            .clamp(INITIAL_BUF, MAX_BUF)
-            .max(buf.len() + 1024);
-        buf.reserve(target - buf.len());
-    }
-    r.read_buf(buf).await
 }
 
 async fn write_out<W: AsyncWrite + Unpin>(w: &mut W, bytes: &[u8]) -> std::io::Result<()> {

@@ -107,6 +107,14 @@ impl Rule {
     }
 }
 
+/// A protected column an object (view, function) exposes, and the login's action on it.
+pub struct Exposure {
+    pub column: String,
+    pub level_name: String,
+    pub action: &'static str,
+    pub level: LevelId,
+}
+
 impl Refusal {
     fn new(rule: Rule, sqlstate: &'static str, message: String) -> Refusal {
         Refusal {
@@ -124,6 +132,11 @@ impl Refusal {
         self
     }
 
+    fn maybe_hint<H: Into<String>>(mut self, hint: Option<H>) -> Refusal {
+        self.hint = hint.map(Into::into);
+        self
+    }
+
     fn level(mut self, level: LevelId) -> Refusal {
         self.level = Some(level);
         self
@@ -138,12 +151,9 @@ impl Refusal {
 
     /// A use of a column its action forbids; `reason` is the policy's own explanation.
     pub fn column_use(reason: String, hint: Option<String>, level: LevelId) -> Refusal {
-        let r =
-            Refusal::new(Rule::ColumnUse, sqlstate::INSUFFICIENT_PRIVILEGE, reason).level(level);
-        match hint {
-            Some(h) => r.hint(h),
-            None => r,
-        }
+        Refusal::new(Rule::ColumnUse, sqlstate::INSUFFICIENT_PRIVILEGE, reason)
+            .level(level)
+            .maybe_hint(hint)
     }
 
     /// Reading a column whose action is deny.
@@ -266,16 +276,13 @@ impl Refusal {
     /// A value for an encrypted column that pgveil cannot locate in the text, or a form of
     /// value it cannot encrypt.
     pub fn unlocatable_value(message: String, hint: Option<&str>) -> Refusal {
-        let r = Refusal::new(
+        Refusal::new(
             Rule::UnlocatableValue,
             sqlstate::FEATURE_NOT_SUPPORTED,
             message,
         )
-        .unanalysable();
-        match hint {
-            Some(h) => r.hint(h),
-            None => r,
-        }
+        .unanalysable()
+        .maybe_hint(hint)
     }
 
     /// A value for an encrypted column that cannot be written (`sqlstate` says why).
@@ -285,11 +292,9 @@ impl Refusal {
         hint: Option<String>,
         level: LevelId,
     ) -> Refusal {
-        let r = Refusal::new(Rule::BadValue, sqlstate, message).level(level);
-        match hint {
-            Some(h) => r.hint(h),
-            None => r,
-        }
+        Refusal::new(Rule::BadValue, sqlstate, message)
+            .level(level)
+            .maybe_hint(hint)
     }
 
     pub fn mixed_parameter(n: usize, a: &str, b: &str, level: LevelId) -> Refusal {
@@ -314,37 +319,30 @@ impl Refusal {
     // ---- objects whose code pgveil cannot see ----------------------------
 
     /// A view over a protected column the login may not read in clear.
-    pub fn view_over_protected(
-        relation: &str,
-        column: &str,
-        table: &str,
-        level_name: &str,
-        action: &str,
-        level: LevelId,
-    ) -> Refusal {
+    pub fn view_over_protected(relation: &str, table: &str, e: Exposure) -> Refusal {
         Refusal::new(
             Rule::ExposingObject,
             sqlstate::INSUFFICIENT_PRIVILEGE,
-            format!("permission denied for relation {relation}: it is a view over protected column {column} (level {level_name}, action {action} for this login)"),
+            format!(
+                "permission denied for relation {relation}: it is a view over protected column {} (level {}, action {} for this login)",
+                e.column, e.level_name, e.action
+            ),
         )
         .hint(format!("query {table} directly; pgveil transforms its columns"))
-        .level(level)
+        .level(e.level)
     }
 
     /// A function whose body reads a protected column the login may not read in clear.
-    pub fn function_over_protected(
-        function: &str,
-        column: &str,
-        level_name: &str,
-        action: &str,
-        level: LevelId,
-    ) -> Refusal {
+    pub fn function_over_protected(function: &str, e: Exposure) -> Refusal {
         Refusal::new(
             Rule::ExposingObject,
             sqlstate::INSUFFICIENT_PRIVILEGE,
-            format!("permission denied for function {function}: its body reads protected column {column} (level {level_name}, action {action} for this login), which pgveil cannot transform inside the server"),
+            format!(
+                "permission denied for function {function}: its body reads protected column {} (level {}, action {} for this login), which pgveil cannot transform inside the server",
+                e.column, e.level_name, e.action
+            ),
         )
-        .level(level)
+        .level(e.level)
     }
 
     pub fn runs_sql_text(function: &str) -> Refusal {
@@ -451,12 +449,9 @@ impl Refusal {
 
     /// A form the analysis does not read (`message` says which), over protected data.
     pub fn unanalysable_form(message: String, hint: Option<&str>) -> Refusal {
-        let r = Refusal::new(Rule::Unanalysable, sqlstate::FEATURE_NOT_SUPPORTED, message)
-            .unanalysable();
-        match hint {
-            Some(h) => r.hint(h),
-            None => r,
-        }
+        Refusal::new(Rule::Unanalysable, sqlstate::FEATURE_NOT_SUPPORTED, message)
+            .unanalysable()
+            .maybe_hint(hint)
     }
 
     /// A statement kind the analysis does not know, naming protected data.
@@ -482,12 +477,9 @@ impl Refusal {
     /// A form pgveil reads but does not transform (cursors, SQL PREPARE, COPY options, ...);
     /// counted with the statements pgveil cannot analyse.
     pub fn unsupported(message: String, hint: Option<&str>) -> Refusal {
-        let r = Refusal::new(Rule::Unsupported, sqlstate::FEATURE_NOT_SUPPORTED, message)
-            .unanalysable();
-        match hint {
-            Some(h) => r.hint(h),
-            None => r,
-        }
+        Refusal::new(Rule::Unsupported, sqlstate::FEATURE_NOT_SUPPORTED, message)
+            .unanalysable()
+            .maybe_hint(hint)
     }
 
     /// More than one COPY FROM STDIN into encrypted columns in one query text.

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use pgveil_policy::keyring::Keyring;
 
-use crate::enforce_write::{policy_files, PolicyFiles, POLICY};
+use crate::support::write_fixture::{policy_files, PolicyFiles, POLICY};
 use crate::support::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

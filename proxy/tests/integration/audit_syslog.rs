@@ -11,8 +11,8 @@ use pgveil::config::EnforcementConfig;
 use pgveil_policy::keyring::Keyring;
 use tokio::io::AsyncReadExt;
 
-use crate::enforce_read::{refused, rows};
-use crate::enforce_write::{assert_stored_ciphertext, policy_files, PolicyFiles, POLICY};
+use crate::support::read_fixture::{refused, rows};
+use crate::support::write_fixture::{assert_stored_ciphertext, policy_files, PolicyFiles, POLICY};
 use crate::support::*;
 
 const SECRETS: [&str; 3] = ["13912345678", "Canary Road", "13700000000"];

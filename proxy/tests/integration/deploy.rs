@@ -7,7 +7,7 @@
 use std::path::Path;
 use std::process::Command;
 
-use crate::python_clients::python_with_clients;
+use crate::support::python::python_with_clients;
 
 #[test]
 fn deploy_configs_dashboard_and_alert_rules_pass_their_checks() {

@@ -14,9 +14,9 @@ use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::enforce_read::{refused, rows};
-use crate::enforce_write::{assert_stored_ciphertext, policy_files, PolicyFiles, POLICY};
-use crate::python_clients::python_with_clients;
+use crate::support::python::python_with_clients;
+use crate::support::read_fixture::{refused, rows};
+use crate::support::write_fixture::{assert_stored_ciphertext, policy_files, PolicyFiles, POLICY};
 use crate::support::*;
 
 /// Queries that may be 0 after the test's traffic: nothing in the test fails to parse or to

@@ -14,115 +14,15 @@
 //! (set by `.ci/run`), or else one created here with `python3 -m venv` and
 //! `pip install -r` in a cache under the cargo target directory, keyed by the
 //! requirements file. Missing pieces fail the test; they never skip it.
-use std::path::{Path, PathBuf};
-use std::process::Command;
-
-use serde_json::json;
-
 use pgveil_policy::crypto::Mode;
 use pgveil_policy::keyring::Keyring;
+use serde_json::json;
+use std::path::Path;
 
-use crate::enforce_read::{mask, setup, ROWS};
-use crate::enforce_write;
+use crate::support::python::*;
+use crate::support::read_fixture::{mask, setup, ROWS};
+use crate::support::write_fixture as enforce_write;
 use crate::support::*;
-
-fn python_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python")
-}
-
-fn venv_python(venv: &Path) -> PathBuf {
-    venv.join("bin/python")
-}
-
-/// True when `python` imports the client libraries.
-fn has_clients(python: &Path) -> bool {
-    Command::new(python)
-        .args(["-c", "import psycopg, asyncpg, sqlalchemy"])
-        .output()
-        .is_ok_and(|o| o.status.success())
-}
-
-/// The interpreter of a venv holding the pinned psycopg and asyncpg.
-pub fn python_with_clients() -> PathBuf {
-    if let Some(venv) = std::env::var_os("PGVEIL_PYTHON_VENV").map(PathBuf::from) {
-        let python = venv_python(&venv);
-        assert!(
-            has_clients(&python),
-            "PGVEIL_PYTHON_VENV={} has no python importing psycopg, asyncpg and sqlalchemy; \
-             create it with \
-             `python3 -m venv DIR && DIR/bin/pip install -r proxy/tests/python/requirements.txt`",
-            venv.display()
-        );
-        return python;
-    }
-    venv_into_cache()
-}
-
-fn base_python() -> PathBuf {
-    let python =
-        std::env::var_os("PGVEIL_PYTHON").map_or_else(|| PathBuf::from("python3"), PathBuf::from);
-    match Command::new(&python).arg("--version").output() {
-        Ok(out) if out.status.success() => python,
-        _ => panic!(
-            "the Python client tests need Python 3.9+: `{}` did not run. Install python3 and \
-             python3-venv (apt-get install -y python3-venv) or set PGVEIL_PYTHON to its path",
-            python.display()
-        ),
-    }
-}
-
-fn run(cmd: &mut Command, what: &str) {
-    let out = cmd
-        .output()
-        .unwrap_or_else(|e| panic!("{what}: cannot run: {e}"));
-    assert!(
-        out.status.success(),
-        "{what} failed:\n{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// Create a venv with the pinned requirements under the target directory, once
-/// per requirements file contents.
-fn venv_into_cache() -> PathBuf {
-    let cache = Path::new(env!("CARGO_TARGET_TMPDIR")).join("pgveil-python-clients");
-    let reqs_path = python_dir().join("requirements.txt");
-    let reqs =
-        std::fs::read(&reqs_path).unwrap_or_else(|e| panic!("read {}: {e}", reqs_path.display()));
-    let venv = cache.join("venv");
-    let stamp = cache.join("requirements.installed");
-    let python = venv_python(&venv);
-    if std::fs::read(&stamp).ok().as_deref() == Some(&reqs[..]) && has_clients(&python) {
-        return python;
-    }
-    let _ = std::fs::remove_dir_all(&cache);
-    std::fs::create_dir_all(&cache).unwrap_or_else(|e| panic!("create {}: {e}", cache.display()));
-    run(
-        Command::new(base_python()).args(["-m", "venv"]).arg(&venv),
-        "python3 -m venv (on Debian it needs: apt-get install -y python3-venv)",
-    );
-    run(
-        Command::new(&python)
-            .args([
-                "-m",
-                "pip",
-                "install",
-                "--disable-pip-version-check",
-                "-q",
-                "-r",
-            ])
-            .arg(&reqs_path),
-        "pip install -r proxy/tests/python/requirements.txt",
-    );
-    assert!(
-        has_clients(&python),
-        "psycopg, asyncpg and sqlalchemy do not import after pip install in {}",
-        venv.display()
-    );
-    std::fs::write(&stamp, &reqs).unwrap_or_else(|e| panic!("write {}: {e}", stamp.display()));
-    python
-}
 
 /// What a script printed: its last stdout line parsed as the JSON summary.
 struct Summary {

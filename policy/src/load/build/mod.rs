@@ -137,6 +137,23 @@ impl<'a> Ctx<'a> {
 
     /// An action name. YAML reads a bare `null` as a null value; accept it when it is spelled
     /// `null` in the file, and nothing else (an empty value is an error, not `null`).
+    /// A string naming one of `names` (`key` says where, `what` what it names).
+    fn named<T>(
+        &mut self,
+        n: &Node,
+        key: &str,
+        what: &str,
+        parse: impl Fn(&str) -> Option<T>,
+        names: &[&str],
+    ) -> Option<T> {
+        let s = self.string(n, key)?;
+        let found = parse(s);
+        if found.is_none() {
+            self.unknown(n, what, s, names);
+        }
+        found
+    }
+
     fn action(&mut self, n: &Node) -> Option<Action> {
         if matches!(n.value, Value::Null) && self.source_at(n).starts_with("null") {
             return Some(Action::Null);

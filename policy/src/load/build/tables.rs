@@ -86,23 +86,17 @@ pub(super) fn build_column(
         }
     };
     let kind = match get(m, "kind") {
-        Some(k) => cx.string(k, "kind").and_then(|s| {
-            let kind = Kind::parse(s);
-            if kind.is_none() {
-                cx.unknown(k, "kind", s, &Kind::NAMES);
-            }
-            kind
-        }),
+        Some(k) => cx.named(k, "kind", "kind", Kind::parse, &Kind::NAMES),
         None => Some(Kind::Text),
     };
     let encrypt = match get(m, "encrypt") {
-        Some(e) => cx.string(e, "encrypt").and_then(|s| {
-            let mode = EncryptMode::parse(s);
-            if mode.is_none() {
-                cx.unknown(e, "encryption mode", s, &EncryptMode::NAMES);
-            }
-            mode
-        }),
+        Some(e) => cx.named(
+            e,
+            "encrypt",
+            "encryption mode",
+            EncryptMode::parse,
+            &EncryptMode::NAMES,
+        ),
         None => Some(EncryptMode::None),
     };
     let domain = match get(m, "domain") {

@@ -6,7 +6,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use super::expect::Expect;
 use super::queue::Queue;
-use super::{read_more, Shared};
+use super::Shared;
 use crate::audit::AuditSink;
 use crate::enforce::frontend::{Frontend, Judged};
 use crate::metrics::Command;
@@ -14,6 +14,7 @@ use crate::protocol::frame::{is_frontend_tag, Header, MAX_MESSAGE_LEN};
 use crate::protocol::frontend as msg;
 use crate::protocol::ProtocolError;
 use crate::session::closing::End;
+use crate::session::halves::fill as read_more;
 
 pub struct ClientToServer<'a, SW> {
     frontend: Frontend,

@@ -22,7 +22,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use bytes::BytesMut;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 
 use crate::audit::SessionAudit;
 use crate::context::ServerContext;
@@ -32,13 +31,11 @@ use crate::enforce::statements::Outcomes;
 use crate::enforce::Enforcement;
 use crate::session::auth::Established;
 use crate::session::closing::{finish, idle_watch, log_end, Activity, End};
-use crate::session::halves::{with_halves, Flags};
+use crate::session::halves::{with_halves, Flags, ReadHalf, WriteHalf};
 use client::ClientToServer;
 use expect::{Answers, MAX_PENDING};
 use queue::Queue;
 use server::ServerToClient;
-
-const INITIAL_BUF: usize = 8 * 1024;
 
 /// What both directions of an enforced session share.
 struct Shared {
@@ -136,7 +133,7 @@ pub async fn run(ctx: &ServerContext, est: Established, peer: SocketAddr, enf: A
 }
 
 /// Run both directions over split halves until the session ends; then tell the client why.
-async fn serve<CR, CW, SR, SW>(
+async fn serve<CR: ReadHalf, CW: WriteHalf, SR: ReadHalf, SW: WriteHalf>(
     ctx: &ServerContext,
     enf: &Arc<Enforcement>,
     shared: &Shared,
@@ -144,13 +141,7 @@ async fn serve<CR, CW, SR, SW>(
     ((cr, mut cw), (sr, sw)): ((CR, CW), (SR, SW)),
     (client_buf, server_buf): (BytesMut, BytesMut),
     audit: Option<Arc<SessionAudit>>,
-) -> End
-where
-    CR: AsyncRead + Unpin,
-    CW: AsyncWrite + Unpin,
-    SR: AsyncRead + Unpin,
-    SW: AsyncWrite + Unpin,
-{
+) -> End {
     let database = enforcer.database.clone();
     let login = enforcer.login.clone();
     let pending = Queue::new(MAX_PENDING);
@@ -170,15 +161,4 @@ where
     downstream.flush_tally();
     finish(&mut cw, &end, shared.flags.client_at_boundary()).await;
     end
-}
-
-/// Read more into `buf`, growing it when nearly full and giving memory back after a burst.
-async fn read_more<R: AsyncRead + Unpin>(r: &mut R, buf: &mut BytesMut) -> std::io::Result<usize> {
-    if buf.is_empty() && buf.capacity() > INITIAL_BUF * 8 {
-        *buf = BytesMut::with_capacity(INITIAL_BUF);
-    }
-    if buf.capacity() - buf.len() < 1024 {
-        buf.reserve(INITIAL_BUF);
-    }
-    r.read_buf(buf).await
 }

@@ -10,7 +10,7 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 
 use super::expect::{Answers, Expect};
 use super::results::Current;
-use super::{read_more, Shared, INITIAL_BUF};
+use super::Shared;
 use crate::audit::{AuditSink, Entry, Outcome, SessionAudit};
 use crate::context::ServerContext;
 use crate::enforce::anomaly;
@@ -24,6 +24,7 @@ use crate::protocol::backend::{command_rows, command_word, error_code, parameter
 use crate::protocol::frame::Header;
 use crate::protocol::ProtocolError;
 use crate::session::closing::End;
+use crate::session::halves::{fill as read_more, INITIAL_BUF};
 
 pub struct ServerToClient<'a> {
     enf: &'a Enforcement,
@@ -507,13 +508,7 @@ impl<'a> ServerToClient<'a> {
     /// the portal being executed, or the statement or portal being described (which the
     /// RowDescription or NoData answering it completes).
     fn result_plan(&mut self) -> Option<Arc<RowPlan>> {
-        let index = self.query_index;
         match self.answers.front()? {
-            Expect::Query { plans, .. } => plans.get(index).cloned(),
-            Expect::Execute { portal } => {
-                let portal = portal.clone();
-                self.book.portal(&portal).map(|p| p.row)
-            }
             Expect::DescribeStatement { name, .. } => {
                 let name = name.clone();
                 self.answers.pop();
@@ -524,7 +519,7 @@ impl<'a> ServerToClient<'a> {
                 self.answers.pop();
                 self.book.portal(&name).map(|p| p.row)
             }
-            _ => None,
+            _ => self.current_row_plan(),
         }
     }
 

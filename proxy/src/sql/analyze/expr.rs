@@ -202,13 +202,9 @@ impl Analyzer<'_, '_> {
             for &c in cols {
                 let d = self.env.policy.decide(self.env.roles, c);
                 if d.action != Action::Allow {
-                    let col = self.env.policy.column(c);
                     return Err(Refusal::function_over_protected(
                         name,
-                        &col.qualified(),
-                        self.level_name(col.level),
-                        d.action.name(),
-                        col.level,
+                        self.exposure(c, d.action),
                     ));
                 }
             }

@@ -227,11 +227,8 @@ impl Analyzer<'_, '_> {
                     let col = self.env.policy.column(c);
                     return Err(Refusal::view_over_protected(
                         &rel.qualified(),
-                        &col.qualified(),
                         &col.table,
-                        self.level_name(col.level),
-                        d.action.name(),
-                        col.level,
+                        self.exposure(c, d.action),
                     ));
                 }
                 self.touched.push((c, Usage::Projection));

@@ -23,7 +23,7 @@ use sqlparser::ast::{
 use sqlparser::dialect::PostgreSqlDialect;
 use sqlparser::parser::Parser;
 
-pub use super::refusal::Refusal;
+pub use super::refusal::{Exposure, Refusal};
 use super::sites::{self, LookupForm, Offsets, Purpose, Site, SiteValue};
 use crate::catalog::Snapshot;
 
@@ -307,5 +307,7 @@ use columns::eq_usage;
 use expr::Collect;
 use names::*;
 
+#[cfg(test)]
+mod rule_table;
 #[cfg(test)]
 mod tests;

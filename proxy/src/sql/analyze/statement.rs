@@ -24,8 +24,10 @@ impl Analyzer<'_, '_> {
             }
             Statement::Explain { statement, .. } => {
                 let inner = self.statement(statement)?;
-                // EXPLAIN ANALYZE runs the statement: its values are encrypted as if it ran.
+                // EXPLAIN ANALYZE runs the statement: its values are encrypted as if it ran,
+                // and the columns it touches are the EXPLAIN's.
                 self.sites.extend(inner.sites);
+                self.touched.extend(inner.touched);
                 if inner.copy_in.is_some() {
                     return Err(Refusal::unsupported(
                         "pgveil cannot explain COPY into encrypted columns".into(),
@@ -212,6 +214,17 @@ impl Analyzer<'_, '_> {
             }
         }
         Ok(())
+    }
+
+    /// Protected column `c`, exposed by a view or function, with the login's `action` on it.
+    pub(super) fn exposure(&self, c: ColumnId, action: Action) -> Exposure {
+        let col = self.env.policy.column(c);
+        Exposure {
+            column: col.qualified(),
+            level_name: self.level_name(col.level).to_string(),
+            action: action.name(),
+            level: col.level,
+        }
     }
 
     pub(super) fn level_name(&self, l: LevelId) -> &str {

@@ -54,12 +54,12 @@ fn rel(oid: u32, schema: &str, name: &str, kind: RelKind, cols: &[&str]) -> Rela
     }
 }
 
-struct Fixture {
+pub(super) struct Fixture {
     policy: Arc<CompiledPolicy>,
     snapshot: Snapshot,
 }
 
-fn fixture() -> Fixture {
+pub(super) fn fixture() -> Fixture {
     let policy = CompiledPolicy::from_str("policy.yaml", POLICY).unwrap();
     let raw = RawCatalog {
         relations: vec![
@@ -105,7 +105,7 @@ fn fixture() -> Fixture {
     Fixture { policy, snapshot }
 }
 
-fn run(f: &Fixture, login: &str, sql: &str) -> Result<Analysis, Refusal> {
+pub(super) fn run(f: &Fixture, login: &str, sql: &str) -> Result<Analysis, Refusal> {
     let roles = f.policy.resolve_roles(login, &[] as &[&str]);
     let env = Env {
         policy: &f.policy,

@@ -18,10 +18,19 @@ impl Analyzer<'_, '_> {
         for a in &u.assignments {
             self.assignment(a)?;
         }
-        if let Some(w) = &u.selection {
+        self.filtered(u.selection.as_ref(), u.returning.as_deref())
+    }
+
+    /// The WHERE and RETURNING of an UPDATE or DELETE, which end its scope.
+    fn filtered(
+        &mut self,
+        selection: Option<&Expr>,
+        returning: Option<&[SelectItem]>,
+    ) -> Result<(Kind, Vec<Src>), Refusal> {
+        if let Some(w) = selection {
             self.expr(w, Ctx::Pred)?;
         }
-        let out = self.returning(u.returning.as_deref())?;
+        let out = self.returning(returning)?;
         self.levels.pop();
         Ok(out)
     }
@@ -35,12 +44,7 @@ impl Analyzer<'_, '_> {
         for t in f.iter().chain(d.using.iter().flatten()) {
             self.table_with_joins(t)?;
         }
-        if let Some(w) = &d.selection {
-            self.expr(w, Ctx::Pred)?;
-        }
-        let out = self.returning(d.returning.as_deref())?;
-        self.levels.pop();
-        Ok(out)
+        self.filtered(d.selection.as_ref(), d.returning.as_deref())
     }
 
     pub(super) fn insert(

@@ -368,3 +368,7 @@ pub fn nonzero<'m>(metrics: &'m str, prefix: &str) -> Vec<&'m str> {
         .filter(|l| l.starts_with(prefix) && !l.ends_with(" 0"))
         .collect()
 }
+
+pub mod python;
+pub mod read_fixture;
+pub mod write_fixture;
