@@ -37,8 +37,8 @@
 #   PGVEIL_EXTRA_ARGS extra arguments for `pgveil serve`, e.g. "--worker-threads 1"
 #   NULL_RELAY_BIN=path  use this null-relay binary instead of building it
 #   PGVEIL_BASE_BIN=path  a second pgveil binary (e.g. built from the previous commit),
-#                     measured as target pgveil-base (pass-through, over TCP) and,
-#                     for read-transform, as pgveil-policy-base (enforcing the policy)
+#                     measured as target pgveil-base (pass-through, over TCP) and as
+#                     pgveil-policy-base (enforcing the policy, wherever pgveil-policy runs)
 #   TARGETS="direct pgbouncer pgveil null-relay haproxy pgbouncer-unix pgveil-unix pgveil-policy"
 #                     targets to measure (direct must come first); pgveil-policy
 #                     is pgveil enforcing a policy on a table pgbench -S never
@@ -601,8 +601,8 @@ workload_targets() {
     for t in "${TARGETS[@]}"; do
         if [[ $1 == read-transform || $1 == write-insert ]]; then
             [[ $t == direct || $t == pgveil || $t == pgveil-policy || $t == pgveil-audit \
-                || (($t == pgveil-mask || $t == pgveil-policy-base) && $1 == read-transform) ]] || continue
-        elif [[ $t == pgveil-mask || $t == pgveil-policy-base ]]; then
+                || $t == pgveil-policy-base || ($t == pgveil-mask && $1 == read-transform) ]] || continue
+        elif [[ $t == pgveil-mask ]]; then
             continue
         fi
         if [[ $1 == copy-in ]]; then

@@ -4,6 +4,7 @@
 //! Steady state costs nothing per statement: a snapshot is an `Arc` read under an
 //! uncontended lock. A snapshot is reloaded when it is older than the refresh interval, and
 //! before the next statement after a session relayed DDL ([`Catalog::invalidate`]).
+pub mod functions;
 pub mod load;
 pub mod snapshot;
 pub mod words;

@@ -138,6 +138,9 @@ pub struct Snapshot {
     by_oid: HashMap<u32, usize>,
     /// Function name (lower case) → protected columns its body can expose.
     functions: HashMap<String, Vec<ColumnId>>,
+    /// Functions (lower case) whose body may change how the session's SQL is read (it names
+    /// `client_encoding` or `standard_conforming_strings`).
+    reading_changers: Vec<String>,
     member_of: HashMap<String, Vec<String>>,
     original_types: HashMap<(u32, String), u32>,
 }
@@ -207,6 +210,15 @@ impl Snapshot {
             by_name.entry(r.name.clone()).or_default().push(i);
         }
         let functions = bind_functions(&raw, &relations, &by_oid, policy);
+        let reading_changers = raw
+            .functions
+            .iter()
+            .filter(|f| {
+                super::words::words(f.body.as_bytes())
+                    .any(|w| w == b"client_encoding" || w == b"standard_conforming_strings")
+            })
+            .map(|f| f.name.to_ascii_lowercase())
+            .collect();
         let mut member_of: HashMap<String, Vec<String>> = HashMap::new();
         for (m, g) in raw.memberships {
             member_of.entry(m).or_default().push(g);
@@ -221,9 +233,20 @@ impl Snapshot {
             by_name,
             by_oid,
             functions,
+            reading_changers,
             member_of,
             original_types,
         }
+    }
+
+    /// Whether a function (by unqualified name) may change how the session's SQL is read.
+    pub fn changes_reading(&self, name: &str) -> bool {
+        self.reading_changers.iter().any(|f| f == name)
+    }
+
+    /// Functions that may change how the session's SQL is read.
+    pub fn reading_changers(&self) -> impl Iterator<Item = &str> {
+        self.reading_changers.iter().map(|s| s.as_str())
     }
 
     /// Relations a name can mean. A qualified name means exactly one (or none); an
@@ -307,6 +330,11 @@ fn bind_functions(
         for w in super::words::words(f.body.as_bytes()) {
             let w = String::from_utf8_lossy(&w).into_owned();
             if w == "execute" && f.language == "plpgsql" {
+                dynamic = true;
+            }
+            // A body that calls a function running SQL text (or reading relations by name)
+            // can reach any protected column.
+            if super::functions::reach(&w).is_some() {
                 dynamic = true;
             }
             if let Some(c) = table_words.get(&w) {

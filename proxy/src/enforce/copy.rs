@@ -22,38 +22,63 @@ pub fn copy_data(
     let start = out.len();
     out.put_u8(b'd');
     out.put_i32(0);
+    let mut row = Row {
+        plan,
+        key,
+        scratch,
+        tally,
+    };
     match format {
         CopyFormat::Csv { header: true } if first => out.put_slice(data),
-        CopyFormat::Csv { .. } => csv_row(data, plan, key, scratch, tally, out)?,
-        CopyFormat::Text => text_row(data, plan, key, scratch, tally, out)?,
+        CopyFormat::Csv { .. } => csv_row(data, &mut row, out)?,
+        CopyFormat::Text => text_row(data, &mut row, out)?,
     }
     let len = (out.len() - start - 1) as i32;
     out[start + 1..start + 5].copy_from_slice(&len.to_be_bytes());
     Ok(())
 }
 
-fn text_row(
-    data: &[u8],
-    plan: &RowPlan,
-    key: &PseudonymKey,
-    scratch: &mut Scratch,
-    tally: &mut Tally,
-    out: &mut BytesMut,
-) -> Result<(), RowError> {
+/// What transforming one row needs.
+struct Row<'a> {
+    plan: &'a RowPlan,
+    key: &'a PseudonymKey,
+    scratch: &'a mut Scratch,
+    tally: &'a mut Tally,
+}
+
+impl Row<'_> {
+    /// Transform one non-NULL text value of column `i`.
+    fn apply<'s>(&'s mut self, i: usize, value: &'s [u8]) -> Result<Option<&'s [u8]>, RowError> {
+        match self.plan.op_at(i) {
+            Some(op) => apply(
+                self.plan,
+                i,
+                op,
+                value,
+                false,
+                self.key,
+                self.scratch,
+                self.tally,
+            ),
+            None => Ok(Some(value)),
+        }
+    }
+}
+
+fn text_row(data: &[u8], row: &mut Row<'_>, out: &mut BytesMut) -> Result<(), RowError> {
+    let plan = row.plan;
     let line = data.strip_suffix(b"\n").unwrap_or(data);
     let mut field = Vec::new();
     for (i, raw) in line.split(|&b| b == b'\t').enumerate() {
         if i > 0 {
             out.put_u8(b'\t');
         }
-        let op = plan.op_at(i);
-        if op.is_none() || raw == b"\\N" {
+        if plan.op_at(i).is_none() || raw == b"\\N" {
             out.put_slice(raw);
             continue;
         }
-        let Some(op) = op else { continue };
         unescape_text(raw, &mut field);
-        match apply(plan, i, op, &field, false, key, scratch, tally)? {
+        match row.apply(i, &field)? {
             Some(v) => escape_text(v, out),
             None => out.put_slice(b"\\N"),
         }
@@ -121,14 +146,8 @@ fn escape_text(v: &[u8], out: &mut BytesMut) {
     }
 }
 
-fn csv_row(
-    data: &[u8],
-    plan: &RowPlan,
-    key: &PseudonymKey,
-    scratch: &mut Scratch,
-    tally: &mut Tally,
-    out: &mut BytesMut,
-) -> Result<(), RowError> {
+fn csv_row(data: &[u8], row: &mut Row<'_>, out: &mut BytesMut) -> Result<(), RowError> {
+    let plan = row.plan;
     let line = data.strip_suffix(b"\n").unwrap_or(data);
     let line = line.strip_suffix(b"\r").unwrap_or(line);
     let mut pos = 0;
@@ -172,13 +191,12 @@ fn csv_row(
         }
         let raw = &line[start..pos];
         let null = !quoted && field.is_empty();
-        match plan.op_at(i) {
-            Some(op) if !null => {
-                if let Some(v) = apply(plan, i, op, &field, false, key, scratch, tally)? {
-                    quote_csv(v, out);
-                }
+        if plan.op_at(i).is_some() && !null {
+            if let Some(v) = row.apply(i, &field)? {
+                quote_csv(v, out);
             }
-            _ => out.put_slice(raw),
+        } else {
+            out.put_slice(raw);
         }
         i += 1;
         match line.get(pos) {

@@ -28,6 +28,8 @@ pub enum Verdict {
 struct Roles {
     generation: u64,
     set: RoleSet,
+    /// Error and notice texts are scrubbed for this login in this database.
+    scrub: bool,
 }
 
 pub struct Enforcer {
@@ -81,10 +83,27 @@ impl Enforcer {
 
     /// Read the catalog ahead of the first statement (failures are retried then).
     pub async fn warm_up(&mut self) {
-        let state = self.enf.current();
-        if let Err(e) = self.enf.catalog.get(&self.database, &state.policy).await {
-            tracing::warn!(database = %self.database, error = %e, "catalog not loaded yet; will retry at the first statement");
+        match self.hold().await {
+            Ok((state, bound)) => {
+                self.roles(&state, &bound);
+            }
+            Err(_) => {
+                tracing::warn!(database = %self.database, "catalog not loaded yet; will retry at the first statement");
+            }
         }
+    }
+
+    /// Whether `sql` would need the analysis (the fast-path scan finds a trigger word); true
+    /// while no catalog snapshot is held.
+    pub fn needs_analysis(&self, sql: &[u8]) -> bool {
+        self.held()
+            .is_none_or(|(_, bound)| bound.derived.needs_analysis(sql))
+    }
+
+    /// Whether error and notice texts must be scrubbed in this session: the database holds
+    /// protected data and the login may not read all of it in clear (true until known).
+    pub fn scrubs(&self) -> bool {
+        self.roles.as_ref().is_none_or(|r| r.scrub)
     }
 
     /// Decide on one SQL text (a Query, or a Parse). `settings_ok` is false when the
@@ -97,6 +116,13 @@ impl Enforcer {
                 Err(v) => return v,
             },
         };
+        if self
+            .roles
+            .as_ref()
+            .is_none_or(|r| r.generation != bound.generation)
+        {
+            self.roles(&state, &bound);
+        }
         if !bound.derived.needs_analysis(sql) {
             return Verdict::Pass;
         }
@@ -153,7 +179,7 @@ impl Enforcer {
     ) -> Verdict {
         let enf = self.enf.clone();
         let m = &enf.metrics.enforcement;
-        if !settings_ok && !restores_settings(sql) {
+        if !settings_ok && !super::reading::restores_settings(sql) {
             return Verdict::Refuse(Refusal::unreadable_session());
         }
         let Ok(text) = std::str::from_utf8(sql) else {
@@ -203,9 +229,18 @@ impl Enforcer {
                 let set = state
                     .policy
                     .resolve_roles(&self.login, bound.snapshot.member_of(&self.login));
+                let policy = &state.policy;
+                let unrestricted = (0..policy.policy().columns.len())
+                    .all(|c| policy.decide(&set, c).action == pgveil_policy::model::Action::Allow);
+                let protected_here = bound
+                    .snapshot
+                    .relations()
+                    .iter()
+                    .any(|r| r.has_protected() || !r.exposes.is_empty());
                 self.roles = Some(Roles {
                     generation: bound.generation,
                     set: set.clone(),
+                    scrub: protected_here && !unrestricted,
                 });
                 set
             }
@@ -264,45 +299,5 @@ impl Enforcer {
             }
         }
         crossed
-    }
-}
-
-/// `SET standard_conforming_strings = on` and friends: the way out of an unreadable session,
-/// so they pass even while other statements on protected data are refused.
-fn restores_settings(sql: &[u8]) -> bool {
-    let Ok(text) = std::str::from_utf8(sql) else {
-        return false;
-    };
-    let text = text.trim().trim_end_matches(';').trim();
-    if text.contains(';') {
-        return false;
-    }
-    let lower = text.to_ascii_lowercase();
-    let words: Vec<&str> = lower
-        .split(|c: char| c.is_whitespace() || c == '=')
-        .filter(|w| !w.is_empty())
-        .collect();
-    let (first, rest) = match words.split_first() {
-        Some((f, r)) => (*f, r),
-        None => return false,
-    };
-    let rest = match rest.first() {
-        Some(&"session") | Some(&"local") => &rest[1..],
-        _ => rest,
-    };
-    let var_ok = matches!(
-        rest.first().copied(),
-        Some("standard_conforming_strings") | Some("client_encoding")
-    );
-    match first {
-        "reset" => var_ok && rest.len() == 1,
-        "set" => {
-            var_ok
-                && rest.len() == 3 - usize::from(!lower.contains(" to "))
-                && rest
-                    .last()
-                    .is_some_and(|v| matches!(v.trim_matches('\''), "on" | "utf8" | "default"))
-        }
-        _ => false,
     }
 }

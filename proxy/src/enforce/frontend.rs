@@ -14,6 +14,7 @@ use super::anomaly::{self, Alert};
 use super::copy_in::{CopyIn, CopyInError, CopyInPlan};
 use super::enforcer::{Enforcer, Verdict};
 use super::plan::Prepared;
+use super::reading;
 use super::statements::{Outcomes, StatementParams, Statements};
 use super::write::{self, Sealer};
 use crate::audit::{Entry, SessionAudit};
@@ -43,6 +44,9 @@ pub struct Judged {
     pub refusal: Option<BytesMut>,
     /// The plan of a statement that passed with transforms.
     pub plan: Option<Arc<Prepared>>,
+    /// The message, once the server runs it, may change how the server reads SQL: nothing
+    /// after it that needs the analysis is judged before the server has answered it.
+    pub barrier: bool,
 }
 
 impl Judged {
@@ -51,6 +55,7 @@ impl Judged {
             send: Some(send),
             refusal: Some(refusal_frame(r)),
             plan: None,
+            barrier: false,
         }
     }
 }
@@ -102,13 +107,43 @@ impl Frontend {
         }
     }
 
+    /// Whether the server's error and notice texts must be scrubbed for this session.
+    pub fn scrubs(&self) -> bool {
+        self.enforcer.scrubs()
+    }
+
     /// Audit records raised since the last call, in order.
     pub fn entries(&mut self) -> &mut Vec<Entry> {
         &mut self.entries
     }
 
-    /// A simple Query.
-    pub async fn query(&mut self, sql: &[u8], readable: bool) -> Judged {
+    /// Whether `sql` needs the analysis (and so a settled reading of the session's settings).
+    pub fn needs_analysis(&self, sql: &[u8]) -> bool {
+        self.enforcer.needs_analysis(sql)
+    }
+
+    /// A statement that needs the analysis, refused because a statement before it that may
+    /// change how SQL is read has not been answered yet, and cannot be waited for.
+    pub fn refused_unsettled(&mut self, parse_name: Option<&[u8]>) -> Judged {
+        let r = Refusal::unsettled_reading();
+        self.note_refused(&r);
+        let send = match parse_name {
+            Some(name) => msg::parse_frame(name, REFUSED_SQL, &[]),
+            None => msg::query_frame(REFUSED_SQL),
+        };
+        Judged::refused(send, &r)
+    }
+
+    /// A simple Query. `changed_transaction`: a statement of the open transaction may have
+    /// changed how SQL is read, so that a ROLLBACK would undo it.
+    pub async fn query(&mut self, sql: &[u8], readable: bool, changed_transaction: bool) -> Judged {
+        let barrier = reading::changes_reading(sql, changed_transaction);
+        let mut judged = self.query_judged(sql, readable).await;
+        judged.barrier = barrier && judged.refusal.is_none();
+        judged
+    }
+
+    async fn query_judged(&mut self, sql: &[u8], readable: bool) -> Judged {
         let verdict = self.judge(sql, readable).await;
         match verdict {
             Verdict::Pass => Judged::default(),
@@ -138,8 +173,8 @@ impl Frontend {
                 }
                 Judged {
                     send,
-                    refusal: None,
                     plan: Some(p),
+                    ..Judged::default()
                 }
             }
             Verdict::Refuse(r) => {
@@ -151,7 +186,14 @@ impl Frontend {
     }
 
     /// A Parse; also returns the sequence number the server direction reports its outcome with.
-    pub async fn parse(&mut self, name: &Bytes, p: &Parse<'_>, readable: bool) -> (Judged, u64) {
+    pub async fn parse(
+        &mut self,
+        name: &Bytes,
+        p: &Parse<'_>,
+        readable: bool,
+        changed_transaction: bool,
+    ) -> (Judged, u64) {
+        let barrier = reading::changes_reading(p.sql, changed_transaction);
         let mut verdict = self.judge(p.sql, readable).await;
         // The statement's text after encryption, and its encrypted parameters.
         let mut send = None;
@@ -164,6 +206,7 @@ impl Frontend {
                     declared: Vec::new(),
                     copy_in: prepared.copy_in.clone(),
                     deny_limits: deny_limits.clone(),
+                    barrier,
                 }));
             }
             if let Some(w) = &prepared.write {
@@ -184,6 +227,7 @@ impl Frontend {
                                 declared,
                                 copy_in: prepared.copy_in.clone(),
                                 deny_limits,
+                                barrier,
                             }));
                         }
                     }
@@ -193,13 +237,22 @@ impl Frontend {
                 self.count_sealed();
             }
         }
+        if barrier && params.is_none() && !matches!(verdict, Verdict::Refuse(_)) {
+            params = Some(Arc::new(StatementParams {
+                plan: Arc::new(write::WritePlan::default()),
+                declared: Vec::new(),
+                copy_in: None,
+                deny_limits: Vec::new(),
+                barrier,
+            }));
+        }
         let seq = self.statements.parsed(name.clone(), params);
         let judged = match verdict {
             Verdict::Pass => Judged::default(),
             Verdict::Transform(plan) => Judged {
                 send,
-                refusal: None,
                 plan: Some(plan),
+                ..Judged::default()
             },
             Verdict::Refuse(r) => {
                 self.note_refused(&r);
@@ -208,6 +261,12 @@ impl Frontend {
             }
         };
         (judged, seq)
+    }
+
+    /// A Parse refused without being judged: its name no longer means what it meant (the
+    /// server fails the Parse); returns the sequence number of its outcome.
+    pub fn parse_refused(&mut self, name: &Bytes) -> u64 {
+        self.statements.parsed(name.clone(), None)
     }
 
     /// A Bind: encrypted parameters are encrypted; a statement whose rows count against an
@@ -227,6 +286,7 @@ impl Frontend {
         let Some(p) = params else {
             return Judged::default();
         };
+        let barrier = p.barrier;
         let refused = || msg::empty_bind_frame(b.portal, REFUSED_STATEMENT);
         let mut alerts = Vec::new();
         let enf = self.enforcer.enforcement();
@@ -240,6 +300,7 @@ impl Frontend {
         let judged = match write::rewrite_bind(b, &p.plan, &p.declared, &mut self.sealer) {
             Ok(send) => Judged {
                 send,
+                barrier,
                 ..Judged::default()
             },
             Err(e) => {

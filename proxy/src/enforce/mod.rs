@@ -8,6 +8,7 @@
 //! - [`describe`], [`results`]: RowDescription checked and rewritten, DataRow and COPY TO
 //!   STDOUT rows transformed ([`rows`], [`copy`], [`binary`]); [`book`]: the statements and
 //!   portals the server confirmed;
+//! - [`notices`]: error and notice texts that can quote stored values, withheld;
 //! - [`anomaly`]: the policy's anomaly windows and the gate that refuses over them.
 //!
 //! Imports run one way: `session → enforce → (sql, catalog, audit, policy)`.
@@ -19,7 +20,9 @@ pub mod copy_in;
 pub mod describe;
 pub mod enforcer;
 pub mod frontend;
+pub mod notices;
 pub mod plan;
+pub mod reading;
 pub mod results;
 pub mod rows;
 pub mod statements;

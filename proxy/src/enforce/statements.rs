@@ -27,6 +27,8 @@ pub struct StatementParams {
     pub copy_in: Option<Arc<CopyInPlan>>,
     /// Anomaly limits with `then: deny` its rows count against (checked at each Bind).
     pub deny_limits: Vec<Arc<super::rows::AnomalyLimit>>,
+    /// The statement may change how the server reads SQL (see [`super::reading`]).
+    pub barrier: bool,
 }
 
 #[derive(Clone)]
@@ -143,6 +145,7 @@ mod tests {
             declared: vec![],
             copy_in: None,
             deny_limits: vec![],
+            barrier: false,
         }))
     }
 

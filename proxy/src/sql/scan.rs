@@ -30,26 +30,6 @@ pub const ALWAYS: &[&str] = &[
     "rule",
     "view",
     "language",
-    // SQL run from inside SQL
-    "query_to_xml",
-    "query_to_xmlschema",
-    "query_to_xml_and_xmlschema",
-    "cursor_to_xml",
-    "cursor_to_xmlschema",
-    "table_to_xml",
-    "table_to_xmlschema",
-    "table_to_xml_and_xmlschema",
-    "schema_to_xml",
-    "schema_to_xmlschema",
-    "schema_to_xml_and_xmlschema",
-    "database_to_xml",
-    "database_to_xmlschema",
-    "database_to_xml_and_xmlschema",
-    "ts_stat",
-    "dblink",
-    "dblink_exec",
-    "dblink_open",
-    "dblink_send_query",
 ];
 
 /// The trigger words of one (policy, catalog snapshot) pair.
@@ -75,6 +55,12 @@ impl Scanner {
         for w in ALWAYS {
             add(w);
         }
+        for (w, _) in crate::catalog::functions::FUNCTIONS {
+            add(w);
+        }
+        for w in crate::catalog::functions::STATISTICS {
+            add(w);
+        }
         for c in &policy.policy().columns {
             add(&c.column);
             let table = c.table.rsplit('.').next().unwrap_or(&c.table);
@@ -85,7 +71,10 @@ impl Scanner {
                 add(&r.name);
             }
         }
-        for f in snapshot.exposing_functions() {
+        for f in snapshot
+            .exposing_functions()
+            .chain(snapshot.reading_changers())
+        {
             add(f);
         }
         Scanner { words }

@@ -2,10 +2,12 @@
 //! psql, node-postgres, psycopg, asyncpg, raw sockets), pgveil in between.
 mod support;
 
+mod adversarial;
 mod audit_crash;
 mod audit_syslog;
 mod auth;
 mod bad_input;
+mod copy_reading;
 mod deploy;
 mod disconnects;
 mod enforce_audit;

@@ -24,6 +24,10 @@ pub struct ClientToServer<'a, SW> {
     /// Bytes for the server, written when the client's buffer holds no further message.
     out: BytesMut,
     audit: Option<AuditSink>,
+    /// The last barrier sent (a statement that may change how SQL is read), until answered.
+    barrier: Option<u64>,
+    /// An extended-protocol barrier was sent and its batch has no Sync yet.
+    barrier_unsynced: bool,
 }
 
 /// What a message step tells the read loop.
@@ -54,7 +58,50 @@ impl<'a, SW: AsyncWrite + Unpin> ClientToServer<'a, SW> {
             sw,
             out: BytesMut::new(),
             audit,
+            barrier: None,
+            barrier_unsynced: false,
         }
+    }
+
+    /// Before judging a text that needs the analysis: whether the session's reading is
+    /// settled. After a barrier, wait for the server's answer when it will come without the
+    /// client (the barrier's Query, or its batch's Sync, was sent); `false` when it cannot
+    /// come yet (the statement is then refused).
+    async fn settled(&mut self, sql: &[u8]) -> Result<bool, End> {
+        let Some(id) = self.barrier else {
+            return Ok(true);
+        };
+        if self.shared.barriers_done() >= id {
+            self.barrier = None;
+            return Ok(true);
+        }
+        if !self.frontend.needs_analysis(sql) {
+            return Ok(true);
+        }
+        if self.barrier_unsynced {
+            return Ok(false);
+        }
+        self.flush()
+            .await
+            .map_err(|e| End::ServerError(ProtocolError::Io(e)))?;
+        loop {
+            let settled = self.shared.settled.notified();
+            tokio::pin!(settled);
+            settled.as_mut().enable();
+            if self.shared.barriers_done() >= id {
+                break;
+            }
+            settled.await;
+        }
+        self.barrier = None;
+        Ok(true)
+    }
+
+    /// A message that may change how SQL is read was sent; `closed`: its cycle ends with it
+    /// (a Query), else with the batch's Sync.
+    fn barrier_sent(&mut self, closed: bool) {
+        self.barrier = Some(self.shared.barrier_sent());
+        self.barrier_unsynced = !closed;
     }
 
     pub async fn run<R: AsyncRead + Unpin>(&mut self, mut cr: R, mut buf: BytesMut) -> End {
@@ -162,7 +209,10 @@ impl<'a, SW: AsyncWrite + Unpin> ClientToServer<'a, SW> {
             b'D' => self.describe(frame).await,
             b'E' => self.execute(frame).await,
             b'C' => self.close(frame).await,
-            b'S' => self.forward(Expect::Sync, &frame, None).await,
+            b'S' => {
+                let barrier = std::mem::take(&mut self.barrier_unsynced);
+                self.forward(Expect::Sync { barrier }, &frame, None).await
+            }
             b'F' => {
                 let j = self.frontend.fast_path_call();
                 let e = Expect::FunctionCall { replace: j.refusal };
@@ -188,13 +238,26 @@ impl<'a, SW: AsyncWrite + Unpin> ClientToServer<'a, SW> {
             send,
             refusal,
             plan,
-        } = self.frontend.query(sql, self.shared.readable()).await;
+            barrier,
+        } = if self.settled(sql).await? {
+            let changed = self.shared.changed_transaction();
+            self.frontend
+                .query(sql, self.shared.readable(), changed)
+                .await
+        } else {
+            self.frontend.refused_unsettled(None)
+        };
+        self.shared.set_scrub(self.frontend.scrubs());
         let effects = if refusal.is_some() { None } else { effects };
+        if barrier {
+            self.barrier_sent(true);
+        }
         let e = Expect::Query {
             command,
             plans: plan.map(|p| p.rows.clone()).unwrap_or_default(),
             replace: refusal,
             effects,
+            barrier,
         };
         self.forward(e, &frame, send).await
     }
@@ -203,7 +266,19 @@ impl<'a, SW: AsyncWrite + Unpin> ClientToServer<'a, SW> {
         let p = msg::parse(&frame[5..]).map_err(malformed)?;
         let command = Command::from_sql(p.sql);
         let name = frame.slice_ref(p.name);
-        let (j, seq) = self.frontend.parse(&name, &p, self.shared.readable()).await;
+        let (j, seq) = if self.settled(p.sql).await? {
+            let changed = self.shared.changed_transaction();
+            self.frontend
+                .parse(&name, &p, self.shared.readable(), changed)
+                .await
+        } else {
+            let j = self.frontend.refused_unsettled(Some(&name));
+            (j, self.frontend.parse_refused(&name))
+        };
+        self.shared.set_scrub(self.frontend.scrubs());
+        if j.barrier {
+            self.barrier_sent(false);
+        }
         let e = Expect::Parse {
             command,
             name,
@@ -217,6 +292,9 @@ impl<'a, SW: AsyncWrite + Unpin> ClientToServer<'a, SW> {
     async fn bind(&mut self, frame: Bytes) -> Stepped {
         let b = msg::bind(&frame[5..]).map_err(malformed)?;
         let j = self.frontend.bind(&b);
+        if j.barrier {
+            self.barrier_sent(false);
+        }
         let e = Expect::Bind {
             portal: frame.slice_ref(b.portal),
             statement: frame.slice_ref(b.statement),

@@ -25,6 +25,8 @@ pub enum Expect {
         replace: Option<BytesMut>,
         /// The SQL text, when it may DEALLOCATE or DISCARD.
         effects: Option<Bytes>,
+        /// It may change how SQL is read: its ReadyForQuery settles that.
+        barrier: bool,
     },
     FunctionCall {
         replace: Option<BytesMut>,
@@ -58,7 +60,11 @@ pub enum Expect {
         kind: u8,
         name: Bytes,
     },
-    Sync,
+    Sync {
+        /// A statement of this batch may change how SQL is read: its ReadyForQuery settles
+        /// that.
+        barrier: bool,
+    },
 }
 
 impl Expect {
@@ -66,7 +72,15 @@ impl Expect {
     pub fn ends_cycle(&self) -> bool {
         matches!(
             self,
-            Expect::Sync | Expect::Query { .. } | Expect::FunctionCall { .. }
+            Expect::Sync { .. } | Expect::Query { .. } | Expect::FunctionCall { .. }
+        )
+    }
+
+    /// Whether the ReadyForQuery that ends this cycle settles a barrier.
+    pub fn settles_barrier(&self) -> bool {
+        matches!(
+            self,
+            Expect::Sync { barrier: true } | Expect::Query { barrier: true, .. }
         )
     }
 }
@@ -98,7 +112,7 @@ impl<'a> Answers<'a> {
                 while self
                     .queue
                     .front()
-                    .is_some_and(|e| !matches!(e, Expect::Sync))
+                    .is_some_and(|e| !matches!(e, Expect::Sync { .. }))
                 {
                     if let Some(Expect::Parse { seq, .. }) = self.queue.pop_front() {
                         // Skipped after an earlier error: the server never saw it.

@@ -17,7 +17,7 @@ mod server;
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -44,8 +44,18 @@ struct Shared {
     utf8: AtomicBool,
     /// `standard_conforming_strings` is on, as the server last reported it.
     scs: AtomicBool,
+    /// Error and notice texts are scrubbed (the login may not read every protected column
+    /// of this database in clear); set by the client direction as the enforcer learns it.
+    scrub: AtomicBool,
     /// When each outstanding Query, Sync or FunctionCall was sent (end-to-end latency).
     sent: Mutex<VecDeque<Instant>>,
+    /// Barriers (statements that may change how SQL is read) sent, and answered.
+    barriers_sent: AtomicU64,
+    barriers_done: AtomicU64,
+    /// Signalled when a barrier is answered.
+    settled: tokio::sync::Notify,
+    /// A statement of the open transaction may have changed how SQL is read.
+    changed_transaction: AtomicBool,
 }
 
 impl Shared {
@@ -67,6 +77,42 @@ impl Shared {
     /// Whether pgveil reads SQL text as the server does in this session.
     fn readable(&self) -> bool {
         self.utf8.load(Ordering::Relaxed) && self.scs.load(Ordering::Relaxed)
+    }
+
+    /// A barrier was sent; returns its number (barriers are answered in order).
+    fn barrier_sent(&self) -> u64 {
+        self.changed_transaction.store(true, Ordering::Relaxed);
+        self.barriers_sent.fetch_add(1, Ordering::AcqRel) + 1
+    }
+
+    /// The ReadyForQuery of a barrier's cycle arrived (its ParameterStatus came before it).
+    fn barrier_done(&self) {
+        self.barriers_done.fetch_add(1, Ordering::AcqRel);
+        self.settled.notify_waiters();
+    }
+
+    fn barriers_done(&self) -> u64 {
+        self.barriers_done.load(Ordering::Acquire)
+    }
+
+    /// ReadyForQuery outside a transaction: no rollback can undo a setting any more, unless a
+    /// barrier is still on its way.
+    fn transaction_ended(&self) {
+        if self.barriers_done() >= self.barriers_sent.load(Ordering::Acquire) {
+            self.changed_transaction.store(false, Ordering::Relaxed);
+        }
+    }
+
+    fn changed_transaction(&self) -> bool {
+        self.changed_transaction.load(Ordering::Relaxed)
+    }
+
+    fn set_scrub(&self, scrub: bool) {
+        self.scrub.store(scrub, Ordering::Relaxed);
+    }
+
+    fn scrubs(&self) -> bool {
+        self.scrub.load(Ordering::Relaxed)
     }
 
     fn query_started(&self) {
@@ -102,7 +148,12 @@ pub async fn run(ctx: &ServerContext, est: Established, peer: SocketAddr, enf: A
         flags: Flags::new(Activity::new(ctx.config.idle_timeout)),
         utf8: AtomicBool::new(false),
         scs: AtomicBool::new(false),
+        scrub: AtomicBool::new(true),
         sent: Mutex::new(VecDeque::new()),
+        barriers_sent: AtomicU64::new(0),
+        barriers_done: AtomicU64::new(0),
+        settled: tokio::sync::Notify::new(),
+        changed_transaction: AtomicBool::new(false),
     };
     for (n, v) in &server_params {
         shared.apply(n, v);
@@ -110,6 +161,7 @@ pub async fn run(ctx: &ServerContext, est: Established, peer: SocketAddr, enf: A
     let mut enforcer = Enforcer::new(enf.clone(), user, database);
     enforcer.audit = ctx.audit.is_some();
     enforcer.warm_up().await;
+    shared.scrub.store(enforcer.scrubs(), Ordering::Relaxed);
     let audit = ctx.audit.as_ref().map(|_| {
         Arc::new(SessionAudit::new(
             enforcer.login.clone(),

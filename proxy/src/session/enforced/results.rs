@@ -19,10 +19,12 @@ pub struct Current {
 impl Current {
     /// Whether a frame with `tag` passes through untouched (or is dropped, when discarding)
     /// without being read whole.
-    pub fn streams(&self, tag: u8) -> bool {
+    /// `scrub`: notices are read whole, to withhold what can quote values.
+    pub fn streams(&self, tag: u8, scrub: bool) -> bool {
         match tag {
             b'd' => self.copy.is_none() || self.discard,
-            b'V' | b'A' | b'N' => true,
+            b'V' | b'A' => true,
+            b'N' => !scrub || self.discard,
             b'D' => self.rows.is_none() || self.discard,
             _ => false,
         }

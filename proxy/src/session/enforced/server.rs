@@ -18,7 +18,7 @@ use crate::enforce::book::{Book, PortalPlan};
 use crate::enforce::describe::Describer;
 use crate::enforce::results::Transformer;
 use crate::enforce::rows::{RowError, RowPlan};
-use crate::enforce::{write, Enforcement};
+use crate::enforce::{notices, write, Enforcement};
 use crate::metrics::Command;
 use crate::protocol::backend::{command_rows, command_word, error_code, parameter_status};
 use crate::protocol::frame::Header;
@@ -114,7 +114,7 @@ impl<'a> ServerToClient<'a> {
                 if header.tag == b'D' && self.result.rows.is_none() && !self.result.resolved {
                     self.resolve_portal();
                 }
-                if self.result.streams(header.tag) {
+                if self.result.streams(header.tag, self.shared.scrubs()) {
                     remaining = header.frame_len;
                     dropping = self.result.discard;
                     continue;
@@ -220,6 +220,7 @@ impl<'a> ServerToClient<'a> {
             b'3' => self.close_complete(),
             b'n' => self.no_data(),
             b'E' => self.error_response(body, out),
+            b'N' => self.notice(body, out),
             b'Z' => self.ready_for_query(body),
             _ => !self.result.discard,
         };
@@ -439,7 +440,7 @@ impl<'a> ServerToClient<'a> {
             Some(Expect::Query { replace, .. } | Expect::FunctionCall { replace }) => {
                 replacement = replace.take();
             }
-            Some(Expect::Sync) | None => {}
+            Some(Expect::Sync { .. }) | None => {}
             Some(_) => {
                 if let Some(Expect::Parse { replace, .. } | Expect::Bind { replace, .. }) =
                     self.answers.front()
@@ -467,6 +468,25 @@ impl<'a> ServerToClient<'a> {
                 out.extend_from_slice(&r);
                 false
             }
+            None => self.scrubbed(b'E', body, out),
+        }
+    }
+
+    fn notice(&mut self, body: &[u8], out: &mut BytesMut) -> bool {
+        !self.result.discard && self.scrubbed(b'N', body, out)
+    }
+
+    /// An error or notice from the server, its value-bearing texts withheld when this session
+    /// scrubs them; `true`: the frame goes as it is.
+    fn scrubbed(&mut self, tag: u8, body: &[u8], out: &mut BytesMut) -> bool {
+        if !self.shared.scrubs() {
+            return true;
+        }
+        match notices::scrub(tag, body) {
+            Some(f) => {
+                out.extend_from_slice(&f);
+                false
+            }
             None => true,
         }
     }
@@ -476,6 +496,9 @@ impl<'a> ServerToClient<'a> {
         self.shared.query_finished(&self.ctx.metrics);
         while let Some(e) = self.answers.pop() {
             let done = e.ends_cycle();
+            if e.settles_barrier() {
+                self.shared.barrier_done();
+            }
             match e {
                 Expect::Parse { seq, .. } => self.answers.parse_ended(seq, false),
                 Expect::Query { effects, .. } => {
@@ -491,6 +514,7 @@ impl<'a> ServerToClient<'a> {
             }
         }
         if status == b'I' {
+            self.shared.transaction_ended();
             self.book.transaction_ended();
             if self.ddl_pending {
                 self.enf.catalog.invalidate();

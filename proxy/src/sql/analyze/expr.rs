@@ -195,8 +195,13 @@ impl Analyzer<'_, '_> {
     }
 
     pub(super) fn check_function(&self, name: &str) -> Result<(), Refusal> {
-        if runs_sql_text(name) {
-            return Err(Refusal::runs_sql_text(name));
+        if let Some(reach) = crate::catalog::functions::reach(name) {
+            if !self.env.unrestricted() {
+                return Err(Refusal::runs_sql_text(name, reach.describe()));
+            }
+        }
+        if self.env.snapshot.changes_reading(name) && !self.env.unrestricted() {
+            return Err(Refusal::reading_function(name));
         }
         if let Some(cols) = self.env.snapshot.function_exposes(name) {
             for &c in cols {

@@ -216,6 +216,12 @@ impl Analyzer<'_, '_> {
             [.., s, n] => (Some(s.as_str()), n.as_str()),
             [] => return Ok(None),
         };
+        if crate::catalog::functions::is_statistics(name)
+            && schema.is_none_or(|s| s == "pg_catalog")
+            && !self.env.unrestricted()
+        {
+            return Err(Refusal::statistics(name));
+        }
         let found = self.env.snapshot.lookup(schema, name);
         let Some(rel) = found.first() else {
             return Ok(None);

@@ -232,12 +232,22 @@ fn src_col(s: Src) -> Option<ColumnId> {
     }
 }
 
+/// An identifier as PostgreSQL folds it: unquoted ones lower-cased (ASCII only, as the server
+/// does), and every one cut to 63 bytes (NAMEDATALEN - 1) at a character boundary.
 fn ident(i: &Ident) -> String {
-    if i.quote_style.is_some() {
+    let mut s = if i.quote_style.is_some() {
         i.value.clone()
     } else {
         i.value.to_ascii_lowercase()
+    };
+    if s.len() > crate::catalog::words::MAX_IDENT {
+        let mut end = crate::catalog::words::MAX_IDENT;
+        while !s.is_char_boundary(end) {
+            end -= 1;
+        }
+        s.truncate(end);
     }
+    s
 }
 
 fn name_parts(n: &ObjectName) -> Vec<String> {
@@ -271,14 +281,6 @@ fn bare(e: &Expr) -> Option<&Expr> {
     }
 }
 
-/// Functions that run SQL text given to them as a value.
-fn runs_sql_text(name: &str) -> bool {
-    crate::sql::scan::ALWAYS
-        .iter()
-        .skip_while(|w| **w != "query_to_xml")
-        .any(|w| *w == name)
-}
-
 impl<'e, 'a> Analyzer<'e, 'a> {
     fn new(env: &'e Env<'a>, text: &'e Offsets<'e>) -> Self {
         Analyzer {
@@ -307,6 +309,8 @@ use columns::eq_usage;
 use expr::Collect;
 use names::*;
 
+#[cfg(test)]
+mod resolution_table;
 #[cfg(test)]
 mod rule_table;
 #[cfg(test)]

@@ -223,7 +223,7 @@ impl Analyzer<'_, '_> {
         match &s.group_by {
             GroupByExpr::Expressions(exprs, _) => {
                 for e in exprs {
-                    self.order_item(e, &outs, &names)?;
+                    self.group_item(e, &outs, &names)?;
                 }
             }
             GroupByExpr::All(_) => {
@@ -263,42 +263,94 @@ impl Analyzer<'_, '_> {
         Ok(outs)
     }
 
-    /// GROUP BY / ORDER BY / DISTINCT ON item: an output position, an output name, or an
-    /// expression over the FROM scope.
+    /// An ORDER BY or DISTINCT ON item, resolved as PostgreSQL does (SQL-92 first, then
+    /// SQL-99): a bare name is an output column when one has that name (all of them, when
+    /// several do), an integer an output position, anything else an expression over the
+    /// input columns (where output names are not visible).
     pub(super) fn order_item(
         &mut self,
         e: &Expr,
         outs: &[Src],
         names: &[Option<String>],
     ) -> Result<(), Refusal> {
-        if let Expr::Value(v) = e {
-            if let Value::Number(n, _) = &v.value {
-                if let Some(Src::Col(c)) = n
-                    .parse::<usize>()
-                    .ok()
-                    .and_then(|i| outs.get(i.wrapping_sub(1)))
-                {
-                    self.use_col(*c, Usage::GroupOrder)?;
+        let e = unparenthesized(e);
+        if let Some(n) = ordinal(e) {
+            return self.output_used(outs.get(n.wrapping_sub(1)).copied());
+        }
+        let named = match e {
+            Expr::Identifier(i) => self.outputs_used(&ident(i), outs, names)?,
+            _ => false,
+        };
+        if named {
+            return Ok(());
+        }
+        self.expr(e, Ctx::Group).map(|_| ())
+    }
+
+    /// A GROUP BY item, resolved as PostgreSQL does: a bare name is an input column when a
+    /// FROM item of this level has a column of that name, else an output column of that
+    /// name, else an expression; an integer is an output position; ROLLUP, CUBE and GROUPING
+    /// SETS apply the same rules to each of their items.
+    pub(super) fn group_item(
+        &mut self,
+        e: &Expr,
+        outs: &[Src],
+        names: &[Option<String>],
+    ) -> Result<(), Refusal> {
+        let e = unparenthesized(e);
+        match e {
+            Expr::Rollup(sets) | Expr::Cube(sets) | Expr::GroupingSets(sets) => {
+                for set in sets {
+                    for item in set {
+                        self.group_item(item, outs, names)?;
+                    }
                 }
                 return Ok(());
             }
+            Expr::Tuple(items) => {
+                for item in items {
+                    self.group_item(item, outs, names)?;
+                }
+                return Ok(());
+            }
+            _ => {}
+        }
+        if let Some(n) = ordinal(e) {
+            return self.output_used(outs.get(n.wrapping_sub(1)).copied());
         }
         if let Expr::Identifier(i) = e {
             let n = ident(i);
-            let in_scope = self.levels.last().is_some_and(|l| {
+            let input = self.levels.last().is_some_and(|l| {
                 l.iter()
                     .any(|it| it.cols.iter().flatten().any(|c| c.name == n))
             });
-            if !in_scope {
-                if let Some(pos) = names.iter().position(|x| x.as_deref() == Some(n.as_str())) {
-                    if let Some(Src::Col(c)) = outs.get(pos) {
-                        self.use_col(*c, Usage::GroupOrder)?;
-                    }
-                    return Ok(());
-                }
+            if !input && self.outputs_used(&n, outs, names)? {
+                return Ok(());
             }
         }
         self.expr(e, Ctx::Group).map(|_| ())
+    }
+
+    /// The output columns named `name`, sorted or grouped by; `false` when none has that name.
+    fn outputs_used(
+        &mut self,
+        name: &str,
+        outs: &[Src],
+        names: &[Option<String>],
+    ) -> Result<bool, Refusal> {
+        let matched = outputs_named(name, outs, names);
+        for src in &matched {
+            self.output_used(Some(*src))?;
+        }
+        Ok(!matched.is_empty())
+    }
+
+    /// An output column sorted or grouped by.
+    fn output_used(&mut self, src: Option<Src>) -> Result<(), Refusal> {
+        match src {
+            Some(Src::Col(c)) => self.use_col(c, Usage::GroupOrder),
+            _ => Ok(()),
+        }
     }
 
     pub(super) fn select_item(
@@ -377,4 +429,33 @@ impl Analyzer<'_, '_> {
         }
         Ok(())
     }
+}
+
+/// An expression without the parentheses around it.
+fn unparenthesized(e: &Expr) -> &Expr {
+    match e {
+        Expr::Nested(inner) => unparenthesized(inner),
+        _ => e,
+    }
+}
+
+/// An integer constant in ORDER BY or GROUP BY: an output position.
+fn ordinal(e: &Expr) -> Option<usize> {
+    match e {
+        Expr::Value(v) => match &v.value {
+            Value::Number(n, _) => n.parse::<usize>().ok(),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+/// The sources of the output columns named `name`.
+fn outputs_named(name: &str, outs: &[Src], names: &[Option<String>]) -> Vec<Src> {
+    names
+        .iter()
+        .enumerate()
+        .filter(|(_, n)| n.as_deref() == Some(name))
+        .map(|(i, _)| outs.get(i).copied().unwrap_or(Src::Pass))
+        .collect()
 }

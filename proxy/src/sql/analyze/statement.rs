@@ -108,6 +108,7 @@ impl Analyzer<'_, '_> {
             | Statement::ReleaseSavepoint { .. }
             | Statement::ShowVariable { .. }
             | Statement::Discard { .. }
+            | Statement::Reset(_)
             | Statement::Deallocate { .. }
             | Statement::Execute { .. }
             | Statement::Close { .. }

@@ -1,0 +1,120 @@
+//! Refusals for what the analysis cannot read or pgveil cannot transform, and for
+//! anomaly limits and the wire.
+use super::*;
+
+impl Refusal {
+    // ---- what the analysis cannot read --------------------------------------
+
+    /// A name that could be protected column `column`, in a scope pgveil cannot resolve.
+    pub fn ambiguous_name(name: &str, column: &str, level: LevelId) -> Refusal {
+        Refusal::new(
+            Rule::AmbiguousName,
+            sqlstate::FEATURE_NOT_SUPPORTED,
+            format!("pgveil cannot tell which table \"{name}\" belongs to here, and it may be the protected column {column}"),
+        )
+        .hint("qualify the column with its table, and give table functions a column list")
+        .level(level)
+        .unanalysable()
+    }
+
+    /// Text the parser rejects, naming protected data.
+    pub fn unparsable(error: &str) -> Refusal {
+        Refusal::new(
+            Rule::Unanalysable,
+            sqlstate::FEATURE_NOT_SUPPORTED,
+            format!("pgveil cannot analyse this statement, and it names protected data ({error})"),
+        )
+        .hint("rewrite the statement in plainer SQL; pgveil refuses what it cannot analyse")
+        .unanalysable()
+    }
+
+    /// A form the analysis does not read (`message` says which), over protected data.
+    pub fn unanalysable_form(message: String, hint: Option<&str>) -> Refusal {
+        Refusal::new(Rule::Unanalysable, sqlstate::FEATURE_NOT_SUPPORTED, message)
+            .unanalysable()
+            .maybe_hint(hint)
+    }
+
+    /// A statement kind the analysis does not know, naming protected data.
+    pub fn unknown_statement(word: &str) -> Refusal {
+        Refusal::unanalysable_form(
+            format!("pgveil cannot analyse {word} statements that name protected data"),
+            Some("pgveil refuses what it cannot analyse"),
+        )
+    }
+
+    /// A `*` over unknown columns before a protected output: its position is unknown.
+    pub fn position_unknown(column: &str, level: LevelId) -> Refusal {
+        Refusal::new(
+            Rule::Unanalysable,
+            sqlstate::FEATURE_NOT_SUPPORTED,
+            format!("pgveil cannot tell the position of protected column {column} in this result: it follows a * over a relation or function whose columns pgveil does not know"),
+        )
+        .hint("list the columns explicitly")
+        .level(level)
+        .unanalysable()
+    }
+
+    /// A form pgveil reads but does not transform (cursors, SQL PREPARE, COPY options, ...);
+    /// counted with the statements pgveil cannot analyse.
+    pub fn unsupported(message: String, hint: Option<&str>) -> Refusal {
+        Refusal::new(Rule::Unsupported, sqlstate::FEATURE_NOT_SUPPORTED, message)
+            .unanalysable()
+            .maybe_hint(hint)
+    }
+
+    /// More than one COPY FROM STDIN into encrypted columns in one query text.
+    pub fn one_copy_per_text() -> Refusal {
+        Refusal::new(
+            Rule::Unsupported,
+            sqlstate::FEATURE_NOT_SUPPORTED,
+            "pgveil encrypts one COPY FROM STDIN per query text".into(),
+        )
+        .hint("send each COPY as its own query")
+    }
+
+    /// COPY FROM STDIN data pgveil could not read (`message` says why).
+    pub fn copy_in_unreadable(message: String) -> Refusal {
+        Refusal::new(Rule::Unsupported, sqlstate::FEATURE_NOT_SUPPORTED, message)
+    }
+
+    // ---- anomaly limits and the wire ----------------------------------------
+
+    /// An anomaly rule with `then: deny` over its limit: `what` says what was counted.
+    pub fn anomaly_limit(
+        rule: &str,
+        login: &str,
+        what: &str,
+        per: std::time::Duration,
+        max: u64,
+    ) -> Refusal {
+        Refusal::new(
+            Rule::Anomaly,
+            sqlstate::INSUFFICIENT_PRIVILEGE,
+            format!(
+                "permission denied by anomaly rule {rule}: login {login} {what} within {} (limit {max}); refused until the window clears",
+                humantime::format_duration(per)
+            ),
+        )
+        .hint("wait for the window to pass, or ask the policy owner to raise the limit")
+    }
+
+    /// An hours rule with `then: deny` forbids its level now.
+    pub fn anomaly_hours(rule: &str, level_name: &str, hours: &str, now: &str) -> Refusal {
+        Refusal::new(
+            Rule::Anomaly,
+            sqlstate::INSUFFICIENT_PRIVILEGE,
+            format!("permission denied by anomaly rule {rule}: level {level_name} may be read only {hours} (now {now})"),
+        )
+        .hint("try again within the allowed hours, or ask the policy owner for an exception")
+    }
+
+    pub fn fast_path_call() -> Refusal {
+        Refusal::new(
+            Rule::FastPathCall,
+            sqlstate::FEATURE_NOT_SUPPORTED,
+            "pgveil refuses the fast-path function call protocol while a policy is enforced".into(),
+        )
+        .hint("call the function with a SELECT statement")
+    }
+}

@@ -1,0 +1,145 @@
+//! Refusals for code the server would run unseen, and for session state.
+use super::*;
+
+impl Refusal {
+    // ---- objects whose code pgveil cannot see ----------------------------
+
+    /// A view over a protected column the login may not read in clear.
+    pub fn view_over_protected(relation: &str, table: &str, e: Exposure) -> Refusal {
+        Refusal::new(
+            Rule::ExposingObject,
+            sqlstate::INSUFFICIENT_PRIVILEGE,
+            format!(
+                "permission denied for relation {relation}: it is a view over protected column {} (level {}, action {} for this login)",
+                e.column, e.level_name, e.action
+            ),
+        )
+        .hint(format!("query {table} directly; pgveil transforms its columns"))
+        .level(e.level)
+    }
+
+    /// A function whose body reads a protected column the login may not read in clear.
+    pub fn function_over_protected(function: &str, e: Exposure) -> Refusal {
+        Refusal::new(
+            Rule::ExposingObject,
+            sqlstate::INSUFFICIENT_PRIVILEGE,
+            format!(
+                "permission denied for function {function}: its body reads protected column {} (level {}, action {} for this login), which pgveil cannot transform inside the server",
+                e.column, e.level_name, e.action
+            ),
+        )
+        .level(e.level)
+    }
+
+    /// A function that reaches data outside the analysis (`why` says how: SQL text, a
+    /// relation named by argument, stored values, server files).
+    pub fn runs_sql_text(function: &str, why: &str) -> Refusal {
+        Refusal::new(
+            Rule::RunsSqlText,
+            sqlstate::INSUFFICIENT_PRIVILEGE,
+            format!("pgveil refuses {function}() for this login: {why}"),
+        )
+        .hint("send the query itself through pgveil")
+    }
+
+    /// A statistics view or table, whose rows hold stored values of protected columns.
+    pub fn statistics(relation: &str) -> Refusal {
+        Refusal::new(
+            Rule::ExposingObject,
+            sqlstate::INSUFFICIENT_PRIVILEGE,
+            format!("pgveil refuses {relation} for this login: its rows hold stored values (most common values, histograms) of protected columns"),
+        )
+        .hint("read the statistics with a login that may read the protected columns in clear")
+    }
+
+    /// Creating `what` (views, functions, ...) whose code would run unseen.
+    pub fn creates_code(what: &str) -> Refusal {
+        Refusal::new(
+            Rule::OpaqueCode,
+            sqlstate::INSUFFICIENT_PRIVILEGE,
+            format!("pgveil refuses to create {what} for this login: their code would run inside the server, where pgveil cannot see which protected columns it reads"),
+        )
+        .hint("have a login that may read all protected data in clear create them")
+    }
+
+    pub fn do_block() -> Refusal {
+        Refusal::new(
+            Rule::OpaqueCode,
+            sqlstate::INSUFFICIENT_PRIVILEGE,
+            "pgveil refuses DO blocks for this login: their code runs inside the server, where pgveil cannot see which protected columns it reads".into(),
+        )
+        .hint("run the statements one by one, or ask for a role that may read the data")
+    }
+
+    // ---- session state ----------------------------------------------------
+
+    /// `what` (SET ROLE, SET SESSION AUTHORIZATION) changes who is asking.
+    pub fn role_switch(what: &str) -> Refusal {
+        Refusal::new(
+            Rule::SessionChange,
+            sqlstate::INSUFFICIENT_PRIVILEGE,
+            format!("pgveil refuses {what}: the policy applies to the role that logged in"),
+        )
+        .hint("connect as the role whose access you need")
+    }
+
+    /// `set_config(name, ...)` with a name that changes who is asking or how SQL is read.
+    pub fn set_config(name: &str) -> Refusal {
+        Refusal::new(
+            Rule::SessionChange,
+            sqlstate::INSUFFICIENT_PRIVILEGE,
+            format!("pgveil refuses set_config({name}) here: it changes who is asking or how SQL is read"),
+        )
+    }
+
+    /// A statement pgveil would have to read before the server has answered an earlier one,
+    /// in the same pipeline, that may change how SQL is read.
+    pub fn unsettled_reading() -> Refusal {
+        Refusal::new(
+            Rule::UnreadableSession,
+            sqlstate::INVALID_PARAMETER_VALUE,
+            "pgveil refuses a statement on protected data sent before the server answered an earlier statement of the same pipeline that may change how SQL is read (client_encoding, standard_conforming_strings, RESET ALL, DISCARD ALL, ROLLBACK)".into(),
+        )
+        .hint("send a Sync (or end the query) after such a statement, before statements on protected data")
+        .unanalysable()
+    }
+
+    /// A function whose body may change `client_encoding` or `standard_conforming_strings`
+    /// for the rest of the session, where pgveil cannot see when.
+    pub fn reading_function(function: &str) -> Refusal {
+        Refusal::new(
+            Rule::SessionChange,
+            sqlstate::INSUFFICIENT_PRIVILEGE,
+            format!("pgveil refuses {function}() for this login: its body may change how the session's SQL is read (client_encoding or standard_conforming_strings)"),
+        )
+        .hint("set these settings with SET statements, which pgveil follows")
+    }
+
+    pub fn unreadable_session() -> Refusal {
+        Refusal::new(
+            Rule::UnreadableSession,
+            sqlstate::INVALID_PARAMETER_VALUE,
+            "pgveil refuses statements on protected data in this session: client_encoding must be UTF8 and standard_conforming_strings on, or pgveil would read the SQL differently from the server".into(),
+        )
+        .hint("SET client_encoding = 'UTF8'; SET standard_conforming_strings = on")
+        .unanalysable()
+    }
+
+    pub fn not_utf8() -> Refusal {
+        Refusal::new(
+            Rule::UnreadableSession,
+            sqlstate::INVALID_PARAMETER_VALUE,
+            "pgveil refuses a statement on protected data that is not valid UTF-8".into(),
+        )
+        .unanalysable()
+    }
+
+    pub fn catalog_unavailable(database: &str, error: &str) -> Refusal {
+        Refusal::new(
+            Rule::CatalogUnavailable,
+            "57P03",
+            format!("pgveil cannot read the catalog of database \"{database}\", so it cannot enforce the policy: {error}"),
+        )
+        .hint("check pgveil's catalog settings (catalog.user) and the server")
+    }
+}
