@@ -88,6 +88,7 @@ fn row_plan(phone: Option<Arc<DomainCipher>>, id_card: Option<Arc<DomainCipher>>
         audit: None,
         anomaly: Vec::new(),
         roles: Default::default(),
+        width: None,
     }
 }
 

@@ -67,6 +67,20 @@ const ORIGINAL_TYPES: &str = "\
 SELECT table_name::oid::int8, column_name::text, original_type::oid::int8
 FROM pgveil.original_types";
 
+const INHERITS: &str = "SELECT inhrelid::int8, inhparent::int8 FROM pg_inherits";
+
+const VIEW_DEFINITIONS: &str = "\
+SELECT c.oid::int8, pg_get_viewdef(c.oid)
+FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE c.relkind IN ('v', 'm') AND n.nspname NOT IN ('pg_catalog', 'information_schema')";
+
+/// Relations whose writes go elsewhere: INSTEAD OF triggers (tgtype bit 6), and rules other
+/// than a view's own `_RETURN`.
+const WRITE_REDIRECTED: &str = "\
+SELECT tgrelid::int8 FROM pg_trigger WHERE NOT tgisinternal AND (tgtype & 64) <> 0
+UNION
+SELECT ev_class::int8 FROM pg_rewrite WHERE rulename <> '_RETURN'";
+
 const MEMBERSHIPS: &str = "\
 WITH RECURSIVE m(member, roleid) AS (
     SELECT member, roleid FROM pg_auth_members
@@ -173,6 +187,20 @@ pub async fn load_with(
             language: row.get(2),
             body: row.get(3),
         });
+    }
+    for row in tx.query(INHERITS, &[]).await.map_err(q)? {
+        raw.inherits
+            .push((row.get::<_, i64>(0) as u32, row.get::<_, i64>(1) as u32));
+    }
+    for row in tx.query(VIEW_DEFINITIONS, &[]).await.map_err(q)? {
+        let def: Option<String> = row.get(1);
+        if let Some(def) = def {
+            raw.view_definitions
+                .push((row.get::<_, i64>(0) as u32, def));
+        }
+    }
+    for row in tx.query(WRITE_REDIRECTED, &[]).await.map_err(q)? {
+        raw.write_redirected.push(row.get::<_, i64>(0) as u32);
     }
     for row in tx.query(MEMBERSHIPS, &[]).await.map_err(q)? {
         raw.memberships.push((row.get(0), row.get(1)));

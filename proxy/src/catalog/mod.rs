@@ -135,6 +135,14 @@ impl<D: Derived> Catalog<D> {
             }
         };
         let snapshot = Snapshot::build((*raw).clone(), policy);
+        for (table, columns) in snapshot.policy_mismatches() {
+            tracing::error!(
+                database,
+                table = %table,
+                columns = %columns.join(", "),
+                "the policy protects columns this table no longer has (renamed or dropped); statements on it are refused until the policy or the table is fixed"
+            );
+        }
         let derived = D::derive(policy, &snapshot);
         let bound = Arc::new(Bound {
             read_at: at,

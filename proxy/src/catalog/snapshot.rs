@@ -97,6 +97,13 @@ pub struct RawCatalog {
     /// Encrypted columns' original types, from `pgveil.original_types`: (relation oid,
     /// column, type oid).
     pub original_types: Vec<(u32, String, u32)>,
+    /// (child, parent) from `pg_inherits`: inheritance children and partitions.
+    pub inherits: Vec<(u32, u32)>,
+    /// The definitions of views and materialized views (`pg_get_viewdef`).
+    pub view_definitions: Vec<(u32, String)>,
+    /// Relations whose writes go elsewhere: INSTEAD OF triggers, or rules other than a view's
+    /// own SELECT rule.
+    pub write_redirected: Vec<u32>,
 }
 
 impl RawCatalog {
@@ -143,6 +150,10 @@ pub struct Snapshot {
     reading_changers: Vec<String>,
     member_of: HashMap<String, Vec<String>>,
     original_types: HashMap<(u32, String), u32>,
+    /// Policy columns that no longer exist in a relation that does, by relation oid.
+    missing: HashMap<u32, Vec<String>>,
+    view_definitions: HashMap<u32, String>,
+    write_redirected: std::collections::HashSet<u32>,
 }
 
 impl Snapshot {
@@ -156,6 +167,8 @@ impl Snapshot {
                 c.protected = policy.column_id(&table, &c.name);
             }
         }
+        inherit_protection(&mut relations, &raw.inherits);
+        let missing = missing_columns(&relations, policy);
         let by_oid: HashMap<u32, usize> = relations
             .iter()
             .enumerate()
@@ -236,7 +249,37 @@ impl Snapshot {
             reading_changers,
             member_of,
             original_types,
+            missing,
+            view_definitions: raw.view_definitions.into_iter().collect(),
+            write_redirected: raw.write_redirected.into_iter().collect(),
         }
+    }
+
+    /// The policy's columns of relation `oid` that the relation no longer has (renamed or
+    /// dropped since the policy was written).
+    pub fn missing_columns(&self, oid: u32) -> &[String] {
+        self.missing.get(&oid).map_or(&[], |v| v.as_slice())
+    }
+
+    /// Every relation with policy columns it no longer has: (relation, columns).
+    pub fn policy_mismatches(&self) -> Vec<(String, Vec<String>)> {
+        let mut out: Vec<(String, Vec<String>)> = self
+            .missing
+            .iter()
+            .filter_map(|(oid, cols)| self.by_oid(*oid).map(|r| (r.qualified(), cols.clone())))
+            .collect();
+        out.sort();
+        out
+    }
+
+    /// The definition of view or materialized view `oid`.
+    pub fn view_definition(&self, oid: u32) -> Option<&str> {
+        self.view_definitions.get(&oid).map(|s| s.as_str())
+    }
+
+    /// Whether writes to relation `oid` go elsewhere (INSTEAD OF triggers, rules).
+    pub fn write_redirected(&self, oid: u32) -> bool {
+        self.write_redirected.contains(&oid)
     }
 
     /// Whether a function (by unqualified name) may change how the session's SQL is read.
@@ -294,6 +337,60 @@ impl Snapshot {
     pub fn member_of(&self, login: &str) -> &[String] {
         self.member_of.get(login).map_or(&[], |v| v.as_slice())
     }
+}
+
+/// Children and partitions of a protected table are protected tables: a column of a child
+/// (by name, as inheritance keeps names) gets the protection of its ancestor's column.
+fn inherit_protection(relations: &mut [Relation], inherits: &[(u32, u32)]) {
+    let index: HashMap<u32, usize> = relations
+        .iter()
+        .enumerate()
+        .map(|(i, r)| (r.oid, i))
+        .collect();
+    // Each pass moves protection one generation down; the depth is bounded by the relations.
+    for _ in 0..relations.len() {
+        let mut changed = false;
+        for &(child, parent) in inherits {
+            let (Some(&ci), Some(&pi)) = (index.get(&child), index.get(&parent)) else {
+                continue;
+            };
+            let from: Vec<(String, ColumnId)> = relations[pi]
+                .columns
+                .iter()
+                .filter_map(|c| c.protected.map(|p| (c.name.clone(), p)))
+                .collect();
+            for (name, id) in from {
+                if let Some(c) = relations[ci]
+                    .columns
+                    .iter_mut()
+                    .find(|c| c.name == name && c.protected.is_none())
+                {
+                    c.protected = Some(id);
+                    changed = true;
+                }
+            }
+        }
+        if !changed {
+            break;
+        }
+    }
+}
+
+/// Policy columns whose table exists but which it no longer has, by relation oid.
+fn missing_columns(relations: &[Relation], policy: &CompiledPolicy) -> HashMap<u32, Vec<String>> {
+    let mut out: HashMap<u32, Vec<String>> = HashMap::new();
+    for c in &policy.policy().columns {
+        let (schema, table) = c.table.split_once('.').unwrap_or(("public", &c.table));
+        for r in relations
+            .iter()
+            .filter(|r| r.schema == schema && r.name == table)
+        {
+            if !r.columns.iter().any(|a| a.name == c.column) {
+                out.entry(r.oid).or_default().push(c.column.clone());
+            }
+        }
+    }
+    out
 }
 
 /// A function exposes the protected columns its body names (by table), those `pg_depend`

@@ -19,6 +19,21 @@ pub enum CatalogFrom<'a> {
     Policy,
 }
 
+/// Read the catalog of the database a connection string names.
+pub fn catalog_from_dsn(dsn: &str) -> anyhow::Result<RawCatalog> {
+    let cfg = tokio_postgres::Config::from_str(dsn).context("--dsn")?;
+    let db = cfg
+        .get_dbname()
+        .or(cfg.get_user())
+        .unwrap_or("postgres")
+        .to_string();
+    let login = cfg.get_user().unwrap_or("postgres").to_string();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    Ok(rt.block_on(crate::catalog::load::load_with(cfg, &db, &login))?)
+}
+
 pub fn explain_sql(
     p: &CompiledPolicy,
     user: &str,
@@ -35,19 +50,7 @@ pub fn explain_sql(
                 sql::ddl::tables(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
             RawCatalog::from_tables(tables.into_iter().map(|t| (t.schema, t.name, t.columns)))
         }
-        CatalogFrom::Dsn(dsn) => {
-            let cfg = tokio_postgres::Config::from_str(dsn).context("--dsn")?;
-            let db = cfg
-                .get_dbname()
-                .or(cfg.get_user())
-                .unwrap_or("postgres")
-                .to_string();
-            let login = cfg.get_user().unwrap_or("postgres").to_string();
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()?;
-            rt.block_on(crate::catalog::load::load_with(cfg, &db, &login))?
-        }
+        CatalogFrom::Dsn(dsn) => catalog_from_dsn(dsn)?,
         CatalogFrom::Policy => {
             let _ = writeln!(
                 out,

@@ -25,6 +25,11 @@ pub enum PolicyCommand {
         /// Output format: text (diagnostics on stderr) or json (one document on stdout).
         #[arg(long, value_enum, default_value_t = CheckFormat::Text)]
         format: CheckFormat,
+        /// Also check the policy against a database's catalog (libpq connection string): every
+        /// policy column whose table exists must exist in it (exit 1 otherwise: pgveil refuses
+        /// statements on such tables).
+        #[arg(long)]
+        dsn: Option<String>,
     },
     /// Print the role x column table of actions, for permission reviews.
     Matrix {
@@ -73,7 +78,13 @@ pub enum MatrixFormat {
 
 pub fn run(args: PolicyArgs) -> anyhow::Result<ExitCode> {
     match args.command {
-        PolicyCommand::Check { files, format } => Ok(check(&files, format)),
+        PolicyCommand::Check { files, format, dsn } => {
+            let catalog = match &dsn {
+                Some(d) => Some(super::explain::catalog_from_dsn(d)?),
+                None => None,
+            };
+            Ok(check(&files, format, catalog.as_ref()))
+        }
         PolicyCommand::Matrix { file, format } => {
             let Some(p) = load_or_report(&file) else {
                 return Ok(ExitCode::from(1));
@@ -130,12 +141,32 @@ fn load_or_report(file: &std::path::Path) -> Option<Arc<CompiledPolicy>> {
     }
 }
 
-fn check(files: &[PathBuf], format: CheckFormat) -> ExitCode {
+fn check(
+    files: &[PathBuf],
+    format: CheckFormat,
+    catalog: Option<&crate::catalog::RawCatalog>,
+) -> ExitCode {
     let mut failed = false;
     let mut reports = Vec::new();
     for f in files {
         let result = CompiledPolicy::from_path(f);
         failed |= result.is_err();
+        let mismatches = match (&result, catalog) {
+            (Ok(p), Some(raw)) => {
+                crate::catalog::Snapshot::build(raw.clone(), p).policy_mismatches()
+            }
+            _ => Vec::new(),
+        };
+        failed |= !mismatches.is_empty();
+        if format == CheckFormat::Text {
+            for (table, cols) in &mismatches {
+                eprintln!(
+                    "{}: table {table} has no column {} (renamed or dropped): pgveil refuses every statement on {table} until the policy or the table is fixed",
+                    f.display(),
+                    cols.join(", ")
+                );
+            }
+        }
         match format {
             CheckFormat::Text => match &result {
                 Ok(p) => {
@@ -172,8 +203,13 @@ fn check(files: &[PathBuf], format: CheckFormat) -> ExitCode {
                             .collect(),
                     ),
                 };
+                let mismatches: Vec<serde_json::Value> = mismatches
+                    .iter()
+                    .map(|(t, c)| serde_json::json!({ "table": t, "missing_columns": c }))
+                    .collect();
                 reports.push(serde_json::json!({
-                    "file": f.display().to_string(), "ok": ok, "version": version, "diagnostics": diags,
+                    "file": f.display().to_string(), "ok": ok && mismatches.is_empty(), "version": version,
+                    "diagnostics": diags, "catalog_mismatches": mismatches,
                 }));
             }
         }

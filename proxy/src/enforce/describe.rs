@@ -102,6 +102,14 @@ fn check_and_rewrite(
 ) -> Result<Option<Bytes>, RowError> {
     let empty = RowPlan::default();
     let plan_ref = plan.unwrap_or(&empty);
+    if let Some(planned) = plan_ref.width {
+        let got = body
+            .get(..2)
+            .map_or(0, |n| i16::from_be_bytes([n[0], n[1]]).max(0) as usize);
+        if got != planned {
+            return Err(RowError::Width { got, planned });
+        }
+    }
     let check = |i: usize, f: &rows::Field| -> Result<(), RowError> {
         let (Some(snap), true) = (snapshot, f.table_oid != 0) else {
             return Ok(());

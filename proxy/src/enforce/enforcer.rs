@@ -232,6 +232,18 @@ impl Enforcer {
                 let policy = &state.policy;
                 let unrestricted = (0..policy.policy().columns.len())
                     .all(|c| policy.decide(&set, c).action == pgveil_policy::model::Action::Allow);
+                let missing: usize = bound
+                    .snapshot
+                    .policy_mismatches()
+                    .iter()
+                    .map(|(_, c)| c.len())
+                    .sum();
+                self.enf
+                    .metrics
+                    .enforcement
+                    .columns_missing
+                    .with_label_values(&[&self.database])
+                    .set(missing as i64);
                 let protected_here = bound
                     .snapshot
                     .relations()

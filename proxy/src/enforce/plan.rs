@@ -232,6 +232,12 @@ pub(super) fn plan(
             ))
         });
         let anomaly = anomaly_limits(&qualified, state, roles);
+        let width = (s.kind == Kind::Rows
+            && s.copy.is_none()
+            && !s.touched.is_empty()
+            && !s.outputs.is_empty()
+            && !s.outputs.contains(&Src::Opaque))
+        .then_some(s.outputs.len());
         rows.push(Arc::new(RowPlan {
             ops,
             qualified,
@@ -239,6 +245,7 @@ pub(super) fn plan(
             audit,
             anomaly,
             roles: role_names.clone(),
+            width,
         }));
     }
     Ok(Prepared {

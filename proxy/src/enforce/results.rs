@@ -103,7 +103,9 @@ impl Transformer {
                 .inc();
         }
         let code = match e {
-            RowError::Unexpected { .. } => sqlstate::INSUFFICIENT_PRIVILEGE,
+            RowError::Unexpected { .. } | RowError::Width { .. } => {
+                sqlstate::INSUFFICIENT_PRIVILEGE
+            }
             _ => sqlstate::INTERNAL_ERROR,
         };
         error_response(Severity::Error, code, &e.to_string())

@@ -68,6 +68,10 @@ pub struct RowPlan {
     pub anomaly: Vec<Arc<AnomalyLimit>>,
     /// The login's policy role names (`sensitive_values_by_role_total`).
     pub roles: Arc<Vec<String>>,
+    /// For a statement that touched protected data and whose result columns the analysis
+    /// knows them all: their number. A RowDescription with another number stops the
+    /// statement (the analysis and the server disagree on what comes back).
+    pub width: Option<usize>,
 }
 
 /// An anomaly rule as it applies to a statement.
@@ -115,6 +119,8 @@ pub enum RowError {
     Decrypt { column: String, reason: String },
     #[error("result column {index} comes from protected column {column}, which pgveil's analysis did not expect there; the statement was stopped")]
     Unexpected { index: usize, column: String },
+    #[error("the result has {got} columns where pgveil's analysis planned {planned}, in a statement on protected data; the statement was stopped")]
+    Width { got: usize, planned: usize },
 }
 
 /// A RowDescription field, as far as the cross-check needs it.

@@ -23,6 +23,9 @@ pub struct EnforcementMetrics {
     /// `sensitive_values_by_role_total{role,action}`: values sent, by the login's policy roles
     /// (names from the policy file, never a login name; `none` for a login without one).
     pub sensitive_by_role: IntCounterVec,
+    /// `policy_columns_missing{database}`: policy columns whose table no longer has them
+    /// (statements on those tables are refused).
+    pub columns_missing: IntGaugeVec,
 }
 
 impl EnforcementMetrics {
@@ -109,6 +112,14 @@ impl EnforcementMetrics {
         registry.register(Box::new(cache_hits.clone()))?;
         registry.register(Box::new(cache_misses.clone()))?;
         registry.register(Box::new(policy_info.clone()))?;
+        let columns_missing = IntGaugeVec::new(
+            Opts::new(
+                "policy_columns_missing",
+                "Policy columns the database's tables no longer have (renamed or dropped); statements on those tables are refused.",
+            ),
+            &["database"],
+        )?;
+        registry.register(Box::new(columns_missing.clone()))?;
         Ok(EnforcementMetrics {
             decisions,
             sensitive_values,
@@ -122,6 +133,7 @@ impl EnforcementMetrics {
             added,
             anomaly_alerts,
             sensitive_by_role,
+            columns_missing,
         })
     }
 }

@@ -181,7 +181,10 @@ impl Plan {
                     .await
                     .with_context(|| format!("reading column {}", c.qualified()))?
                     .with_context(|| {
-                        format!("column {} not found in the database", c.qualified())
+                        format!(
+                            "column {} not found in the database (renamed or dropped? pgveil refuses statements on the table until the policy or the table is fixed)",
+                            c.qualified()
+                        )
                     })?;
                 let attnum: i16 = row.get(0);
                 let mode = match c.encrypt {

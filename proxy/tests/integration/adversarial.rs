@@ -452,3 +452,227 @@ async fn class_6_copy_text_escapes_are_read_as_postgres_reads_them() {
         vec!["13999990104", "13999990106", "13999990107", "13999990109"]
     );
 }
+
+/// Functions of the classification pgveil lets through although they are not harmless, and why.
+const ALLOWED: &[(&str, &str)] = &[
+    ("currtid2", "returns a row position (tid), never a value"),
+    (
+        "pg_current_logfile",
+        "returns a path; reading the file is refused (pg_read_file)",
+    ),
+    ("pg_ls_dir", "lists file names, never contents"),
+    ("pg_ls_replslotdir", "lists file names, never contents"),
+    ("pg_ls_tmpdir", "lists file names, never contents"),
+    ("pg_stat_file", "file metadata only"),
+    (
+        "set_config",
+        "its session-changing names are refused by the analysis itself",
+    ),
+    ("lo_create", "large objects are not table columns"),
+    ("lo_from_bytea", "large objects are not table columns"),
+    ("lo_get", "large objects are not table columns"),
+    ("lo_open", "large objects are not table columns"),
+    ("lo_put", "large objects are not table columns"),
+    ("lo_unlink", "large objects are not table columns"),
+];
+
+#[tokio::test]
+async fn every_function_of_the_server_is_classified() {
+    let cluster = pg_trust();
+    let db = direct(&cluster).await;
+    let query = include_str!("../data/pg_functions_candidates.sql");
+    let on_server: BTreeSet<(String, String, String)> = db
+        .query(query, &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect();
+    let table = include_str!("../data/pg15_functions.tsv");
+    let mut classified = BTreeSet::new();
+    for line in table.lines().skip(1) {
+        let f: Vec<&str> = line.split('\t').collect();
+        let [name, args, schema, class, _reason] = f[..] else {
+            panic!("bad line {line}");
+        };
+        classified.insert((name.to_string(), args.to_string(), schema.to_string()));
+        let handled = match class {
+            "harmless" | "side_effect" | "sequence" => true,
+            _ => {
+                pgveil::catalog::functions::reach(name).is_some()
+                    || ALLOWED.iter().any(|(n, _)| *n == name)
+            }
+        };
+        assert!(
+            handled,
+            "{name}({args}) is {class} but pgveil neither refuses nor allows it"
+        );
+    }
+    let unclassified: Vec<_> = on_server.difference(&classified).collect();
+    assert!(
+        unclassified.is_empty(),
+        "this server has functions proxy/tests/data/pg15_functions.tsv does not classify: {unclassified:?}"
+    );
+}
+
+#[tokio::test]
+async fn class_8_protection_follows_the_data_not_the_name() {
+    let s = setup().await;
+    let db = direct(&s.cluster).await;
+    db.batch_execute(
+        "create view customer_phones as select id, name, phone, city from customers;
+         create table customers_vip () inherits (customers);
+         create view customer_inbox as select id, phone from customers;
+         create function inbox_write() returns trigger language plpgsql as $$
+         begin insert into customers (id, phone) values (new.id, new.phone); return new; end $$;
+         create trigger inbox_write instead of insert on customer_inbox
+           for each row execute function inbox_write();
+         grant all on customer_phones, customers_vip, customer_inbox to public;",
+    )
+    .await
+    .unwrap();
+    let writer = client_as(&s.proxy, "dispatch_app", "").await;
+    // A write through an auto-updatable view is encrypted like a write to its table.
+    writer
+        .batch_execute(
+            "INSERT INTO customer_phones (id, name, phone) VALUES (20, 'x', '13966660070')",
+        )
+        .await
+        .unwrap();
+    let stored: String = db
+        .query_one("select phone from customers where id = 20", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(
+        pgveil_policy::crypto::is_envelope(stored.as_bytes()),
+        "{stored}"
+    );
+    // Read back through the view: decrypted for a login that may read it, by lineage.
+    let phone: String = writer
+        .query_one("select phone from customer_phones where id = 20", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(phone, "13966660070");
+    // A lookup through the view finds the row (the value is rewritten to its envelope).
+    let n = writer
+        .query(
+            "select id from customer_phones where phone = '13966660070'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .len();
+    assert_eq!(n, 1);
+    // A child table is a protected table: writes encrypted, reads transformed.
+    writer
+        .batch_execute(
+            "INSERT INTO customers_vip (id, name, phone, address) VALUES (30, '赵六', '13900000030', '北京市海淀区中关村大街1号')",
+        )
+        .await
+        .unwrap();
+    let row = db
+        .query_one(
+            "select phone, address from customers_vip where id = 30",
+            &[],
+        )
+        .await
+        .unwrap();
+    for v in [row.get::<_, String>(0), row.get::<_, String>(1)] {
+        assert!(pgveil_policy::crypto::is_envelope(v.as_bytes()), "{v}");
+    }
+    let mut raw = Raw::login(&s.proxy, "support_ann").await;
+    let msgs = passes(&mut raw, "SELECT name, phone, address FROM customers_vip").await;
+    let text: String = msgs
+        .iter()
+        .map(|m| String::from_utf8_lossy(&m.body).into_owned())
+        .collect();
+    assert!(
+        !text.contains("赵六") && !text.contains("13900000030"),
+        "{text}"
+    );
+    refused(&mut raw, "SELECT id_card FROM customers_vip", "42501").await;
+    refused(
+        &mut raw,
+        "SELECT id FROM customers_vip ORDER BY name",
+        "42501",
+    )
+    .await;
+    // The view is judged column by column: its unprotected columns pass, the masked one is
+    // masked, a condition on it is refused.
+    passes(&mut raw, "SELECT id, city FROM customer_phones").await;
+    let msgs = passes(&mut raw, "SELECT name FROM customer_phones ORDER BY id").await;
+    assert!(msgs.iter().any(|m| m.tag == b'D'));
+    refused(
+        &mut raw,
+        "SELECT id FROM customer_phones WHERE name LIKE '王%'",
+        "42501",
+    )
+    .await;
+    // A write that an INSTEAD OF trigger redirects cannot be followed: refused.
+    let err = writer
+        .batch_execute("INSERT INTO customer_inbox (id, phone) VALUES (40, '13900000040')")
+        .await
+        .unwrap_err();
+    assert_eq!(err.code().map(|c| c.code()), Some("42501"), "{err}");
+    let n: i64 = db
+        .query_one("select count(*) from customers where id = 40", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 0);
+    // A protected column renamed in PostgreSQL: the table is refused until the policy is fixed.
+    let owner = client_as(&s.proxy, "postgres", "").await;
+    owner
+        .batch_execute("ALTER TABLE customers RENAME COLUMN name TO full_name")
+        .await
+        .unwrap();
+    still_usable(&mut raw).await;
+    let mut raw = Raw::login(&s.proxy, "support_ann").await;
+    refused(&mut raw, "SELECT full_name FROM customers", "42501").await;
+    refused(&mut raw, "SELECT id FROM customers", "42501").await;
+    passes(&mut raw, "SELECT note FROM orders").await;
+    let metrics = metrics_text(&s.proxy).await;
+    assert!(
+        metrics.contains("pgveil_policy_columns_missing{database=\"postgres\"} 1"),
+        "{metrics}"
+    );
+    // `policy check --dsn` says so, and fails.
+    let dir = tempfile::tempdir().unwrap();
+    let policy = dir.path().join("policy.yaml");
+    std::fs::write(&policy, crate::support::read_fixture::POLICY).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_pgveil"))
+        .args(["policy", "check", "--dsn"])
+        .arg(s.cluster.superuser_conninfo("postgres"))
+        .arg(&policy)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("public.customers has no column name"),
+        "{stderr}"
+    );
+}
+
+#[tokio::test]
+async fn output_guard_stops_a_result_the_analysis_did_not_plan() {
+    let s = setup().await;
+    let mut raw = Raw::login(&s.proxy, "dispatch_app").await;
+    let first = exchange(&mut raw, &fe::query("SELECT * FROM customers ORDER BY id")).await;
+    assert!(sqlstates(&first).is_empty(), "{first:?}");
+    // A column added directly in PostgreSQL: the analysis, on the snapshot it holds, plans one
+    // column fewer than the server returns. The statement stops, the catalog is read again,
+    // and the next one is planned right.
+    let db = direct(&s.cluster).await;
+    db.batch_execute("alter table customers add column extra text")
+        .await
+        .unwrap();
+    let msgs = exchange(&mut raw, &fe::query("SELECT * FROM customers ORDER BY id")).await;
+    assert_eq!(sqlstates(&msgs), vec!["42501".to_string()], "{msgs:?}");
+    assert!(!msgs.iter().any(|m| m.tag == b'D'), "{msgs:?}");
+    let msgs = exchange(&mut raw, &fe::query("SELECT * FROM customers ORDER BY id")).await;
+    assert!(sqlstates(&msgs).is_empty(), "{msgs:?}");
+    assert_eq!(msgs.iter().filter(|m| m.tag == b'D').count(), 2);
+}

@@ -588,6 +588,11 @@ impl<'a> ServerToClient<'a> {
 
     /// A result could not be transformed: the client gets an error instead of the rest.
     fn fail(&mut self, e: RowError, out: &mut BytesMut) {
+        if matches!(e, RowError::Width { .. }) {
+            // The catalog may have changed under the analysis (a column added directly in
+            // PostgreSQL): read it again before the next statement.
+            self.enf.catalog.invalidate();
+        }
         out.extend_from_slice(&self.transformer.failed(self.enf, &e));
         self.result.discard = true;
         self.result.rows = None;

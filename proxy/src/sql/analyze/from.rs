@@ -208,8 +208,74 @@ impl Analyzer<'_, '_> {
             .find_map(|m| m.get(&parts[0]).cloned())
     }
 
-    /// The columns of a catalog relation; refuses views that expose columns the login may
-    /// not read in clear.
+    /// The columns of a view over protected data, each with the source its definition gives
+    /// it (views carry lineage): the definition is analysed as a subquery of its own, with no
+    /// outer scope, so that every use of a protected column inside it counts as it would in the
+    /// statement. `None` when the definition is missing or cannot be lined up with the view's
+    /// columns (the view is then judged whole).
+    fn view_lineage(
+        &mut self,
+        rel: &crate::catalog::Relation,
+    ) -> Result<Option<Vec<Col>>, Refusal> {
+        let Some(query) = self
+            .env
+            .snapshot
+            .view_definition(rel.oid)
+            .and_then(parse_query)
+        else {
+            return Ok(None);
+        };
+        if self.view_depth >= MAX_VIEW_DEPTH {
+            return Err(Refusal::unanalysable_form(
+                format!("pgveil cannot follow views nested deeper than {MAX_VIEW_DEPTH}"),
+                None,
+            ));
+        }
+        let levels = std::mem::take(&mut self.levels);
+        let ctes = std::mem::take(&mut self.ctes);
+        let sites = self.sites.len();
+        self.view_depth += 1;
+        let outs = self.query(&query);
+        self.view_depth -= 1;
+        // Values in a view's own text are not the statement's: nothing there is rewritten.
+        self.sites.truncate(sites);
+        self.levels = levels;
+        self.ctes = ctes;
+        let outs = outs?;
+        if outs.len() != rel.columns.len() || outs.contains(&Src::Opaque) {
+            return Ok(None);
+        }
+        Ok(Some(
+            rel.columns
+                .iter()
+                .zip(outs)
+                .map(|(a, src)| Col {
+                    name: a.name.clone(),
+                    src,
+                })
+                .collect(),
+        ))
+    }
+
+    /// A write into `parts`: refused when the relation's writes go elsewhere (an INSTEAD OF
+    /// trigger, a rule) and it has protected columns, whose values pgveil could not follow.
+    pub(super) fn writable(&self, parts: &[String], item: &Item) -> Result<(), Refusal> {
+        let (schema, name) = match parts {
+            [n] => (None, n.as_str()),
+            [.., s, n] => (Some(s.as_str()), n.as_str()),
+            [] => return Ok(()),
+        };
+        let protected = !item.protected().is_empty();
+        for rel in self.env.snapshot.lookup(schema, name) {
+            if protected && self.env.snapshot.write_redirected(rel.oid) {
+                return Err(Refusal::redirected_write(&rel.qualified()));
+            }
+        }
+        Ok(())
+    }
+
+    /// The columns of a catalog relation (of a view over protected data, through its
+    /// definition); refuses relations whose policy columns no longer exist.
     pub(super) fn relation_cols(&mut self, parts: &[String]) -> Result<Option<Item>, Refusal> {
         let (schema, name) = match parts {
             [n] => (None, n.as_str()),
@@ -226,7 +292,17 @@ impl Analyzer<'_, '_> {
         let Some(rel) = found.first() else {
             return Ok(None);
         };
+        let missing = self.env.snapshot.missing_columns(rel.oid);
+        if !missing.is_empty() {
+            return Err(Refusal::policy_mismatch(&rel.qualified(), missing));
+        }
         if rel.kind.is_view() && !rel.exposes.is_empty() {
+            if let Some(cols) = self.view_lineage(rel)? {
+                return Ok(Some(Item {
+                    name: rel.name.clone(),
+                    cols: Some(cols),
+                }));
+            }
             for &c in &rel.exposes {
                 let d = self.env.policy.decide(self.env.roles, c);
                 if d.action != Action::Allow {

@@ -30,6 +30,23 @@ use crate::catalog::Snapshot;
 /// Deepest nesting the parser accepts (sqlparser's default is 50).
 const RECURSION_LIMIT: usize = 64;
 
+/// Deepest nesting of views followed through their definitions.
+const MAX_VIEW_DEPTH: usize = 16;
+
+/// A view's definition (`pg_get_viewdef`) as a query.
+fn parse_query(sql: &str) -> Option<Query> {
+    let dialect = PostgreSqlDialect {};
+    let mut statements = Parser::new(&dialect)
+        .with_recursion_limit(RECURSION_LIMIT)
+        .try_with_sql(sql)
+        .and_then(|mut p| p.parse_statements())
+        .ok()?;
+    match (statements.pop(), statements.is_empty()) {
+        (Some(Statement::Query(q)), true) => Some(*q),
+        _ => None,
+    }
+}
+
 /// Where an output column's values come from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Src {
@@ -223,6 +240,8 @@ struct Analyzer<'e, 'a> {
     copy_in: Option<CopyIn>,
     /// The reference being checked is an IS [NOT] NULL test.
     nullness: bool,
+    /// How many view definitions are being followed.
+    view_depth: usize,
 }
 
 fn src_col(s: Src) -> Option<ColumnId> {
@@ -292,6 +311,7 @@ impl<'e, 'a> Analyzer<'e, 'a> {
             sites: Vec::new(),
             copy_in: None,
             nullness: false,
+            view_depth: 0,
         }
     }
 }

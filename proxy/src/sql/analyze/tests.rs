@@ -100,6 +100,7 @@ pub(super) fn fixture() -> Fixture {
         }],
         memberships: vec![],
         original_types: vec![],
+        ..Default::default()
     };
     let snapshot = Snapshot::build(raw, &policy);
     Fixture { policy, snapshot }

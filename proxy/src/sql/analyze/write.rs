@@ -9,6 +9,7 @@ impl Analyzer<'_, '_> {
     ) -> Result<(Kind, Vec<Src>), Refusal> {
         self.levels.push(Vec::new());
         self.table_with_joins(&u.table)?;
+        self.write_target(&u.table)?;
         if let Some(UpdateTableFromKind::BeforeSet(f) | UpdateTableFromKind::AfterSet(f)) = &u.from
         {
             for t in f {
@@ -44,7 +45,20 @@ impl Analyzer<'_, '_> {
         for t in f.iter().chain(d.using.iter().flatten()) {
             self.table_with_joins(t)?;
         }
+        if let Some(t) = f.first() {
+            self.write_target(t)?;
+        }
         self.filtered(d.selection.as_ref(), d.returning.as_deref())
+    }
+
+    /// The relation an UPDATE or DELETE writes (the first item of its scope).
+    fn write_target(&self, t: &TableWithJoins) -> Result<(), Refusal> {
+        if let TableFactor::Table { name, .. } = &t.relation {
+            if let Some(item) = self.levels.last().and_then(|l| l.first()) {
+                self.writable(&name_parts(name), item)?;
+            }
+        }
+        Ok(())
     }
 
     pub(super) fn insert(
@@ -69,6 +83,7 @@ impl Analyzer<'_, '_> {
             cols: None,
         });
         item.name = target_name;
+        self.writable(&parts, &item)?;
         // The protected column each inserted position writes, if any.
         let listed: Vec<String> = ins
             .columns

@@ -73,6 +73,8 @@ pub enum Rule {
     Anomaly,
     /// The fast-path function call protocol.
     FastPathCall,
+    /// A relation whose policy columns no longer exist.
+    PolicyMismatch,
 }
 
 impl Rule {
@@ -103,6 +105,7 @@ impl Rule {
             Rule::NoKey => "no_key",
             Rule::Anomaly => "anomaly",
             Rule::FastPathCall => "fast_path_call",
+            Rule::PolicyMismatch => "policy_mismatch",
         }
     }
 }
@@ -183,6 +186,7 @@ mod tests {
             Rule::NoKey,
             Rule::Anomaly,
             Rule::FastPathCall,
+            Rule::PolicyMismatch,
         ];
         let mut names: Vec<&str> = rules.iter().map(|r| r.name()).collect();
         names.sort_unstable();

@@ -33,6 +33,30 @@ impl Refusal {
 
     /// A function that reaches data outside the analysis (`why` says how: SQL text, a
     /// relation named by argument, stored values, server files).
+    /// A relation whose policy columns no longer exist (renamed or dropped directly in
+    /// PostgreSQL): pgveil cannot tell where the protected values went.
+    pub fn policy_mismatch(relation: &str, columns: &[String]) -> Refusal {
+        Refusal::new(
+            Rule::PolicyMismatch,
+            sqlstate::INSUFFICIENT_PRIVILEGE,
+            format!(
+                "pgveil refuses statements on {relation}: the policy protects column(s) {} that it no longer has (renamed or dropped), so pgveil cannot tell where their values are",
+                columns.join(", ")
+            ),
+        )
+        .hint("fix the policy (or the table) and reload it; `pgveil policy check --dsn` lists every mismatch")
+    }
+
+    /// A write into a relation with protected columns whose writes go elsewhere.
+    pub fn redirected_write(relation: &str) -> Refusal {
+        Refusal::new(
+            Rule::OpaqueCode,
+            sqlstate::INSUFFICIENT_PRIVILEGE,
+            format!("pgveil refuses writes into {relation}: an INSTEAD OF trigger or a rule sends them where pgveil cannot follow the protected values"),
+        )
+        .hint("write into the table itself")
+    }
+
     pub fn runs_sql_text(function: &str, why: &str) -> Refusal {
         Refusal::new(
             Rule::RunsSqlText,
