@@ -78,6 +78,10 @@ fn enforcement(
         user: e.catalog_user.clone(),
         password: e.catalog_password.clone(),
         connect_timeout: config.upstream.connect_timeout,
+        counters: Some(crate::catalog::CatalogCounters {
+            reads: metrics.enforcement.catalog_reads.clone(),
+            connections: metrics.enforcement.catalog_connections.clone(),
+        }),
     };
     if matches!(
         config.upstream.tls_mode,

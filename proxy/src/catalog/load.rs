@@ -14,6 +14,15 @@ pub struct CatalogSource {
     pub user: String,
     pub password: Option<String>,
     pub connect_timeout: Duration,
+    /// Counted per database: `catalog_reads_total`, `catalog_connections_total`.
+    pub counters: Option<CatalogCounters>,
+}
+
+/// What reading catalogs costs the server, per database.
+#[derive(Debug, Clone)]
+pub struct CatalogCounters {
+    pub reads: prometheus::IntCounterVec,
+    pub connections: prometheus::IntCounterVec,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -81,6 +90,8 @@ SELECT tgrelid::int8 FROM pg_trigger WHERE NOT tgisinternal AND (tgtype & 64) <>
 UNION
 SELECT ev_class::int8 FROM pg_rewrite WHERE rulename <> '_RETURN'";
 
+const ROLES: &str = "SELECT rolname::text FROM pg_roles";
+
 const MEMBERSHIPS: &str = "\
 WITH RECURSIVE m(member, roleid) AS (
     SELECT member, roleid FROM pg_auth_members
@@ -90,21 +101,51 @@ WITH RECURSIVE m(member, roleid) AS (
 SELECT r.rolname::text, g.rolname::text
 FROM m JOIN pg_roles r ON r.oid = m.member JOIN pg_roles g ON g.oid = m.roleid";
 
+/// A kept connection to one database's catalog, and what the last read learned of it.
+#[derive(Default)]
+pub struct CatalogConn {
+    client: Option<tokio_postgres::Client>,
+    /// `pgveil.original_types` existed at the last read (then it is read in the same batch).
+    original_types: bool,
+}
+
 impl CatalogSource {
-    /// Read one database's catalog in one repeatable-read transaction.
-    pub async fn load(&self, database: &str) -> Result<RawCatalog, LoadError> {
+    /// Read one database's catalog over `conn` (connecting, or reconnecting after a failure),
+    /// in one round trip: one repeatable-read transaction of read-only queries.
+    pub async fn load(
+        &self,
+        database: &str,
+        conn: &mut CatalogConn,
+    ) -> Result<RawCatalog, LoadError> {
         let timeout = self.connect_timeout + Duration::from_secs(30);
-        match tokio::time::timeout(timeout, self.load_inner(database)).await {
+        let read = async {
+            if conn.client.as_ref().is_none_or(|c| c.is_closed()) {
+                conn.client = Some(connect(self.config(database), database, &self.user).await?);
+                if let Some(c) = &self.counters {
+                    c.connections.with_label_values(&[database]).inc();
+                }
+            }
+            if let Some(c) = &self.counters {
+                c.reads.with_label_values(&[database]).inc();
+            }
+            let client = conn.client.as_ref().ok_or_else(|| LoadError::Timeout {
+                database: database.to_string(),
+                after: Duration::ZERO,
+            })?;
+            read_catalog(client, database, &mut conn.original_types).await
+        };
+        let r = match tokio::time::timeout(timeout, read).await {
             Ok(r) => r,
             Err(_) => Err(LoadError::Timeout {
                 database: database.to_string(),
                 after: timeout,
             }),
+        };
+        if r.is_err() {
+            // Start afresh next time: the connection may be broken or mid-transaction.
+            conn.client = None;
         }
-    }
-
-    async fn load_inner(&self, database: &str) -> Result<RawCatalog, LoadError> {
-        load_with(self.config(database), database, &self.user).await
+        r
     }
 
     fn config(&self, database: &str) -> tokio_postgres::Config {
@@ -122,105 +163,179 @@ impl CatalogSource {
     }
 }
 
-/// Read a catalog with a ready connection configuration (also used by `policy explain --dsn`).
+async fn connect(
+    cfg: tokio_postgres::Config,
+    database: &str,
+    user: &str,
+) -> Result<tokio_postgres::Client, LoadError> {
+    let (client, conn) =
+        cfg.connect(tokio_postgres::NoTls)
+            .await
+            .map_err(|source| LoadError::Connect {
+                database: database.to_string(),
+                user: user.to_string(),
+                source,
+            })?;
+    tokio::spawn(async move {
+        if let Err(e) = conn.await {
+            tracing::debug!(error = %e, "catalog connection ended");
+        }
+    });
+    Ok(client)
+}
+
+/// Read a catalog with a ready connection configuration, over a connection of its own (for
+/// `policy explain --dsn` and `policy check --dsn`).
 pub async fn load_with(
     cfg: tokio_postgres::Config,
     database: &str,
     user: &str,
 ) -> Result<RawCatalog, LoadError> {
-    let connect_err = |source| LoadError::Connect {
-        database: database.to_string(),
-        user: user.to_string(),
-        source,
-    };
-    let (mut client, conn) = cfg
-        .connect(tokio_postgres::NoTls)
-        .await
-        .map_err(connect_err)?;
-    let task = tokio::spawn(conn);
+    let client = connect(cfg, database, user).await?;
+    let mut original_types = false;
+    read_catalog(&client, database, &mut original_types).await
+}
+
+/// The queries of one read, in the order their results come back.
+const QUERIES: [&str; 9] = [
+    RELATIONS,
+    DEPENDENCIES,
+    FUNCTIONS,
+    INHERITS,
+    VIEW_DEFINITIONS,
+    WRITE_REDIRECTED,
+    ROLES,
+    MEMBERSHIPS,
+    HAS_ORIGINAL_TYPES,
+];
+
+/// One read: a batch of queries in one simple-query round trip (a second one only the first
+/// time `pgveil.original_types` is found, and when it disappears).
+async fn read_catalog(
+    client: &tokio_postgres::Client,
+    database: &str,
+    original_types: &mut bool,
+) -> Result<RawCatalog, LoadError> {
     let q = |source| LoadError::Query {
         database: database.to_string(),
         source,
     };
-    let tx = client
-        .build_transaction()
-        .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
-        .read_only(true)
-        .start()
-        .await
-        .map_err(q)?;
+    let batch = |with_types: bool| {
+        let mut text = String::from("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY;\n");
+        for query in QUERIES {
+            text.push_str(query);
+            text.push_str(";\n");
+        }
+        if with_types {
+            text.push_str(ORIGINAL_TYPES);
+            text.push_str(";\n");
+        }
+        text.push_str("COMMIT");
+        text
+    };
+    let messages = match client.simple_query(&batch(*original_types)).await {
+        Ok(m) => m,
+        Err(_) if *original_types => {
+            // The table went away: read without it (the failed transaction is ended first).
+            let _ = client.simple_query("ROLLBACK").await;
+            *original_types = false;
+            client.simple_query(&batch(false)).await.map_err(q)?
+        }
+        Err(e) => return Err(q(e)),
+    };
+    // Results split at each CommandComplete: BEGIN, the queries, then COMMIT.
+    let mut sets: Vec<Vec<tokio_postgres::SimpleQueryRow>> = vec![Vec::new()];
+    for m in messages {
+        match m {
+            tokio_postgres::SimpleQueryMessage::Row(r) => {
+                if let Some(set) = sets.last_mut() {
+                    set.push(r);
+                }
+            }
+            tokio_postgres::SimpleQueryMessage::CommandComplete(_) => sets.push(Vec::new()),
+            _ => {}
+        }
+    }
+    let set = |i: usize| sets.get(i + 1).map_or(&[][..], |v| v.as_slice());
     let mut raw = RawCatalog::default();
-    for row in tx.query(RELATIONS, &[]).await.map_err(q)? {
-        let oid = row.get::<_, i64>(0) as u32;
+    for row in set(0) {
+        let oid = int(row, 0) as u32;
         let attr = Attribute {
-            name: row.get(4),
-            attnum: row.get(5),
-            type_oid: row.get::<_, i64>(6) as u32,
+            name: text(row, 4),
+            attnum: int(row, 5) as i16,
+            type_oid: int(row, 6) as u32,
             protected: None,
         };
         match raw.relations.last_mut() {
             Some(r) if r.oid == oid => r.columns.push(attr),
-            _ => {
-                let kind: String = row.get(3);
-                raw.relations.push(Relation {
-                    oid,
-                    schema: row.get(1),
-                    name: row.get(2),
-                    kind: RelKind::from_relkind(&kind).unwrap_or(RelKind::Table),
-                    columns: vec![attr],
-                    exposes: Vec::new(),
-                });
-            }
+            _ => raw.relations.push(Relation {
+                oid,
+                schema: text(row, 1),
+                name: text(row, 2),
+                kind: RelKind::from_relkind(&text(row, 3)).unwrap_or(RelKind::Table),
+                columns: vec![attr],
+                exposes: Vec::new(),
+            }),
         }
     }
-    for row in tx.query(DEPENDENCIES, &[]).await.map_err(q)? {
+    for row in set(1) {
         raw.dependencies.push(Dependency {
-            from: row.get::<_, i64>(0) as u32,
-            on: row.get::<_, i64>(1) as u32,
-            attnum: row.get(2),
+            from: int(row, 0) as u32,
+            on: int(row, 1) as u32,
+            attnum: int(row, 2) as i16,
         });
     }
-    for row in tx.query(FUNCTIONS, &[]).await.map_err(q)? {
+    for row in set(2) {
         raw.functions.push(FunctionSource {
-            oid: row.get::<_, i64>(0) as u32,
-            name: row.get(1),
-            language: row.get(2),
-            body: row.get(3),
+            oid: int(row, 0) as u32,
+            name: text(row, 1),
+            language: text(row, 2),
+            body: text(row, 3),
         });
     }
-    for row in tx.query(INHERITS, &[]).await.map_err(q)? {
-        raw.inherits
-            .push((row.get::<_, i64>(0) as u32, row.get::<_, i64>(1) as u32));
+    for row in set(3) {
+        raw.inherits.push((int(row, 0) as u32, int(row, 1) as u32));
     }
-    for row in tx.query(VIEW_DEFINITIONS, &[]).await.map_err(q)? {
-        let def: Option<String> = row.get(1);
-        if let Some(def) = def {
+    for row in set(4) {
+        if let Some(def) = row.get(1) {
             raw.view_definitions
-                .push((row.get::<_, i64>(0) as u32, def));
+                .push((int(row, 0) as u32, def.to_string()));
         }
     }
-    for row in tx.query(WRITE_REDIRECTED, &[]).await.map_err(q)? {
-        raw.write_redirected.push(row.get::<_, i64>(0) as u32);
+    for row in set(5) {
+        raw.write_redirected.push(int(row, 0) as u32);
     }
-    for row in tx.query(MEMBERSHIPS, &[]).await.map_err(q)? {
-        raw.memberships.push((row.get(0), row.get(1)));
+    for row in set(6) {
+        raw.roles.push(text(row, 0));
     }
-    let has_types: bool = tx
-        .query_one(HAS_ORIGINAL_TYPES, &[])
-        .await
-        .map_err(q)?
-        .get(0);
-    if has_types {
-        for row in tx.query(ORIGINAL_TYPES, &[]).await.map_err(q)? {
+    for row in set(7) {
+        raw.memberships.push((text(row, 0), text(row, 1)));
+    }
+    let has_types = set(8).first().and_then(|r| r.get(0)) == Some("t");
+    if has_types && !*original_types {
+        *original_types = true;
+        for row in client.query(ORIGINAL_TYPES, &[]).await.map_err(q)? {
             raw.original_types.push((
                 row.get::<_, i64>(0) as u32,
                 row.get(1),
                 row.get::<_, i64>(2) as u32,
             ));
         }
+    } else if has_types {
+        for row in set(9) {
+            raw.original_types
+                .push((int(row, 0) as u32, text(row, 1), int(row, 2) as u32));
+        }
+    } else {
+        *original_types = false;
     }
-    tx.commit().await.map_err(q)?;
-    drop(client);
-    let _ = task.await;
     Ok(raw)
+}
+
+fn text(row: &tokio_postgres::SimpleQueryRow, i: usize) -> String {
+    row.get(i).unwrap_or_default().to_string()
+}
+
+fn int(row: &tokio_postgres::SimpleQueryRow, i: usize) -> i64 {
+    row.get(i).and_then(|v| v.parse().ok()).unwrap_or(0)
 }

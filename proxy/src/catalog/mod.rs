@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use pgveil_policy::CompiledPolicy;
 
-pub use load::{CatalogSource, LoadError};
+pub use load::{CatalogCounters, CatalogSource, LoadError};
 pub use snapshot::{RawCatalog, Relation, Snapshot};
 
 /// What is built once per snapshot and policy version and cached with it (the analysis's
@@ -46,8 +46,9 @@ struct Loaded<D> {
 struct DbCatalog<D> {
     current: RwLock<Option<Arc<Loaded<D>>>>,
     stale: AtomicBool,
-    /// Only one load at a time per database; others wait for it.
-    loading: tokio::sync::Mutex<()>,
+    /// Only one load at a time per database; others wait for it. It holds the connection
+    /// the catalog is read over, kept between reads.
+    loading: tokio::sync::Mutex<load::CatalogConn>,
 }
 
 /// Catalogs of every database sessions connect to.
@@ -79,10 +80,22 @@ impl<D: Derived> Catalog<D> {
                 Arc::new(DbCatalog {
                     current: RwLock::new(None),
                     stale: AtomicBool::new(false),
-                    loading: tokio::sync::Mutex::new(()),
+                    loading: tokio::sync::Mutex::new(load::CatalogConn::default()),
                 })
             })
             .clone()
+    }
+
+    /// Mark one database's snapshot stale: DDL went through it, or it did not know a role.
+    pub fn invalidate_database(&self, database: &str) {
+        let db = {
+            let dbs = self.dbs.lock().unwrap_or_else(|e| e.into_inner());
+            dbs.get(database).cloned()
+        };
+        if let Some(db) = db {
+            db.stale.store(true, Ordering::Release);
+        }
+        self.epoch.fetch_add(1, Ordering::AcqRel);
     }
 
     /// Mark every database's snapshot stale: DDL went through, or a reload was asked for.
@@ -115,7 +128,7 @@ impl<D: Derived> Catalog<D> {
         if let Some(b) = self.fresh(&db, policy) {
             return Ok(b);
         }
-        let _guard = db.loading.lock().await;
+        let mut conn = db.loading.lock().await;
         if let Some(b) = self.fresh(&db, policy) {
             return Ok(b);
         }
@@ -130,7 +143,7 @@ impl<D: Derived> Catalog<D> {
             Some(r) => r,
             None => {
                 db.stale.store(false, Ordering::Release);
-                let raw = self.source.load(database).await?;
+                let raw = self.source.load(database, &mut conn).await?;
                 (Arc::new(raw), Instant::now())
             }
         };

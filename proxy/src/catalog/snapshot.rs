@@ -97,6 +97,9 @@ pub struct RawCatalog {
     /// Encrypted columns' original types, from `pgveil.original_types`: (relation oid,
     /// column, type oid).
     pub original_types: Vec<(u32, String, u32)>,
+    /// Every role of the cluster (`pg_roles`); empty when not read (a catalog from a schema
+    /// file).
+    pub roles: Vec<String>,
     /// (child, parent) from `pg_inherits`: inheritance children and partitions.
     pub inherits: Vec<(u32, u32)>,
     /// The definitions of views and materialized views (`pg_get_viewdef`).
@@ -150,6 +153,7 @@ pub struct Snapshot {
     reading_changers: Vec<String>,
     member_of: HashMap<String, Vec<String>>,
     original_types: HashMap<(u32, String), u32>,
+    known_roles: std::collections::HashSet<String>,
     /// Policy columns that no longer exist in a relation that does, by relation oid.
     missing: HashMap<u32, Vec<String>>,
     view_definitions: HashMap<u32, String>,
@@ -250,6 +254,7 @@ impl Snapshot {
             member_of,
             original_types,
             missing,
+            known_roles: raw.roles.into_iter().collect(),
             view_definitions: raw.view_definitions.into_iter().collect(),
             write_redirected: raw.write_redirected.into_iter().collect(),
         }
@@ -280,6 +285,39 @@ impl Snapshot {
     /// Whether writes to relation `oid` go elsewhere (INSTEAD OF triggers, rules).
     pub fn write_redirected(&self, oid: u32) -> bool {
         self.write_redirected.contains(&oid)
+    }
+
+    /// Whether the database holds anything protected: a relation with protected columns, a
+    /// view or function over one. A database that does not is served as pass-through.
+    pub fn protects_anything(&self) -> bool {
+        !self.functions.is_empty()
+            || self
+                .relations
+                .iter()
+                .any(|r| r.has_protected() || !r.exposes.is_empty())
+    }
+
+    /// Whether `word` (lower case) names a path to protected data: a relation with protected
+    /// columns, a view or function over one, a function that changes how SQL is read, a
+    /// function that reaches data outside the analysis, a statistics relation.
+    pub fn is_path_word(&self, word: &str) -> bool {
+        self.by_name.get(word).is_some_and(|v| {
+            v.iter().any(|&i| {
+                let r = &self.relations[i];
+                r.has_protected() || !r.exposes.is_empty()
+            })
+        }) || self.functions.contains_key(word)
+            || self.changes_reading(word)
+            || super::functions::reach(word).is_some()
+            || super::functions::is_statistics(word)
+    }
+
+    /// Relation names that are paths to protected data.
+    pub fn protected_relation_names(&self) -> impl Iterator<Item = &str> {
+        self.relations
+            .iter()
+            .filter(|r| r.has_protected() || !r.exposes.is_empty())
+            .map(|r| r.name.as_str())
     }
 
     /// Whether a function (by unqualified name) may change how the session's SQL is read.
@@ -331,6 +369,11 @@ impl Snapshot {
         self.original_types
             .get(&(rel.oid, column.to_string()))
             .copied()
+    }
+
+    /// Whether the catalog read knew role `name` (true when roles were not read at all).
+    pub fn knows_role(&self, name: &str) -> bool {
+        self.known_roles.is_empty() || self.known_roles.contains(name)
     }
 
     /// Every Postgres role `login` is a member of, directly or not.

@@ -30,6 +30,8 @@ struct Roles {
     set: RoleSet,
     /// Error and notice texts are scrubbed for this login in this database.
     scrub: bool,
+    /// The database holds something protected.
+    protects: bool,
 }
 
 pub struct Enforcer {
@@ -42,6 +44,10 @@ pub struct Enforcer {
     held: Option<Held>,
     /// Statements touching classified columns get an audit record.
     pub audit: bool,
+    /// The catalog generation read again because it did not know the login.
+    refreshed_for: Option<u64>,
+    /// The last text judged needed the analysis (it named a trigger word).
+    analysed: bool,
 }
 
 struct Held {
@@ -60,6 +66,8 @@ impl Enforcer {
             roles: None,
             held: None,
             audit: false,
+            refreshed_for: None,
+            analysed: false,
         }
     }
 
@@ -100,6 +108,16 @@ impl Enforcer {
             .is_none_or(|(_, bound)| bound.derived.needs_analysis(sql))
     }
 
+    /// Whether the last text judged needed the analysis.
+    pub fn analysed(&self) -> bool {
+        self.analysed
+    }
+
+    /// Whether the database holds anything protected (true until known).
+    pub fn protects(&self) -> bool {
+        self.roles.as_ref().is_none_or(|r| r.protects)
+    }
+
     /// Whether error and notice texts must be scrubbed in this session: the database holds
     /// protected data and the login may not read all of it in clear (true until known).
     pub fn scrubs(&self) -> bool {
@@ -109,13 +127,25 @@ impl Enforcer {
     /// Decide on one SQL text (a Query, or a Parse). `settings_ok` is false when the
     /// session's encoding or string settings make the text unreadable for pgveil.
     pub async fn judge(&mut self, sql: &[u8], settings_ok: bool) -> Verdict {
-        let (state, bound) = match self.held() {
+        let (mut state, mut bound) = match self.held() {
             Some(h) => h,
             None => match self.hold().await {
                 Ok(h) => h,
                 Err(v) => return v,
             },
         };
+        // A role created (or granted) directly in PostgreSQL since the catalog was read: read
+        // it again, once, rather than judge with the wrong policy roles.
+        if !bound.snapshot.knows_role(&self.login) && self.refreshed_for != Some(bound.generation) {
+            self.enf.catalog.invalidate_database(&self.database);
+            match self.hold().await {
+                Ok((s, b)) => {
+                    self.refreshed_for = Some(b.generation);
+                    (state, bound) = (s, b);
+                }
+                Err(v) => return v,
+            }
+        }
         if self
             .roles
             .as_ref()
@@ -123,11 +153,26 @@ impl Enforcer {
         {
             self.roles(&state, &bound);
         }
-        if !bound.derived.needs_analysis(sql) {
+        self.analysed = bound.derived.needs_analysis(sql);
+        if !self.analysed {
             return Verdict::Pass;
         }
         let started = Instant::now();
-        let verdict = self.analyse(sql, settings_ok, &state, &bound);
+        let mut verdict = self.analyse(sql, settings_ok, &state, &bound);
+        // A table of the policy the catalog does not know (created by code the server ran,
+        // or in another session since the last read): read the catalog again, once.
+        if matches!(&verdict, Verdict::Refuse(r) if r.rule == crate::sql::Rule::UnknownTable)
+            && self.refreshed_for != Some(bound.generation)
+        {
+            self.enf.catalog.invalidate_database(&self.database);
+            match self.hold().await {
+                Ok((s, b)) => {
+                    self.refreshed_for = Some(b.generation);
+                    verdict = self.analyse(sql, settings_ok, &s, &b);
+                }
+                Err(v) => return v,
+            }
+        }
         self.enf
             .metrics
             .enforcement
@@ -244,15 +289,12 @@ impl Enforcer {
                     .columns_missing
                     .with_label_values(&[&self.database])
                     .set(missing as i64);
-                let protected_here = bound
-                    .snapshot
-                    .relations()
-                    .iter()
-                    .any(|r| r.has_protected() || !r.exposes.is_empty());
+                let protected_here = bound.snapshot.protects_anything();
                 self.roles = Some(Roles {
                     generation: bound.generation,
                     set: set.clone(),
                     scrub: protected_here && !unrestricted,
+                    protects: protected_here,
                 });
                 set
             }

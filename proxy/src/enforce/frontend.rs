@@ -107,6 +107,12 @@ impl Frontend {
         }
     }
 
+    /// Whether the catalog must be read again after DDL: the database holds something
+    /// protected, or the last text judged named a table of the policy (it may create one).
+    pub fn ddl_matters(&self) -> bool {
+        self.enforcer.protects() || self.enforcer.analysed()
+    }
+
     /// Whether the server's error and notice texts must be scrubbed for this session.
     pub fn scrubs(&self) -> bool {
         self.enforcer.scrubs()

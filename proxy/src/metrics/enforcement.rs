@@ -26,6 +26,11 @@ pub struct EnforcementMetrics {
     /// `policy_columns_missing{database}`: policy columns whose table no longer has them
     /// (statements on those tables are refused).
     pub columns_missing: IntGaugeVec,
+    /// `catalog_reads_total{database}`: catalog reads (start-up, DDL, unknown roles, refresh).
+    pub catalog_reads: IntCounterVec,
+    /// `catalog_connections_total{database}`: connections opened to read a catalog (one per
+    /// database, kept; again only after a failure).
+    pub catalog_connections: IntCounterVec,
 }
 
 impl EnforcementMetrics {
@@ -120,6 +125,22 @@ impl EnforcementMetrics {
             &["database"],
         )?;
         registry.register(Box::new(columns_missing.clone()))?;
+        let catalog_reads = IntCounterVec::new(
+            Opts::new(
+                "catalog_reads_total",
+                "Catalog reads (one round trip each), by database.",
+            ),
+            &["database"],
+        )?;
+        let catalog_connections = IntCounterVec::new(
+            Opts::new(
+                "catalog_connections_total",
+                "Connections opened to read a database's catalog (kept between reads), by database.",
+            ),
+            &["database"],
+        )?;
+        registry.register(Box::new(catalog_reads.clone()))?;
+        registry.register(Box::new(catalog_connections.clone()))?;
         Ok(EnforcementMetrics {
             decisions,
             sensitive_values,
@@ -134,6 +155,8 @@ impl EnforcementMetrics {
             anomaly_alerts,
             sensitive_by_role,
             columns_missing,
+            catalog_reads,
+            catalog_connections,
         })
     }
 }

@@ -36,7 +36,8 @@ pub fn first_word(sql: &str) -> &str {
 pub fn is_ddl_word(word: &str) -> bool {
     [
         "create", "alter", "drop", "comment", "grant", "revoke", "security", "refresh", "reindex",
-        "import",
+        "import", // code that may have run DDL of its own
+        "do", "call",
     ]
     .iter()
     .any(|w| word.eq_ignore_ascii_case(w))

@@ -1,10 +1,15 @@
-//! The fast path: a word scan that tells whether SQL text might touch protected data.
+//! The fast path: a word scan that tells whether SQL text might reach protected data.
 //!
-//! It reads the whole text, string literals and comments included (a name inside
-//! `query_to_xml('select phone from customers', ...)` or a `DO` body counts), lower-cases
-//! each word and looks it up in a set of trigger words: protected table, column, view and
-//! function names, plus the words of statements that change who is asking or how SQL is
-//! read. Text with no trigger word is forwarded untouched and never parsed.
+//! It reads the whole text, string literals, comments and dollar-quoted bodies included (a name
+//! inside `query_to_xml('select phone from customers', ...)` or a `DO` body counts), lower-cases
+//! each word and looks it up in a set of trigger words: the paths to protected data (protected
+//! relations, views and functions over them, functions that run SQL text or read relations by
+//! name, statistics relations), the policy's table names, and the words of statements that
+//! change who is asking, how SQL is read, or create code the server runs. A column name alone is
+//! not a path: a protected column is reached only through its relation, or a view or function
+//! over it, whose names are trigger words. Text with no trigger word is forwarded untouched and
+//! never parsed. In a database that holds nothing protected, only the policy's table names are
+//! trigger words (a statement that creates or writes such a table is judged).
 use std::collections::HashSet;
 
 use pgveil_policy::CompiledPolicy;
@@ -12,7 +17,7 @@ use pgveil_policy::CompiledPolicy;
 use crate::catalog::words::{is_word_byte, MAX_IDENT};
 use crate::catalog::Snapshot;
 
-/// Words that send a statement to the analysis whatever the policy says.
+/// Words that send a statement to the analysis in a database that holds protected data.
 pub const ALWAYS: &[&str] = &[
     // who is asking
     "role",
@@ -21,14 +26,9 @@ pub const ALWAYS: &[&str] = &[
     // how SQL text is read
     "standard_conforming_strings",
     "client_encoding",
-    // code the proxy cannot read
+    // code the server runs that pgveil cannot read
     "do",
     "execute",
-    "function",
-    "procedure",
-    "trigger",
-    "rule",
-    "view",
     "language",
 ];
 
@@ -36,6 +36,8 @@ pub const ALWAYS: &[&str] = &[
 #[derive(Debug, Default)]
 pub struct Scanner {
     words: HashSet<Box<[u8]>>,
+    /// Whether text with `U&` escapes needs the analysis (only where something is protected).
+    escapes: bool,
 }
 
 impl crate::catalog::Derived for Scanner {
@@ -47,43 +49,42 @@ impl crate::catalog::Derived for Scanner {
 impl Scanner {
     pub fn new(policy: &CompiledPolicy, snapshot: &Snapshot) -> Scanner {
         let mut words: HashSet<Box<[u8]>> = HashSet::new();
+        let escapes = snapshot.protects_anything();
         let mut add = |w: &str| {
             let w = w.to_ascii_lowercase();
             let b = w.as_bytes();
             words.insert(b[..b.len().min(MAX_IDENT)].into());
         };
-        for w in ALWAYS {
-            add(w);
-        }
-        for (w, _) in crate::catalog::functions::FUNCTIONS {
-            add(w);
-        }
-        for w in crate::catalog::functions::STATISTICS {
-            add(w);
-        }
         for c in &policy.policy().columns {
-            add(&c.column);
-            let table = c.table.rsplit('.').next().unwrap_or(&c.table);
-            add(table);
+            add(c.table.rsplit('.').next().unwrap_or(&c.table));
         }
-        for r in snapshot.relations() {
-            if r.has_protected() || !r.exposes.is_empty() {
-                add(&r.name);
+        if escapes {
+            for w in ALWAYS {
+                add(w);
+            }
+            for (w, _) in crate::catalog::functions::FUNCTIONS {
+                add(w);
+            }
+            for w in crate::catalog::functions::STATISTICS {
+                add(w);
+            }
+            for r in snapshot.protected_relation_names() {
+                add(r);
+            }
+            for f in snapshot
+                .exposing_functions()
+                .chain(snapshot.reading_changers())
+            {
+                add(f);
             }
         }
-        for f in snapshot
-            .exposing_functions()
-            .chain(snapshot.reading_changers())
-        {
-            add(f);
-        }
-        Scanner { words }
+        Scanner { words, escapes }
     }
 
     /// Whether `sql` names anything that needs the analysis. Text with `U&` escapes
     /// (which can spell a name without its letters) always does.
     pub fn needs_analysis(&self, sql: &[u8]) -> bool {
-        if has_unicode_escape(sql) {
+        if self.escapes && has_unicode_escape(sql) {
             return true;
         }
         let mut buf = [0u8; MAX_IDENT];
@@ -110,7 +111,8 @@ impl Scanner {
     }
 }
 
-fn has_unicode_escape(sql: &[u8]) -> bool {
+/// Whether text holds a `U&` string or identifier, which can spell a name without its letters.
+pub fn has_unicode_escape(sql: &[u8]) -> bool {
     sql.windows(3)
         .any(|w| (w[0] == b'u' || w[0] == b'U') && w[1] == b'&' && (w[2] == b'\'' || w[2] == b'"'))
 }
@@ -122,6 +124,7 @@ mod tests {
     fn scanner(words: &[&str]) -> Scanner {
         Scanner {
             words: words.iter().map(|w| w.as_bytes().into()).collect(),
+            escapes: true,
         }
     }
 

@@ -23,4 +23,5 @@ mod python_clients;
 mod sample_data;
 mod simple;
 mod tls;
+mod transparency;
 mod upstream_socket;

@@ -248,6 +248,7 @@ impl<'a, SW: AsyncWrite + Unpin> ClientToServer<'a, SW> {
             self.frontend.refused_unsettled(None)
         };
         self.shared.set_scrub(self.frontend.scrubs());
+        self.shared.note_ddl_matters(self.frontend.ddl_matters());
         let effects = if refusal.is_some() { None } else { effects };
         if barrier {
             self.barrier_sent(true);
@@ -276,6 +277,7 @@ impl<'a, SW: AsyncWrite + Unpin> ClientToServer<'a, SW> {
             (j, self.frontend.parse_refused(&name))
         };
         self.shared.set_scrub(self.frontend.scrubs());
+        self.shared.note_ddl_matters(self.frontend.ddl_matters());
         if j.barrier {
             self.barrier_sent(false);
         }

@@ -12,6 +12,7 @@
 mod client;
 mod expect;
 mod queue;
+mod records;
 mod results;
 mod server;
 
@@ -56,6 +57,8 @@ struct Shared {
     settled: tokio::sync::Notify,
     /// A statement of the open transaction may have changed how SQL is read.
     changed_transaction: AtomicBool,
+    /// A statement judged since the last DDL may have changed what pgveil protects.
+    ddl_matters: AtomicBool,
 }
 
 impl Shared {
@@ -107,6 +110,18 @@ impl Shared {
         self.changed_transaction.load(Ordering::Relaxed)
     }
 
+    /// A statement was judged: after DDL, is the catalog to be read again?
+    fn note_ddl_matters(&self, matters: bool) {
+        if matters {
+            self.ddl_matters.store(true, Ordering::Relaxed);
+        }
+    }
+
+    /// Whether DDL since the last call may have changed what pgveil protects.
+    fn take_ddl_matters(&self) -> bool {
+        self.ddl_matters.swap(false, Ordering::Relaxed)
+    }
+
     fn set_scrub(&self, scrub: bool) {
         self.scrub.store(scrub, Ordering::Relaxed);
     }
@@ -154,6 +169,9 @@ pub async fn run(ctx: &ServerContext, est: Established, peer: SocketAddr, enf: A
         barriers_done: AtomicU64::new(0),
         settled: tokio::sync::Notify::new(),
         changed_transaction: AtomicBool::new(false),
+        // Every Query and Parse is judged (and notes whether DDL in it matters) before it
+        // leaves, so nothing has mattered yet.
+        ddl_matters: AtomicBool::new(false),
     };
     for (n, v) in &server_params {
         shared.apply(n, v);

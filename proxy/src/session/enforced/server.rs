@@ -11,24 +11,23 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use super::expect::{Answers, Expect};
 use super::results::Current;
 use super::Shared;
-use crate::audit::{AuditSink, Entry, Outcome, SessionAudit};
+use crate::audit::{AuditSink, Entry, SessionAudit};
 use crate::context::ServerContext;
-use crate::enforce::anomaly;
 use crate::enforce::book::{Book, PortalPlan};
 use crate::enforce::describe::Describer;
 use crate::enforce::results::Transformer;
 use crate::enforce::rows::{RowError, RowPlan};
 use crate::enforce::{notices, write, Enforcement};
 use crate::metrics::Command;
-use crate::protocol::backend::{command_rows, command_word, error_code, parameter_status};
+use crate::protocol::backend::{command_word, parameter_status};
 use crate::protocol::frame::Header;
 use crate::protocol::ProtocolError;
 use crate::session::closing::End;
 use crate::session::halves::{fill as read_more, INITIAL_BUF};
 
 pub struct ServerToClient<'a> {
-    enf: &'a Enforcement,
-    ctx: &'a ServerContext,
+    pub(super) enf: &'a Enforcement,
+    pub(super) ctx: &'a ServerContext,
     shared: &'a Shared,
     answers: Answers<'a>,
     book: Book,
@@ -44,10 +43,10 @@ pub struct ServerToClient<'a> {
     /// The command of the batch's last Parse, for errors in its Bind or Execute.
     batch_command: Command,
     database: String,
-    login: String,
-    audit: Option<(AuditSink, Arc<SessionAudit>)>,
+    pub(super) login: String,
+    pub(super) audit: Option<(AuditSink, Arc<SessionAudit>)>,
     /// Records of statements that ended in this read, written before the answers go out.
-    entries: Vec<Entry>,
+    pub(super) entries: Vec<Entry>,
 }
 
 impl<'a> ServerToClient<'a> {
@@ -318,33 +317,13 @@ impl<'a> ServerToClient<'a> {
     fn command_complete(&mut self, body: &[u8]) -> bool {
         let word = command_word(body);
         self.ctx.metrics.query_completed(word);
-        let plan = if self.audit.is_some() || self.enf.has_anomaly_rules() {
-            self.current_row_plan()
-        } else {
-            None
-        };
-        if let Some(plan) = plan {
-            let rows = command_rows(body);
-            if let (Some(info), Some((_, audit))) = (&plan.audit, &self.audit) {
-                self.entries
-                    .push(audit.statement(info, rows, Outcome::Ok, None));
-            }
-            for l in &plan.anomaly {
-                if let Some(a) = anomaly::count(self.enf, &self.login, l, rows) {
-                    if let Some((_, audit)) = &self.audit {
-                        let roles = plan
-                            .audit
-                            .as_ref()
-                            .map(|i| i.roles.clone())
-                            .unwrap_or_default();
-                        self.entries
-                            .push(audit.anomaly(roles, &a.rule, a.deny, a.reason));
-                    }
-                }
-            }
-        }
-        if crate::sql::is_ddl_word(&String::from_utf8_lossy(word)) {
-            self.enf.catalog.invalidate();
+        self.record_completion(body);
+        // After DDL the catalog is read again (at once, and when its transaction ends), unless
+        // the database protects nothing and the statements since the last DDL named no table
+        // of the policy: then it still protects nothing.
+        if crate::sql::is_ddl_word(&String::from_utf8_lossy(word)) && self.shared.take_ddl_matters()
+        {
+            self.enf.catalog.invalidate_database(&self.database);
             self.ddl_pending = true;
         }
         self.result_done();
@@ -430,11 +409,7 @@ impl<'a> ServerToClient<'a> {
         };
         self.ctx.metrics.query_failed(command);
         self.result.rows = None;
-        let audit_info = if self.audit.is_some() {
-            self.current_row_plan().and_then(|p| p.audit.clone())
-        } else {
-            None
-        };
+        let audit_info = self.audit_info();
         let mut replacement = None;
         match self.answers.front() {
             Some(Expect::Query { replace, .. } | Expect::FunctionCall { replace }) => {
@@ -454,11 +429,7 @@ impl<'a> ServerToClient<'a> {
             }
         }
         if replacement.is_none() {
-            if let (Some(info), Some((_, audit))) = (audit_info, &self.audit) {
-                let code = error_code(body).map(str::to_string);
-                self.entries
-                    .push(audit.statement(&info, 0, Outcome::Error, code));
-            }
+            self.record_error(audit_info, body);
         }
         if self.result.discard {
             return false;
@@ -517,7 +488,7 @@ impl<'a> ServerToClient<'a> {
             self.shared.transaction_ended();
             self.book.transaction_ended();
             if self.ddl_pending {
-                self.enf.catalog.invalidate();
+                self.enf.catalog.invalidate_database(&self.database);
                 self.ddl_pending = false;
             }
         }
@@ -548,7 +519,7 @@ impl<'a> ServerToClient<'a> {
     }
 
     /// The plan of the statement whose answer this is.
-    fn current_row_plan(&mut self) -> Option<Arc<RowPlan>> {
+    pub(super) fn current_row_plan(&mut self) -> Option<Arc<RowPlan>> {
         let index = self.query_index;
         match self.answers.front()? {
             Expect::Query { plans, .. } => plans.get(index).cloned(),
@@ -591,7 +562,7 @@ impl<'a> ServerToClient<'a> {
         if matches!(e, RowError::Width { .. }) {
             // The catalog may have changed under the analysis (a column added directly in
             // PostgreSQL): read it again before the next statement.
-            self.enf.catalog.invalidate();
+            self.enf.catalog.invalidate_database(&self.database);
         }
         out.extend_from_slice(&self.transformer.failed(self.enf, &e));
         self.result.discard = true;

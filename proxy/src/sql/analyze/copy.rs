@@ -71,6 +71,9 @@ impl Analyzer<'_, '_> {
                 columns,
             } => {
                 let parts = name_parts(table_name);
+                if !to {
+                    self.writes_unknown_policy_table(&parts)?;
+                }
                 let Some(item) = self.relation_cols(&parts)? else {
                     return Ok(vec![Src::Opaque]);
                 };

@@ -257,6 +257,25 @@ impl Analyzer<'_, '_> {
         ))
     }
 
+    /// A write into `parts`, a table the policy protects that the catalog does not know yet
+    /// (created in the transaction the write is part of): refused, since pgveil cannot tell
+    /// which of its columns to encrypt.
+    pub(super) fn writes_unknown_policy_table(&self, parts: &[String]) -> Result<(), Refusal> {
+        let (schema, name) = match parts {
+            [n] => (None, n.as_str()),
+            [.., s, n] => (Some(s.as_str()), n.as_str()),
+            [] => return Ok(()),
+        };
+        let named = self.env.policy.policy().columns.iter().any(|c| {
+            let (s, t) = c.table.split_once('.').unwrap_or(("public", &c.table));
+            t == name && schema.is_none_or(|x| x == s)
+        });
+        if named && self.env.snapshot.lookup(schema, name).is_empty() {
+            return Err(Refusal::unknown_protected_table(name));
+        }
+        Ok(())
+    }
+
     /// A write into `parts`: refused when the relation's writes go elsewhere (an INSTEAD OF
     /// trigger, a rule) and it has protected columns, whose values pgveil could not follow.
     pub(super) fn writable(&self, parts: &[String], item: &Item) -> Result<(), Refusal> {

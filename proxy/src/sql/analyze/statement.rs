@@ -44,17 +44,33 @@ impl Analyzer<'_, '_> {
                 }
                 (Kind::Ddl, Vec::new())
             }
-            Statement::CreateView(_) => {
-                if !self.env.unrestricted() {
-                    return Err(Refusal::creates_code("views"));
+            Statement::CreateView(cv) => {
+                // A view over protected data is read through its lineage once the catalog
+                // knows it, but not before (in the transaction that creates it): only a login
+                // that may read everything in clear may create one.
+                let outs = self.query(&cv.query)?;
+                let over_protected =
+                    !self.touched.is_empty() || outs.iter().any(|s| matches!(s, Src::Col(_)));
+                if over_protected && !self.env.unrestricted() {
+                    return Err(Refusal::creates_code("views over protected data"));
                 }
+                self.touched.clear();
                 (Kind::Ddl, Vec::new())
             }
             Statement::CreateFunction(_)
             | Statement::CreateProcedure { .. }
             | Statement::CreateTrigger(_) => {
-                if !self.env.unrestricted() {
-                    return Err(Refusal::creates_code("functions, procedures and triggers"));
+                // Code that names protected data, or builds its SQL at run time, reaches it
+                // where pgveil cannot see (and, in the transaction that creates it, before the
+                // catalog knows it): only a login that may read everything in clear may create
+                // it. Other code reaches nothing protected.
+                let text = self.text.sql();
+                if (self.env.names_protected(text) || dynamic_code(text))
+                    && !self.env.unrestricted()
+                {
+                    return Err(Refusal::creates_code(
+                        "functions, procedures and triggers that name protected data or build SQL at run time",
+                    ));
                 }
                 (Kind::Ddl, Vec::new())
             }

@@ -54,6 +54,7 @@ impl Analyzer<'_, '_> {
     /// The relation an UPDATE or DELETE writes (the first item of its scope).
     fn write_target(&self, t: &TableWithJoins) -> Result<(), Refusal> {
         if let TableFactor::Table { name, .. } = &t.relation {
+            self.writes_unknown_policy_table(&name_parts(name))?;
             if let Some(item) = self.levels.last().and_then(|l| l.first()) {
                 self.writable(&name_parts(name), item)?;
             }
@@ -72,6 +73,7 @@ impl Analyzer<'_, '_> {
             ));
         };
         let parts = name_parts(table);
+        self.writes_unknown_policy_table(&parts)?;
         let target = self.relation_cols(&parts)?;
         let target_name = ins
             .table_alias

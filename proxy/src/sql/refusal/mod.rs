@@ -75,6 +75,8 @@ pub enum Rule {
     FastPathCall,
     /// A relation whose policy columns no longer exist.
     PolicyMismatch,
+    /// A write into a table of the policy the catalog does not know (read again once first).
+    UnknownTable,
 }
 
 impl Rule {
@@ -106,6 +108,7 @@ impl Rule {
             Rule::Anomaly => "anomaly",
             Rule::FastPathCall => "fast_path_call",
             Rule::PolicyMismatch => "policy_mismatch",
+            Rule::UnknownTable => "unknown_table",
         }
     }
 }
@@ -187,6 +190,7 @@ mod tests {
             Rule::Anomaly,
             Rule::FastPathCall,
             Rule::PolicyMismatch,
+            Rule::UnknownTable,
         ];
         let mut names: Vec<&str> = rules.iter().map(|r| r.name()).collect();
         names.sort_unstable();

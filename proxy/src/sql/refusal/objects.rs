@@ -47,6 +47,17 @@ impl Refusal {
         .hint("fix the policy (or the table) and reload it; `pgveil policy check --dsn` lists every mismatch")
     }
 
+    /// A write into a table the policy protects that the catalog does not know yet.
+    pub fn unknown_protected_table(table: &str) -> Refusal {
+        Refusal::new(
+            Rule::UnknownTable,
+            sqlstate::FEATURE_NOT_SUPPORTED,
+            format!("pgveil refuses writes into {table} before it knows the table: the policy protects columns of it, and pgveil reads a new table's columns once the statement that creates it is committed"),
+        )
+        .hint("commit the CREATE TABLE first, then write into the table")
+        .unanalysable()
+    }
+
     /// A write into a relation with protected columns whose writes go elsewhere.
     pub fn redirected_write(relation: &str) -> Refusal {
         Refusal::new(
