@@ -92,11 +92,16 @@ SELECT ev_class::int8 FROM pg_rewrite WHERE rulename <> '_RETURN'";
 
 const ROLES: &str = "SELECT rolname::text FROM pg_roles";
 
+/// The roles whose privileges each role has, as PostgreSQL 15's `has_privs_of_role` follows
+/// them: membership chains through roles with `rolinherit` only (a NOINHERIT login, such as
+/// PostgREST's authenticator, has its member roles' rights only after `SET ROLE`).
 const MEMBERSHIPS: &str = "\
 WITH RECURSIVE m(member, roleid) AS (
-    SELECT member, roleid FROM pg_auth_members
+    SELECT a.member, a.roleid FROM pg_auth_members a
+    JOIN pg_roles r ON r.oid = a.member WHERE r.rolinherit
   UNION
     SELECT m.member, a.roleid FROM m JOIN pg_auth_members a ON a.member = m.roleid
+    JOIN pg_roles r ON r.oid = a.member WHERE r.rolinherit
 )
 SELECT r.rolname::text, g.rolname::text
 FROM m JOIN pg_roles r ON r.oid = m.member JOIN pg_roles g ON g.oid = m.roleid";

@@ -42,11 +42,22 @@ impl Book {
 
     /// The server bound `portal` to `statement` (BindComplete); `formats` are the Bind's
     /// result-format codes as on the wire, read only when the portal needs transforms.
-    pub fn bound(&mut self, portal: &[u8], statement: &[u8], formats: &[u8]) {
-        let row = self
-            .statements
-            .get(statement)
-            .and_then(|p| p.rows.first().cloned());
+    /// `replan`: the statement was judged again at Bind (the current role changed since its
+    /// Parse), and this plan is the portal's.
+    pub fn bound(
+        &mut self,
+        portal: &[u8],
+        statement: &[u8],
+        formats: &[u8],
+        replan: Option<Option<Arc<Prepared>>>,
+    ) {
+        let row = match replan {
+            Some(plan) => plan.and_then(|p| p.rows.first().cloned()),
+            None => self
+                .statements
+                .get(statement)
+                .and_then(|p| p.rows.first().cloned()),
+        };
         let plan = row.map(|row| PortalPlan {
             row,
             formats: self.formats(formats),
@@ -170,22 +181,22 @@ mod tests {
     fn unnamed_and_named_portals_live_and_die_as_the_server_says() {
         let mut book = Book::default();
         book.parsed(b"s1", Some(statement()));
-        book.bound(b"", b"s1", BINARY);
-        book.bound(b"p1", b"s1", TEXT);
+        book.bound(b"", b"s1", BINARY, None);
+        book.bound(b"p1", b"s1", TEXT, None);
         assert_eq!(&*book.portal(b"").expect("unnamed").formats, &[1]);
         assert_eq!(&*book.portal(b"p1").expect("named").formats, &[0]);
 
         // Binding the unnamed portal to a statement without transforms forgets the old plan.
-        book.bound(b"", b"unknown", BINARY);
+        book.bound(b"", b"unknown", BINARY, None);
         assert!(book.portal(b"").is_none());
         assert!(book.portal(b"p1").is_some());
 
-        book.bound(b"", b"s1", BINARY);
+        book.bound(b"", b"s1", BINARY, None);
         book.closed(b'P', b"");
         assert!(book.portal(b"").is_none());
         assert!(book.portal(b"p1").is_some());
 
-        book.bound(b"", b"s1", BINARY);
+        book.bound(b"", b"s1", BINARY, None);
         book.simple_query();
         assert!(
             book.portal(b"").is_none(),
@@ -193,12 +204,12 @@ mod tests {
         );
         assert!(book.portal(b"p1").is_some());
 
-        book.bound(b"", b"s1", BINARY);
+        book.bound(b"", b"s1", BINARY, None);
         book.transaction_ended();
         assert!(book.portal(b"").is_none());
         assert!(book.portal(b"p1").is_none());
 
-        book.bound(b"", b"s1", BINARY);
+        book.bound(b"", b"s1", BINARY, None);
         book.sql_ran(b"DISCARD ALL");
         assert!(book.portal(b"").is_none());
         assert!(book.is_empty());
@@ -216,7 +227,7 @@ mod tests {
             (&[][..], vec![]),
             (BINARY, vec![1]),
         ] {
-            book.bound(b"", b"", wire);
+            book.bound(b"", b"", wire, None);
             assert_eq!(&*book.portal(b"").expect("bound").formats, &want[..]);
         }
     }

@@ -48,6 +48,15 @@ pub struct Enforcer {
     refreshed_for: Option<u64>,
     /// The last text judged needed the analysis (it named a trigger word).
     analysed: bool,
+    /// The last text judged was judged according to who is asking (see
+    /// [`crate::sql::Analysis::role_dependent`]).
+    role_dependent: bool,
+    /// The current role (`current_user`) as the server last told it; `None`: the login.
+    role: Option<String>,
+    /// Bumped whenever the current role changes: statements prepared before are judged again.
+    role_epoch: u64,
+    /// A statement since the server last told the current role may have changed it.
+    role_stale: bool,
 }
 
 struct Held {
@@ -68,7 +77,44 @@ impl Enforcer {
             audit: false,
             refreshed_for: None,
             analysed: false,
+            role_dependent: false,
+            role: None,
+            role_epoch: 0,
+            // A login's settings (ALTER ROLE ... SET role) may start it as another role.
+            role_stale: true,
         }
+    }
+
+    /// The role the policy applies to: the current role, as the server last told it.
+    pub fn current_role(&self) -> &str {
+        self.role.as_deref().unwrap_or(&self.login)
+    }
+
+    /// Whether a statement since the server last told the current role may have changed it.
+    pub fn role_stale(&self) -> bool {
+        self.role_stale
+    }
+
+    /// A statement that may change the current role was sent.
+    pub fn role_may_change(&mut self) {
+        self.role_stale = true;
+    }
+
+    /// The server told the current role.
+    pub fn set_role(&mut self, role: String) {
+        self.role_stale = false;
+        if role != self.current_role() {
+            tracing::debug!(login = %self.login, role = %role, "current role changed");
+            self.role = (role != self.login).then_some(role);
+            self.role_epoch += 1;
+            self.roles = None;
+            self.refreshed_for = None;
+        }
+    }
+
+    /// Bumped at every change of the current role.
+    pub fn role_epoch(&self) -> u64 {
+        self.role_epoch
     }
 
     /// The login's policy role names, once they have been resolved.
@@ -113,6 +159,11 @@ impl Enforcer {
         self.analysed
     }
 
+    /// Whether the last text judged would be judged differently for another role.
+    pub fn role_dependent(&self) -> bool {
+        self.analysed && self.role_dependent
+    }
+
     /// Whether the database holds anything protected (true until known).
     pub fn protects(&self) -> bool {
         self.roles.as_ref().is_none_or(|r| r.protects)
@@ -136,7 +187,9 @@ impl Enforcer {
         };
         // A role created (or granted) directly in PostgreSQL since the catalog was read: read
         // it again, once, rather than judge with the wrong policy roles.
-        if !bound.snapshot.knows_role(&self.login) && self.refreshed_for != Some(bound.generation) {
+        if !bound.snapshot.knows_role(self.current_role())
+            && self.refreshed_for != Some(bound.generation)
+        {
             self.enf.catalog.invalidate_database(&self.database);
             match self.hold().await {
                 Ok((s, b)) => {
@@ -224,6 +277,7 @@ impl Enforcer {
     ) -> Verdict {
         let enf = self.enf.clone();
         let m = &enf.metrics.enforcement;
+        self.role_dependent = true;
         if !settings_ok && !super::reading::restores_settings(sql) {
             return Verdict::Refuse(Refusal::unreadable_session());
         }
@@ -250,6 +304,10 @@ impl Enforcer {
                 a
             }
         };
+        self.role_dependent = analysis
+            .as_ref()
+            .as_ref()
+            .map_or(true, |a| a.role_dependent);
         match analysis.as_ref() {
             Ok(a) => match plan(a, text, state, &roles, &bound.snapshot, self.audit) {
                 // Even a plan without transforms is kept: the RowDescription cross-check
@@ -266,14 +324,15 @@ impl Enforcer {
 }
 
 impl Enforcer {
-    /// The login's policy roles, resolved once per catalog generation.
+    /// The current role's policy roles, resolved once per catalog generation and role.
     fn roles(&mut self, state: &PolicyState, bound: &Bound) -> RoleSet {
         match &self.roles {
             Some(r) if r.generation == bound.generation => r.set.clone(),
             _ => {
+                let who = self.current_role();
                 let set = state
                     .policy
-                    .resolve_roles(&self.login, bound.snapshot.member_of(&self.login));
+                    .resolve_roles(who, bound.snapshot.member_of(who));
                 let policy = &state.policy;
                 let unrestricted = (0..policy.policy().columns.len())
                     .all(|c| policy.decide(&set, c).action == pgveil_policy::model::Action::Allow);

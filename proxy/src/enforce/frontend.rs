@@ -46,7 +46,10 @@ pub struct Judged {
     pub plan: Option<Arc<Prepared>>,
     /// The message, once the server runs it, may change how the server reads SQL: nothing
     /// after it that needs the analysis is judged before the server has answered it.
-    pub barrier: bool,
+    pub barrier: reading::Barrier,
+    /// A Bind judged its statement again (the current role changed since its Parse): `plan`
+    /// replaces the statement's for this portal.
+    pub replanned: bool,
 }
 
 impl Judged {
@@ -55,7 +58,8 @@ impl Judged {
             send: Some(send),
             refusal: Some(refusal_frame(r)),
             plan: None,
-            barrier: false,
+            barrier: reading::Barrier::None,
+            replanned: false,
         }
     }
 }
@@ -81,6 +85,8 @@ pub struct Frontend {
     audit: Option<Arc<SessionAudit>>,
     /// Audit records raised by messages, for the relay to write.
     entries: Vec<Entry>,
+    /// See [`Frontend::role_known`].
+    role_known: bool,
 }
 
 impl Frontend {
@@ -104,6 +110,7 @@ impl Frontend {
             encrypted,
             audit,
             entries: Vec::new(),
+            role_known: true,
         }
     }
 
@@ -140,12 +147,50 @@ impl Frontend {
         Judged::refused(send, &r)
     }
 
+    /// A statement that needs the analysis, refused because the server could not tell the
+    /// current role (its answer to pgveil's question failed with `code`).
+    pub fn refused_role_unknown(&mut self, parse_name: Option<&[u8]>, code: &str) -> Judged {
+        let r = Refusal::role_unknown(code);
+        self.note_refused(&r);
+        let send = match parse_name {
+            Some(name) => msg::parse_frame(name, REFUSED_SQL, &[]),
+            None => msg::query_frame(REFUSED_SQL),
+        };
+        Judged::refused(send, &r)
+    }
+
+    /// Whether the server must be asked who the current role is before the next statement
+    /// that needs the analysis: a statement since may have changed it, and the database holds
+    /// something protected.
+    pub fn role_matters(&self) -> bool {
+        self.enforcer.role_stale() && self.enforcer.protects()
+    }
+
+    /// A statement that may change the current role was sent.
+    pub fn role_may_change(&mut self) {
+        self.enforcer.role_may_change();
+    }
+
+    /// The server told the current role.
+    pub fn set_role(&mut self, role: String) {
+        self.enforcer.set_role(role);
+    }
+
+    /// Whether the current role is known for the next text judged: when not (it may have
+    /// changed, and pgveil cannot ask the server before an open batch's Sync), texts judged
+    /// according to who is asking are refused.
+    pub fn role_known(&mut self, known: bool) {
+        self.role_known = known;
+    }
+
     /// A simple Query. `changed_transaction`: a statement of the open transaction may have
     /// changed how SQL is read, so that a ROLLBACK would undo it.
     pub async fn query(&mut self, sql: &[u8], readable: bool, changed_transaction: bool) -> Judged {
-        let barrier = reading::changes_reading(sql, changed_transaction);
+        let barrier = reading::barrier(sql, changed_transaction);
         let mut judged = self.query_judged(sql, readable).await;
-        judged.barrier = barrier && judged.refusal.is_none();
+        if judged.refusal.is_none() {
+            judged.barrier = barrier;
+        }
         judged
     }
 
@@ -199,8 +244,12 @@ impl Frontend {
         readable: bool,
         changed_transaction: bool,
     ) -> (Judged, u64) {
-        let barrier = reading::changes_reading(p.sql, changed_transaction);
+        let barrier = reading::barrier(p.sql, changed_transaction);
         let mut verdict = self.judge(p.sql, readable).await;
+        let judged = self
+            .enforcer
+            .role_dependent()
+            .then(|| (Bytes::copy_from_slice(p.sql), self.enforcer.role_epoch()));
         // The statement's text after encryption, and its encrypted parameters.
         let mut send = None;
         let mut params = None;
@@ -208,11 +257,9 @@ impl Frontend {
             let deny_limits = anomaly::deny_limits(prepared);
             if prepared.copy_in.is_some() || !deny_limits.is_empty() {
                 params = Some(Arc::new(StatementParams {
-                    plan: Arc::new(write::WritePlan::default()),
-                    declared: Vec::new(),
                     copy_in: prepared.copy_in.clone(),
                     deny_limits: deny_limits.clone(),
-                    barrier,
+                    ..StatementParams::nothing(barrier, judged.clone())
                 }));
             }
             if let Some(w) = &prepared.write {
@@ -234,6 +281,7 @@ impl Frontend {
                                 copy_in: prepared.copy_in.clone(),
                                 deny_limits,
                                 barrier,
+                                judged: judged.clone(),
                             }));
                         }
                     }
@@ -243,14 +291,11 @@ impl Frontend {
                 self.count_sealed();
             }
         }
-        if barrier && params.is_none() && !matches!(verdict, Verdict::Refuse(_)) {
-            params = Some(Arc::new(StatementParams {
-                plan: Arc::new(write::WritePlan::default()),
-                declared: Vec::new(),
-                copy_in: None,
-                deny_limits: Vec::new(),
-                barrier,
-            }));
+        if (barrier != reading::Barrier::None || judged.is_some())
+            && params.is_none()
+            && !matches!(verdict, Verdict::Refuse(_))
+        {
+            params = Some(Arc::new(StatementParams::nothing(barrier, judged)));
         }
         let seq = self.statements.parsed(name.clone(), params);
         let judged = match verdict {
@@ -275,9 +320,25 @@ impl Frontend {
         self.statements.parsed(name.clone(), None)
     }
 
+    /// The text of statement `name`, when the analysis judged it and the current role changed
+    /// since: a Bind to it is judged again (and needs the role settled first).
+    pub fn statement_to_rejudge(&mut self, name: &[u8]) -> Option<Bytes> {
+        let epoch = self.enforcer.role_epoch();
+        let p = self.statements.params(name)?;
+        let (sql, judged_in) = p.judged.as_ref()?;
+        (*judged_in != epoch || self.enforcer.role_stale()).then(|| sql.clone())
+    }
+
+    /// A Bind refused before its statement could be judged again.
+    pub fn bind_refused(&mut self, b: &Bind<'_>, r: &Refusal) -> Judged {
+        self.note_refused(r);
+        Judged::refused(msg::empty_bind_frame(b.portal, REFUSED_STATEMENT), r)
+    }
+
     /// A Bind: encrypted parameters are encrypted; a statement whose rows count against an
-    /// anomaly limit that is over is refused.
-    pub fn bind(&mut self, b: &Bind<'_>) -> Judged {
+    /// anomaly limit that is over is refused; a statement judged for another role than the
+    /// current one is judged again.
+    pub async fn bind(&mut self, b: &Bind<'_>, readable: bool) -> Judged {
         let params = self.statements.params(b.statement);
         match params.as_ref().and_then(|p| p.copy_in.clone()) {
             Some(c) => {
@@ -292,6 +353,31 @@ impl Frontend {
         let Some(p) = params else {
             return Judged::default();
         };
+        let mut replan = None;
+        if let Some((sql, epoch)) = &p.judged {
+            if *epoch != self.enforcer.role_epoch() || !self.role_known {
+                match self.judge(sql, readable).await {
+                    Verdict::Refuse(r) => {
+                        self.denied(sql, &r);
+                        return self.bind_refused(b, &r);
+                    }
+                    Verdict::Transform(plan) => replan = Some(Some(plan)),
+                    Verdict::Pass => replan = Some(None),
+                }
+            }
+        }
+        let mut judged = self.bind_params(b, &p);
+        if judged.refusal.is_none() {
+            if let Some(plan) = replan {
+                judged.plan = plan;
+                judged.replanned = true;
+            }
+        }
+        judged
+    }
+
+    /// A Bind's parameters encrypted, and the anomaly limits its statement counts against.
+    fn bind_params(&mut self, b: &Bind<'_>, p: &StatementParams) -> Judged {
         let barrier = p.barrier;
         let refused = || msg::empty_bind_frame(b.portal, REFUSED_STATEMENT);
         let mut alerts = Vec::new();
@@ -397,6 +483,11 @@ impl Frontend {
     /// `then: deny` that is over.
     async fn judge(&mut self, sql: &[u8], readable: bool) -> Verdict {
         let verdict = self.enforcer.judge(sql, readable).await;
+        // The current role may have changed and pgveil could not ask: only what is judged
+        // the same for every role passes.
+        if !self.role_known && self.enforcer.role_dependent() {
+            return Verdict::Refuse(Refusal::unsettled_reading());
+        }
         let Verdict::Transform(p) = &verdict else {
             return verdict;
         };

@@ -4,30 +4,67 @@
 //! literal). pgveil analyses text only in sessions where both are as it reads them (UTF8, on),
 //! as the server last reported them (ParameterStatus, sent before ReadyForQuery).
 //!
-//! A statement that may change them is a barrier ([`changes_reading`]): the relay judges
-//! nothing after it that needs the analysis until the server has answered it, or refuses what
-//! it cannot wait for (session/enforced/client.rs).
+//! The policy applies to the current role (`current_user`), which `SET ROLE`, `SET SESSION
+//! AUTHORIZATION`, `set_config('role', ...)`, `RESET`, `DISCARD ALL` and the end of a
+//! transaction can change, and code in functions too.
+//!
+//! A statement that may change any of these is a barrier ([`changes_reading`]): the relay
+//! judges nothing after it that needs the analysis until the server has answered it, then asks
+//! the server who the current role is, or refuses what it cannot wait for
+//! (session/enforced/client.rs).
 use crate::catalog::words::words;
 
-/// Whether a SQL text may change how the server reads the SQL after it: `SET`, `RESET` or
-/// `set_config` of `client_encoding` or `standard_conforming_strings` (in any form: the words
-/// anywhere in the text), `RESET ALL`, `DISCARD ALL`, and, when such a change may be pending
-/// in the open transaction (`in_changed_transaction`), `ROLLBACK`/`ABORT`, which undo it.
+/// Whether a SQL text may change how the server reads the SQL after it, or who is asking:
+/// `SET`, `RESET` or `set_config` of `client_encoding` or `standard_conforming_strings` (in any
+/// form: the words anywhere in the text), any `set_config`, a `SET`/`RESET` of a role or of the
+/// session authorization (`role` or `authorization` with `set` or `reset` anywhere in the text),
+/// `RESET ALL`, `DISCARD ALL`, and, when such a change may be pending in the open transaction
+/// (`in_changed_transaction`), `ROLLBACK`/`ABORT` (which undo it) and `COMMIT`/`END`/`PREPARE
+/// TRANSACTION` (which end `SET LOCAL`).
 pub fn changes_reading(sql: &[u8], in_changed_transaction: bool) -> bool {
-    let (mut reset, mut all) = (false, false);
+    barrier(sql, in_changed_transaction) != Barrier::None
+}
+
+/// What a statement may change for the statements after it (see [`changes_reading`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
+pub enum Barrier {
+    #[default]
+    None,
+    /// Only who is asking (`SET`/`RESET ROLE`, `SET SESSION AUTHORIZATION`): what is judged
+    /// the same for every role may follow it before the server answers.
+    Role,
+    /// How SQL is read (or possibly so): nothing that needs the analysis may follow it
+    /// before the server answers.
+    Reading,
+}
+
+/// The barrier a SQL text is: [`Barrier::Reading`] for every case of [`changes_reading`] but
+/// role switches, which are [`Barrier::Role`].
+pub fn barrier(sql: &[u8], in_changed_transaction: bool) -> Barrier {
+    let (mut reset, mut set, mut all, mut role) = (false, false, false, false);
+    let mut found = Barrier::None;
     for w in words(sql) {
         match w.as_slice() {
-            b"standard_conforming_strings" | b"client_encoding" | b"discard" => return true,
-            b"rollback" | b"abort" if in_changed_transaction => return true,
+            b"standard_conforming_strings" | b"client_encoding" | b"discard" | b"set_config" => {
+                return Barrier::Reading
+            }
+            b"rollback" | b"abort" | b"commit" | b"end" | b"prepare" if in_changed_transaction => {
+                return Barrier::Reading
+            }
             b"reset" => reset = true,
+            b"set" => set = true,
             b"all" => all = true,
+            b"role" | b"authorization" => role = true,
             _ => {}
         }
         if reset && all {
-            return true;
+            return Barrier::Reading;
+        }
+        if role && (set || reset) {
+            found = Barrier::Role;
         }
     }
-    false
+    found
 }
 
 /// `SET standard_conforming_strings = on` and friends: the way out of an unreadable session,
@@ -84,15 +121,32 @@ mod tests {
             "reset standard_conforming_strings",
             "SELECT 1; SET client_encoding = 'GBK'",
             "select set_config('standard_conforming_strings', 'off', false)",
+            "SET ROLE support_team",
+            "set local role none",
+            "RESET ROLE",
+            "SET /* who */ role = 'x'",
+            "SET SESSION AUTHORIZATION bob",
+            "reset session authorization",
+            "select set_config('role', 'x', true)",
+            "select set_config($1, $2, true)",
         ] {
             assert!(changes_reading(sql.as_bytes(), false), "{sql}");
         }
-        assert!(changes_reading(b"ROLLBACK", true));
-        assert!(changes_reading(b"abort", true));
+        for sql in [
+            "ROLLBACK",
+            "abort",
+            "COMMIT",
+            "end",
+            "ROLLBACK TO SAVEPOINT s",
+            "prepare transaction 'x'",
+        ] {
+            assert!(changes_reading(sql.as_bytes(), true), "{sql}");
+            assert!(!changes_reading(sql.as_bytes(), false), "{sql}");
+        }
         for sql in [
             "SELECT name FROM customers",
             "SET search_path = public",
-            "RESET ROLE",
+            "SELECT role FROM users",
             "ROLLBACK",
             "SELECT 'all' AS x",
         ] {

@@ -28,7 +28,27 @@ pub struct StatementParams {
     /// Anomaly limits with `then: deny` its rows count against (checked at each Bind).
     pub deny_limits: Vec<Arc<super::rows::AnomalyLimit>>,
     /// The statement may change how the server reads SQL (see [`super::reading`]).
-    pub barrier: bool,
+    pub barrier: super::reading::Barrier,
+    /// The text of a statement judged by the analysis, and the role epoch it was judged in:
+    /// bound after the current role changed, it is judged again for the role asking then.
+    pub judged: Option<(Bytes, u64)>,
+}
+
+impl StatementParams {
+    /// Nothing to encrypt at Bind.
+    pub fn nothing(
+        barrier: super::reading::Barrier,
+        judged: Option<(Bytes, u64)>,
+    ) -> StatementParams {
+        StatementParams {
+            plan: Arc::new(WritePlan::default()),
+            declared: Vec::new(),
+            copy_in: None,
+            deny_limits: Vec::new(),
+            barrier,
+            judged,
+        }
+    }
 }
 
 #[derive(Clone)]
@@ -145,7 +165,8 @@ mod tests {
             declared: vec![],
             copy_in: None,
             deny_limits: vec![],
-            barrier: false,
+            barrier: crate::enforce::reading::Barrier::None,
+            judged: None,
         }))
     }
 

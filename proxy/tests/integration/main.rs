@@ -20,6 +20,7 @@ mod migrate;
 mod node_clients;
 mod prometheus_live;
 mod python_clients;
+mod roles;
 mod sample_data;
 mod simple;
 mod tls;

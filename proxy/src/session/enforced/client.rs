@@ -4,11 +4,12 @@
 use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
-use super::expect::Expect;
+use super::expect::{Expect, PROBE_SQL};
 use super::queue::Queue;
 use super::Shared;
 use crate::audit::AuditSink;
 use crate::enforce::frontend::{Frontend, Judged};
+use crate::enforce::reading::Barrier;
 use crate::metrics::Command;
 use crate::protocol::frame::{is_frontend_tag, Header, MAX_MESSAGE_LEN};
 use crate::protocol::frontend as msg;
@@ -28,6 +29,21 @@ pub struct ClientToServer<'a, SW> {
     barrier: Option<u64>,
     /// An extended-protocol barrier was sent and its batch has no Sync yet.
     barrier_unsynced: bool,
+    /// A barrier not yet answered may change how SQL is read (not only who is asking).
+    barrier_reading: bool,
+    /// Extended-protocol messages were sent since the last Sync: pgveil cannot slip a query
+    /// of its own in before the next one.
+    unsynced: bool,
+}
+
+/// Whether a text that needs the analysis can be judged now.
+enum Ready {
+    Yes,
+    /// A statement before it that may change how SQL is read or who is asking has not been
+    /// answered, and cannot be waited for (its batch has no Sync yet).
+    Unsettled,
+    /// The server could not tell the current role (the SQLSTATE of its answer).
+    RoleUnknown(String),
 }
 
 /// What a message step tells the read loop.
@@ -60,6 +76,60 @@ impl<'a, SW: AsyncWrite + Unpin> ClientToServer<'a, SW> {
             audit,
             barrier: None,
             barrier_unsynced: false,
+            barrier_reading: false,
+            unsynced: false,
+        }
+    }
+
+    /// Before judging a text: the session's reading settled and, where the database protects
+    /// anything, its current role known. After a statement that may have changed the role,
+    /// the server is asked ([`PROBE_SQL`]) when pgveil can put a query of its own in
+    /// (`boundary`: no extended-protocol batch is open); else the text is judged with the role
+    /// last known, and refused if its judgement depends on the role.
+    async fn ready(&mut self, sql: &[u8], boundary: bool) -> Result<Ready, End> {
+        if !self.settled(sql).await? {
+            return Ok(Ready::Unsettled);
+        }
+        self.frontend.role_known(true);
+        if !self.frontend.role_matters() || !self.frontend.needs_analysis(sql) {
+            return Ok(Ready::Yes);
+        }
+        if !boundary {
+            // Judged with the role last known: what depends on who is asking is refused.
+            self.frontend.role_known(false);
+            return Ok(Ready::Yes);
+        }
+        self.expect(Expect::Probe {
+            role: None,
+            error: None,
+        })
+        .await?;
+        self.out.extend_from_slice(&msg::query_frame(PROBE_SQL));
+        let id = self.shared.probe_sent();
+        self.wait_for(id).await?;
+        match self.shared.take_probed() {
+            Some(Ok(role)) => {
+                self.frontend.set_role(role);
+                Ok(Ready::Yes)
+            }
+            Some(Err(code)) => Ok(Ready::RoleUnknown(code)),
+            None => Ok(Ready::RoleUnknown("no answer".into())),
+        }
+    }
+
+    /// Send what is buffered and wait until the server has answered barrier `id`.
+    async fn wait_for(&mut self, id: u64) -> Result<(), End> {
+        self.flush()
+            .await
+            .map_err(|e| End::ServerError(ProtocolError::Io(e)))?;
+        loop {
+            let settled = self.shared.settled.notified();
+            tokio::pin!(settled);
+            settled.as_mut().enable();
+            if self.shared.barriers_done() >= id {
+                return Ok(());
+            }
+            settled.await;
         }
     }
 
@@ -73,35 +143,30 @@ impl<'a, SW: AsyncWrite + Unpin> ClientToServer<'a, SW> {
         };
         if self.shared.barriers_done() >= id {
             self.barrier = None;
+            self.barrier_reading = false;
             return Ok(true);
         }
         if !self.frontend.needs_analysis(sql) {
             return Ok(true);
         }
         if self.barrier_unsynced {
-            return Ok(false);
+            // A role switch alone: the text is judged with the role last known, and refused
+            // if its judgement depends on it (see `ready`).
+            return Ok(!self.barrier_reading);
         }
-        self.flush()
-            .await
-            .map_err(|e| End::ServerError(ProtocolError::Io(e)))?;
-        loop {
-            let settled = self.shared.settled.notified();
-            tokio::pin!(settled);
-            settled.as_mut().enable();
-            if self.shared.barriers_done() >= id {
-                break;
-            }
-            settled.await;
-        }
+        self.wait_for(id).await?;
         self.barrier = None;
+        self.barrier_reading = false;
         Ok(true)
     }
 
     /// A message that may change how SQL is read was sent; `closed`: its cycle ends with it
     /// (a Query), else with the batch's Sync.
-    fn barrier_sent(&mut self, closed: bool) {
+    fn barrier_sent(&mut self, closed: bool, barrier: Barrier) {
         self.barrier = Some(self.shared.barrier_sent());
         self.barrier_unsynced = !closed;
+        self.barrier_reading |= barrier == Barrier::Reading;
+        self.frontend.role_may_change();
     }
 
     pub async fn run<R: AsyncRead + Unpin>(&mut self, mut cr: R, mut buf: BytesMut) -> End {
@@ -202,10 +267,16 @@ impl<'a, SW: AsyncWrite + Unpin> ClientToServer<'a, SW> {
         if matches!(tag, b'Q' | b'S' | b'F') {
             self.shared.query_started();
         }
+        let boundary = !self.unsynced;
         match tag {
-            b'Q' => self.query(frame).await,
-            b'P' => self.parse(frame).await,
-            b'B' => self.bind(frame).await,
+            b'P' | b'B' | b'D' | b'E' | b'C' => self.unsynced = true,
+            b'S' => self.unsynced = false,
+            _ => {}
+        }
+        match tag {
+            b'Q' => self.query(frame, boundary).await,
+            b'P' => self.parse(frame, boundary).await,
+            b'B' => self.bind(frame, boundary).await,
             b'D' => self.describe(frame).await,
             b'E' => self.execute(frame).await,
             b'C' => self.close(frame).await,
@@ -230,7 +301,7 @@ impl<'a, SW: AsyncWrite + Unpin> ClientToServer<'a, SW> {
         }
     }
 
-    async fn query(&mut self, frame: Bytes) -> Stepped {
+    async fn query(&mut self, frame: Bytes, boundary: bool) -> Stepped {
         let sql = msg::query_text(&frame[5..]).map_err(malformed)?;
         let command = Command::from_sql(sql);
         let effects = may_deallocate(sql).then(|| frame.slice_ref(sql));
@@ -239,47 +310,57 @@ impl<'a, SW: AsyncWrite + Unpin> ClientToServer<'a, SW> {
             refusal,
             plan,
             barrier,
-        } = if self.settled(sql).await? {
-            let changed = self.shared.changed_transaction();
-            self.frontend
-                .query(sql, self.shared.readable(), changed)
-                .await
-        } else {
-            self.frontend.refused_unsettled(None)
+            ..
+        } = match self.ready(sql, boundary).await? {
+            Ready::Yes => {
+                let changed = self.shared.changed_transaction();
+                self.frontend
+                    .query(sql, self.shared.readable(), changed)
+                    .await
+            }
+            Ready::Unsettled => self.frontend.refused_unsettled(None),
+            Ready::RoleUnknown(code) => self.frontend.refused_role_unknown(None, &code),
         };
         self.shared.set_scrub(self.frontend.scrubs());
         self.shared.note_ddl_matters(self.frontend.ddl_matters());
         let effects = if refusal.is_some() { None } else { effects };
-        if barrier {
-            self.barrier_sent(true);
+        if barrier != Barrier::None {
+            self.barrier_sent(true, barrier);
         }
         let e = Expect::Query {
             command,
             plans: plan.map(|p| p.rows.clone()).unwrap_or_default(),
             replace: refusal,
             effects,
-            barrier,
+            barrier: barrier != Barrier::None,
         };
         self.forward(e, &frame, send).await
     }
 
-    async fn parse(&mut self, frame: Bytes) -> Stepped {
+    async fn parse(&mut self, frame: Bytes, boundary: bool) -> Stepped {
         let p = msg::parse(&frame[5..]).map_err(malformed)?;
         let command = Command::from_sql(p.sql);
         let name = frame.slice_ref(p.name);
-        let (j, seq) = if self.settled(p.sql).await? {
-            let changed = self.shared.changed_transaction();
-            self.frontend
-                .parse(&name, &p, self.shared.readable(), changed)
-                .await
-        } else {
-            let j = self.frontend.refused_unsettled(Some(&name));
-            (j, self.frontend.parse_refused(&name))
+        let (j, seq) = match self.ready(p.sql, boundary).await? {
+            Ready::Yes => {
+                let changed = self.shared.changed_transaction();
+                self.frontend
+                    .parse(&name, &p, self.shared.readable(), changed)
+                    .await
+            }
+            Ready::Unsettled => {
+                let j = self.frontend.refused_unsettled(Some(&name));
+                (j, self.frontend.parse_refused(&name))
+            }
+            Ready::RoleUnknown(code) => {
+                let j = self.frontend.refused_role_unknown(Some(&name), &code);
+                (j, self.frontend.parse_refused(&name))
+            }
         };
         self.shared.set_scrub(self.frontend.scrubs());
         self.shared.note_ddl_matters(self.frontend.ddl_matters());
-        if j.barrier {
-            self.barrier_sent(false);
+        if j.barrier != Barrier::None {
+            self.barrier_sent(false, j.barrier);
         }
         let e = Expect::Parse {
             command,
@@ -291,17 +372,30 @@ impl<'a, SW: AsyncWrite + Unpin> ClientToServer<'a, SW> {
         self.forward(e, &frame, j.send).await
     }
 
-    async fn bind(&mut self, frame: Bytes) -> Stepped {
+    async fn bind(&mut self, frame: Bytes, boundary: bool) -> Stepped {
         let b = msg::bind(&frame[5..]).map_err(malformed)?;
-        let j = self.frontend.bind(&b);
-        if j.barrier {
-            self.barrier_sent(false);
+        let ready = match self.frontend.statement_to_rejudge(b.statement) {
+            Some(sql) => self.ready(&sql, boundary).await?,
+            None => Ready::Yes,
+        };
+        let j = match ready {
+            Ready::Yes => self.frontend.bind(&b, self.shared.readable()).await,
+            Ready::Unsettled => self
+                .frontend
+                .bind_refused(&b, &crate::sql::Refusal::unsettled_reading()),
+            Ready::RoleUnknown(code) => self
+                .frontend
+                .bind_refused(&b, &crate::sql::Refusal::role_unknown(&code)),
+        };
+        if j.barrier != Barrier::None {
+            self.barrier_sent(false, j.barrier);
         }
         let e = Expect::Bind {
             portal: frame.slice_ref(b.portal),
             statement: frame.slice_ref(b.statement),
             formats: frame.slice_ref(b.result_formats),
             replace: j.refusal,
+            plan: j.replanned.then_some(j.plan),
         };
         self.forward(e, &frame, j.send).await
     }

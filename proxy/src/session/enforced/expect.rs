@@ -44,6 +44,8 @@ pub enum Expect {
         statement: Bytes,
         formats: Bytes,
         replace: Option<BytesMut>,
+        /// The statement judged again at Bind (the current role changed): the portal's plan.
+        plan: Option<Option<Arc<Prepared>>>,
     },
     DescribeStatement {
         name: Bytes,
@@ -65,14 +67,28 @@ pub enum Expect {
         /// that.
         barrier: bool,
     },
+    /// pgveil's own query asking the server who the current role is ([`PROBE_SQL`]); its
+    /// answers never reach the client.
+    Probe {
+        /// The answer's value so far.
+        role: Option<String>,
+        /// The SQLSTATE, when it failed.
+        error: Option<String>,
+    },
 }
+
+/// What pgveil asks the server after a statement that may have changed the current role.
+pub const PROBE_SQL: &str = "SELECT current_user";
 
 impl Expect {
     /// Whether ReadyForQuery follows this message's answers.
     pub fn ends_cycle(&self) -> bool {
         matches!(
             self,
-            Expect::Sync { .. } | Expect::Query { .. } | Expect::FunctionCall { .. }
+            Expect::Sync { .. }
+                | Expect::Query { .. }
+                | Expect::FunctionCall { .. }
+                | Expect::Probe { .. }
         )
     }
 
@@ -80,7 +96,9 @@ impl Expect {
     pub fn settles_barrier(&self) -> bool {
         matches!(
             self,
-            Expect::Sync { barrier: true } | Expect::Query { barrier: true, .. }
+            Expect::Sync { barrier: true }
+                | Expect::Query { barrier: true, .. }
+                | Expect::Probe { .. }
         )
     }
 }

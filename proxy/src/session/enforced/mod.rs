@@ -11,6 +11,7 @@
 //!   statement's error is replaced by pgveil's.
 mod client;
 mod expect;
+mod probe;
 mod queue;
 mod records;
 mod results;
@@ -59,6 +60,8 @@ struct Shared {
     changed_transaction: AtomicBool,
     /// A statement judged since the last DDL may have changed what pgveil protects.
     ddl_matters: AtomicBool,
+    /// The answer to the last probe: the current role, or the SQLSTATE it failed with.
+    probed: Mutex<Option<Result<String, String>>>,
 }
 
 impl Shared {
@@ -86,6 +89,24 @@ impl Shared {
     fn barrier_sent(&self) -> u64 {
         self.changed_transaction.store(true, Ordering::Relaxed);
         self.barriers_sent.fetch_add(1, Ordering::AcqRel) + 1
+    }
+
+    /// A probe of the current role was sent: answered in order with the barriers, but it
+    /// changes nothing a rollback could undo.
+    fn probe_sent(&self) -> u64 {
+        self.barriers_sent.fetch_add(1, Ordering::AcqRel) + 1
+    }
+
+    /// The probe's answer arrived (before its ReadyForQuery settles it).
+    fn probe_answered(&self, answer: Result<String, String>) {
+        if let Ok(mut p) = self.probed.lock() {
+            *p = Some(answer);
+        }
+    }
+
+    /// The last probe's answer, taken.
+    fn take_probed(&self) -> Option<Result<String, String>> {
+        self.probed.lock().ok().and_then(|mut p| p.take())
     }
 
     /// The ReadyForQuery of a barrier's cycle arrived (its ParameterStatus came before it).
@@ -172,6 +193,7 @@ pub async fn run(ctx: &ServerContext, est: Established, peer: SocketAddr, enf: A
         // Every Query and Parse is judged (and notes whether DDL in it matters) before it
         // leaves, so nothing has mattered yet.
         ddl_matters: AtomicBool::new(false),
+        probed: Mutex::new(None),
     };
     for (n, v) in &server_params {
         shared.apply(n, v);

@@ -28,8 +28,8 @@ use crate::session::halves::{fill as read_more, INITIAL_BUF};
 pub struct ServerToClient<'a> {
     pub(super) enf: &'a Enforcement,
     pub(super) ctx: &'a ServerContext,
-    shared: &'a Shared,
-    answers: Answers<'a>,
+    pub(super) shared: &'a Shared,
+    pub(super) answers: Answers<'a>,
     book: Book,
     /// Which statement of a simple Query the answers are at.
     query_index: usize,
@@ -110,10 +110,17 @@ impl<'a> ServerToClient<'a> {
                     Err(e) => return End::ServerError(e),
                 };
                 self.shared.flags.set_server_said_why(header.tag == b'E');
-                if header.tag == b'D' && self.result.rows.is_none() && !self.result.resolved {
+                // The answers to pgveil's own probe are read here, never streamed, and are
+                // no statement's result.
+                let probing = self.probing();
+                if header.tag == b'D'
+                    && !probing
+                    && self.result.rows.is_none()
+                    && !self.result.resolved
+                {
                     self.resolve_portal();
                 }
-                if self.result.streams(header.tag, self.shared.scrubs()) {
+                if !probing && self.result.streams(header.tag, self.shared.scrubs()) {
                     remaining = header.frame_len;
                     dropping = self.result.discard;
                     continue;
@@ -197,6 +204,12 @@ impl<'a> ServerToClient<'a> {
 
     fn on_frame(&mut self, tag: u8, frame: &[u8], out: &mut BytesMut) -> Result<(), ProtocolError> {
         let body = &frame[5..];
+        if matches!(self.answers.front(), Some(Expect::Probe { .. })) {
+            if self.probe_answer(tag, body) {
+                out.extend_from_slice(frame);
+            }
+            return Ok(());
+        }
         let forward = match tag {
             b'S' => self.parameter_status(body),
             b'T' => self.row_description(body, out),
@@ -377,10 +390,11 @@ impl<'a> ServerToClient<'a> {
             portal,
             statement,
             formats,
+            plan,
             ..
         }) = self.answers.pop()
         {
-            self.book.bound(&portal, &statement, &formats);
+            self.book.bound(&portal, &statement, &formats, plan);
         }
         !self.result.discard
     }

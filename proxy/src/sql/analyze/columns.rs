@@ -5,6 +5,7 @@ use super::*;
 impl Analyzer<'_, '_> {
     pub(super) fn use_col(&mut self, c: ColumnId, usage: Usage) -> Result<(), Refusal> {
         let policy = self.env.policy;
+        self.role_consulted.set(true);
         if let Err(reason) = policy.check_usage(self.env.roles, c, usage) {
             let col = policy.column(c);
             let hint = match reason.action {

@@ -195,17 +195,20 @@ impl Analyzer<'_, '_> {
     }
 
     pub(super) fn check_function(&self, name: &str) -> Result<(), Refusal> {
+        if name == "set_config" {
+            self.changes(super::SessionChange::Role);
+        }
         if let Some(reach) = crate::catalog::functions::reach(name) {
-            if !self.env.unrestricted() {
+            if !self.unrestricted() {
                 return Err(Refusal::runs_sql_text(name, reach.describe()));
             }
         }
-        if self.env.snapshot.changes_reading(name) && !self.env.unrestricted() {
+        if self.env.snapshot.changes_reading(name) && !self.unrestricted() {
             return Err(Refusal::reading_function(name));
         }
         if let Some(cols) = self.env.snapshot.function_exposes(name) {
             for &c in cols {
-                let d = self.env.policy.decide(self.env.roles, c);
+                let d = self.decide(c);
                 if d.action != Action::Allow {
                     return Err(Refusal::function_over_protected(
                         name,
@@ -287,13 +290,13 @@ impl Collect {
                     },
                     _ => None,
                 });
+                // The role is followed (a barrier, then the server is asked); the settings
+                // that decide how SQL is read are changed with SET, which pgveil follows
+                // exactly, not through a name pgveil may not see.
                 match first.as_deref() {
-                    Some(
-                        "role"
-                        | "session_authorization"
-                        | "standard_conforming_strings"
-                        | "client_encoding",
-                    ) => self.bad_set_config = first.clone(),
+                    Some("standard_conforming_strings" | "client_encoding") => {
+                        self.bad_set_config = first.clone()
+                    }
                     Some(_) => {}
                     None => self.bad_set_config = Some("a computed name".into()),
                 }

@@ -303,7 +303,7 @@ impl Analyzer<'_, '_> {
         };
         if crate::catalog::functions::is_statistics(name)
             && schema.is_none_or(|s| s == "pg_catalog")
-            && !self.env.unrestricted()
+            && !self.unrestricted()
         {
             return Err(Refusal::statistics(name));
         }
@@ -323,7 +323,7 @@ impl Analyzer<'_, '_> {
                 }));
             }
             for &c in &rel.exposes {
-                let d = self.env.policy.decide(self.env.roles, c);
+                let d = self.decide(c);
                 if d.action != Action::Allow {
                     let col = self.env.policy.column(c);
                     return Err(Refusal::view_over_protected(

@@ -104,6 +104,10 @@ pub struct CopyIn {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Analysis {
     pub statements: Vec<StatementPlan>,
+    /// The outcome depends on who is asking: the text touches protected columns, or a rule
+    /// that holds only for some logins was consulted. A text that is not judged the same for
+    /// every role (after `SET ROLE`, it is judged again).
+    pub role_dependent: bool,
 }
 
 /// What the analysis reads: the policy, the catalog and who is asking.
@@ -156,6 +160,7 @@ fn inert() -> Analysis {
             sites: Vec::new(),
             copy_in: None,
         }],
+        role_dependent: false,
     }
 }
 
@@ -192,16 +197,29 @@ pub fn analyze(sql: &str, env: &Env<'_>) -> Result<Analysis, Refusal> {
             if (is_do && env.unrestricted())
                 || !(env.names_protected(sql) || (is_do && dynamic_code(sql)))
             {
-                return Ok(inert());
+                let mut a = inert();
+                a.role_dependent = is_do;
+                return Ok(a);
             }
             return Err(unparsable(sql, &e.to_string()));
         }
     };
     let text = Offsets::new(sql);
     let mut out = Vec::with_capacity(statements.len());
+    let mut changed = SessionChange::Nothing;
+    let mut role_dependent = false;
     for s in &statements {
         let mut a = Analyzer::new(env, &text);
         let mut plan = a.statement(s)?;
+        role_dependent |= a.role_consulted.get() || !plan.touched.is_empty();
+        // The whole text is judged before the server runs any of it: nothing after a change of
+        // who is asking may reach protected data, and nothing at all may follow a change of
+        // how SQL is read (pgveil's reading of it may differ from the server's).
+        let reaches = !(plan.touched.is_empty() && plan.sites.is_empty());
+        if changed == SessionChange::Reading || (changed == SessionChange::Role && reaches) {
+            return Err(Refusal::after_session_change());
+        }
+        changed = changed.max(a.session_change.get());
         plan.sites.sort_by_key(|s| s.start);
         if plan.sites.windows(2).any(|w| w[0].end > w[1].start) {
             return Err(Refusal::unsupported(
@@ -211,7 +229,10 @@ pub fn analyze(sql: &str, env: &Env<'_>) -> Result<Analysis, Refusal> {
         }
         out.push(plan);
     }
-    Ok(Analysis { statements: out })
+    Ok(Analysis {
+        statements: out,
+        role_dependent,
+    })
 }
 
 fn unparsable(sql: &str, error: &str) -> Refusal {
@@ -292,6 +313,23 @@ struct Analyzer<'e, 'a> {
     nullness: bool,
     /// How many view definitions are being followed.
     view_depth: usize,
+    /// What the statement may change for the statements after it.
+    session_change: std::cell::Cell<SessionChange>,
+    /// A decision consulted who is asking: the outcome may differ for another role.
+    role_consulted: std::cell::Cell<bool>,
+}
+
+/// What a statement may change for the statements after it in the same text.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord)]
+enum SessionChange {
+    #[default]
+    Nothing,
+    /// Who is asking (SET ROLE, SET SESSION AUTHORIZATION, set_config): what follows must not
+    /// reach protected data.
+    Role,
+    /// How SQL is read (client_encoding, standard_conforming_strings, RESET, DISCARD): pgveil
+    /// cannot read what follows as the server will.
+    Reading,
 }
 
 fn src_col(s: Src) -> Option<ColumnId> {
@@ -362,7 +400,27 @@ impl<'e, 'a> Analyzer<'e, 'a> {
             copy_in: None,
             nullness: false,
             view_depth: 0,
+            session_change: std::cell::Cell::new(SessionChange::Nothing),
+            role_consulted: std::cell::Cell::new(false),
         }
+    }
+
+    /// Whether the login may read every protected column in clear (and the outcome depends
+    /// on who is asking).
+    fn unrestricted(&self) -> bool {
+        self.role_consulted.set(true);
+        self.env.unrestricted()
+    }
+
+    /// The policy's decision on column `c` for who is asking.
+    fn decide(&self, c: ColumnId) -> pgveil_policy::Decision<'e> {
+        self.role_consulted.set(true);
+        self.env.policy.decide(self.env.roles, c)
+    }
+
+    /// The statement may change `what` for the statements after it.
+    fn changes(&self, what: SessionChange) {
+        self.session_change.set(self.session_change.get().max(what));
     }
 }
 

@@ -51,7 +51,7 @@ impl Analyzer<'_, '_> {
                 let outs = self.query(&cv.query)?;
                 let over_protected =
                     !self.touched.is_empty() || outs.iter().any(|s| matches!(s, Src::Col(_)));
-                if over_protected && !self.env.unrestricted() {
+                if over_protected && !self.unrestricted() {
                     return Err(Refusal::creates_code("views over protected data"));
                 }
                 self.touched.clear();
@@ -65,9 +65,7 @@ impl Analyzer<'_, '_> {
                 // catalog knows it): only a login that may read everything in clear may create
                 // it. Other code reaches nothing protected.
                 let text = self.text.sql();
-                if (self.env.names_protected(text) || dynamic_code(text))
-                    && !self.env.unrestricted()
-                {
+                if (self.env.names_protected(text) || dynamic_code(text)) && !self.unrestricted() {
                     return Err(Refusal::creates_code(
                         "functions, procedures and triggers that name protected data or build SQL at run time",
                     ));
@@ -107,6 +105,11 @@ impl Analyzer<'_, '_> {
                 self.set(set)?;
                 (Kind::NoRows, Vec::new())
             }
+            // They may reset the role and the settings that decide how SQL is read.
+            Statement::Discard { .. } | Statement::Reset(_) => {
+                self.changes(SessionChange::Reading);
+                (Kind::NoRows, Vec::new())
+            }
             Statement::AlterTable(_)
             | Statement::CreateIndex(_)
             | Statement::Drop { .. }
@@ -123,8 +126,6 @@ impl Analyzer<'_, '_> {
             | Statement::Savepoint { .. }
             | Statement::ReleaseSavepoint { .. }
             | Statement::ShowVariable { .. }
-            | Statement::Discard { .. }
-            | Statement::Reset(_)
             | Statement::Deallocate { .. }
             | Statement::Execute { .. }
             | Statement::Close { .. }
@@ -161,21 +162,27 @@ impl Analyzer<'_, '_> {
         r
     }
 
+    /// `SET`: role and session authorization switches are followed (the relay asks the server
+    /// who the current role is afterwards); the values of other settings are expressions.
     pub(super) fn set(&mut self, set: &Set) -> Result<(), Refusal> {
-        let refuse = Refusal::role_switch;
         match set {
-            Set::SetRole {
-                role_name: None, ..
-            } => Ok(()),
-            Set::SetRole { .. } => Err(refuse("SET ROLE")),
-            Set::SetSessionAuthorization(_) => Err(refuse("SET SESSION AUTHORIZATION")),
+            Set::SetRole { .. } | Set::SetSessionAuthorization(_) => {
+                self.changes(SessionChange::Role);
+                Ok(())
+            }
             Set::SingleAssignment {
                 variable, values, ..
             } => {
                 let var = name_parts(variable).join(".");
                 match var.as_str() {
-                    "role" | "session_authorization" => Err(refuse(&format!("SET {var}"))),
-                    "standard_conforming_strings" | "client_encoding" => Ok(()),
+                    "role" | "session_authorization" => {
+                        self.changes(SessionChange::Role);
+                        Ok(())
+                    }
+                    "standard_conforming_strings" | "client_encoding" => {
+                        self.changes(SessionChange::Reading);
+                        Ok(())
+                    }
                     _ => {
                         for v in values {
                             self.expr(v, Ctx::Arg)?;
@@ -184,7 +191,13 @@ impl Analyzer<'_, '_> {
                     }
                 }
             }
-            _ => Ok(()),
+            Set::SetTimeZone { value, .. } => self.expr(value, Ctx::Arg).map(|_| ()),
+            Set::SetTransaction { .. } => Ok(()),
+            // SET NAMES is client_encoding; anything else is taken to change how SQL is read.
+            _ => {
+                self.changes(SessionChange::Reading);
+                Ok(())
+            }
         }
     }
 
@@ -218,7 +231,7 @@ impl Analyzer<'_, '_> {
     /// Refuse unless every protected column touched so far may be read in clear.
     pub(super) fn require_clear(&mut self, what: &str) -> Result<(), Refusal> {
         for &(c, _) in &self.touched {
-            let d = self.env.policy.decide(self.env.roles, c);
+            let d = self.decide(c);
             if d.action != Action::Allow {
                 let col = self.env.policy.column(c);
                 return Err(Refusal::needs_clear(

@@ -166,7 +166,6 @@ fn masked_columns_may_only_be_read() {
         "select first_name()",
         "select id_card from customers",
         "select name from customers union select 'x'",
-        "set role dispatch_app",
     ] {
         let r = run(&f, "support_app", sql).expect_err(sql);
         assert_eq!(r.sqlstate, "42501", "{sql}: {}", r.message);
@@ -593,5 +592,35 @@ fn a_mask_role_may_look_up_only_with_lookup_true() {
         "SELECT name FROM customers WHERE NOT (phone <> '1')",
     ] {
         assert!(run(&f, "support_app", sql).is_err(), "{sql}");
+    }
+}
+
+#[test]
+fn a_judgement_that_depends_on_who_is_asking_says_so() {
+    let f = fixture();
+    for (login, sql, dependent) in [
+        ("support_app", "select 1", false),
+        (
+            "support_app",
+            "select current_setting('jit'), set_config('jit', 'off', false)",
+            false,
+        ),
+        ("support_app", "select note from orders", false),
+        ("support_app", "select name from customers", true),
+        ("owner_app", "select name from customers", true),
+        (
+            "support_app",
+            "select id from customers where id = 1",
+            false,
+        ),
+        (
+            "owner_app",
+            "select query_to_xml('select 1', true, true, '')",
+            true,
+        ),
+        ("support_app", "select 1; select phone from customers", true),
+    ] {
+        let a = run(&f, login, sql).unwrap_or_else(|r| panic!("{sql}: {}", r.message));
+        assert_eq!(a.role_dependent, dependent, "{sql} as {login}");
     }
 }

@@ -108,23 +108,27 @@ impl Refusal {
 
     // ---- session state ----------------------------------------------------
 
-    /// `what` (SET ROLE, SET SESSION AUTHORIZATION) changes who is asking.
-    pub fn role_switch(what: &str) -> Refusal {
+    /// A statement on protected data after one, in the same query text, that may change who
+    /// is asking or how SQL is read: pgveil judges the whole text before the server runs any
+    /// of it.
+    pub fn after_session_change() -> Refusal {
         Refusal::new(
             Rule::SessionChange,
-            sqlstate::INSUFFICIENT_PRIVILEGE,
-            format!("pgveil refuses {what}: the policy applies to the role that logged in"),
+            sqlstate::FEATURE_NOT_SUPPORTED,
+            "pgveil refuses statements on protected data that follow, in the same query text, a statement that may change who is asking or how SQL is read (SET ROLE, SET SESSION AUTHORIZATION, set_config, RESET, DISCARD, client_encoding, standard_conforming_strings)".into(),
         )
-        .hint("connect as the role whose access you need")
+        .hint("send that statement as a query of its own; pgveil follows it before judging the next")
     }
 
-    /// `set_config(name, ...)` with a name that changes who is asking or how SQL is read.
+    /// `set_config(name, ...)` with a name that changes how SQL is read, or one pgveil cannot
+    /// see.
     pub fn set_config(name: &str) -> Refusal {
         Refusal::new(
             Rule::SessionChange,
             sqlstate::INSUFFICIENT_PRIVILEGE,
-            format!("pgveil refuses set_config({name}) here: it changes who is asking or how SQL is read"),
+            format!("pgveil refuses set_config({name}): it may change how the server reads SQL, which pgveil follows only through SET"),
         )
+        .hint("use SET client_encoding / SET standard_conforming_strings, or name the setting in a literal")
     }
 
     /// A statement pgveil would have to read before the server has answered an earlier one,
@@ -133,10 +137,20 @@ impl Refusal {
         Refusal::new(
             Rule::UnreadableSession,
             sqlstate::INVALID_PARAMETER_VALUE,
-            "pgveil refuses a statement on protected data sent before the server answered an earlier statement of the same pipeline that may change how SQL is read (client_encoding, standard_conforming_strings, RESET ALL, DISCARD ALL, ROLLBACK)".into(),
+            "pgveil refuses a statement on protected data sent before the server answered an earlier statement of the same pipeline that may change how SQL is read or who is asking (client_encoding, standard_conforming_strings, SET ROLE, SET SESSION AUTHORIZATION, set_config, RESET, DISCARD ALL, the end of a transaction that changed them)".into(),
         )
         .hint("send a Sync (or end the query) after such a statement, before statements on protected data")
         .unanalysable()
+    }
+
+    /// The server could not tell the current role when pgveil asked (`code`: its SQLSTATE).
+    pub fn role_unknown(code: &str) -> Refusal {
+        Refusal::new(
+            Rule::SessionChange,
+            sqlstate::INVALID_PARAMETER_VALUE,
+            format!("pgveil refuses statements on protected data until it knows the session's current role, which may have changed; asking the server failed ({code})"),
+        )
+        .hint("end a failed transaction with ROLLBACK, then send the statement again")
     }
 
     /// A function whose body may change `client_encoding` or `standard_conforming_strings`

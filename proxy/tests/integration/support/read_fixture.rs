@@ -143,7 +143,7 @@ pub async fn rows(c: &tokio_postgres::Client, sql: &str) -> Vec<Vec<String>> {
     let msgs = c
         .simple_query(sql)
         .await
-        .unwrap_or_else(|e| panic!("{sql}: {e}"));
+        .unwrap_or_else(|e| panic!("{sql}: {e}: {:?}", e.as_db_error().map(|d| d.message())));
     msgs.into_iter()
         .filter_map(|m| match m {
             SimpleQueryMessage::Row(r) => Some(
