@@ -6,6 +6,39 @@ use std::time::Duration;
 
 use super::snapshot::{Attribute, Dependency, FunctionSource, RawCatalog, RelKind, Relation};
 
+/// The server's own words for a failed query (tokio-postgres shows only "db error").
+fn server_message(e: &tokio_postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(d) => format!("{} ({})", d.message(), d.code().code()),
+        None => e.to_string(),
+    }
+}
+
+impl LoadError {
+    /// A read that failed because other sessions were changing the catalog at that moment: a
+    /// lock it would have waited for (55P03), or an object dropped between the read's snapshot
+    /// and a function looking it up ("could not open relation with OID ...", XX000, 42P01,
+    /// 42704). Trying again sees the change committed or undone.
+    fn concurrent_change(&self) -> bool {
+        use tokio_postgres::error::SqlState;
+        let LoadError::Query { source, .. } = self else {
+            return false;
+        };
+        source.code().is_some_and(|c| {
+            [
+                SqlState::LOCK_NOT_AVAILABLE,
+                SqlState::INTERNAL_ERROR,
+                SqlState::UNDEFINED_TABLE,
+                SqlState::UNDEFINED_OBJECT,
+            ]
+            .contains(c)
+        })
+    }
+}
+
+/// How many times a read is tried when other sessions change the catalog under it.
+const READ_ATTEMPTS: u32 = 4;
+
 /// How pgveil reaches the catalog of one database.
 #[derive(Debug, Clone)]
 pub struct CatalogSource {
@@ -33,7 +66,10 @@ pub enum LoadError {
         user: String,
         source: tokio_postgres::Error,
     },
-    #[error("catalog query failed in database {database:?}: {source}")]
+    #[error(
+        "catalog query failed in database {database:?}: {}",
+        server_message(source)
+    )]
     Query {
         database: String,
         source: tokio_postgres::Error,
@@ -78,8 +114,23 @@ FROM pgveil.original_types";
 
 const INHERITS: &str = "SELECT inhrelid::int8, inhparent::int8 FROM pg_inherits";
 
+/// View definitions. `pg_get_viewdef` takes a share lock on the view and the relations its
+/// query names, so it would wait behind a session that holds (or waits for) an exclusive lock
+/// on one of them, for example one in a transaction that drops or alters a table, whose next
+/// statement waits for this read. Those views are left without a definition (NULL): the
+/// analysis then treats them as views it cannot read, which refuses reading protected data
+/// through them, until a later read.
 const VIEW_DEFINITIONS: &str = "\
-SELECT c.oid::int8, pg_get_viewdef(c.oid)
+SELECT c.oid::int8,
+       CASE WHEN EXISTS (
+           SELECT 1 FROM pg_locks l
+           WHERE l.locktype = 'relation' AND l.mode = 'AccessExclusiveLock'
+             AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+             AND (l.relation = c.oid OR l.relation IN (
+                 SELECT d.refobjid FROM pg_rewrite r
+                 JOIN pg_depend d ON d.classid = 'pg_rewrite'::regclass AND d.objid = r.oid
+                 WHERE r.ev_class = c.oid AND d.refclassid = 'pg_class'::regclass)))
+       THEN NULL ELSE pg_get_viewdef(c.oid) END
 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
 WHERE c.relkind IN ('v', 'm') AND n.nspname NOT IN ('pg_catalog', 'information_schema')";
 
@@ -92,16 +143,14 @@ SELECT ev_class::int8 FROM pg_rewrite WHERE rulename <> '_RETURN'";
 
 const ROLES: &str = "SELECT rolname::text FROM pg_roles";
 
-/// The roles whose privileges each role has, as PostgreSQL 15's `has_privs_of_role` follows
-/// them: membership chains through roles with `rolinherit` only (a NOINHERIT login, such as
-/// PostgREST's authenticator, has its member roles' rights only after `SET ROLE`).
+/// The roles each role is a member of, directly or through others, INHERIT or not: a group's
+/// `deny` rule binds every member (a NOINHERIT member could switch to the group anyway, and
+/// gets the group's view only after `SET ROLE` through the current role it then has).
 const MEMBERSHIPS: &str = "\
 WITH RECURSIVE m(member, roleid) AS (
-    SELECT a.member, a.roleid FROM pg_auth_members a
-    JOIN pg_roles r ON r.oid = a.member WHERE r.rolinherit
+    SELECT member, roleid FROM pg_auth_members
   UNION
     SELECT m.member, a.roleid FROM m JOIN pg_auth_members a ON a.member = m.roleid
-    JOIN pg_roles r ON r.oid = a.member WHERE r.rolinherit
 )
 SELECT r.rolname::text, g.rolname::text
 FROM m JOIN pg_roles r ON r.oid = m.member JOIN pg_roles g ON g.oid = m.roleid";
@@ -137,7 +186,18 @@ impl CatalogSource {
                 database: database.to_string(),
                 after: Duration::ZERO,
             })?;
-            read_catalog(client, database, &mut conn.original_types).await
+            let mut attempt = 1;
+            loop {
+                match read_catalog(client, database, &mut conn.original_types).await {
+                    Err(e) if attempt < READ_ATTEMPTS && e.concurrent_change() => {
+                        tracing::debug!(database, error = %e, attempt, "catalog changed under the read; reading again");
+                        let _ = client.simple_query("ROLLBACK").await;
+                        tokio::time::sleep(Duration::from_millis(20 << attempt)).await;
+                        attempt += 1;
+                    }
+                    r => break r,
+                }
+            }
         };
         let r = match tokio::time::timeout(timeout, read).await {
             Ok(r) => r,
@@ -226,7 +286,11 @@ async fn read_catalog(
         source,
     };
     let batch = |with_types: bool| {
-        let mut text = String::from("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY;\n");
+        // A lock that appears between the check above and the call fails the read at once
+        // (55P03) instead of waiting; the read is then tried again.
+        let mut text = String::from(
+            "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY;\nSET LOCAL lock_timeout = '500ms';\n",
+        );
         for query in QUERIES {
             text.push_str(query);
             text.push_str(";\n");
@@ -248,7 +312,7 @@ async fn read_catalog(
         }
         Err(e) => return Err(q(e)),
     };
-    // Results split at each CommandComplete: BEGIN, the queries, then COMMIT.
+    // Results split at each CommandComplete: BEGIN, SET, the queries, then COMMIT.
     let mut sets: Vec<Vec<tokio_postgres::SimpleQueryRow>> = vec![Vec::new()];
     for m in messages {
         match m {
@@ -261,7 +325,8 @@ async fn read_catalog(
             _ => {}
         }
     }
-    let set = |i: usize| sets.get(i + 1).map_or(&[][..], |v| v.as_slice());
+    // BEGIN and SET LOCAL come first.
+    let set = |i: usize| sets.get(i + 2).map_or(&[][..], |v| v.as_slice());
     let mut raw = RawCatalog::default();
     for row in set(0) {
         let oid = int(row, 0) as u32;

@@ -39,11 +39,20 @@ pub enum Barrier {
 }
 
 /// The barrier a SQL text is: [`Barrier::Reading`] for every case of [`changes_reading`] but
-/// role switches, which are [`Barrier::Role`].
+/// role switches, which are [`Barrier::Role`], as are texts that run server code that may
+/// switch roles (`EXECUTE`, `CALL`, a `DO` block) and any mention of `session_authorization`.
 pub fn barrier(sql: &[u8], in_changed_transaction: bool) -> Barrier {
     let (mut reset, mut set, mut all, mut role) = (false, false, false, false);
     let mut found = Barrier::None;
-    for w in words(sql) {
+    for (i, w) in words(sql).enumerate() {
+        // Code the server runs may switch roles: a prepared statement, a procedure, a DO block.
+        if matches!(
+            w.as_slice(),
+            b"execute" | b"call" | b"session_authorization"
+        ) || (i == 0 && w == b"do")
+        {
+            found = Barrier::Role;
+        }
         match w.as_slice() {
             b"standard_conforming_strings" | b"client_encoding" | b"discard" | b"set_config" => {
                 return Barrier::Reading

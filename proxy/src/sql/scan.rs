@@ -22,6 +22,7 @@ pub const ALWAYS: &[&str] = &[
     // who is asking
     "role",
     "authorization",
+    "session_authorization",
     "set_config",
     // how SQL text is read
     "standard_conforming_strings",

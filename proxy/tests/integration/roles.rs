@@ -3,7 +3,8 @@
 //! the end of a transaction and a rollback each change whose view a statement gets. The
 //! pattern is PostgREST's: one NOINHERIT login (the authenticator) that switches, per request,
 //! to the role of the user it serves, on pooled connections, with prepared statements reused
-//! across roles.
+//! across roles. The authenticator is a member of every role it may switch to, so its own view
+//! is the least restrictive of theirs (the dispatcher's); each request sees its role's.
 use crate::support::read_fixture::{mask, refused, rows, setup, Setup, ROWS};
 use crate::support::*;
 
@@ -23,8 +24,8 @@ async fn authenticator(s: &Setup) -> tokio_postgres::Client {
         "create role web_auth login noinherit;
          grant dispatch_app, support_team, bi_reader to web_auth;
          create role web_inherit login in role dispatch_app;
-         create role web_default login noinherit in role dispatch_app;
-         alter role web_default set role = 'dispatch_app';",
+         create role web_default login noinherit in role dispatch_app, support_team;
+         alter role web_default set role = 'support_team';",
     )
     .await
     .unwrap();
@@ -39,52 +40,64 @@ async fn one_name(c: &tokio_postgres::Client) -> String {
 async fn the_policy_follows_the_current_role() {
     let s = setup().await;
     let web = authenticator(&s).await;
-    // A NOINHERIT login has its member roles' rights only after SET ROLE: its own view here
-    // (the defaults: important masked, core denied).
-    assert_eq!(one_name(&web).await, name_as(&s, false));
-    assert_eq!(
-        refused(&web, "select id_card from customers").await,
-        "42501"
-    );
-
-    // SET ROLE, then RESET ROLE.
-    rows(&web, "set role dispatch_app").await;
+    // The authenticator's own view: the least restrictive of its member roles' (the
+    // dispatcher's: names in clear, ID cards masked).
     assert_eq!(one_name(&web).await, name_as(&s, true));
     assert_eq!(
         rows(&web, "select id_card from customers where id = 1").await[0][0],
         mask("cn_id_card", ROWS[0].3, &s.keys)
     );
-    rows(&web, "reset role").await;
+
+    // SET ROLE to a more restricted role, then RESET ROLE.
+    rows(&web, "set role support_team").await;
     assert_eq!(one_name(&web).await, name_as(&s, false));
+    assert_eq!(
+        refused(&web, "select id_card from customers").await,
+        "42501"
+    );
+    rows(&web, "reset role").await;
+    assert_eq!(one_name(&web).await, name_as(&s, true));
 
     // A request: BEGIN; set_config('role', $1, true) (a parameter, as PostgREST sends it);
     // the query; COMMIT ends the local role.
     web.batch_execute("begin").await.unwrap();
-    web.query("select set_config('role', $1, true)", &[&"dispatch_app"])
+    web.query("select set_config('role', $1, true)", &[&"support_team"])
         .await
         .unwrap();
-    let clear: String = web
+    let masked: String = web
         .query_one("select name from customers where id = $1", &[&1i32])
         .await
         .unwrap()
         .get(0);
-    assert_eq!(clear, name_as(&s, true));
+    assert_eq!(masked, name_as(&s, false));
     web.batch_execute("commit").await.unwrap();
-    assert_eq!(one_name(&web).await, name_as(&s, false));
+    assert_eq!(one_name(&web).await, name_as(&s, true));
 
     // SET LOCAL ROLE undone by ROLLBACK, and SET ROLE undone by ROLLBACK TO SAVEPOINT.
     rows(&web, "begin").await;
-    rows(&web, "set local role dispatch_app").await;
-    assert_eq!(one_name(&web).await, name_as(&s, true));
-    rows(&web, "rollback").await;
+    rows(&web, "set local role support_team").await;
     assert_eq!(one_name(&web).await, name_as(&s, false));
+    rows(&web, "rollback").await;
+    assert_eq!(one_name(&web).await, name_as(&s, true));
     rows(&web, "begin").await;
     rows(&web, "savepoint a").await;
-    rows(&web, "set role dispatch_app").await;
-    assert_eq!(one_name(&web).await, name_as(&s, true));
-    rows(&web, "rollback to savepoint a").await;
+    rows(&web, "set role support_team").await;
     assert_eq!(one_name(&web).await, name_as(&s, false));
+    rows(&web, "rollback to savepoint a").await;
+    assert_eq!(one_name(&web).await, name_as(&s, true));
     rows(&web, "commit").await;
+
+    // In a failed transaction the server cannot say who is asking; the statement gets the
+    // error the server gives every statement there, and ROLLBACK undoes the switch.
+    rows(&web, "begin").await;
+    rows(&web, "set local role support_team").await;
+    assert_eq!(refused(&web, "select 1/0").await, "22012");
+    assert_eq!(
+        refused(&web, "select name from customers where id = 1").await,
+        "25P02"
+    );
+    rows(&web, "rollback").await;
+    assert_eq!(one_name(&web).await, name_as(&s, true));
 
     // A prepared statement, judged once, is judged again at Bind when the role has changed.
     let st = web
@@ -111,10 +124,27 @@ async fn the_policy_follows_the_current_role() {
     }
     // set_config('role', ..., false) lasts for the session; DISCARD ALL resets it.
     rows(&web, "reset role").await;
-    rows(&web, "select set_config('role', 'dispatch_app', false)").await;
-    assert_eq!(one_name(&web).await, name_as(&s, true));
-    rows(&web, "discard all").await;
+    rows(&web, "select set_config('role', 'support_team', false)").await;
     assert_eq!(one_name(&web).await, name_as(&s, false));
+    rows(&web, "discard all").await;
+    assert_eq!(one_name(&web).await, name_as(&s, true));
+
+    // Code the server runs may switch roles: a prepared statement; and a change of session
+    // authorization, however it is spelled, resets the role.
+    rows(
+        &web,
+        "prepare become as select set_config('role', 'support_team', false)",
+    )
+    .await;
+    rows(&web, "execute become").await;
+    assert_eq!(one_name(&web).await, name_as(&s, false));
+    assert_eq!(
+        refused(&web, "execute become; select name from customers").await,
+        "0A000"
+    );
+    rows(&web, "set session_authorization to default").await;
+    assert_eq!(one_name(&web).await, name_as(&s, true));
+    rows(&web, "deallocate become").await;
 
     // Writes follow the role too: the dispatcher writes a phone, stored as ciphertext.
     rows(&web, "set role dispatch_app").await;
@@ -131,10 +161,6 @@ async fn the_policy_follows_the_current_role() {
         .await[0][0],
         "13700000050"
     );
-    read_fixture_ciphertext(&s).await;
-}
-
-async fn read_fixture_ciphertext(s: &Setup) {
     crate::support::read_fixture::assert_stored_as_ciphertext(&s.cluster, &["phone"]).await;
 }
 
@@ -142,21 +168,22 @@ async fn read_fixture_ciphertext(s: &Setup) {
 async fn logins_get_the_view_of_the_role_they_are() {
     let s = setup().await;
     let _ = authenticator(&s).await;
-    // An INHERIT member of dispatch_app has its rights without SET ROLE.
+    // A member of dispatch_app has its view without SET ROLE.
     let inherit = client_as(&s.proxy, "web_inherit", "").await;
     assert_eq!(one_name(&inherit).await, name_as(&s, true));
     // A role default (ALTER ROLE ... SET role) applies from the first statement.
     let defaulted = client_as(&s.proxy, "web_default", "").await;
     assert_eq!(
         rows(&defaulted, "select current_user").await[0][0],
-        "dispatch_app"
+        "support_team"
     );
-    assert_eq!(one_name(&defaulted).await, name_as(&s, true));
-    // RESET ROLE goes back to that default; SET ROLE NONE to the login itself.
-    rows(&defaulted, "reset role").await;
-    assert_eq!(one_name(&defaulted).await, name_as(&s, true));
-    rows(&defaulted, "set role none").await;
     assert_eq!(one_name(&defaulted).await, name_as(&s, false));
+    // RESET ROLE goes back to that default; SET ROLE NONE to the login itself (a member of
+    // dispatch_app: the dispatcher's view).
+    rows(&defaulted, "reset role").await;
+    assert_eq!(one_name(&defaulted).await, name_as(&s, false));
+    rows(&defaulted, "set role none").await;
+    assert_eq!(one_name(&defaulted).await, name_as(&s, true));
     // SET SESSION AUTHORIZATION (a superuser's) changes the role too.
     let admin = client_as(&s.proxy, "postgres", "").await;
     rows(&admin, "set session authorization dispatch_app").await;
@@ -184,32 +211,31 @@ async fn a_role_switch_is_never_judged_with_the_old_role() {
     // In one Query text, nothing after a role switch that reaches protected data: pgveil
     // would judge it before the switch has happened.
     for sql in [
-        "set role dispatch_app; select name from customers",
-        "select set_config('role', 'dispatch_app', false); select phone from customers",
+        "set role support_team; select name from customers",
+        "select set_config('role', 'support_team', false); select phone from customers",
         "reset role; select name from customers",
-        "set session authorization dispatch_app; select name from customers",
+        "set session authorization support_team; select name from customers",
+        "set session_authorization = 'web_auth'; select name from customers",
+        r#"select U&"set\005fconfig"('role', 'support_team', false); select name from customers"#,
+        r#"select U&"set\005fconfig"('role', 'support_team', false)"#,
     ] {
         assert_eq!(refused(&web, sql).await, "0A000", "{sql}");
     }
     // Near neighbour: a switch followed by what reaches nothing protected.
     assert_eq!(
-        rows(&web, "set role dispatch_app; select current_user").await[0][0],
-        "dispatch_app"
+        rows(&web, "set role support_team; select current_user").await[0][0],
+        "support_team"
     );
     rows(&web, "reset role").await;
 
     // In one extended-protocol batch (no Sync between), the statement after the switch
     // cannot wait for it: refused, and the switch itself still runs.
     let mut raw = Raw::login(&s.proxy, "web_auth").await;
-    let mut batch = Vec::new();
-    batch.extend(fe::parse("", "set role dispatch_app"));
-    batch.extend(fe::bind("", "", &[], false));
-    batch.extend(fe::execute("", 0));
-    batch.extend(fe::parse("", "select name from customers where id = 1"));
-    batch.extend(fe::bind("", "", &[], false));
-    batch.extend(fe::execute("", 0));
-    batch.extend(fe::sync());
-    raw.send(&batch).await;
+    raw.send(&switch_then(
+        "select name from customers where id = 1",
+        false,
+    ))
+    .await;
     let msgs = raw.until_ready().await;
     let err = msgs
         .iter()
@@ -228,15 +254,8 @@ async fn a_role_switch_is_never_judged_with_the_old_role() {
     );
     // Near neighbour: in the same batch, what is judged the same for every role runs.
     let mut near = Raw::login(&s.proxy, "web_auth").await;
-    let mut batch = Vec::new();
-    batch.extend(fe::parse("", "set role dispatch_app"));
-    batch.extend(fe::bind("", "", &[], false));
-    batch.extend(fe::execute("", 0));
-    batch.extend(fe::parse("", "select id from customers where id = 1"));
-    batch.extend(fe::bind("", "", &[], false));
-    batch.extend(fe::execute("", 0));
-    batch.extend(fe::sync());
-    near.send(&batch).await;
+    near.send(&switch_then("select id from customers where id = 1", false))
+        .await;
     let msgs = near.until_ready().await;
     assert_eq!(row_value(&msgs), "1", "{}", tags(&msgs));
     assert!(!msgs.iter().any(|m| m.tag == b'E'), "{}", tags(&msgs));
@@ -248,22 +267,19 @@ async fn a_role_switch_is_never_judged_with_the_old_role() {
     );
     assert_eq!(
         raw_first_value(&mut raw, "select name from customers where id = 1").await,
-        name_as(&s, false)
+        name_as(&s, true)
     );
     // The same batch with a Sync after the switch: the next statement waits for it.
-    let mut batch = Vec::new();
-    batch.extend(fe::parse("", "set role dispatch_app"));
-    batch.extend(fe::bind("", "", &[], false));
-    batch.extend(fe::execute("", 0));
-    batch.extend(fe::sync());
-    batch.extend(fe::parse("", "select name from customers where id = 1"));
-    batch.extend(fe::bind("", "", &[], false));
-    batch.extend(fe::execute("", 0));
-    batch.extend(fe::sync());
-    raw.send(&batch).await;
+    raw.send(&switch_then(
+        "select name from customers where id = 1",
+        true,
+    ))
+    .await;
     raw.until_ready().await;
     let msgs = raw.until_ready().await;
-    assert_eq!(row_value(&msgs), name_as(&s, true), "{}", tags(&msgs));
+    assert_eq!(row_value(&msgs), name_as(&s, false), "{}", tags(&msgs));
+    raw.send(&fe::query("reset role")).await;
+    raw.until_ready().await;
 
     // A prepared statement bound in the batch right after a switch: refused too.
     let mut raw = Raw::login(&s.proxy, "web_auth").await;
@@ -275,7 +291,7 @@ async fn a_role_switch_is_never_judged_with_the_old_role() {
     raw.send(&fe::sync()).await;
     raw.until_ready().await;
     let mut batch = Vec::new();
-    batch.extend(fe::parse("", "set role dispatch_app"));
+    batch.extend(fe::parse("", "set role support_team"));
     batch.extend(fe::bind("", "", &[], false));
     batch.extend(fe::execute("", 0));
     batch.extend(fe::bind("", "names", &[Some("1")], false));
@@ -292,7 +308,7 @@ async fn a_role_switch_is_never_judged_with_the_old_role() {
         .iter()
         .any(|m| m.sqlstate().as_deref() == Some("22023")));
     // Next cycles: the same statement, bound again, gets the view of the role in force.
-    for (switch, clear) in [("select 1", false), ("set role dispatch_app", true)] {
+    for (switch, clear) in [("select 1", true), ("set role support_team", false)] {
         raw.send(&fe::query(switch)).await;
         raw.until_ready().await;
         let mut batch = Vec::new();
@@ -303,6 +319,23 @@ async fn a_role_switch_is_never_judged_with_the_old_role() {
         let msgs = raw.until_ready().await;
         assert_eq!(row_value(&msgs), name_as(&s, clear), "after {switch}");
     }
+}
+
+/// `SET ROLE support_team`, then `sql`, in one extended-protocol batch; `synced`: with a Sync
+/// between them.
+fn switch_then(sql: &str, synced: bool) -> Vec<u8> {
+    let mut batch = Vec::new();
+    batch.extend(fe::parse("", "set role support_team"));
+    batch.extend(fe::bind("", "", &[], false));
+    batch.extend(fe::execute("", 0));
+    if synced {
+        batch.extend(fe::sync());
+    }
+    batch.extend(fe::parse("", sql));
+    batch.extend(fe::bind("", "", &[], false));
+    batch.extend(fe::execute("", 0));
+    batch.extend(fe::sync());
+    batch
 }
 
 /// The first value of the first DataRow of a message list.

@@ -298,3 +298,143 @@ async fn a_login_created_directly_gets_its_policy_at_once() {
         "the new dispatcher login got another role's view"
     );
 }
+
+/// DDL in an open transaction holds an exclusive lock on a table that a view reads; the next
+/// statement of that session needs a catalog read, which must not wait behind the session's
+/// own lock (it would wait for ever; before, 40 s and a 57P03 refusal).
+#[tokio::test]
+async fn a_catalog_read_never_waits_behind_a_sessions_own_lock() {
+    let s = read_fixture::setup().await;
+    let c = client_as(&s.proxy, "postgres", "").await;
+    let other = client_as(&s.proxy, "support_ann", "").await;
+    read_fixture::rows(&c, "select id from customers where id = 1").await;
+    read_fixture::rows(&c, "begin").await;
+    // orders is read by the view v_orders; customers by v_contacts.
+    read_fixture::rows(&c, "alter table orders add column extra int").await;
+    read_fixture::rows(&c, "alter table customers add column extra int").await;
+    let answered = tokio::time::timeout(
+        std::time::Duration::from_secs(20),
+        read_fixture::rows(&c, "select name from customers where id = 1"),
+    )
+    .await
+    .expect("the statement waited for a catalog read blocked by its own session's lock");
+    assert_eq!(answered.len(), 1);
+    read_fixture::rows(&c, "commit").await;
+    // After the commit the views are read again: the view over protected data is masked.
+    let phones = read_fixture::rows(&other, "select phone from v_contacts order by id").await;
+    assert_eq!(
+        phones[0][0],
+        read_fixture::mask("cn_mobile", read_fixture::ROWS[0].2, &s.keys)
+    );
+}
+
+/// A FunctionCall ('F') message: `oid` with text arguments, text result.
+fn function_call(oid: u32, args: &[&str]) -> Vec<u8> {
+    let mut b = Vec::new();
+    b.extend_from_slice(&oid.to_be_bytes());
+    b.extend_from_slice(&0i16.to_be_bytes());
+    b.extend_from_slice(&(args.len() as i16).to_be_bytes());
+    for a in args {
+        b.extend_from_slice(&(a.len() as i32).to_be_bytes());
+        b.extend_from_slice(a.as_bytes());
+    }
+    b.extend_from_slice(&0i16.to_be_bytes());
+    fe::raw(b'F', &b)
+}
+
+/// The fast-path function call protocol: large objects through libpq (psql's `\lo_import`
+/// and `\lo_export`) work where data is protected; any other function called by OID is
+/// refused there, and passes where nothing is protected.
+#[tokio::test]
+async fn large_objects_pass_the_fast_path_and_other_calls_do_not() {
+    let s = read_fixture::setup().await;
+    let db = direct(&s.cluster).await;
+    // The OIDs pgveil lets through are the server's large-object functions.
+    let rows = db
+        .query(
+            "select oid::int8 from pg_proc where proname in ('lo_create', 'lo_open', 'lo_close',
+             'loread', 'lowrite', 'lo_lseek', 'lo_creat', 'lo_tell', 'lo_unlink', 'lo_truncate',
+             'lo_lseek64', 'lo_tell64', 'lo_truncate64') order by oid",
+            &[],
+        )
+        .await
+        .unwrap();
+    let oids: Vec<u32> = rows.iter().map(|r| r.get::<_, i64>(0) as u32).collect();
+    assert_eq!(
+        oids,
+        pgveil::enforce::frontend::LARGE_OBJECT_FUNCTIONS.to_vec()
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.txt");
+    let output = dir.path().join("out.txt");
+    std::fs::write(&input, "運單 SF1234567890\n".repeat(2000)).unwrap();
+    let script = format!(
+        "\\lo_import {}\n\\lo_export :LASTOID {}\n\\lo_unlink :LASTOID\n",
+        input.display(),
+        output.display()
+    );
+    let script_path = dir.path().join("lo.sql");
+    std::fs::write(&script_path, script).unwrap();
+    let out = tokio::process::Command::new(psql())
+        .args([
+            "-X",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &s.proxy.addr.port().to_string(),
+            "-U",
+            "postgres",
+            "-d",
+            "postgres",
+            "-f",
+        ])
+        .arg(&script_path)
+        .env("PGSSLMODE", "disable")
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "psql: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        std::fs::read(&output).unwrap(),
+        std::fs::read(&input).unwrap()
+    );
+
+    // int4pl(int4, int4) by OID: refused where data is protected.
+    let int4pl: i64 = db
+        .query_one("select 'int4pl(int4, int4)'::regprocedure::oid::int8", &[])
+        .await
+        .unwrap()
+        .get(0);
+    let mut raw = Raw::login(&s.proxy, "postgres").await;
+    raw.send(&function_call(int4pl as u32, &["2", "3"])).await;
+    let msgs = raw.until_ready().await;
+    let err = msgs.iter().find(|m| m.tag == b'E').expect("refused");
+    assert_eq!(err.sqlstate().as_deref(), Some("0A000"));
+
+    // In a database that protects nothing, the same call passes.
+    db.batch_execute("create database plain_db").await.unwrap();
+    let mut raw = Raw::connect(&s.proxy).await;
+    raw.send(&pgveil::protocol::startup::encode_startup(&[
+        ("user", "postgres"),
+        ("database", "plain_db"),
+    ]))
+    .await;
+    raw.until_ready().await;
+    raw.send(&function_call(int4pl as u32, &["2", "3"])).await;
+    let msgs = raw.until_ready().await;
+    let result = msgs.iter().find(|m| m.tag == b'V').unwrap_or_else(|| {
+        panic!(
+            "no FunctionCallResponse: {} {:?}",
+            tags(&msgs),
+            msgs.iter().find_map(|m| m.field(b'M'))
+        )
+    });
+    assert!(result.body.ends_with(b"5"), "{:?}", result.body);
+}

@@ -91,6 +91,9 @@ impl<'a, SW: AsyncWrite + Unpin> ClientToServer<'a, SW> {
             return Ok(Ready::Unsettled);
         }
         self.frontend.role_known(true);
+        if self.shared.take_role_reported() {
+            self.frontend.role_may_change();
+        }
         if !self.frontend.role_matters() || !self.frontend.needs_analysis(sql) {
             return Ok(Ready::Yes);
         }
@@ -285,7 +288,7 @@ impl<'a, SW: AsyncWrite + Unpin> ClientToServer<'a, SW> {
                 self.forward(Expect::Sync { barrier }, &frame, None).await
             }
             b'F' => {
-                let j = self.frontend.fast_path_call();
+                let j = self.frontend.fast_path_call(&frame[5..]).await;
                 let e = Expect::FunctionCall { replace: j.refusal };
                 self.forward(e, &frame, j.send).await
             }

@@ -62,6 +62,8 @@ struct Shared {
     ddl_matters: AtomicBool,
     /// The answer to the last probe: the current role, or the SQLSTATE it failed with.
     probed: Mutex<Option<Result<String, String>>>,
+    /// The server reported a change of session authorization (ParameterStatus).
+    role_reported: AtomicBool,
 }
 
 impl Shared {
@@ -76,6 +78,11 @@ impl Shared {
             "standard_conforming_strings" => self
                 .scs
                 .store(value.eq_ignore_ascii_case("on"), Ordering::Relaxed),
+            // Reported when the session authorization changes, however it was changed (code
+            // in a function included); it resets the current role too.
+            "session_authorization" | "is_superuser" => {
+                self.role_reported.store(true, Ordering::Relaxed)
+            }
             _ => {}
         }
     }
@@ -102,6 +109,11 @@ impl Shared {
         if let Ok(mut p) = self.probed.lock() {
             *p = Some(answer);
         }
+    }
+
+    /// Whether the server reported a change of session authorization since last asked.
+    fn take_role_reported(&self) -> bool {
+        self.role_reported.swap(false, Ordering::Relaxed)
     }
 
     /// The last probe's answer, taken.
@@ -194,6 +206,7 @@ pub async fn run(ctx: &ServerContext, est: Established, peer: SocketAddr, enf: A
         // leaves, so nothing has mattered yet.
         ddl_matters: AtomicBool::new(false),
         probed: Mutex::new(None),
+        role_reported: AtomicBool::new(false),
     };
     for (n, v) in &server_params {
         shared.apply(n, v);

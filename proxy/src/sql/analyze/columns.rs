@@ -28,7 +28,11 @@ impl Analyzer<'_, '_> {
         if equality && !self.nullness && col.encrypt == EncryptMode::Randomized {
             return Err(Refusal::randomized_equality(&col.qualified(), col.level));
         }
-        let on_ciphertext = !matches!(usage, Usage::Projection) && !equality;
+        // Grouping by a whole deterministic value groups equal plaintexts together.
+        let groups = matches!(usage, Usage::GroupOrder)
+            && self.grouping
+            && col.encrypt == EncryptMode::Deterministic;
+        let on_ciphertext = !matches!(usage, Usage::Projection) && !equality && !groups;
         if on_ciphertext && col.encrypt != EncryptMode::None {
             return Err(Refusal::on_ciphertext(
                 &col.qualified(),

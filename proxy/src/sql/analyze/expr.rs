@@ -134,6 +134,13 @@ impl Analyzer<'_, '_> {
                 Ok(Src::Pass)
             }
             Expr::Value(_) => Ok(Src::Pass),
+            Expr::Function(f) if count_distinct(f).is_some() => {
+                // count(DISTINCT col) counts groups of equal whole values.
+                if let Some(col) = count_distinct(f) {
+                    self.grouped(|a| a.reference(col, Ctx::Group, Usage::GroupOrder))?;
+                }
+                Ok(Src::Pass)
+            }
             _ => {
                 self.generic(e, ctx)?;
                 Ok(Src::Pass)
@@ -303,5 +310,39 @@ impl Collect {
             }
         }
         self.functions.push(name);
+    }
+}
+
+/// The bare column of `count(DISTINCT col)`, written plainly: no FILTER, OVER, WITHIN GROUP
+/// or ORDER BY inside, and named `count` (any schema qualification must be `pg_catalog`).
+fn count_distinct(f: &Function) -> Option<&Expr> {
+    let parts = name_parts(&f.name);
+    let plain_name = match parts.as_slice() {
+        [n] => n == "count",
+        [schema, n] => schema == "pg_catalog" && n == "count",
+        _ => false,
+    };
+    if !plain_name
+        || f.filter.is_some()
+        || f.over.is_some()
+        || !f.within_group.is_empty()
+        || f.null_treatment.is_some()
+        || !matches!(f.parameters, FunctionArguments::None)
+    {
+        return None;
+    }
+    let FunctionArguments::List(list) = &f.args else {
+        return None;
+    };
+    if !matches!(
+        list.duplicate_treatment,
+        Some(sqlparser::ast::DuplicateTreatment::Distinct)
+    ) || !list.clauses.is_empty()
+    {
+        return None;
+    }
+    match list.args.as_slice() {
+        [FunctionArg::Unnamed(FunctionArgExpr::Expr(e))] => bare(e),
+        _ => None,
     }
 }

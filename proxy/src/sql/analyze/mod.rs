@@ -164,6 +164,13 @@ fn inert() -> Analysis {
     }
 }
 
+/// Whether text holds a `U&"` (a Unicode-escaped identifier), anywhere.
+fn has_unicode_identifier(text: &str) -> bool {
+    text.as_bytes()
+        .windows(3)
+        .any(|w| (w[0] == b'u' || w[0] == b'U') && w[1] == b'&' && w[2] == b'"')
+}
+
 /// Whether text creates code with dynamic SQL (`EXECUTE` in PL/pgSQL, or a language pgveil
 /// does not read), which can reach any relation whatever names it holds.
 fn dynamic_code(text: &str) -> bool {
@@ -182,6 +189,14 @@ fn dynamic_code(text: &str) -> bool {
 
 /// Parse and analyse `sql`; every statement in it must pass for the text to pass.
 pub fn analyze(sql: &str, env: &Env<'_>) -> Result<Analysis, Refusal> {
+    // sqlparser reads `U&"..."` as `U & "..."`: the identifier it spells (a function such as
+    // set_config or query_to_xml, a column) would go unseen.
+    if has_unicode_identifier(sql) {
+        return Err(Refusal::unanalysable_form(
+            "pgveil cannot read U&\"...\" identifiers in statements it must analyse".into(),
+            Some("write the identifier plainly, or in ordinary double quotes"),
+        ));
+    }
     let dialect = PostgreSqlDialect {};
     let parsed = Parser::new(&dialect)
         .with_recursion_limit(RECURSION_LIMIT)
@@ -317,6 +332,10 @@ struct Analyzer<'e, 'a> {
     session_change: std::cell::Cell<SessionChange>,
     /// A decision consulted who is asking: the outcome may differ for another role.
     role_consulted: std::cell::Cell<bool>,
+    /// The column being used is grouped by as a whole value (a bare GROUP BY item, a DISTINCT
+    /// output, `count(DISTINCT col)`): equal values form one group, which deterministic
+    /// ciphertext keeps.
+    grouping: bool,
 }
 
 /// What a statement may change for the statements after it in the same text.
@@ -402,7 +421,19 @@ impl<'e, 'a> Analyzer<'e, 'a> {
             view_depth: 0,
             session_change: std::cell::Cell::new(SessionChange::Nothing),
             role_consulted: std::cell::Cell::new(false),
+            grouping: false,
         }
+    }
+
+    /// Run `f` with the columns it uses grouped by as whole values (see `grouping`).
+    fn grouped<T>(
+        &mut self,
+        f: impl FnOnce(&mut Self) -> Result<T, Refusal>,
+    ) -> Result<T, Refusal> {
+        let was = std::mem::replace(&mut self.grouping, true);
+        let r = f(self);
+        self.grouping = was;
+        r
     }
 
     /// Whether the login may read every protected column in clear (and the outcome depends

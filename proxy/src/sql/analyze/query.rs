@@ -209,7 +209,7 @@ impl Analyzer<'_, '_> {
             Some(Distinct::Distinct) => {
                 for o in &outs {
                     if let Src::Col(c) = o {
-                        self.use_col(*c, Usage::GroupOrder)?;
+                        self.grouped(|a| a.use_col(*c, Usage::GroupOrder))?;
                     }
                 }
             }
@@ -229,7 +229,7 @@ impl Analyzer<'_, '_> {
             GroupByExpr::All(_) => {
                 for o in outs.clone() {
                     if let Src::Col(c) = o {
-                        self.use_col(c, Usage::GroupOrder)?;
+                        self.grouped(|a| a.use_col(c, Usage::GroupOrder))?;
                     }
                 }
             }
@@ -315,8 +315,9 @@ impl Analyzer<'_, '_> {
             }
             _ => {}
         }
+        // A bare name or position groups by whole values; an expression computes on them.
         if let Some(n) = ordinal(e) {
-            return self.output_used(outs.get(n.wrapping_sub(1)).copied());
+            return self.grouped(|a| a.output_used(outs.get(n.wrapping_sub(1)).copied()));
         }
         if let Expr::Identifier(i) = e {
             let n = ident(i);
@@ -324,9 +325,12 @@ impl Analyzer<'_, '_> {
                 l.iter()
                     .any(|it| it.cols.iter().flatten().any(|c| c.name == n))
             });
-            if !input && self.outputs_used(&n, outs, names)? {
+            if !input && self.grouped(|a| a.outputs_used(&n, outs, names))? {
                 return Ok(());
             }
+        }
+        if matches!(e, Expr::Identifier(_) | Expr::CompoundIdentifier(_)) {
+            return self.grouped(|a| a.expr(e, Ctx::Group)).map(|_| ());
         }
         self.expr(e, Ctx::Group).map(|_| ())
     }

@@ -4,6 +4,11 @@ use super::*;
 impl Analyzer<'_, '_> {
     pub(super) fn statement(&mut self, s: &Statement) -> Result<StatementPlan, Refusal> {
         let mut copy = None;
+        // A prepared statement's text was judged at PREPARE; what it changes (a role switch
+        // through set_config) happens when it runs.
+        if matches!(s, Statement::Execute { .. }) {
+            self.changes(super::SessionChange::Role);
+        }
         let (kind, outputs) = match s {
             Statement::Query(q) => (Kind::Rows, self.query(q)?),
             Statement::Insert(ins) => self.insert(ins)?,

@@ -145,6 +145,16 @@ impl Refusal {
 
     /// The server could not tell the current role when pgveil asked (`code`: its SQLSTATE).
     pub fn role_unknown(code: &str) -> Refusal {
+        // In a failed transaction the server answers every statement but the ones that end it
+        // with this error, so the client gets the server's own words.
+        if code == sqlstate::IN_FAILED_SQL_TRANSACTION {
+            return Refusal::new(
+                Rule::SessionChange,
+                sqlstate::IN_FAILED_SQL_TRANSACTION,
+                "current transaction is aborted, commands ignored until end of transaction block"
+                    .into(),
+            );
+        }
         Refusal::new(
             Rule::SessionChange,
             sqlstate::INVALID_PARAMETER_VALUE,
