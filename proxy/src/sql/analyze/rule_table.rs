@@ -205,12 +205,16 @@ fn applied_elsewhere() -> Vec<(&'static str, crate::sql::Refusal)> {
             Refusal::no_key("phone", "public.customers.phone", 1),
         ),
         (
-            "`enforce/write.rs` (tests: enforce_write, a forged envelope)",
-            crate::enforce::write::WriteError::Forged {
-                column: "public.customers.phone".into(),
-                level: 1,
-            }
-            .refusal(),
+            "`enforce/write.rs`, with the texts of its `WriteError` (tests: enforce_write); for \
+             example a value for an encrypted integer column that is not an integer",
+            Refusal::bad_value(
+                crate::protocol::sqlstate::INVALID_TEXT_REPRESENTATION,
+                "invalid value for encrypted column public.customers.points: invalid input \
+                 syntax for type integer: \"x\""
+                    .into(),
+                None,
+                2,
+            ),
         ),
         (
             "`enforce/enforcer.rs` (tests: enforce_read)",
