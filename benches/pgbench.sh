@@ -380,7 +380,7 @@ EOF
             $((10001 - READ_ROWS)) "$table" $((READ_ROWS - 1)) >"$WORK/read-$t.sql"
         # One INSERT of 3 values that pgveil-policy encrypts (plaintext elsewhere).
         wtable=customers_w_plain
-        [[ $t == pgveil-policy || $t == pgveil-audit ]] && wtable=customers_w
+        [[ $t == pgveil-policy || $t == pgveil-audit || $t == pgveil-policy-base ]] && wtable=customers_w
         printf '\\set p random(13800000000, 13899999999)\n\\set c random(110101190001010000, 110101209912319999)\n\\set a random(1, 999999999)\nINSERT INTO %s (phone, id_card, address) VALUES (:p, :c, :a);\n' "$wtable" >"$WORK/write-$t.sql"
     done
     if [[ " $WORKLOADS " == *" copy-in "* ]]; then
@@ -626,7 +626,7 @@ workload_label() {
 # (port $2) into an emptied table; prints "rows_per_s seconds idle - proxy_us".
 run_copy() {
     local target=$1 port=$2 table=customers_w_plain pid=${TARGET_PID[$1]:-} t0="" t1 start end
-    [[ $target == pgveil-policy ]] && table=customers_w
+    [[ $target == pgveil-policy || $target == pgveil-policy-base ]] && table=customers_w
     "$PSQL" -h 127.0.0.1 -p "$PGPORT" -U "$DBUSER" -d "$DB" -Xq -c "truncate $table" >/dev/null
     [[ -n $pid ]] && t0=$(cpu_ticks "$pid")
     start=$(date +%s.%N)
