@@ -98,26 +98,8 @@ needs_pgveil() { has_way passthrough || has_way policy || has_way policy-tables;
 
 # ---------------------------------------------------------------- binaries --
 
-# Same search order as benches/pgbench.sh and testkit/src/bins.rs.
-has_server_bins() { [[ -x $1/initdb && -x $1/pg_ctl && -x $1/postgres ]]; }
-find_pg_bindir() {
-    local d
-    if [[ -n ${PGVEIL_PG_BINDIR:-} ]] && has_server_bins "$PGVEIL_PG_BINDIR"; then
-        echo "$PGVEIL_PG_BINDIR"; return 0
-    fi
-    if command -v initdb >/dev/null 2>&1; then
-        d=$(dirname "$(readlink -f "$(command -v initdb)")")
-        if has_server_bins "$d"; then echo "$d"; return 0; fi
-    fi
-    if command -v pg_config >/dev/null 2>&1; then
-        d=$(pg_config --bindir 2>/dev/null || true)
-        if [[ -n $d ]] && has_server_bins "$d"; then echo "$d"; return 0; fi
-    fi
-    for d in $(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -t/ -k4 -V -r); do
-        if has_server_bins "$d"; then echo "$d"; return 0; fi
-    done
-    return 1
-}
+# has_server_bins, find_pg_bindir
+source "$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/pg_bindir.sh"
 PG_BINDIR=$(find_pg_bindir) || die "PostgreSQL server binaries not found (looked in \$PGVEIL_PG_BINDIR, PATH, pg_config --bindir, /usr/lib/postgresql/*/bin); install with: apt-get update && apt-get install -y postgresql-15"
 PSQL=$PG_BINDIR/psql
 PG_CONFIG=$PG_BINDIR/pg_config

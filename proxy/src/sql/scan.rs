@@ -114,8 +114,18 @@ impl Scanner {
 
 /// Whether text holds a `U&` string or identifier, which can spell a name without its letters.
 pub fn has_unicode_escape(sql: &[u8]) -> bool {
+    unicode_escape_opening(sql, b"'\"")
+}
+
+/// Whether text holds a `U&"` (a Unicode-escaped identifier), anywhere.
+pub fn has_unicode_identifier(sql: &[u8]) -> bool {
+    unicode_escape_opening(sql, b"\"")
+}
+
+/// `U&` (either case) followed by one of `quotes`.
+fn unicode_escape_opening(sql: &[u8], quotes: &[u8]) -> bool {
     sql.windows(3)
-        .any(|w| (w[0] == b'u' || w[0] == b'U') && w[1] == b'&' && (w[2] == b'\'' || w[2] == b'"'))
+        .any(|w| (w[0] == b'u' || w[0] == b'U') && w[1] == b'&' && quotes.contains(&w[2]))
 }
 
 #[cfg(test)]

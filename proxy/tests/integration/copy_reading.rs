@@ -131,13 +131,7 @@ async fn copy_from_stdin_is_read_as_postgres_reads_it() {
     )
     .await
     .unwrap();
-    let mut config = config_for(&cluster);
-    config.enforcement = Some(pgveil::config::EnforcementConfig::new(
-        files.policy.clone(),
-        files.keyring.clone(),
-        "postgres",
-    ));
-    let proxy = proxy_with(config).await;
+    let proxy = files.proxy(&cluster).await;
     let through = client_as(&proxy, "loader", "").await;
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0x9e37_79b9);
     let (mut loaded, mut failed) = (0, 0);

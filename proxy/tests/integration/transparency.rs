@@ -118,13 +118,7 @@ async fn a_database_without_protected_data_behaves_as_postgres() {
         .batch_execute("create database veiled_db")
         .await
         .unwrap();
-    let mut config = config_for(&cluster);
-    config.enforcement = Some(pgveil::config::EnforcementConfig::new(
-        files.policy.clone(),
-        files.keyring.clone(),
-        "postgres",
-    ));
-    let proxy = proxy_with(config).await;
+    let proxy = files.proxy(&cluster).await;
     let plain = connect(&cluster.superuser_conninfo("direct_db")).await;
     let veiled = connect(&format!(
         "host=127.0.0.1 port={} user=postgres dbname=veiled_db sslmode=disable",

@@ -164,13 +164,6 @@ fn inert() -> Analysis {
     }
 }
 
-/// Whether text holds a `U&"` (a Unicode-escaped identifier), anywhere.
-fn has_unicode_identifier(text: &str) -> bool {
-    text.as_bytes()
-        .windows(3)
-        .any(|w| (w[0] == b'u' || w[0] == b'U') && w[1] == b'&' && w[2] == b'"')
-}
-
 /// Whether text creates code with dynamic SQL (`EXECUTE` in PL/pgSQL, or a language pgveil
 /// does not read), which can reach any relation whatever names it holds.
 fn dynamic_code(text: &str) -> bool {
@@ -191,7 +184,7 @@ fn dynamic_code(text: &str) -> bool {
 pub fn analyze(sql: &str, env: &Env<'_>) -> Result<Analysis, Refusal> {
     // sqlparser reads `U&"..."` as `U & "..."`: the identifier it spells (a function such as
     // set_config or query_to_xml, a column) would go unseen.
-    if has_unicode_identifier(sql) {
+    if crate::sql::scan::has_unicode_identifier(sql.as_bytes()) {
         return Err(Refusal::unanalysable_form(
             "pgveil cannot read U&\"...\" identifiers in statements it must analyse".into(),
             Some("write the identifier plainly, or in ordinary double quotes"),

@@ -326,34 +326,7 @@ fn refusal_reference_is_current() {
 #[test]
 fn every_rule_is_in_the_reference() {
     let text = refusal_reference();
-    for rule in [
-        Rule::ColumnUse,
-        Rule::ColumnDenied,
-        Rule::RandomizedEquality,
-        Rule::OnCiphertext,
-        Rule::ComputedLookup,
-        Rule::EncryptionMismatch,
-        Rule::ComputedWrite,
-        Rule::CiphertextMoved,
-        Rule::UnlocatableValue,
-        Rule::BadValue,
-        Rule::MixedParameter,
-        Rule::ExposingObject,
-        Rule::RunsSqlText,
-        Rule::OpaqueCode,
-        Rule::SessionChange,
-        Rule::AmbiguousName,
-        Rule::Unanalysable,
-        Rule::Unsupported,
-        Rule::NeedsClear,
-        Rule::UnreadableSession,
-        Rule::CatalogUnavailable,
-        Rule::NoKey,
-        Rule::Anomaly,
-        Rule::FastPathCall,
-        Rule::PolicyMismatch,
-        Rule::UnknownTable,
-    ] {
+    for rule in Rule::ALL {
         assert!(
             text.contains(&format!("### `{}` (", rule.name())),
             "{} has no entry in docs/refusals.md",

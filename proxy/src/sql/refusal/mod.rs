@@ -80,6 +80,36 @@ pub enum Rule {
 }
 
 impl Rule {
+    /// Every rule, in declaration order.
+    pub const ALL: [Rule; 26] = [
+        Rule::ColumnUse,
+        Rule::ColumnDenied,
+        Rule::RandomizedEquality,
+        Rule::OnCiphertext,
+        Rule::ComputedLookup,
+        Rule::EncryptionMismatch,
+        Rule::ComputedWrite,
+        Rule::CiphertextMoved,
+        Rule::UnlocatableValue,
+        Rule::BadValue,
+        Rule::MixedParameter,
+        Rule::ExposingObject,
+        Rule::RunsSqlText,
+        Rule::OpaqueCode,
+        Rule::SessionChange,
+        Rule::AmbiguousName,
+        Rule::Unanalysable,
+        Rule::Unsupported,
+        Rule::NeedsClear,
+        Rule::UnreadableSession,
+        Rule::CatalogUnavailable,
+        Rule::NoKey,
+        Rule::Anomaly,
+        Rule::FastPathCall,
+        Rule::PolicyMismatch,
+        Rule::UnknownTable,
+    ];
+
     /// The rule's name, as docs/security.md and logs give it.
     pub fn name(self) -> &'static str {
         match self {

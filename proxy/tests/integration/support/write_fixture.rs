@@ -44,6 +44,19 @@ pub struct PolicyFiles {
     pub keyring: std::path::PathBuf,
 }
 
+impl PolicyFiles {
+    /// pgveil in front of `cluster`, enforcing these files (catalog read as `postgres`).
+    pub async fn proxy(&self, cluster: &PgCluster) -> pgveil::app::RunningProxy {
+        let mut config = config_for(cluster);
+        config.enforcement = Some(EnforcementConfig::new(
+            self.policy.clone(),
+            self.keyring.clone(),
+            "postgres",
+        ));
+        proxy_with(config).await
+    }
+}
+
 pub fn policy_files(policy_text: &str) -> PolicyFiles {
     let dir = tempfile::tempdir().unwrap();
     let policy = dir.path().join("policy.yaml");
@@ -78,13 +91,7 @@ pub async fn setup() -> Setup {
     )
     .await
     .unwrap();
-    let mut config = config_for(&cluster);
-    config.enforcement = Some(EnforcementConfig::new(
-        files.policy.clone(),
-        files.keyring.clone(),
-        "postgres",
-    ));
-    let proxy = proxy_with(config).await;
+    let proxy = files.proxy(&cluster).await;
     Setup {
         cluster,
         proxy,
