@@ -23,13 +23,27 @@ const MAX_WINDOWS: usize = 100_000;
 /// Buckets per window: counts are kept at 1/60 of the window's length (at least 1 s).
 const BUCKETS: u64 = 60;
 
+#[derive(Default)]
 struct Window {
     /// (bucket start, rows), oldest first.
     buckets: VecDeque<(Instant, u64)>,
     total: u64,
+    /// A [`Windows::take`] was refused since the last one that succeeded: the alert of this
+    /// episode has been raised.
+    refusing: bool,
 }
 
 impl Window {
+    /// Add `rows` now, to the newest bucket while it is younger than a bucket's length.
+    fn push(&mut self, now: Instant, rows: u64, per: Duration) {
+        let bucket = (per / BUCKETS as u32).max(Duration::from_secs(1));
+        match self.buckets.back_mut() {
+            Some((t, n)) if now.duration_since(*t) < bucket => *n += rows,
+            _ => self.buckets.push_back((now, rows)),
+        }
+        self.total += rows;
+    }
+
     fn prune(&mut self, now: Instant, per: Duration) {
         while let Some(&(t, n)) = self.buckets.front() {
             if now.duration_since(t) < per {
@@ -53,52 +67,108 @@ pub enum Crossing {
     StillOver,
 }
 
+/// What [`Windows::take`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Take {
+    /// The rows fit: they were added.
+    Taken,
+    /// They would take the window over its limit: nothing was added. `first`: the first
+    /// refusal since rows last fitted (the episode's alert is due).
+    Refused { total: u64, first: bool },
+}
+
+/// The key of the window of `login` under `rule` (a login never holds a NUL).
+pub fn window_key(login: &str, rule: &str) -> String {
+    format!("{login}\0{rule}")
+}
+
 #[derive(Default)]
 pub struct Windows {
-    map: DashMap<(String, String), Window>,
+    map: DashMap<String, Window>,
 }
 
 impl Windows {
     /// Add `rows` for `login` under rule `rule` (limit `max` per `per`).
     pub fn add(&self, login: &str, rule: &str, rows: u64, max: u64, per: Duration) -> Crossing {
-        self.add_at(Instant::now(), login, rule, rows, max, per)
+        self.add_at(Instant::now(), &window_key(login, rule), rows, max, per)
     }
 
-    fn add_at(
-        &self,
-        now: Instant,
-        login: &str,
-        rule: &str,
-        rows: u64,
-        max: u64,
-        per: Duration,
-    ) -> Crossing {
+    /// [`Windows::add`] by the window's key (see [`window_key`]).
+    pub fn add_key(&self, key: &str, rows: u64, max: u64, per: Duration) -> Crossing {
+        self.add_at(Instant::now(), key, rows, max, per)
+    }
+
+    fn add_at(&self, now: Instant, key: &str, rows: u64, max: u64, per: Duration) -> Crossing {
         if rows == 0 {
             return Crossing::Within;
         }
-        if self.map.len() >= MAX_WINDOWS {
-            self.evict(now, per);
-        }
-        let bucket = (per / BUCKETS as u32).max(Duration::from_secs(1));
-        let mut w = self
-            .map
-            .entry((login.to_string(), rule.to_string()))
-            .or_insert_with(|| Window {
-                buckets: VecDeque::new(),
-                total: 0,
-            });
+        let mut w = self.window(now, key, per);
         w.prune(now, per);
         let before = w.total;
-        match w.buckets.back_mut() {
-            Some((t, n)) if now.duration_since(*t) < bucket => *n += rows,
-            _ => w.buckets.push_back((now, rows)),
-        }
-        w.total += rows;
+        w.push(now, rows, per);
         match (before > max, w.total > max) {
             (true, _) => Crossing::StillOver,
             (false, true) => Crossing::Crossed { total: w.total },
             _ => Crossing::Within,
         }
+    }
+
+    /// The window under `key`, created empty when there is none.
+    fn window(
+        &self,
+        now: Instant,
+        key: &str,
+        per: Duration,
+    ) -> dashmap::mapref::one::RefMut<'_, String, Window> {
+        if let Some(w) = self.map.get_mut(key) {
+            return w;
+        }
+        if self.map.len() >= MAX_WINDOWS {
+            self.evict(now, per);
+        }
+        self.map.entry(key.to_string()).or_default()
+    }
+
+    /// Add `rows` to the window under `key` (see [`window_key`]) only if that keeps it within
+    /// `max` per `per`: the check and the addition are one step, so sessions of one login
+    /// sharing the window never overshoot it together.
+    pub fn take(&self, key: &str, rows: u64, max: u64, per: Duration) -> Take {
+        self.take_at(Instant::now(), key, rows, max, per)
+    }
+
+    fn take_at(&self, now: Instant, key: &str, rows: u64, max: u64, per: Duration) -> Take {
+        let mut w = self.window(now, key, per);
+        w.prune(now, per);
+        if w.total.saturating_add(rows) > max {
+            let first = !std::mem::replace(&mut w.refusing, true);
+            return Take::Refused {
+                total: w.total,
+                first,
+            };
+        }
+        w.refusing = false;
+        w.push(now, rows, per);
+        Take::Taken
+    }
+
+    /// Take back `rows` added by [`Windows::take`] a moment ago (a later limit refused the
+    /// same row, so it was never delivered).
+    pub fn give_back(&self, key: &str, rows: u64) {
+        if let Some(mut w) = self.map.get_mut(key) {
+            let n = rows.min(w.total);
+            w.total -= n;
+            if let Some((_, b)) = w.buckets.back_mut() {
+                *b = b.saturating_sub(n);
+            }
+        }
+    }
+
+    /// Whether the window of `login` under `rule` has no room left for one row: its total,
+    /// when it is at `max` or over.
+    pub fn full(&self, login: &str, rule: &str, max: u64, per: Duration) -> Option<u64> {
+        let mut w = self.map.get_mut(window_key(login, rule).as_str())?;
+        w.prune(Instant::now(), per);
+        (w.total >= max).then_some(w.total)
     }
 
     /// Whether `login` is over the limit of `rule` now.
@@ -114,7 +184,7 @@ impl Windows {
         max: u64,
         per: Duration,
     ) -> Option<u64> {
-        let mut w = self.map.get_mut(&(login.to_string(), rule.to_string()))?;
+        let mut w = self.map.get_mut(window_key(login, rule).as_str())?;
         w.prune(now, per);
         (w.total > max).then_some(w.total)
     }
@@ -126,7 +196,7 @@ impl Windows {
             w.total > 0
         });
         if self.map.len() >= MAX_WINDOWS {
-            let mut ages: Vec<((String, String), Instant)> = self
+            let mut ages: Vec<(String, Instant)> = self
                 .map
                 .iter()
                 .filter_map(|e| e.value().buckets.back().map(|b| (e.key().clone(), b.0)))
@@ -227,44 +297,50 @@ pub fn gate(
                 return Some(hours_refusal(l, h, now));
             }
         };
-        if let Some(total) = enf.anomaly.over(login, &l.rule, max, l.per) {
+        // A rows limit is full when not one more row fits (rows are only ever added while
+        // they fit); a refusals limit is over when more were refused than it allows.
+        let over = match l.limit {
+            Limit::Rows(_) => enf.anomaly.full(login, &l.rule, max, l.per),
+            _ => enf.anomaly.over(login, &l.rule, max, l.per),
+        };
+        if let Some(total) = over {
             return Some(anomaly_refusal(l, login, total, max));
         }
     }
     None
 }
 
-/// Count `rows` of a statement against limit `l` (or, for an hours rule, note a read outside
-/// the hours); the alert, when this crossed it.
-pub fn count(enf: &Enforcement, login: &str, l: &AnomalyLimit, rows: u64) -> Option<Alert> {
-    let reason = match &l.limit {
-        Limit::Denied(_) => return None,
-        Limit::Rows(max) => match enf.anomaly.add(login, &l.rule, rows, *max, l.per) {
-            Crossing::Crossed { total } => format!(
-                "rows {total} > {max} of level {} in {}{}",
-                l.level,
-                humantime::format_duration(l.per),
-                if l.deny { "; then deny" } else { "" }
-            ),
-            _ => return None,
-        },
-        Limit::Hours(h) => {
-            let now = SystemTime::now();
-            if h.allows(now) {
-                return None;
-            }
-            out_of_hours(enf, login, l, h, now)?
-        }
+/// A statement of an hours rule's level that returned rows: the alert, the first time in the
+/// rule's window that this happens outside the hours (rows limits are counted row by row as
+/// rows leave, see [`super::delivery`]).
+pub fn hours_read(enf: &Enforcement, login: &str, l: &AnomalyLimit) -> Option<Alert> {
+    let Limit::Hours(h) = &l.limit else {
+        return None;
     };
+    let now = SystemTime::now();
+    if h.allows(now) {
+        return None;
+    }
+    let reason = out_of_hours(enf, login, l, h, now)?;
     Some(alert(enf, login, l, reason))
 }
 
+/// The reason of the alert of a rows limit crossed at `total` rows.
+pub fn rows_reason(l: &AnomalyLimit, total: u64, max: u64) -> String {
+    format!(
+        "rows {total} > {max} of level {} in {}{}",
+        l.level,
+        humantime::format_duration(l.per),
+        if l.deny { "; then deny" } else { "" }
+    )
+}
+
 /// A statement refused because an anomaly rule with `then: deny` is over its limit (`total`
-/// rows or refusals, `max` allowed).
+/// rows or refusals so far, `max` allowed).
 pub fn anomaly_refusal(l: &AnomalyLimit, login: &str, total: u64, max: u64) -> Refusal {
     let what = match l.limit {
         Limit::Denied(_) => format!("had {total} statements refused"),
-        _ => format!("received {total} rows of level {}", l.level),
+        _ => format!("received {total} rows of level {} (the limit)", l.level),
     };
     Refusal::anomaly_limit(&l.rule, login, &what, l.per, max)
 }
@@ -288,13 +364,13 @@ mod tests {
         let w = Windows::default();
         let t0 = Instant::now();
         let per = Duration::from_secs(60);
-        assert_eq!(w.add_at(t0, "a", "r", 600, 1000, per), Crossing::Within);
+        assert_eq!(w.add_at(t0, &window_key("a", "r"), 600, 1000, per), Crossing::Within);
         assert_eq!(
-            w.add_at(t0 + Duration::from_secs(30), "a", "r", 500, 1000, per),
+            w.add_at(t0 + Duration::from_secs(30), &window_key("a", "r"), 500, 1000, per),
             Crossing::Crossed { total: 1100 }
         );
         assert_eq!(
-            w.add_at(t0 + Duration::from_secs(31), "a", "r", 1, 1000, per),
+            w.add_at(t0 + Duration::from_secs(31), &window_key("a", "r"), 1, 1000, per),
             Crossing::StillOver
         );
         assert_eq!(
@@ -308,7 +384,7 @@ mod tests {
         );
         // Other logins and rules have their own windows.
         assert_eq!(w.over_at(t0, "b", "r", 1000, per), None);
-        assert_eq!(w.add_at(t0, "a", "other", 5, 1000, per), Crossing::Within);
+        assert_eq!(w.add_at(t0, &window_key("a", "other"), 5, 1000, per), Crossing::Within);
     }
 
     #[test]
@@ -317,7 +393,7 @@ mod tests {
         let t0 = Instant::now();
         let per = Duration::from_secs(1);
         for i in 0..(MAX_WINDOWS + 10) {
-            w.add_at(t0, &format!("login{i}"), "r", 1, 10, per);
+            w.add_at(t0, &window_key(&format!("login{i}"), "r"), 1, 10, per);
         }
         assert!(w.len() <= MAX_WINDOWS, "{}", w.len());
         // Windows that emptied are evicted.

@@ -9,7 +9,8 @@
 //!   STDOUT rows transformed ([`rows`], [`copy`], [`binary`]); [`book`]: the statements and
 //!   portals the server confirmed;
 //! - [`notices`]: error and notice texts that can quote stored values, withheld;
-//! - [`anomaly`]: the policy's anomaly windows and the gate that refuses over them.
+//! - [`anomaly`]: the policy's anomaly windows and the gate that refuses over them;
+//!   [`delivery`]: rows counted as they leave, stopped where a limit has no room.
 //!
 //! Imports run one way: `session → enforce → (sql, catalog, audit, policy)`.
 pub mod anomaly;
@@ -17,6 +18,7 @@ pub mod binary;
 pub mod book;
 pub mod copy;
 pub mod copy_in;
+pub mod delivery;
 pub mod describe;
 pub mod enforcer;
 pub mod frontend;

@@ -3,7 +3,7 @@
 //! COPY FROM STDIN plan, the audit facts and the anomaly limits the rows count against.
 use std::sync::Arc;
 
-use pgveil_policy::model::{ColumnId, EncryptMode};
+use pgveil_policy::model::{ColumnId, EncryptMode, Limit};
 use pgveil_policy::{RoleSet, Transform};
 
 use super::copy_in::CopyInPlan;
@@ -231,7 +231,12 @@ pub(super) fn plan(
                 fp,
             ))
         });
-        let anomaly = anomaly_limits(&qualified, state, roles);
+        let anomaly = anomaly_limits(&qualified, &s.revealed, state, roles);
+        if s.packs {
+            if let Some(l) = anomaly.iter().find(|l| l.deny && matches!(l.limit, Limit::Rows(_))) {
+                return Err(Refusal::anomaly_packing(&l.rule, &l.level));
+            }
+        }
         let width = (s.kind == Kind::Rows
             && s.copy.is_none()
             && !s.touched.is_empty()
@@ -255,9 +260,12 @@ pub(super) fn plan(
     })
 }
 
-/// The anomaly rules whose rows a statement with these protected outputs counts against.
+/// The anomaly rules whose rows a statement counts against: those of the levels of its
+/// protected outputs (`qualified`, by position) and of the columns whose values reach its
+/// result computed (`revealed`).
 fn anomaly_limits(
     qualified: &[String],
+    revealed: &[ColumnId],
     state: &PolicyState,
     roles: &RoleSet,
 ) -> Vec<Arc<AnomalyLimit>> {
@@ -265,16 +273,31 @@ fn anomaly_limits(
     if policy.anomaly.is_empty() {
         return Vec::new();
     }
-    let levels: Vec<usize> = qualified
+    let outputs: Vec<ColumnId> = qualified
         .iter()
         .filter(|q| !q.is_empty())
         .filter_map(|q| q.rsplit_once('.'))
         .filter_map(|(t, c)| state.policy.column_id(t, c))
-        .map(|c| state.policy.column(c).level)
+        .collect();
+    let levels: Vec<usize> = outputs
+        .iter()
+        .chain(revealed)
+        .map(|&c| state.policy.column(c).level)
         .collect();
     if levels.is_empty() {
         return Vec::new();
     }
+    // A row counts as many rows of a level as it carries values of one column of it.
+    let weight = |level: Option<usize>| {
+        let of_level = |c: &&ColumnId| level.is_none_or(|l| state.policy.column(**c).level == l);
+        let most = outputs
+            .iter()
+            .filter(of_level)
+            .map(|c| outputs.iter().filter(|d| *d == c).count())
+            .max()
+            .unwrap_or(0);
+        most.max(1) as u64
+    };
     policy
         .anomaly
         .iter()
@@ -290,6 +313,7 @@ fn anomaly_limits(
                 limit: a.limit.clone(),
                 per: std::time::Duration::from_secs(a.per_seconds.max(1)),
                 deny: a.then == pgveil_policy::model::AnomalyAction::Deny,
+                weight: weight(a.level),
             })
         })
         .collect()

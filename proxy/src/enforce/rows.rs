@@ -83,6 +83,10 @@ pub struct AnomalyLimit {
     /// The window (for hours rules: alerts per login at most once per window).
     pub per: std::time::Duration,
     pub deny: bool,
+    /// What one result row counts as against a rows limit: the most values of one protected
+    /// column of the level it carries (a self-join returning four customers' names per row
+    /// counts four), at least 1.
+    pub weight: u64,
 }
 
 /// The formats of COPY TO STDOUT pgveil can transform (default delimiters, quote and NULL).

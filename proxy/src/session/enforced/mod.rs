@@ -263,6 +263,7 @@ async fn serve<CR: ReadHalf, CW: WriteHalf, SR: ReadHalf, SW: WriteHalf>(
         _ = ctx.force_close.cancelled() => End::Shutdown,
     };
     let end = end.after_terminate(shared.flags.terminated());
+    downstream.finish().await;
     downstream.flush_tally();
     finish(&mut cw, &end, shared.flags.client_at_boundary()).await;
     end

@@ -2,6 +2,7 @@
 //! rest of the cycle is dropped after a failed transform.
 use std::sync::Arc;
 
+use crate::enforce::delivery::Delivery;
 use crate::enforce::rows::{CopyFormat, RowPlan};
 
 #[derive(Default)]
@@ -14,6 +15,10 @@ pub struct Current {
     pub discard: bool,
     /// The current Execute's portal has been looked up.
     pub resolved: bool,
+    /// The rows of the current result counted as they leave (audited, or under a limit).
+    pub delivery: Option<Delivery>,
+    /// The current statement's record was written when pgveil stopped it.
+    pub recorded: bool,
 }
 
 impl Current {
@@ -35,5 +40,7 @@ impl Current {
         self.rows = None;
         self.copy = None;
         self.resolved = false;
+        self.delivery = None;
+        self.recorded = false;
     }
 }

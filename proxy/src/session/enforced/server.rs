@@ -2,10 +2,11 @@
 //! step per message type. Frames that need no change stream through untouched, in pieces when
 //! they are long; the prepared statements and portals that need transforms are booked when the
 //! server confirms them.
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
-use bytes::{Buf, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 
 use super::expect::{Answers, Expect};
@@ -14,9 +15,10 @@ use super::Shared;
 use crate::audit::{AuditSink, Entry, SessionAudit};
 use crate::context::ServerContext;
 use crate::enforce::book::{Book, PortalPlan};
+use crate::enforce::delivery::Delivery;
 use crate::enforce::describe::Describer;
 use crate::enforce::results::Transformer;
-use crate::enforce::rows::{RowError, RowPlan};
+use crate::enforce::rows::{CopyFormat, RowError, RowPlan};
 use crate::enforce::{notices, write, Enforcement};
 use crate::metrics::Command;
 use crate::protocol::backend::{command_word, parameter_status};
@@ -33,7 +35,9 @@ pub struct ServerToClient<'a> {
     book: Book,
     /// Which statement of a simple Query the answers are at.
     query_index: usize,
-    result: Current,
+    pub(super) result: Current,
+    /// The counts of portals an Execute row limit suspended, by portal name.
+    pub(super) suspended: HashMap<Bytes, Delivery>,
     describer: Describer,
     transformer: Transformer,
     /// A row was transformed while processing the current read.
@@ -67,6 +71,7 @@ impl<'a> ServerToClient<'a> {
             book: Book::default(),
             query_index: 0,
             result: Current::default(),
+            suspended: HashMap::new(),
             describer: Describer::default(),
             transformer: Transformer::default(),
             transformed: false,
@@ -121,6 +126,13 @@ impl<'a> ServerToClient<'a> {
                     self.resolve_portal();
                 }
                 if !probing && self.result.streams(header.tag, self.shared.scrubs()) {
+                    // A row passing untouched is still counted, and may be withheld.
+                    if matches!(header.tag, b'D' | b'd')
+                        && self.result.delivery.is_some()
+                        && !self.result.discard
+                    {
+                        self.deliver(&mut out);
+                    }
                     remaining = header.frame_len;
                     dropping = self.result.discard;
                     continue;
@@ -274,6 +286,9 @@ impl<'a> ServerToClient<'a> {
             self.transformer.result_of(p);
         }
         if matches!(self.answers.front(), Some(Expect::Query { .. })) && !self.result.discard {
+            if let Some(p) = &plan {
+                self.start_delivery(p, false);
+            }
             self.result.rows = plan
                 .filter(|p| !p.is_empty())
                 .map(|p| (p, Arc::<[i16]>::from(Vec::new())));
@@ -288,6 +303,9 @@ impl<'a> ServerToClient<'a> {
         let Some((plan, formats)) = self.result.rows.clone() else {
             return true;
         };
+        if !self.deliver(out) {
+            return false;
+        }
         self.transformed = true;
         if let Err(e) = self
             .transformer
@@ -299,8 +317,12 @@ impl<'a> ServerToClient<'a> {
     }
 
     fn copy_out_response(&mut self) -> bool {
-        self.result.copy = self
-            .result_plan()
+        let plan = self.result_plan();
+        if let Some(p) = plan.as_ref().filter(|_| !self.result.discard) {
+            let header = p.copy == Some(CopyFormat::Csv { header: true });
+            self.start_delivery(p, header);
+        }
+        self.result.copy = plan
             .filter(|p| !p.is_empty())
             .and_then(|p| p.copy.map(|f| (p, f, true)));
         if let Some((p, _, _)) = &self.result.copy {
@@ -311,6 +333,12 @@ impl<'a> ServerToClient<'a> {
 
     fn copy_data(&mut self, body: &[u8], out: &mut BytesMut) -> bool {
         if self.result.discard {
+            return false;
+        }
+        if self.result.copy.is_none() {
+            return true;
+        }
+        if !self.deliver(out) {
             return false;
         }
         let Some((plan, format, first)) = self.result.copy.as_mut() else {
@@ -344,6 +372,7 @@ impl<'a> ServerToClient<'a> {
     }
 
     fn portal_suspended(&mut self) -> bool {
+        self.suspend_delivery();
         self.result.rows = None;
         self.result.resolved = false;
         if matches!(self.answers.front(), Some(Expect::Execute { .. })) {
@@ -394,6 +423,8 @@ impl<'a> ServerToClient<'a> {
             ..
         }) = self.answers.pop()
         {
+            // Binding a portal's name again ends the portal that had it.
+            self.portal_ended(&portal, "bound again");
             self.book.bound(&portal, &statement, &formats, plan);
         }
         !self.result.discard
@@ -401,6 +432,9 @@ impl<'a> ServerToClient<'a> {
 
     fn close_complete(&mut self) -> bool {
         if let Some(Expect::Close { kind, name }) = self.answers.pop() {
+            if kind == b'P' {
+                self.portal_ended(&name, "closed");
+            }
             self.book.closed(kind, &name);
         }
         !self.result.discard
@@ -423,7 +457,7 @@ impl<'a> ServerToClient<'a> {
         };
         self.ctx.metrics.query_failed(command);
         self.result.rows = None;
-        let audit_info = self.audit_info();
+        let failing = self.failing();
         let mut replacement = None;
         match self.answers.front() {
             Some(Expect::Query { replace, .. } | Expect::FunctionCall { replace }) => {
@@ -443,7 +477,7 @@ impl<'a> ServerToClient<'a> {
             }
         }
         if replacement.is_none() {
-            self.record_error(audit_info, body);
+            self.record_error(failing, body);
         }
         if self.result.discard {
             return false;
@@ -499,6 +533,7 @@ impl<'a> ServerToClient<'a> {
             }
         }
         if status == b'I' {
+            self.portals_ended("its transaction ended");
             self.shared.transaction_ended();
             self.book.transaction_ended();
             if self.ddl_pending {
@@ -551,6 +586,7 @@ impl<'a> ServerToClient<'a> {
         if let Some(Expect::Execute { portal }) = self.answers.front() {
             let portal = portal.clone();
             if let Some(PortalPlan { row, formats }) = self.book.portal(&portal) {
+                self.start_delivery(&row, false);
                 if !row.is_empty() {
                     self.transformer.result_of(&row);
                     self.result.rows = Some((row, formats));
@@ -579,6 +615,11 @@ impl<'a> ServerToClient<'a> {
             self.enf.catalog.invalidate_database(&self.database);
         }
         out.extend_from_slice(&self.transformer.failed(self.enf, &e));
+        if let Some(d) = self.result.delivery.take() {
+            let why = format!("XX000 {e}");
+            self.record_delivery(&d, crate::audit::Outcome::Error, Some(why));
+            self.result.recorded = true;
+        }
         self.result.discard = true;
         self.result.rows = None;
     }

@@ -161,6 +161,9 @@ impl Analyzer<'_, '_> {
         for f in &v.functions {
             self.check_function(f)?;
         }
+        if !self.packs && v.packing.iter().any(|f| self.packs_protected(f)) {
+            self.packs = true;
+        }
         if let Some(arg) = v.bad_set_config {
             return Err(Refusal::set_config(&arg));
         }
@@ -201,6 +204,28 @@ impl Analyzer<'_, '_> {
         Ok(())
     }
 
+    /// Whether a gathering aggregate or constructor takes a protected value: a protected
+    /// column or a whole row holding one, or a subquery (which is not looked into here).
+    fn packs_protected(&self, f: &Function) -> bool {
+        let mut inside = Collect::default();
+        let _ = f.args.visit(&mut inside);
+        if !inside.subqueries.is_empty() || matches!(f.args, FunctionArguments::Subquery(_)) {
+            return true;
+        }
+        let whole_row = |name: &String| {
+            self.levels
+                .iter()
+                .rev()
+                .find_map(|l| l.iter().find(|i| &i.name == name))
+                .is_some_and(|i| !i.protected().is_empty())
+        };
+        inside.refs.iter().any(|r| match self.resolve(r) {
+            Ref::Col(Src::Col(_)) | Ref::Unresolved => true,
+            Ref::WholeRow(cols) => !cols.is_empty(),
+            Ref::Col(_) => false,
+        }) || inside.whole_rows.iter().any(whole_row)
+    }
+
     pub(super) fn check_function(&self, name: &str) -> Result<(), Refusal> {
         if name == "set_config" {
             self.changes(super::SessionChange::Role);
@@ -237,7 +262,34 @@ pub(super) struct Collect {
     functions: Vec<String>,
     whole_rows: Vec<String>,
     bad_set_config: Option<String>,
+    /// Calls of [`PACKING`] functions.
+    packing: Vec<Function>,
 }
+
+/// Aggregates and constructors whose one result gathers the values of many rows (PostgreSQL
+/// 15's, and the SQL/JSON ones of later versions).
+const PACKING: &[&str] = &[
+    "array",
+    "array_agg",
+    "string_agg",
+    "json_agg",
+    "jsonb_agg",
+    "json_agg_strict",
+    "jsonb_agg_strict",
+    "json_object_agg",
+    "jsonb_object_agg",
+    "json_object_agg_strict",
+    "jsonb_object_agg_strict",
+    "json_object_agg_unique",
+    "jsonb_object_agg_unique",
+    "json_object_agg_unique_strict",
+    "jsonb_object_agg_unique_strict",
+    "json_arrayagg",
+    "json_objectagg",
+    "xmlagg",
+    "range_agg",
+    "range_intersect_agg",
+];
 
 impl Visitor for Collect {
     type Break = ();
@@ -308,6 +360,9 @@ impl Collect {
                     None => self.bad_set_config = Some("a computed name".into()),
                 }
             }
+        }
+        if PACKING.contains(&name.as_str()) {
+            self.packing.push(f.clone());
         }
         self.functions.push(name);
     }

@@ -91,6 +91,13 @@ pub struct StatementPlan {
     pub sites: Vec<Site>,
     /// Set for `COPY ... FROM STDIN` into encrypted columns: the rows pgveil encrypts.
     pub copy_in: Option<CopyIn>,
+    /// The protected columns whose values can reach the result: read as they are, or
+    /// computed on (a concatenation, a cast, a function, an aggregate), at any depth.
+    pub revealed: Vec<ColumnId>,
+    /// An aggregate or constructor that gathers many rows' values into one (`string_agg`,
+    /// `array_agg`, `json_agg`, `ARRAY(subquery)`, ...) takes a protected column, or a
+    /// recursive query computes on one: a result row may carry any number of stored values.
+    pub packs: bool,
 }
 
 /// The columns of a `COPY ... FROM STDIN` row, by position: `Some` for encrypted ones.
@@ -159,6 +166,8 @@ fn inert() -> Analysis {
             touched: Vec::new(),
             sites: Vec::new(),
             copy_in: None,
+            revealed: Vec::new(),
+            packs: false,
         }],
         role_dependent: false,
     }
@@ -317,6 +326,9 @@ struct Analyzer<'e, 'a> {
     touched: Vec<(ColumnId, Usage)>,
     sites: Vec<Site>,
     copy_in: Option<CopyIn>,
+    /// See [`StatementPlan::revealed`] and [`StatementPlan::packs`].
+    revealed: Vec<ColumnId>,
+    packs: bool,
     /// The reference being checked is an IS [NOT] NULL test.
     nullness: bool,
     /// How many view definitions are being followed.
@@ -410,6 +422,8 @@ impl<'e, 'a> Analyzer<'e, 'a> {
             touched: Vec::new(),
             sites: Vec::new(),
             copy_in: None,
+            revealed: Vec::new(),
+            packs: false,
             nullness: false,
             view_depth: 0,
             session_change: std::cell::Cell::new(SessionChange::Nothing),

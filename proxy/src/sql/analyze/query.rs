@@ -10,7 +10,12 @@ impl Analyzer<'_, '_> {
             for cte in &with.cte_tables {
                 let name = ident(&cte.alias.name);
                 let outs = if with.recursive {
-                    self.recursive_cte(&name, &cte.alias, &cte.query)?
+                    // A recursive query can carry values from row to row (a name appended
+                    // to the last): its rows can hold any number of stored values.
+                    let before = self.revealed.len();
+                    let outs = self.recursive_cte(&name, &cte.alias, &cte.query)?;
+                    self.packs |= self.revealed.len() > before;
+                    outs
                 } else {
                     let outs = self.query(&cte.query)?;
                     name_outputs(&cte.alias, &outs, &cte.query)
@@ -108,6 +113,8 @@ impl Analyzer<'_, '_> {
                 let plan = inner.statement(s)?;
                 self.touched.extend(plan.touched);
                 self.sites.extend(plan.sites);
+                self.revealed.extend(plan.revealed);
+                self.packs |= plan.packs;
                 Ok(plan.outputs)
             }
             SetExpr::Table(t) => {

@@ -33,6 +33,8 @@ impl Analyzer<'_, '_> {
                 // and the columns it touches are the EXPLAIN's.
                 self.sites.extend(inner.sites);
                 self.touched.extend(inner.touched);
+                self.revealed.extend(inner.revealed);
+                self.packs |= inner.packs;
                 if inner.copy_in.is_some() {
                     return Err(Refusal::unsupported(
                         "pgveil cannot explain COPY into encrypted columns".into(),
@@ -154,6 +156,8 @@ impl Analyzer<'_, '_> {
             touched: std::mem::take(&mut self.touched),
             sites: std::mem::take(&mut self.sites),
             copy_in: self.copy_in.take(),
+            revealed: std::mem::take(&mut self.revealed),
+            packs: std::mem::take(&mut self.packs),
         })
     }
 

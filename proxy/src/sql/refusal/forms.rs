@@ -99,6 +99,17 @@ impl Refusal {
         .hint("wait for the window to pass, or ask the policy owner to raise the limit")
     }
 
+    /// An aggregate gathers values of a level whose rows a `then: deny` limit counts: one
+    /// result row could carry any number of them, past the count.
+    pub fn anomaly_packing(rule: &str, level_name: &str) -> Refusal {
+        Refusal::new(
+            Rule::Anomaly,
+            sqlstate::INSUFFICIENT_PRIVILEGE,
+            format!("permission denied by anomaly rule {rule}: this statement gathers values of level {level_name} from many rows into one (an aggregate such as string_agg, array_agg or json_agg, ARRAY(subquery), or a recursive query), which the rule cannot count"),
+        )
+        .hint("read the rows one by one (the rule counts them), or ask the policy owner for a role without this limit")
+    }
+
     /// An hours rule with `then: deny` forbids its level now.
     pub fn anomaly_hours(rule: &str, level_name: &str, hours: &str, now: &str) -> Refusal {
         Refusal::new(
