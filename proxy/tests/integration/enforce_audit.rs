@@ -213,9 +213,17 @@ async fn an_anomaly_limit_denies_until_the_window_clears() {
     let v = client_as(&proxy, "viewer_app", "").await;
     let read = "select id, phone from customers";
     assert_eq!(rows(&v, read).await.len(), 3);
-    // The second read crosses the limit (6 > 5) and still completes; the next is refused,
-    // however it asks.
-    assert_eq!(rows(&v, read).await.len(), 3);
+    // The second read would cross the limit (6 > 5): two rows leave, then the rule stops
+    // it; the next is refused before it runs, however it asks.
+    let mut raw = Raw::login(&proxy, "viewer_app").await;
+    raw.send(&fe::query(read)).await;
+    let msgs = raw.until_ready().await;
+    assert_eq!(msgs.iter().filter(|m| m.tag == b'D').count(), 2, "{}", tags(&msgs));
+    assert!(
+        msgs.iter().any(|m| m.sqlstate().as_deref() == Some("42501")),
+        "{}",
+        tags(&msgs)
+    );
     assert_eq!(refused(&v, read).await, "42501");
     let e = v
         .query("select phone from customers where id > $1", &[&0i32])
@@ -244,10 +252,10 @@ async fn an_anomaly_limit_denies_until_the_window_clears() {
         metrics.contains("pgveil_anomaly_alerts_total{rule=\"watch_all\"}"),
         "{metrics}"
     );
-    // Values sent, by policy role (viewer gets phone masked: 3 reads of 3 rows served).
+    // Values sent, by policy role (viewer gets phone masked: 3 + 2 + 3 rows served).
     assert!(
         metrics
-            .contains("pgveil_sensitive_values_by_role_total{action=\"mask\",role=\"viewer\"} 9"),
+            .contains("pgveil_sensitive_values_by_role_total{action=\"mask\",role=\"viewer\"} 8"),
         "{metrics}"
     );
     drop((v, o));

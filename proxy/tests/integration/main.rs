@@ -3,6 +3,7 @@
 mod support;
 
 mod adversarial;
+mod anomaly_evasion;
 mod audit_crash;
 mod audit_syslog;
 mod auth;

@@ -109,9 +109,16 @@ impl ServerToClient<'_> {
             return;
         };
         if let (Some(info), Some((_, audit))) = (&plan.audit, &self.audit) {
-            let rows = command_rows(body);
+            // After pgveil stopped a statement of this cycle, the server's later answers are
+            // withheld from the client: nothing of them was delivered.
+            let (rows, reason) = if self.result.discard {
+                let why = "ran, but its answer was withheld: pgveil stopped an earlier statement of the batch";
+                (0, Some(why.to_string()))
+            } else {
+                (command_rows(body), None)
+            };
             self.entries
-                .push(audit.statement(info, rows, Outcome::Ok, None));
+                .push(audit.statement(info, rows, Outcome::Ok, reason));
         }
     }
 
