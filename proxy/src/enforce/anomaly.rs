@@ -364,13 +364,28 @@ mod tests {
         let w = Windows::default();
         let t0 = Instant::now();
         let per = Duration::from_secs(60);
-        assert_eq!(w.add_at(t0, &window_key("a", "r"), 600, 1000, per), Crossing::Within);
         assert_eq!(
-            w.add_at(t0 + Duration::from_secs(30), &window_key("a", "r"), 500, 1000, per),
+            w.add_at(t0, &window_key("a", "r"), 600, 1000, per),
+            Crossing::Within
+        );
+        assert_eq!(
+            w.add_at(
+                t0 + Duration::from_secs(30),
+                &window_key("a", "r"),
+                500,
+                1000,
+                per
+            ),
             Crossing::Crossed { total: 1100 }
         );
         assert_eq!(
-            w.add_at(t0 + Duration::from_secs(31), &window_key("a", "r"), 1, 1000, per),
+            w.add_at(
+                t0 + Duration::from_secs(31),
+                &window_key("a", "r"),
+                1,
+                1000,
+                per
+            ),
             Crossing::StillOver
         );
         assert_eq!(
@@ -384,7 +399,51 @@ mod tests {
         );
         // Other logins and rules have their own windows.
         assert_eq!(w.over_at(t0, "b", "r", 1000, per), None);
-        assert_eq!(w.add_at(t0, &window_key("a", "other"), 5, 1000, per), Crossing::Within);
+        assert_eq!(
+            w.add_at(t0, &window_key("a", "other"), 5, 1000, per),
+            Crossing::Within
+        );
+    }
+
+    #[test]
+    fn a_take_adds_only_what_fits_and_alerts_once_per_episode() {
+        let w = Windows::default();
+        let t0 = Instant::now();
+        let per = Duration::from_secs(60);
+        let k = window_key("a", "r");
+        for _ in 0..4 {
+            assert_eq!(w.take_at(t0, &k, 2, 9, per), Take::Taken);
+        }
+        // 8 taken: one more of weight 2 would make 10 > 9; it is not added.
+        assert_eq!(
+            w.take_at(t0, &k, 2, 9, per),
+            Take::Refused {
+                total: 8,
+                first: true
+            }
+        );
+        assert_eq!(
+            w.take_at(t0, &k, 2, 9, per),
+            Take::Refused {
+                total: 8,
+                first: false
+            }
+        );
+        // A single value still fits; then the window is full.
+        assert_eq!(w.take_at(t0, &k, 1, 9, per), Take::Taken);
+        assert_eq!(w.full("a", "r", 9, per), Some(9));
+        // Given back (another limit refused the same row): room again.
+        w.give_back(&k, 1);
+        assert_eq!(w.full("a", "r", 9, per), None);
+        // After the window, everything has left; the next refusal is a new episode.
+        assert_eq!(w.take_at(t0 + per, &k, 9, 9, per), Take::Taken);
+        assert_eq!(
+            w.take_at(t0 + per, &k, 1, 9, per),
+            Take::Refused {
+                total: 9,
+                first: true
+            }
+        );
     }
 
     #[test]

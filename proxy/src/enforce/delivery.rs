@@ -73,8 +73,7 @@ impl Delivery {
             let (Some(key), Limit::Rows(max), true) = (&self.keys[i], &l.limit, l.deny) else {
                 continue;
             };
-            if let Take::Refused { total, first } = enf.anomaly.take(key, l.weight, *max, l.per)
-            {
+            if let Take::Refused { total, first } = enf.anomaly.take(key, l.weight, *max, l.per) {
                 for (j, k) in limits.iter().enumerate().take(i) {
                     if let (Some(key), Limit::Rows(_), true) = (&self.keys[j], &k.limit, k.deny) {
                         enf.anomaly.give_back(key, k.weight);

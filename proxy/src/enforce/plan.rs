@@ -233,7 +233,10 @@ pub(super) fn plan(
         });
         let anomaly = anomaly_limits(&qualified, &s.revealed, state, roles);
         if s.packs {
-            if let Some(l) = anomaly.iter().find(|l| l.deny && matches!(l.limit, Limit::Rows(_))) {
+            if let Some(l) = anomaly
+                .iter()
+                .find(|l| l.deny && matches!(l.limit, Limit::Rows(_)))
+            {
                 return Err(Refusal::anomaly_packing(&l.rule, &l.level));
             }
         }

@@ -128,7 +128,8 @@ fn stopped_by_rule(msgs: &[Msg]) -> bool {
     msgs.iter().any(|m| {
         m.tag == b'E'
             && m.sqlstate().as_deref() == Some("42501")
-            && m.field(b'M').is_some_and(|t| t.contains("anomaly rule bulk"))
+            && m.field(b'M')
+                .is_some_and(|t| t.contains("anomaly rule bulk"))
     })
 }
 
@@ -165,8 +166,7 @@ async fn a_portal_read_in_chunks_counts_every_chunk_and_is_audited() {
         "{}",
         tags(&next)
     );
-    raw.send(&fe::query("select count(*) from shipments"))
-        .await;
+    raw.send(&fe::query("select count(*) from shipments")).await;
     assert_eq!(data_rows(&raw.until_ready().await), 1);
 
     // Within the limit: two chunks of 20, then Close: 40 rows, one record with 40 rows.
@@ -282,7 +282,11 @@ async fn computed_outputs_count_as_their_columns_and_gathering_is_refused() {
         let e = g.simple_query(sql).await.unwrap_err();
         let db = e.as_db_error().unwrap_or_else(|| panic!("{sql}: {e}"));
         assert_eq!(db.code().code(), "42501", "{sql}: {}", db.message());
-        assert!(db.message().contains("gathers values"), "{sql}: {}", db.message());
+        assert!(
+            db.message().contains("gathers values"),
+            "{sql}: {}",
+            db.message()
+        );
     }
     // Near neighbours: aggregates over unprotected columns, and a count, run.
     let p = client_as(&e.proxy, "plain", "").await;
@@ -365,7 +369,10 @@ async fn twenty_sessions_of_one_login_share_the_window() {
             let mut raw = Raw::login_at(proxy_addr, "bulk_export").await;
             // Every session tries another path: simple, extended in chunks, binary.
             match i % 3 {
-                0 => raw.send(&fe::query("select id, phone from customers")).await,
+                0 => {
+                    raw.send(&fe::query("select id, phone from customers"))
+                        .await
+                }
                 1 => {
                     let mut b = fe::parse("", "select id, phone from customers");
                     b.extend(fe::bind("p", "", &[], false));

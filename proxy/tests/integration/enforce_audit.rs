@@ -218,9 +218,15 @@ async fn an_anomaly_limit_denies_until_the_window_clears() {
     let mut raw = Raw::login(&proxy, "viewer_app").await;
     raw.send(&fe::query(read)).await;
     let msgs = raw.until_ready().await;
-    assert_eq!(msgs.iter().filter(|m| m.tag == b'D').count(), 2, "{}", tags(&msgs));
+    assert_eq!(
+        msgs.iter().filter(|m| m.tag == b'D').count(),
+        2,
+        "{}",
+        tags(&msgs)
+    );
     assert!(
-        msgs.iter().any(|m| m.sqlstate().as_deref() == Some("42501")),
+        msgs.iter()
+            .any(|m| m.sqlstate().as_deref() == Some("42501")),
         "{}",
         tags(&msgs)
     );

@@ -130,7 +130,12 @@ impl ServerToClient<'_> {
         if let Some(d) = self.take_delivery() {
             return Failing::Delivered(d);
         }
-        match self.audit.is_some().then(|| self.current_row_plan()).flatten() {
+        match self
+            .audit
+            .is_some()
+            .then(|| self.current_row_plan())
+            .flatten()
+        {
             Some(plan) => Failing::Plan(plan),
             None => Failing::Nothing,
         }
@@ -165,7 +170,10 @@ impl ServerToClient<'_> {
         if self.suspended.len() >= MAX_SUSPENDED {
             let any = self.suspended.keys().next().cloned();
             if let Some(k) = any {
-                self.portal_ended(&k, "its count was recorded early (too many suspended portals)");
+                self.portal_ended(
+                    &k,
+                    "its count was recorded early (too many suspended portals)",
+                );
             }
         }
         self.suspended.insert(portal, d);
@@ -200,7 +208,12 @@ impl ServerToClient<'_> {
     }
 
     /// The record of a statement whose rows were counted, and its hours alerts.
-    pub(super) fn record_delivery(&mut self, d: &Delivery, outcome: Outcome, reason: Option<String>) {
+    pub(super) fn record_delivery(
+        &mut self,
+        d: &Delivery,
+        outcome: Outcome,
+        reason: Option<String>,
+    ) {
         let mut alerts = Vec::new();
         d.hours(self.enf, &self.login, &mut alerts);
         if let (Some(info), Some((_, audit))) = (&d.plan.audit, &self.audit) {

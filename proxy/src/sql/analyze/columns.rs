@@ -41,8 +41,7 @@ impl Analyzer<'_, '_> {
                 col.level,
             ));
         }
-        if matches!(usage, Usage::Projection | Usage::FunctionArg) && !self.revealed.contains(&c)
-        {
+        if matches!(usage, Usage::Projection | Usage::FunctionArg) && !self.revealed.contains(&c) {
             self.revealed.push(c);
         }
         match self.touched.iter_mut().find(|(id, _)| *id == c) {

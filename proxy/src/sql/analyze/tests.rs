@@ -670,3 +670,97 @@ fn deterministic_columns_group_for_clear_readers() {
         assert_eq!(r.sqlstate, "42501", "{sql}: {}", r.message);
     }
 }
+
+/// What the anomaly limits count: the columns whose values reach the result (bare or
+/// computed, at any depth), and whether one row can gather many rows' values.
+#[test]
+fn revealed_columns_and_gathering() {
+    let f = fixture();
+    let id = |c: &str| f.policy.column_id("public.customers", c).unwrap();
+    let (name, phone) = (id("name"), id("phone"));
+    let plan = |sql: &str| match run(&f, "dispatch_app", sql) {
+        Ok(a) => a.statements[0].clone(),
+        Err(r) => panic!("{sql}: refused: {}", r.message),
+    };
+    let cases: &[(&str, Vec<ColumnId>, bool)] = &[
+        ("select name from customers", vec![name], false),
+        ("select name || '' from customers", vec![name], false),
+        (
+            "select x from (select upper(name) as x from customers) s",
+            vec![name],
+            false,
+        ),
+        (
+            "select (select name from customers limit 1)",
+            vec![name],
+            false,
+        ),
+        (
+            "select phone, name from customers where id = 1",
+            vec![phone, name],
+            false,
+        ),
+        // Used only to filter or count: no value of it leaves.
+        ("select id from customers where name = 'x'", vec![], false),
+        (
+            "select count(*) from customers where phone = '1'",
+            vec![],
+            false,
+        ),
+        // Gathering aggregates and constructors over a protected value.
+        (
+            "select string_agg(name, ',') from customers",
+            vec![name],
+            true,
+        ),
+        (
+            "select pg_catalog.array_agg(name) from customers",
+            vec![name],
+            true,
+        ),
+        (
+            "select json_agg(s) from (select id, name from customers) s",
+            vec![name],
+            true,
+        ),
+        ("select array(select name from customers)", vec![name], true),
+        (
+            "select string_agg(name, ',') over () from customers",
+            vec![name],
+            true,
+        ),
+        (
+            "with recursive r(i, s) as (select 1, ''::text union all \
+             select i + 1, s || (select name from customers where id = i) from r where i < 9) \
+             select s from r",
+            vec![name],
+            true,
+        ),
+        // Near neighbours: gathering unprotected values, a recursive query over none.
+        (
+            "select string_agg(id::text, ','), max(name) from customers",
+            vec![name],
+            false,
+        ),
+        (
+            "select name, array_agg(id) from customers group by name",
+            vec![name],
+            false,
+        ),
+        (
+            "with recursive r(i) as (select 1 union all select i + 1 from r where i < 9) \
+             select i from r",
+            vec![],
+            false,
+        ),
+    ];
+    for (sql, revealed, packs) in cases {
+        let p = plan(sql);
+        let mut got = p.revealed.clone();
+        got.sort();
+        let mut want = revealed.clone();
+        want.sort();
+        assert_eq!(got, want, "{sql}");
+        assert_eq!(p.packs, *packs, "{sql}");
+    }
+}
