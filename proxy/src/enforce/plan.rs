@@ -231,7 +231,7 @@ pub(super) fn plan(
                 fp,
             ))
         });
-        let anomaly = anomaly_limits(&qualified, &s.revealed, state, roles);
+        let anomaly = anomaly_limits(&qualified, s, state, roles);
         if s.packs {
             if let Some(l) = anomaly
                 .iter()
@@ -268,7 +268,7 @@ pub(super) fn plan(
 /// result computed (`revealed`).
 fn anomaly_limits(
     qualified: &[String],
-    revealed: &[ColumnId],
+    s: &sql::StatementPlan,
     state: &PolicyState,
     roles: &RoleSet,
 ) -> Vec<Arc<AnomalyLimit>> {
@@ -284,7 +284,7 @@ fn anomaly_limits(
         .collect();
     let levels: Vec<usize> = outputs
         .iter()
-        .chain(revealed)
+        .chain(&s.revealed)
         .map(|&c| state.policy.column(c).level)
         .collect();
     if levels.is_empty() {
@@ -293,13 +293,16 @@ fn anomaly_limits(
     // A row counts as many rows of a level as it carries values of one column of it.
     let weight = |level: Option<usize>| {
         let of_level = |c: &&ColumnId| level.is_none_or(|l| state.policy.column(**c).level == l);
-        let most = outputs
+        let bare = outputs
             .iter()
             .filter(of_level)
-            .map(|c| outputs.iter().filter(|d| *d == c).count())
-            .max()
-            .unwrap_or(0);
-        most.max(1) as u64
+            .map(|c| outputs.iter().filter(|d| *d == c).count());
+        let spread = s
+            .spread
+            .iter()
+            .filter(|(c, _)| of_level(&c))
+            .map(|(_, n)| *n);
+        bare.chain(spread).max().unwrap_or(0).max(1) as u64
     };
     policy
         .anomaly

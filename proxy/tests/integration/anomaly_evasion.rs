@@ -237,7 +237,10 @@ async fn rows_before_an_error_count_and_are_audited() {
 
 #[tokio::test]
 async fn computed_outputs_count_as_their_columns_and_gathering_is_refused() {
-    let e = setup(&["concat", "nested", "selfjoin", "gather", "plain"]).await;
+    let e = setup(&[
+        "concat", "nested", "selfjoin", "combined", "gather", "plain",
+    ])
+    .await;
     // A concatenation is the column: 50 rows, then stopped.
     let mut raw = Raw::login(&e.proxy, "concat").await;
     raw.send(&fe::query("select name || '' from customers"))
@@ -260,6 +263,18 @@ async fn computed_outputs_count_as_their_columns_and_gathering_is_refused() {
         "select a.name, b.name, c.name, d.name from customers a
          join customers b on b.id = a.id + 50 join customers c on c.id = a.id + 100
          join customers d on d.id = a.id + 150 order by a.id",
+    ))
+    .await;
+    let msgs = raw.until_ready().await;
+    assert_eq!(data_rows(&msgs), 12, "{}", tags(&msgs));
+    assert!(stopped_by_rule(&msgs));
+    // The same four customers combined into one value, in a CTE read twice: still four.
+    let mut raw = Raw::login(&e.proxy, "combined").await;
+    raw.send(&fe::query(
+        "with c as (select id, name from customers)
+         select x from (select a.name || b.name || c.name || d.name as x, a.id from c a
+           join c b on b.id = a.id + 50 join c c on c.id = a.id + 100
+           join c d on d.id = a.id + 150) s order by id",
     ))
     .await;
     let msgs = raw.until_ready().await;

@@ -60,31 +60,34 @@ impl Analyzer<'_, '_> {
         };
         match parts.as_slice() {
             [name] => {
-                for level in self.levels.iter().rev() {
+                for (li, level) in self.levels.iter().enumerate().rev() {
                     let mut found = None;
                     for item in level {
                         if let Some(c) = item.cols.iter().flatten().find(|c| &c.name == name) {
                             // Prefer a protected match when a name is ambiguous.
                             if found.is_none() || matches!(c.src, Src::Col(_)) {
-                                found = Some(c.src);
+                                found = Some((c.src, &item.name));
                             }
                         }
                     }
-                    if let Some(src) = found {
+                    if let Some((src, item)) = found {
+                        self.resolved_in(li, item);
                         return Ref::Col(src);
                     }
                     if level.iter().any(|i| i.cols.is_none()) {
                         return Ref::Unresolved;
                     }
                     if let Some(item) = level.iter().find(|i| &i.name == name) {
+                        self.resolved_in(li, &item.name);
                         return Ref::WholeRow(item.protected());
                     }
                 }
                 Ref::Unresolved
             }
             [.., table, col] => {
-                for level in self.levels.iter().rev() {
+                for (li, level) in self.levels.iter().enumerate().rev() {
                     if let Some(item) = level.iter().find(|i| &i.name == table) {
+                        self.resolved_in(li, &item.name);
                         return match &item.cols {
                             Some(cols) => match cols.iter().find(|c| &c.name == col) {
                                 Some(c) => Ref::Col(c.src),
@@ -115,9 +118,34 @@ impl Analyzer<'_, '_> {
         Ok(())
     }
 
+    /// The FROM item a name was found in: its level's serial and its name (unique in a
+    /// level, as PostgreSQL requires of FROM items).
+    fn resolved_in(&self, level: usize, item: &str) {
+        let serial = self.serials.get(level).copied().unwrap_or_default();
+        self.resolved.replace(Some((serial, item.to_string())));
+    }
+
+    /// A protected value read from FROM item `at` reaches the result: note it, so a row
+    /// joining several rows of one table counts as that many (see [`StatementPlan::spread`]).
+    pub(super) fn exposed(&mut self, at: Option<(usize, String)>, c: ColumnId, usage: Usage) {
+        if !matches!(usage, Usage::Projection | Usage::FunctionArg) {
+            return;
+        }
+        if let Some((serial, item)) = at {
+            let e = (serial, item, c);
+            if !self.exposures.contains(&e) {
+                self.exposures.push(e);
+            }
+        }
+    }
+
     pub(super) fn reference(&mut self, e: &Expr, ctx: Ctx, usage: Usage) -> Result<Src, Refusal> {
-        match self.resolve(e) {
+        self.resolved.replace(None);
+        let found = self.resolve(e);
+        let at = self.resolved.take();
+        match found {
             Ref::Col(Src::Col(c)) => {
+                self.exposed(at, c, usage);
                 self.use_col(c, usage)?;
                 Ok(if ctx == Ctx::Project {
                     Src::Col(c)
@@ -128,6 +156,7 @@ impl Analyzer<'_, '_> {
             Ref::Col(_) => Ok(Src::Pass),
             Ref::WholeRow(cols) => {
                 for c in cols {
+                    self.exposed(at.clone(), c, Usage::FunctionArg);
                     self.use_col(c, Usage::FunctionArg)?;
                 }
                 Ok(Src::Pass)

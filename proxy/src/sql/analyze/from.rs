@@ -91,6 +91,18 @@ impl Analyzer<'_, '_> {
         Ok(())
     }
 
+    /// A new scope level (a SELECT's FROM, a write's target), with its own serial.
+    pub(super) fn push_level(&mut self, items: Vec<Item>) {
+        self.next_serial += 1;
+        self.serials.push(self.next_serial);
+        self.levels.push(items);
+    }
+
+    pub(super) fn pop_level(&mut self) {
+        self.serials.pop();
+        self.levels.pop();
+    }
+
     pub(super) fn push_item(&mut self, item: Item) {
         if let Some(l) = self.levels.last_mut() {
             l.push(item);

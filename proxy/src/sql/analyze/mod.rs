@@ -98,6 +98,10 @@ pub struct StatementPlan {
     /// `array_agg`, `json_agg`, `ARRAY(subquery)`, ...) takes a protected column, or a
     /// recursive query computes on one: a result row may carry any number of stored values.
     pub packs: bool,
+    /// For each revealed column, the most FROM items of one query level its values reach the
+    /// result from (`a.name, b.name` over a self-join: 2): how many stored rows' values of it
+    /// one result row can carry, at least as far as one level combines them.
+    pub spread: Vec<(ColumnId, usize)>,
 }
 
 /// The columns of a `COPY ... FROM STDIN` row, by position: `Some` for encrypted ones.
@@ -168,6 +172,7 @@ fn inert() -> Analysis {
             copy_in: None,
             revealed: Vec::new(),
             packs: false,
+            spread: Vec::new(),
         }],
         role_dependent: false,
     }
@@ -329,6 +334,15 @@ struct Analyzer<'e, 'a> {
     /// See [`StatementPlan::revealed`] and [`StatementPlan::packs`].
     revealed: Vec<ColumnId>,
     packs: bool,
+    /// A serial per scope level (each SELECT, write or join scope gets a new one).
+    serials: Vec<usize>,
+    next_serial: usize,
+    /// Where the last name resolved: (level serial, FROM item name).
+    resolved: std::cell::RefCell<Option<(usize, String)>>,
+    /// Protected values reaching the result, by (level serial, FROM item, column).
+    exposures: Vec<(usize, String, ColumnId)>,
+    /// The spread nested statements found (a data-modifying CTE, EXPLAIN's statement).
+    spread_in: Vec<(ColumnId, usize)>,
     /// The reference being checked is an IS [NOT] NULL test.
     nullness: bool,
     /// How many view definitions are being followed.
@@ -424,6 +438,11 @@ impl<'e, 'a> Analyzer<'e, 'a> {
             copy_in: None,
             revealed: Vec::new(),
             packs: false,
+            serials: Vec::new(),
+            next_serial: 0,
+            resolved: std::cell::RefCell::new(None),
+            exposures: Vec::new(),
+            spread_in: Vec::new(),
             nullness: false,
             view_depth: 0,
             session_change: std::cell::Cell::new(SessionChange::Nothing),

@@ -115,6 +115,7 @@ impl Analyzer<'_, '_> {
                 self.sites.extend(plan.sites);
                 self.revealed.extend(plan.revealed);
                 self.packs |= plan.packs;
+                self.spread_in.extend(plan.spread);
                 Ok(plan.outputs)
             }
             SetExpr::Table(t) => {
@@ -190,9 +191,9 @@ impl Analyzer<'_, '_> {
         s: &Select,
         query: Option<&Query>,
     ) -> Result<Vec<Src>, Refusal> {
-        self.levels.push(Vec::new());
+        self.push_level(Vec::new());
         let r = self.select_inner(s, query);
-        self.levels.pop();
+        self.pop_level();
         r
     }
 
@@ -425,8 +426,10 @@ impl Analyzer<'_, '_> {
     ) -> Result<(), Refusal> {
         match &item.cols {
             Some(cols) => {
+                let serial = self.serials.last().copied().unwrap_or_default();
                 for c in cols {
                     if let Src::Col(id) = c.src {
+                        self.exposed(Some((serial, item.name.clone())), id, Usage::Projection);
                         self.use_col(id, Usage::Projection)?;
                     }
                     outs.push(c.src);

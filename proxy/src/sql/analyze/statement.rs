@@ -35,6 +35,7 @@ impl Analyzer<'_, '_> {
                 self.touched.extend(inner.touched);
                 self.revealed.extend(inner.revealed);
                 self.packs |= inner.packs;
+                self.spread_in.extend(inner.spread);
                 if inner.copy_in.is_some() {
                     return Err(Refusal::unsupported(
                         "pgveil cannot explain COPY into encrypted columns".into(),
@@ -158,6 +159,10 @@ impl Analyzer<'_, '_> {
             copy_in: self.copy_in.take(),
             revealed: std::mem::take(&mut self.revealed),
             packs: std::mem::take(&mut self.packs),
+            spread: spread(
+                &std::mem::take(&mut self.exposures),
+                std::mem::take(&mut self.spread_in),
+            ),
         })
     }
 
@@ -165,9 +170,9 @@ impl Analyzer<'_, '_> {
     pub(super) fn generic_statement(&mut self, s: &Statement) -> Result<(), Refusal> {
         let mut v = Collect::default();
         let _ = s.visit(&mut v);
-        self.levels.push(Vec::new());
+        self.push_level(Vec::new());
         let r = self.collected(v, Ctx::Arg);
-        self.levels.pop();
+        self.pop_level();
         r
     }
 
@@ -274,4 +279,30 @@ impl Analyzer<'_, '_> {
             .get(l)
             .map_or("?", |s| s.as_str())
     }
+}
+
+/// [`StatementPlan::spread`] from the exposures (per column, the most FROM items of one
+/// level), merged with what nested statements found (`nested`).
+fn spread(
+    exposures: &[(usize, String, ColumnId)],
+    nested: Vec<(ColumnId, usize)>,
+) -> Vec<(ColumnId, usize)> {
+    let mut out: Vec<(ColumnId, usize)> = Vec::new();
+    for (c, n) in nested {
+        match out.iter_mut().find(|(d, _)| *d == c) {
+            Some((_, m)) => *m = (*m).max(n),
+            None => out.push((c, n)),
+        }
+    }
+    for (serial, _, c) in exposures {
+        let n = exposures
+            .iter()
+            .filter(|(s, _, d)| s == serial && d == c)
+            .count();
+        match out.iter_mut().find(|(d, _)| d == c) {
+            Some((_, m)) => *m = (*m).max(n),
+            None => out.push((*c, n)),
+        }
+    }
+    out
 }

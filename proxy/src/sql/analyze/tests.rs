@@ -764,3 +764,50 @@ fn revealed_columns_and_gathering() {
         assert_eq!(p.packs, *packs, "{sql}");
     }
 }
+
+/// How many stored rows' values of a column one result row can carry: the most FROM items
+/// of one level it is read from, bare or computed, through derived tables and CTEs.
+#[test]
+fn spread_counts_the_rows_one_result_row_joins() {
+    let f = fixture();
+    let name = f.policy.column_id("public.customers", "name").unwrap();
+    let spread = |sql: &str| match run(&f, "dispatch_app", sql) {
+        Ok(a) => a.statements[0]
+            .spread
+            .iter()
+            .find(|(c, _)| *c == name)
+            .map_or(0, |(_, n)| *n),
+        Err(r) => panic!("{sql}: refused: {}", r.message),
+    };
+    let cases: &[(&str, usize)] = &[
+        ("select name from customers", 1),
+        ("select name, upper(name) from customers", 1),
+        ("select x from (select name as x from customers) s", 1),
+        ("select a.name, b.name from customers a, customers b", 2),
+        (
+            "select a.name || b.name || c.name from customers a, customers b, customers c",
+            3,
+        ),
+        (
+            "select x from (select a.name || b.name as x from customers a, customers b) s",
+            2,
+        ),
+        (
+            "with c as (select name from customers) select a.name || b.name from c a, c b",
+            2,
+        ),
+        (
+            "select a.name from customers a join customers b on a.id = b.id",
+            1,
+        ),
+        (
+            "select a.name from customers a join customers b on a.name = b.name",
+            1,
+        ),
+        ("select * from customers a, customers b", 2),
+        ("select id from customers where name = 'x'", 0),
+    ];
+    for (sql, n) in cases {
+        assert_eq!(spread(sql), *n, "{sql}");
+    }
+}

@@ -7,7 +7,7 @@ impl Analyzer<'_, '_> {
         &mut self,
         u: &sqlparser::ast::Update,
     ) -> Result<(Kind, Vec<Src>), Refusal> {
-        self.levels.push(Vec::new());
+        self.push_level(Vec::new());
         self.table_with_joins(&u.table)?;
         self.write_target(&u.table)?;
         if let Some(UpdateTableFromKind::BeforeSet(f) | UpdateTableFromKind::AfterSet(f)) = &u.from
@@ -32,7 +32,7 @@ impl Analyzer<'_, '_> {
             self.expr(w, Ctx::Pred)?;
         }
         let out = self.returning(returning)?;
-        self.levels.pop();
+        self.pop_level();
         Ok(out)
     }
 
@@ -40,7 +40,7 @@ impl Analyzer<'_, '_> {
         &mut self,
         d: &sqlparser::ast::Delete,
     ) -> Result<(Kind, Vec<Src>), Refusal> {
-        self.levels.push(Vec::new());
+        self.push_level(Vec::new());
         let (FromTable::WithFromKeyword(f) | FromTable::WithoutKeyword(f)) = &d.from;
         for t in f.iter().chain(d.using.iter().flatten()) {
             self.table_with_joins(t)?;
@@ -159,7 +159,7 @@ impl Analyzer<'_, '_> {
         {
             // DEFAULT VALUES: the server computes them; pgveil cannot see what.
         }
-        self.levels.push(vec![item.clone()]);
+        self.push_level(vec![item.clone()]);
         if let Some(OnInsert::OnConflict(oc)) = &ins.on {
             if let OnConflictAction::DoUpdate(du) = &oc.action {
                 self.push_item(Item {
@@ -175,7 +175,7 @@ impl Analyzer<'_, '_> {
             }
         }
         let out = self.returning(ins.returning.as_deref())?;
-        self.levels.pop();
+        self.pop_level();
         Ok(out)
     }
 
