@@ -168,6 +168,16 @@ async fn a_portal_read_in_chunks_counts_every_chunk_and_is_audited() {
     );
     raw.send(&fe::query("select count(*) from shipments")).await;
     assert_eq!(data_rows(&raw.until_ready().await), 1);
+    // A cursor cannot read around the count: cursors over classified columns are refused.
+    let c = client_as(&e.proxy, "chunks", "").await;
+    let err = c
+        .batch_execute(
+            "begin; declare cur cursor for select name from customers; fetch 100 from cur",
+        )
+        .await
+        .unwrap_err();
+    assert!(err.code().is_some(), "{err}");
+    drop(c);
 
     // Within the limit: two chunks of 20, then Close: 40 rows, one record with 40 rows.
     let mut raw = Raw::login(&e.proxy, "partial").await;
