@@ -64,6 +64,9 @@
 #                     both tables measures pgveil, not the planner.
 #   AUDIT_SYSLOG=udp://127.0.0.1:PORT  target pgveil-audit also sends each record to
 #                     this syslog address (audit.syslog, CEF): the forwarder's cost
+#   AUDIT_ANOMALY=1   target pgveil-audit's policy also has a rows limit with then: deny
+#                     on level important, never reached (max_rows 10^9 per 1h): the
+#                     cost of counting every row as it leaves
 #   PGVEIL_PG_BINDIR  directory of initdb/pg_ctl/postgres
 #   WAIT_IDLE=1       before measuring, wait until no rustc/cargo ran for 30 s
 #                     (up to WAIT_IDLE_MAX=600 s); 0 disables
@@ -479,7 +482,14 @@ if has_target pgveil-audit; then
         printf '  syslog: { address: "%s", format: cef }\n' "$AUDIT_SYSLOG" >>"$WORK/audit.yaml"
     fi
     mkdir -p "$WORK/audit"
-    start_extra pgveil-audit "$PGVEIL_AUDIT_PORT" "--config $WORK/audit.yaml $POLICY_ARGS"
+    AUDIT_POLICY_ARGS=$POLICY_ARGS
+    if [[ ${AUDIT_ANOMALY:-0} == 1 ]]; then
+        cp "$WORK/policy.yaml" "$WORK/policy-anomaly.yaml"
+        printf 'anomaly:\n  - { name: bench_watch, level: important, max_rows: 1000000000, per: 1h, then: deny }\n' \
+            >>"$WORK/policy-anomaly.yaml"
+        AUDIT_POLICY_ARGS=${POLICY_ARGS/policy.yaml/policy-anomaly.yaml}
+    fi
+    start_extra pgveil-audit "$PGVEIL_AUDIT_PORT" "--config $WORK/audit.yaml $AUDIT_POLICY_ARGS"
     PGVEIL_AUDIT_PID=$EXTRA_PID
     log "pgveil $PGVEIL_VERSION on port $PGVEIL_AUDIT_PORT enforcing a policy with the audit log on"
 fi
