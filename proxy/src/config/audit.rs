@@ -68,19 +68,33 @@ pub struct SyslogConfig {
     pub facility: Facility,
     /// Bytes of written lines the forwarder may hold; beyond this, batches are not forwarded.
     pub queue_bytes: usize,
+    /// UDP only: the largest message sent in one datagram. A record whose message is larger is
+    /// sent shortened, with a marker (see `audit::syslog::message`), never dropped.
+    pub max_datagram: usize,
 }
 
 impl SyslogConfig {
     pub const DEFAULT_QUEUE_BYTES: usize = 16 * 1024 * 1024;
     pub const MIN_QUEUE_BYTES: usize = 4096;
+    /// RFC 5424 (6.1) and RFC 5426 (3.2): every receiver SHOULD accept messages of 2048 octets.
+    /// Larger datagrams are fragmented on Ethernet (above 1472 bytes already) and cut by
+    /// receivers with a smaller limit, so a larger value suits only a receiver known to take it
+    /// over a path known not to drop fragments.
+    pub const DEFAULT_MAX_DATAGRAM: usize = 2048;
+    /// Room for every field a shortened message keeps (header, seq, tag, log id, marker) with
+    /// a 255-byte host name.
+    pub const MIN_MAX_DATAGRAM: usize = 1024;
+    /// The largest UDP payload over IPv4.
+    pub const MAX_MAX_DATAGRAM: usize = 65_507;
 
-    /// `address` with the defaults: CEF, facility local0, a 16 MiB queue.
+    /// `address` with the defaults: CEF, facility local0, a 16 MiB queue, 2048-byte datagrams.
     pub fn new(address: SyslogAddress) -> Self {
         SyslogConfig {
             address,
             format: SyslogFormat::Cef,
             facility: Facility::LOCAL0,
             queue_bytes: Self::DEFAULT_QUEUE_BYTES,
+            max_datagram: Self::DEFAULT_MAX_DATAGRAM,
         }
     }
 }

@@ -39,6 +39,7 @@ pub(super) struct FileAuditSyslog {
     pub(super) format: Option<super::audit::SyslogFormat>,
     pub(super) facility: Option<String>,
     pub(super) queue_bytes: Option<usize>,
+    pub(super) max_datagram: Option<usize>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -131,11 +132,20 @@ pub(super) fn resolve_audit_syslog(
             SyslogConfig::MIN_QUEUE_BYTES
         )));
     }
+    let max_datagram = f.max_datagram.unwrap_or(SyslogConfig::DEFAULT_MAX_DATAGRAM);
+    if !(SyslogConfig::MIN_MAX_DATAGRAM..=SyslogConfig::MAX_MAX_DATAGRAM).contains(&max_datagram) {
+        return Err(ConfigError(format!(
+            "audit.syslog.max_datagram: must be between {} and {} (the largest UDP payload)",
+            SyslogConfig::MIN_MAX_DATAGRAM,
+            SyslogConfig::MAX_MAX_DATAGRAM
+        )));
+    }
     Ok(SyslogConfig {
         address,
         format: f.format.unwrap_or_default(),
         facility,
         queue_bytes,
+        max_datagram,
     })
 }
 

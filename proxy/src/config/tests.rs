@@ -112,10 +112,17 @@ fn audit_syslog_section() {
     .unwrap();
     let s = resolve_audit(f.audit).unwrap().unwrap().syslog.unwrap();
     assert_eq!(
-        (s.format, s.facility),
-        (SyslogFormat::Cef, Facility::LOCAL0),
-        "CEF to local0 by default"
+        (s.format, s.facility, s.max_datagram),
+        (SyslogFormat::Cef, Facility::LOCAL0, 2048),
+        "CEF to local0 in datagrams of at most 2048 bytes by default"
     );
+    let f = parse_file(
+        "c.yaml",
+        "audit:\n  file: a.jsonl\n  syslog: { address: 'udp://127.0.0.1:514', max_datagram: 8192 }\n",
+    )
+    .unwrap();
+    let s = resolve_audit(f.audit).unwrap().unwrap().syslog.unwrap();
+    assert_eq!(s.max_datagram, 8192);
     for (yaml, want) in [
         ("syslog: { format: cef }", "audit.syslog.address: required"),
         (
@@ -125,6 +132,14 @@ fn audit_syslog_section() {
         (
             "syslog: { address: 'udp://h:514', facility: local9 }",
             "audit.syslog.facility: unknown facility `local9`",
+        ),
+        (
+            "syslog: { address: 'udp://h:514', max_datagram: 512 }",
+            "audit.syslog.max_datagram: must be between 1024 and 65507",
+        ),
+        (
+            "syslog: { address: 'udp://h:514', max_datagram: 65508 }",
+            "audit.syslog.max_datagram: must be between 1024 and 65507",
         ),
     ] {
         let f = parse_file("c.yaml", &format!("audit:\n  file: a.jsonl\n  {yaml}\n")).unwrap();

@@ -1,6 +1,8 @@
 //! The audit trail's syslog copy for a SIEM, against a real PostgreSQL and real sockets: CEF over
 //! UDP, the JSON lines over TCP (octet counting), a receiver that goes away and comes back, and
-//! the counters that say what was and was not forwarded. The file stays complete throughout.
+//! the counters that say what was and was not forwarded. The file stays complete throughout. A
+//! statement padded past any datagram still reaches the SIEM: shortened and marked over UDP,
+//! whole over TCP.
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -439,4 +441,173 @@ async fn a_tcp_receiver_gets_the_verifiable_lines_and_outages_are_counted_not_hi
         &["13912345678".into(), "Canary Road".into()],
     )
     .await;
+}
+
+/// A statement padded to about 78 KB with 4100 `WHEN id = 0 THEN 0` branches, which the
+/// fingerprint keeps one by one. (The padding, `AND id > 0` 7000 times, nests 7000 deep
+/// and overflows the statement analyzer's stack before any record is written: a separate bug.)
+fn padded_statement() -> String {
+    format!(
+        "select phone, address, case{} else 0 end as pad from customers where id > 0",
+        " when id = 0 then 0".repeat(4100)
+    )
+}
+
+/// The file's line of the first statement record by `login` with more than `min_bytes`.
+fn long_line_of(log: &std::path::Path, login: &str, min_bytes: usize) -> Option<(u64, String)> {
+    file_lines(log).into_iter().find_map(|l| {
+        let v: serde_json::Value = serde_json::from_str(&l).ok()?;
+        let seq = v["seq"].as_u64()?;
+        (l.len() > min_bytes && v["login"] == login).then(|| (seq, l.clone()))
+    })
+}
+
+#[tokio::test]
+async fn audit_padded_statement_reaches_udp_shortened_and_marked_never_dropped() {
+    let receiver = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let port = receiver.local_addr().unwrap().port();
+    let got: Arc<Mutex<Vec<String>>> = Arc::default();
+    let sink = got.clone();
+    let collector = tokio::spawn(async move {
+        let mut buf = vec![0u8; 65536];
+        while let Ok(n) = receiver.recv(&mut buf).await {
+            let msg = String::from_utf8(buf[..n].to_vec()).expect("syslog messages are UTF-8");
+            sink.lock().unwrap().push(msg);
+        }
+    });
+    let Audited {
+        cluster: _cluster,
+        dir: _dir,
+        keyring,
+        log,
+        proxy,
+    } = audited(SyslogConfig::new(SyslogAddress::Udp(format!(
+        "127.0.0.1:{port}"
+    ))))
+    .await;
+    let w = insert_customer(&proxy).await;
+    let v = client_as(&proxy, "viewer_app", "").await;
+    assert_eq!(rows(&v, &padded_statement()).await.len(), 1);
+    drop((w, v));
+
+    wait_until("the padded record on file", Duration::from_secs(5), || {
+        long_line_of(&log, "viewer_app", 77_000).is_some()
+    })
+    .await;
+    let (seq, line) = long_line_of(&log, "viewer_app", 77_000).expect("the padded record");
+    let tag = serde_json::from_str::<serde_json::Value>(&line).unwrap()["tag"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let id = format!(" externalId={seq} ");
+    wait_until(
+        "the padded statement's datagram",
+        Duration::from_secs(10),
+        || got.lock().unwrap().iter().any(|m| m.contains(&id)),
+    )
+    .await;
+    let msg = got
+        .lock()
+        .unwrap()
+        .iter()
+        .find(|m| m.contains(&id))
+        .cloned()
+        .unwrap();
+    let max = SyslogConfig::DEFAULT_MAX_DATAGRAM;
+    assert!(msg.len() <= max, "{} bytes in one datagram", msg.len());
+    for part in [
+        format!(
+            " cn3Label=original_bytes cn3={} flexString2Label=truncated flexString2=fingerprint ",
+            line.len()
+        ),
+        " suser=viewer_app ".to_string(),
+        " outcome=ok act=SELECT ".to_string(),
+        " cn2Label=rows cn2=1 ".to_string(),
+        " cs2Label=fingerprint cs2=select phone, address, case when id \\= ? then ? when id \\= ? then ?"
+            .to_string(),
+        " cs3Label=columns cs3=public.customers.phone important mask, public.customers.address important mask "
+            .to_string(),
+        format!(" cs6Label=tag cs6={tag}"),
+    ] {
+        assert!(msg.contains(&part), "{part} missing from {msg}");
+    }
+    for secret in SECRETS {
+        assert!(!msg.contains(secret), "a value reached syslog: {msg}");
+    }
+    let (_, text) = http_get(proxy.metrics_addr.unwrap(), "/metrics").await;
+    assert_eq!(
+        counter(&text, "pgveil_audit_forward_truncated_total"),
+        1,
+        "{text}"
+    );
+    assert_eq!(
+        counter(&text, "pgveil_audit_forward_dropped_total"),
+        0,
+        "{text}"
+    );
+    proxy.shutdown().await;
+    collector.abort();
+    // The file has the record whole, and verifies.
+    let keys = Keyring::load(&keyring).unwrap().into_key_set();
+    let ok = pgveil::audit::verify::verify(&[&log], &keys, Default::default());
+    assert!(ok.is_ok(), "{ok:?}");
+}
+
+#[tokio::test]
+async fn audit_padded_statement_reaches_tcp_whole_past_64_kib() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let got: Arc<Mutex<Vec<String>>> = Arc::default();
+    let receiver = TcpReceiver::start(listener, got.clone()).await;
+    let Audited {
+        cluster: _cluster,
+        dir: _dir,
+        keyring: _keyring,
+        log,
+        proxy,
+    } = audited(SyslogConfig {
+        format: SyslogFormat::Json,
+        // Smaller than the one record: a batch larger than the whole queue still goes.
+        queue_bytes: 32 * 1024,
+        ..SyslogConfig::new(SyslogAddress::Tcp(addr.to_string()))
+    })
+    .await;
+    let w = insert_customer(&proxy).await;
+    let v = client_as(&proxy, "viewer_app", "").await;
+    assert_eq!(rows(&v, &padded_statement()).await.len(), 1);
+    drop((w, v));
+    wait_until("the padded record on file", Duration::from_secs(5), || {
+        long_line_of(&log, "viewer_app", 64 * 1024).is_some()
+    })
+    .await;
+    let (seq, line) = long_line_of(&log, "viewer_app", 64 * 1024).expect("the padded record");
+    wait_until(
+        "the padded statement's frame",
+        Duration::from_secs(10),
+        || got.lock().unwrap().iter().any(|m| json_body(m).0 == seq),
+    )
+    .await;
+    let body = got
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|m| json_body(m))
+        .find(|(s, _)| *s == seq)
+        .unwrap()
+        .1;
+    assert_eq!(body, line, "the line itself, byte for byte");
+    assert!(!body.contains("\"truncated\""));
+    let (_, text) = http_get(proxy.metrics_addr.unwrap(), "/metrics").await;
+    assert_eq!(
+        counter(&text, "pgveil_audit_forward_dropped_total"),
+        0,
+        "{text}"
+    );
+    assert_eq!(
+        counter(&text, "pgveil_audit_forward_truncated_total"),
+        0,
+        "{text}"
+    );
+    proxy.shutdown().await;
+    receiver.stop().await;
 }

@@ -6,12 +6,15 @@
 //! statement down. The forwarder's queue is bounded (`queue_bytes`, 16 MiB of lines by default);
 //! when it is full, or a
 //! message cannot be sent, the records are not forwarded and `pgveil_audit_forward_dropped_total`
-//! counts them. It gathers for 10 ms before each send, so a busy log costs one wake-up (and,
+//! counts them. Size alone never stops a record: a batch larger than the whole queue is taken
+//! when the queue is empty, TCP frames any length, and over UDP a message larger than
+//! `max_datagram` is sent shortened and marked ([`message`], `pgveil_audit_forward_truncated_total`). It gathers for 10 ms before each send, so a busy log costs one wake-up (and,
 //! over TCP, one write) per gathering. Over TCP the forwarder holds the batch it could not send and reconnects with
 //! backoff, so a receiver restart loses at most what the kernel had accepted for the dead
 //! connection (and may repeat part of that batch). Each message carries the record's seq, so a
 //! SIEM can see gaps and repeats, and `pgveil audit verify` on the files proves what was
 //! recorded.
+mod fit;
 pub mod message;
 
 use std::net::SocketAddr;
@@ -51,9 +54,11 @@ struct Shared {
     limit: usize,
     /// Set while records are being dropped, so the warning is logged once per episode.
     dropping: AtomicBool,
-    /// `pgveil_audit_forwarded_total`, `pgveil_audit_forward_dropped_total`.
+    /// `pgveil_audit_forwarded_total`, `pgveil_audit_forward_dropped_total`,
+    /// `pgveil_audit_forward_truncated_total`.
     forwarded: IntCounter,
     dropped: IntCounter,
+    truncated: IntCounter,
 }
 
 impl std::fmt::Debug for Forwarder {
@@ -64,7 +69,9 @@ impl std::fmt::Debug for Forwarder {
 
 impl Forwarder {
     /// Hands over whole lines just written to the file. When the queue is full they are not
-    /// forwarded, and counted.
+    /// forwarded, and counted. A batch larger than the whole queue is taken when the queue is
+    /// empty: otherwise one padded statement (a fingerprint of megabytes) would never be
+    /// forwarded, whatever the receiver's speed.
     pub fn offer(&self, lines: &[u8]) {
         if lines.is_empty() {
             return;
@@ -72,7 +79,7 @@ impl Forwarder {
         // Counted before it is sent: the forwarder subtracts as soon as it receives.
         let q = &self.shared;
         let before = q.queued.fetch_add(lines.len(), Ordering::Relaxed);
-        if before + lines.len() <= q.limit
+        if (before == 0 || before + lines.len() <= q.limit)
             && self.tx.try_send(Bytes::copy_from_slice(lines)).is_ok()
         {
             return;
@@ -115,7 +122,11 @@ pub async fn spawn(
             let socket = UdpSocket::bind(bind)
                 .await
                 .map_err(|e| AuditError::Config(format!("audit.syslog: udp socket: {e}")))?;
-            Transport::Udp { socket, target }
+            Transport::Udp {
+                socket,
+                target,
+                max_datagram: cfg.max_datagram,
+            }
         }
         SyslogAddress::Tcp(a) => Transport::Tcp {
             address: a.clone(),
@@ -129,6 +140,7 @@ pub async fn spawn(
         dropping: AtomicBool::new(false),
         forwarded: metrics.forwarded.clone(),
         dropped: metrics.forward_dropped.clone(),
+        truncated: metrics.forward_truncated.clone(),
     });
     let forwarder = Forwarder {
         tx,
@@ -168,6 +180,8 @@ enum Transport {
     Udp {
         socket: UdpSocket,
         target: SocketAddr,
+        /// Messages are shortened to this ([`SyslogConfig::max_datagram`]).
+        max_datagram: usize,
     },
     Tcp {
         address: String,
@@ -201,11 +215,17 @@ async fn run(
             }
         }
         msgs.clear();
+        let max = transport.max_message();
         for batch in &batches {
             shared.queued.fetch_sub(batch.len(), Ordering::Relaxed);
             for line in batch.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
-                match render(line, format, &origin) {
-                    Some(m) => msgs.push(m),
+                match render(line, format, &origin, max) {
+                    Some(m) => {
+                        if m.truncated {
+                            shared.truncated.inc();
+                        }
+                        msgs.push(m.text);
+                    }
                     None => {
                         tracing::error!(
                             "audit syslog: a written line is not an audit record; not forwarded"
@@ -225,13 +245,22 @@ async fn run(
 }
 
 impl Transport {
+    /// The largest message the transport takes whole: UDP's datagram limit; TCP frames any
+    /// length (RFC 6587 octet counting).
+    fn max_message(&self) -> Option<usize> {
+        match self {
+            Transport::Udp { max_datagram, .. } => Some(*max_datagram),
+            Transport::Tcp { .. } => None,
+        }
+    }
+
     /// Sends a batch of messages and says how many went out. UDP: one datagram each, no retry
     /// (a failed send is a drop). TCP: all frames in one write, retried over a new connection,
     /// with backoff, until it goes through (a batch cut by a broken connection is sent again
     /// whole, so a receiver may see a message twice: the seq tells).
     async fn send(&mut self, msgs: &[String], address: &str) -> u64 {
         match self {
-            Transport::Udp { socket, target } => {
+            Transport::Udp { socket, target, .. } => {
                 let mut sent = 0;
                 for m in msgs {
                     match socket.send_to(m.as_bytes(), *target).await {
