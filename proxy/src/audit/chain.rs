@@ -9,7 +9,7 @@
 //! keyring can check without replaying the chain.
 use pgveil_policy::crypto::{ChainKey, CheckpointKey, KeySet};
 
-use super::record::{Kind, Record};
+use super::record::{Kind, PrevEnd, Record};
 use super::statement::{Clock, StatementRecord};
 use super::AuditError;
 
@@ -38,12 +38,19 @@ pub(crate) fn unhex(s: &str) -> Option<Vec<u8>> {
         .collect()
 }
 
-/// Where a new log continues from: the previous log's id, last seq and last tag.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Where a new log continues from: what its writer found of the file before it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Anchor {
+    /// The previous log's id.
     pub log: Option<String>,
-    pub seq: u64,
-    pub tag: String,
+    /// The seq and tag of the previous file's last complete record.
+    pub head: Option<(u64, String)>,
+    /// The previous file's name after it was moved aside.
+    pub file: Option<String>,
+    /// How that file ended.
+    pub end: Option<PrevEnd>,
+    /// The seq of its last signed record.
+    pub signed: Option<u64>,
 }
 
 /// The writing end of one log's chain. Holds only the current (ratcheted) chain key and the
@@ -110,10 +117,26 @@ impl ChainWriter {
         };
         if let Some(a) = after {
             r.prev_log = a.log;
-            r.prev_seq = Some(a.seq);
-            r.prev_tag = Some(a.tag);
+            r.prev_file = a.file;
+            if let Some((seq, tag)) = a.head {
+                r.prev_seq = Some(seq);
+                r.prev_tag = Some(tag);
+            }
+            r.prev_end = a.end;
+            r.prev_signed = a.signed;
         }
         self.seal(r)
+    }
+
+    /// The keyring version this log's keys come from.
+    pub fn key_version(&self) -> u32 {
+        self.key_version
+    }
+
+    /// A signature (hex) with this log's checkpoint key over `body`, for the open marker. Its
+    /// bodies begin `{"open":`, record bodies `{"time":`, so neither passes for the other.
+    pub(crate) fn sign_marker(&self, body: &[u8]) -> String {
+        hex(&self.checkpoint.sign(body))
     }
 
     /// The `rotation` record that opens a new file; `prev_file` is the old file's new name.

@@ -2,7 +2,8 @@
 //!
 //! - [`record`]: the JSON-lines record; [`fingerprint`]: statements without literals;
 //! - [`chain`]: the HMAC chain with a ratcheted key, and signed checkpoints;
-//! - [`writer`]: the bounded queue and the file writer (fsync, rotation);
+//! - [`writer`]: the bounded queue and the file writer (fsync, rotation); `marker`: the open
+//!   marker that tells a crashed log from a cut one;
 //! - [`verify`]: `pgveil audit verify`; [`report`]: `pgveil audit report`;
 //! - [`syslog`]: a copy of the trail for a SIEM (CEF or JSON over syslog).
 //!
@@ -11,6 +12,7 @@
 //! [`AuditHandle::close`].
 pub mod chain;
 pub mod fingerprint;
+mod marker;
 pub mod record;
 pub mod report;
 pub mod session;
@@ -25,7 +27,7 @@ use std::time::SystemTime;
 use pgveil_policy::crypto::KeySet;
 
 pub use fingerprint::fingerprint;
-pub use record::{ColumnUse, Kind, Outcome, Record};
+pub use record::{ColumnUse, Kind, Outcome, PrevEnd, Record};
 pub use session::{AuditInfo, Entry, SessionAudit};
 pub use statement::{SessionJson, StatementJson, StatementRecord};
 pub use verify::{verify, Broken, Summary};
@@ -190,8 +192,9 @@ impl AuditSink {
 }
 
 /// Opens the log and starts the writer (and the syslog forwarder, when configured). An
-/// existing non-empty file is moved aside (timestamp suffix) and the new log's `start` record
-/// anchors its last record.
+/// existing non-empty file is checked (the chain from its last signed record, and whether it
+/// was closed or its writer crashed), moved aside (timestamp suffix), and the new log's `start`
+/// record anchors its last record and says how it ended.
 pub async fn start(
     cfg: &AuditConfig,
     keys: &KeySet,

@@ -18,6 +18,35 @@ pub enum Kind {
     Rotation,
 }
 
+/// How the writer of a new log found the end of the file it continues from (`prev_end` of a
+/// `start` record).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PrevEnd {
+    /// It ended with its closing checkpoint.
+    Closed,
+    /// It ended without its closing checkpoint, and its writer's open marker was still there:
+    /// that writer never closed it (a crash). The end verified.
+    Crashed,
+    /// It ended without its closing checkpoint and without an open marker: its writer had closed
+    /// it (removing the marker), so its end was cut afterwards, or the marker was removed. The
+    /// end verified.
+    Unclosed,
+    /// Its end did not verify (chain, signature or form), or it could not be read.
+    Unverified,
+}
+
+impl PrevEnd {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PrevEnd::Closed => "closed",
+            PrevEnd::Crashed => "crashed",
+            PrevEnd::Unclosed => "unclosed",
+            PrevEnd::Unverified => "unverified",
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Outcome {
@@ -90,7 +119,7 @@ pub struct Record {
     /// The keyring version the log's keys come from (start, rotation, checkpoint).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key_version: Option<u32>,
-    /// Rotation: the previous file's name (as renamed).
+    /// Rotation and start: the previous file's name (as renamed).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub prev_file: Option<String>,
     /// Start: the id of the log this one follows.
@@ -102,6 +131,14 @@ pub struct Record {
     pub prev_seq: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub prev_tag: Option<String>,
+    /// Start: how the writer found the end of the previous file (absent when there was none,
+    /// and in start records written before pgveil kept an open marker).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prev_end: Option<PrevEnd>,
+    /// Start: the seq of the previous file's last signed record (start, rotation or checkpoint);
+    /// the records after it were covered by the chain only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prev_signed: Option<u64>,
     /// Checkpoint: `true` on the record that closes the log cleanly.
     #[serde(default, rename = "final", skip_serializing_if = "Option::is_none")]
     pub final_: Option<bool>,

@@ -4,8 +4,8 @@ use std::time::Duration;
 
 use pgveil_policy::crypto::{KeySet, MasterKey};
 
-use super::chain::ChainWriter;
-use super::verify::{verify, Options};
+use super::chain::{Anchor, ChainWriter};
+use super::verify::{verify, verify_tail, Options};
 use super::*;
 
 fn keys() -> KeySet {
@@ -193,11 +193,15 @@ fn cfg(dir: &Path) -> AuditConfig {
     c
 }
 
+/// The log files in `dir`, oldest first (open markers, whose names start with a dot, left out).
 fn log_files(dir: &Path) -> Vec<PathBuf> {
     let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
         .unwrap()
         .map(|e| e.unwrap().path())
-        .filter(|p| p.file_name().unwrap().to_string_lossy() != "audit.jsonl")
+        .filter(|p| {
+            let name = p.file_name().unwrap().to_string_lossy().into_owned();
+            name != "audit.jsonl" && !name.starts_with('.')
+        })
         .collect();
     v.sort();
     v.push(dir.join("audit.jsonl"));
@@ -416,4 +420,306 @@ fn the_hot_path_seals_the_same_line_as_the_record_path() {
         assert_eq!(std::str::from_utf8(&out[14..]).unwrap(), want, "record {i}");
     }
     assert_eq!(slow.head(), fast.head());
+}
+
+/// A writer on `dir` that writes `n` statements and, with `close`, closes the log; without, it
+/// is left open (flushed), and the writer's handle is returned for the caller to close.
+async fn run_writer(dir: &Path, n: u64, close: bool) -> Option<AuditHandle> {
+    let m = crate::metrics::Metrics::new().unwrap();
+    let (sink, handle) = start(&cfg(dir), &keys(), &m).await.unwrap();
+    for i in 0..n {
+        sink.record(stmt(i, "dave", "support", "public.c.phone", "mask"))
+            .await
+            .unwrap();
+    }
+    sink.flush().await.unwrap();
+    if close {
+        handle.close().await.unwrap();
+        return None;
+    }
+    Some(handle)
+}
+
+fn start_record(file: &Path) -> Record {
+    serde_json::from_str(&lines(file)[0]).unwrap()
+}
+
+fn markers(dir: &Path) -> Vec<PathBuf> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.file_name().unwrap().to_string_lossy().starts_with('.'))
+        .collect()
+}
+
+/// The issue's cut: a closed log loses its last lines (closing checkpoint included), pgveil
+/// restarts, runs a statement and stops. The cut log must not verify.
+#[tokio::test]
+async fn a_closed_log_cut_before_a_restart_never_verifies() {
+    let d = tempfile::tempdir().unwrap();
+    run_writer(d.path(), 10, true).await;
+    assert!(
+        markers(d.path()).is_empty(),
+        "a closed log leaves no open marker"
+    );
+    let log = d.path().join("audit.jsonl");
+    let mut l = lines(&log);
+    l.truncate(l.len() - 3);
+    put(&log, &l);
+    run_writer(d.path(), 1, true).await;
+
+    let files = log_files(d.path());
+    assert_eq!(files.len(), 2, "{files:?}");
+    let start = start_record(&files[1]);
+    assert_eq!(start.prev_end, Some(PrevEnd::Unclosed));
+    assert_eq!(
+        start.prev_file.as_deref(),
+        files[0].file_name().and_then(|n| n.to_str())
+    );
+    assert_eq!(
+        start.prev_seq,
+        Some(l.len() as u64),
+        "it anchors the cut end"
+    );
+    let e = verify(&files, &keys(), Options::default()).unwrap_err();
+    assert_eq!(e.file, files[0], "{e}");
+    assert_eq!(e.line, l.len() + 1, "{e}");
+    assert!(e.reason.contains("with no sign of a crash"), "{e}");
+    assert!(e.reason.contains("may have been cut"), "{e}");
+    // `--open` is for the last log only.
+    assert!(verify(&files, &keys(), Options { open: true }).is_err());
+    // The new log alone carries the writer's signed word for it.
+    let e = verify(&files[1..], &keys(), Options::default()).unwrap_err();
+    assert_eq!((e.file.as_path(), e.line), (files[1].as_path(), 1), "{e}");
+    assert!(e.reason.contains("its end was cut"), "{e}");
+}
+
+/// The disk as a crash leaves it: the log and its open marker, copied while the writer runs.
+fn copy_as_crashed(from: &Path, to: &Path) {
+    for e in std::fs::read_dir(from).unwrap() {
+        let p = e.unwrap().path();
+        std::fs::copy(&p, to.join(p.file_name().unwrap())).unwrap();
+    }
+}
+
+#[tokio::test]
+async fn a_crash_is_vouched_for_by_the_next_start_with_what_it_may_have_lost() {
+    let live = tempfile::tempdir().unwrap();
+    let d = tempfile::tempdir().unwrap();
+    // start (1), 7 statements, checkpoint (9), 3 statements (10..12): 3 unsigned records.
+    let handle = run_writer(live.path(), 10, false).await.unwrap();
+    copy_as_crashed(live.path(), d.path());
+    handle.close().await.unwrap();
+    assert_eq!(markers(d.path()).len(), 1);
+    run_writer(d.path(), 1, true).await;
+    assert!(
+        markers(d.path()).is_empty(),
+        "the crashed log's marker is gone too"
+    );
+
+    let files = log_files(d.path());
+    let start = start_record(&files[1]);
+    assert_eq!(start.prev_end, Some(PrevEnd::Crashed));
+    assert_eq!((start.prev_seq, start.prev_signed), (Some(12), Some(9)));
+    let s = verify(&files, &keys(), Options::default()).unwrap();
+    assert!(s.closed);
+    let note = s
+        .notes
+        .iter()
+        .find(|n| n.contains("pgveil crashed"))
+        .unwrap();
+    assert!(
+        note.contains("ends at seq 12")
+            && note.contains("after seq 9")
+            && note.contains("3 of them"),
+        "{note}"
+    );
+    let alone = verify(&files[1..], &keys(), Options::default()).unwrap();
+    assert!(
+        alone
+            .notes
+            .iter()
+            .any(|n| n.contains("found unclosed after a crash")),
+        "{:?}",
+        alone.notes
+    );
+}
+
+/// The documented limit: a crashed log cut further back before the restart passes as a crash
+/// there (with the note), since the writer can only vouch for what it finds.
+#[tokio::test]
+async fn a_crashed_log_cut_before_the_restart_looks_like_an_earlier_crash() {
+    let live = tempfile::tempdir().unwrap();
+    let d = tempfile::tempdir().unwrap();
+    let handle = run_writer(live.path(), 10, false).await.unwrap();
+    copy_as_crashed(live.path(), d.path());
+    handle.close().await.unwrap();
+    let log = d.path().join("audit.jsonl");
+    let mut l = lines(&log);
+    l.truncate(l.len() - 2);
+    put(&log, &l);
+    run_writer(d.path(), 1, true).await;
+    let files = log_files(d.path());
+    let s = verify(&files, &keys(), Options::default()).unwrap();
+    assert!(
+        s.notes
+            .iter()
+            .any(|n| n.contains("ends at seq 10") && n.contains("1 of them")),
+        "{:?}",
+        s.notes
+    );
+}
+
+#[tokio::test]
+async fn a_marker_without_the_keyrings_signature_does_not_vouch() {
+    let d = tempfile::tempdir().unwrap();
+    run_writer(d.path(), 10, true).await;
+    let log = d.path().join("audit.jsonl");
+    let mut l = lines(&log);
+    l.pop();
+    put(&log, &l);
+    let id = start_record(&log).log.unwrap();
+    let forged = serde_json::json!({
+        "open": id,
+        "key_version": 1,
+        "time": "2026-01-01T00:00:00.000000Z",
+        "signature": "00".repeat(32),
+    });
+    std::fs::write(
+        d.path().join(format!(".audit.jsonl.open-{id}")),
+        forged.to_string(),
+    )
+    .unwrap();
+    run_writer(d.path(), 1, true).await;
+    let files = log_files(d.path());
+    assert_eq!(start_record(&files[1]).prev_end, Some(PrevEnd::Unclosed));
+    assert!(verify(&files, &keys(), Options::default()).is_err());
+}
+
+#[tokio::test]
+async fn a_cut_in_the_middle_still_fails_and_an_untouched_log_still_verifies() {
+    let d = tempfile::tempdir().unwrap();
+    run_writer(d.path(), 10, true).await;
+    run_writer(d.path(), 2, true).await;
+    let files = log_files(d.path());
+    assert_eq!(start_record(&files[1]).prev_end, Some(PrevEnd::Closed));
+    let s = verify(&files, &keys(), Options::default()).unwrap();
+    assert_eq!(s.logs.len(), 2);
+    assert!(
+        !s.notes.iter().any(|n| n.contains("closing checkpoint")),
+        "{:?}",
+        s.notes
+    );
+
+    let d = tempfile::tempdir().unwrap();
+    run_writer(d.path(), 10, true).await;
+    let log = d.path().join("audit.jsonl");
+    let mut l = lines(&log);
+    l.remove(3);
+    put(&log, &l);
+    run_writer(d.path(), 1, true).await;
+    let files = log_files(d.path());
+    // The writer checks from the last checkpoint on, which is whole; verify checks it all.
+    assert_eq!(start_record(&files[1]).prev_end, Some(PrevEnd::Closed));
+    let e = verify(&files, &keys(), Options::default()).unwrap_err();
+    assert_eq!(
+        (e.file.as_path(), e.line, e.seq),
+        (files[0].as_path(), 4, 4),
+        "{e}"
+    );
+}
+
+#[tokio::test]
+async fn an_edited_tail_is_recorded_as_unverified() {
+    let d = tempfile::tempdir().unwrap();
+    run_writer(d.path(), 10, true).await;
+    let log = d.path().join("audit.jsonl");
+    let mut l = lines(&log);
+    l.pop();
+    let last = l.len() - 1;
+    l[last] = l[last].replace("\"rows\":2", "\"rows\":0");
+    put(&log, &l);
+    let why = verify_tail(&log, &keys()).unwrap_err();
+    assert!(why.contains("tag does not match"), "{why}");
+    run_writer(d.path(), 1, true).await;
+    let files = log_files(d.path());
+    let start = start_record(&files[1]);
+    assert_eq!(start.prev_end, Some(PrevEnd::Unverified));
+    assert_eq!(
+        start.prev_seq,
+        Some(l.len() as u64),
+        "still placed, for verify"
+    );
+    let e = verify(&files, &keys(), Options::default()).unwrap_err();
+    assert_eq!(
+        (e.file.as_path(), e.line),
+        (files[0].as_path(), l.len()),
+        "{e}"
+    );
+    let e = verify(&files[1..], &keys(), Options::default()).unwrap_err();
+    assert!(e.reason.contains("could not verify"), "{e}");
+}
+
+#[test]
+fn the_tail_check_reads_from_the_last_signed_record_and_skips_a_torn_line() {
+    let d = tempfile::tempdir().unwrap();
+    let f = write_log(d.path(), 10, 1000, 4);
+    let mut l = lines(&f[0]);
+    l.pop(); // the closing checkpoint
+             // An edit before the last checkpoint is not the tail's business (verify finds it).
+    l[2] = l[2].replace("\"rows\":2", "\"rows\":5");
+    let text = l.join("\n") + "\n" + "{\"time\":\"torn";
+    std::fs::write(&f[0], text).unwrap();
+    let t = verify_tail(&f[0], &keys()).unwrap();
+    // start 1, statements 2..5, checkpoint 6, 7..10, checkpoint 11, 12..13
+    assert_eq!((t.seq, t.signed, t.closed), (13, 11, false), "{t:?}");
+    let last: Record = serde_json::from_str(&l[l.len() - 1]).unwrap();
+    assert_eq!(Some(t.tag), last.tag);
+}
+
+#[test]
+fn an_older_start_record_does_not_vouch_for_an_unclosed_log() {
+    let d = tempfile::tempdir().unwrap();
+    let k = keys();
+    let t = || "2025-01-01T00:00:00.000000Z".to_string();
+    let mut old = ChainWriter::new(&k).unwrap();
+    let mut first = vec![old.start(t(), None).unwrap()];
+    first.push(
+        old.seal(stmt(1, "erin", "ops", "public.c.phone", "allow"))
+            .unwrap(),
+    );
+    first.push(old.checkpoint(t(), false).unwrap());
+    first.push(
+        old.seal(stmt(2, "erin", "ops", "public.c.phone", "allow"))
+            .unwrap(),
+    );
+    let mut new = ChainWriter::new(&k).unwrap();
+    let anchor = |end| Anchor {
+        log: Some(old.log_id().to_string()),
+        head: old.head(),
+        end,
+        ..Anchor::default()
+    };
+    let write = |end, new: &mut ChainWriter| {
+        let second = [
+            new.start(t(), Some(anchor(end))).unwrap(),
+            new.checkpoint(t(), true).unwrap(),
+        ];
+        let (a, b) = (d.path().join("a"), d.path().join("b"));
+        put(&a, &first);
+        put(&b, &second);
+        vec![a, b]
+    };
+    let files = write(None, &mut new);
+    let e = verify(&files, &k, Options::default()).unwrap_err();
+    assert_eq!((e.file.as_path(), e.line), (files[0].as_path(), 5), "{e}");
+    assert!(e.reason.contains("written by an older pgveil"), "{e}");
+    let mut vouching = ChainWriter::new(&k).unwrap();
+    let files = write(Some(PrevEnd::Crashed), &mut vouching);
+    let s = verify(&files, &k, Options::default()).unwrap();
+    assert!(
+        s.notes.iter().any(|n| n.contains("1 of them")),
+        "{:?}",
+        s.notes
+    );
 }

@@ -13,9 +13,11 @@ use prometheus::{IntCounter, IntGauge};
 use tokio::sync::{mpsc, oneshot};
 
 use super::chain::{Anchor, ChainWriter};
-use super::record::{format_time, Record};
+use super::marker;
+use super::record::{format_time, PrevEnd, Record};
 use super::statement::{Clock, StatementRecord};
 use super::syslog::Forwarder;
+use super::verify::verify_tail;
 use super::{AuditConfig, AuditError, FsyncPolicy};
 
 pub(crate) enum Msg {
@@ -113,8 +115,9 @@ impl AuditHandle {
     pub const FORWARD_GRACE: Duration = Duration::from_secs(3);
 }
 
-/// Opens the log (moving an existing non-empty file aside and anchoring the new log to its last
-/// record), writes the `start` record and spawns the writer.
+/// Opens the log and spawns the writer: checks how the existing file (if any) ended, creates
+/// the new log's open marker, moves the file aside, writes the `start` record that says what it
+/// found ([`Anchor`]), then removes the previous log's marker.
 pub(crate) async fn spawn(
     cfg: &AuditConfig,
     keys: &KeySet,
@@ -128,26 +131,22 @@ pub(crate) async fn spawn(
         ));
     }
     let path = cfg.file.clone();
-    let anchor = match std::fs::metadata(&path) {
-        Ok(m) if m.len() > 0 => {
-            let anchor = last_anchor(&path);
-            if anchor.is_none() {
-                tracing::warn!(file = %path.display(), "audit: the existing log has no readable last record; the new log does not anchor it");
-            }
-            let moved = rotated_name(&path);
-            std::fs::rename(&path, &moved).map_err(|e| AuditError::io(&path, e))?;
-            tracing::info!(from = %path.display(), to = %moved.display(), "audit: previous log moved aside");
-            anchor
-        }
-        _ => None,
-    };
-    let (forward, forward_task) = forward.unzip();
+    let found = existing(&path, keys)?;
     let mut chain = ChainWriter::new(keys)?;
+    // The new marker exists before the old file moves: a crash from here on leaves either the
+    // old file active with its own marker, or the new log with its marker.
+    let marker = marker::create(&path, &chain, format_time(SystemTime::now()))?;
+    let anchor = match found {
+        Some(found) => Some(move_aside(&path, found)?),
+        None => None,
+    };
     let line = chain.start(format_time(SystemTime::now()), anchor)?;
     let file = open_new(&path)?;
+    let (forward, forward_task) = forward.unzip();
     let mut w = FileWriter {
         cfg: cfg.clone(),
         path: path.clone(),
+        marker,
         file: Arc::new(file),
         bytes: 0,
         opened: Instant::now(),
@@ -165,6 +164,8 @@ pub(crate) async fn spawn(
     };
     w.write_line(line).await;
     w.sync().await;
+    // The start record now says how the previous log ended: its marker has done its work.
+    marker::remove_others(&path, &w.marker);
     let (tx, rx) = mpsc::channel(cfg.queue_capacity);
     let task = tokio::spawn(run(w, rx, depth.clone()));
     Ok((
@@ -179,6 +180,68 @@ pub(crate) async fn spawn(
             path,
         },
     ))
+}
+
+/// How the existing log file ended, if there is one with records. An empty file (a crash
+/// between its creation and its first record) is removed.
+fn existing(path: &Path, keys: &KeySet) -> Result<Option<Anchor>, AuditError> {
+    match std::fs::metadata(path) {
+        Ok(m) if m.len() > 0 => Ok(Some(examine(path, keys))),
+        Ok(_) => {
+            std::fs::remove_file(path).map_err(|e| AuditError::io(path, e))?;
+            Ok(None)
+        }
+        Err(_) => Ok(None),
+    }
+}
+
+/// Verifies the end of the file the new log continues from ([`verify_tail`]) and, when it has
+/// no closing checkpoint, whether its writer crashed (its open marker is still there).
+fn examine(path: &Path, keys: &KeySet) -> Anchor {
+    match verify_tail(path, keys) {
+        Ok(t) => {
+            let end = if t.closed {
+                PrevEnd::Closed
+            } else if marker::vouches(path, &t.log, keys) {
+                PrevEnd::Crashed
+            } else {
+                PrevEnd::Unclosed
+            };
+            match end {
+                PrevEnd::Crashed => {
+                    tracing::warn!(file = %path.display(), last_seq = t.seq, last_signed = t.signed, "audit: the previous log was not closed (pgveil crashed or was killed); the new log's start record says so")
+                }
+                PrevEnd::Unclosed => {
+                    tracing::error!(file = %path.display(), last_seq = t.seq, "audit: the previous log ends without its closing checkpoint although it was closed: its end was cut; the new log's start record says so and `pgveil audit verify` will fail on it")
+                }
+                _ => {}
+            }
+            Anchor {
+                log: Some(t.log),
+                head: Some((t.seq, t.tag)),
+                file: None,
+                end: Some(end),
+                signed: Some(t.signed),
+            }
+        }
+        Err(why) => {
+            tracing::error!(file = %path.display(), error = %why, "audit: the end of the previous log does not verify; the new log's start record says so");
+            let last = last_anchor(path);
+            Anchor {
+                end: Some(PrevEnd::Unverified),
+                ..last
+            }
+        }
+    }
+}
+
+/// Renames the existing file aside; the anchor then names it.
+fn move_aside(path: &Path, mut found: Anchor) -> Result<Anchor, AuditError> {
+    let moved = rotated_name(path);
+    std::fs::rename(path, &moved).map_err(|e| AuditError::io(path, e))?;
+    tracing::info!(from = %path.display(), to = %moved.display(), "audit: previous log moved aside");
+    found.file = moved.file_name().map(|n| n.to_string_lossy().into_owned());
+    Ok(found)
 }
 
 fn open_new(path: &Path) -> Result<File, AuditError> {
@@ -211,13 +274,16 @@ fn rotated_name(path: &Path) -> PathBuf {
     candidate
 }
 
-/// The log id (from the file's first record) and the seq and tag of its last complete record.
-fn last_anchor(path: &Path) -> Option<Anchor> {
-    let f = File::open(path).ok()?;
+/// For a file whose end does not verify: the log id (from its first record) and the seq and tag
+/// of its last record that parses, unverified (so that `verify` can still place it).
+fn last_anchor(path: &Path) -> Anchor {
+    let Ok(f) = File::open(path) else {
+        return Anchor::default();
+    };
     let mut log = None;
     let mut last: Option<Record> = None;
     for line in std::io::BufReader::new(f).lines() {
-        let line = line.ok()?;
+        let Ok(line) = line else { break };
         if let Ok(r) = serde_json::from_str::<Record>(&line) {
             if r.log.is_some() {
                 log = r.log.clone();
@@ -225,17 +291,18 @@ fn last_anchor(path: &Path) -> Option<Anchor> {
             last = Some(r);
         }
     }
-    let last = last?;
-    Some(Anchor {
+    Anchor {
         log,
-        seq: last.seq,
-        tag: last.tag?,
-    })
+        head: last.and_then(|r| Some((r.seq, r.tag?))),
+        ..Anchor::default()
+    }
 }
 
 struct FileWriter {
     cfg: AuditConfig,
     path: PathBuf,
+    /// This log's open marker, removed once the log is closed.
+    marker: PathBuf,
     file: Arc<File>,
     bytes: u64,
     opened: Instant,
@@ -505,5 +572,7 @@ impl FileWriter {
     async fn close(&mut self) {
         self.checkpoint(true).await;
         self.sync().await;
+        // Only now: a crash before the closing checkpoint is on disk must leave the marker.
+        marker::remove(&self.marker);
     }
 }
