@@ -10,7 +10,7 @@
 //!
 //! The marker names its log and is signed with that log's checkpoint key, so it cannot be made
 //! without the keyring; but a copy taken while the log was open can be put back later (see
-//! docs/security.md, "What the audit trail can and cannot prove"). Its name starts with a dot so
+//! docs/security.md, "What the audit trail proves"). Its name starts with a dot so
 //! that `audit.jsonl*` globs (shippers, `audit verify`) do not pick it up.
 use std::path::{Path, PathBuf};
 
