@@ -22,5 +22,7 @@ pub const INSUFFICIENT_PRIVILEGE: &str = "42501";
 pub const INVALID_PARAMETER_VALUE: &str = "22023";
 /// A value does not parse as its type.
 pub const INVALID_TEXT_REPRESENTATION: &str = "22P02";
+/// A statement too complex to analyse (PostgreSQL's `statement_too_complex`).
+pub const STATEMENT_TOO_COMPLEX: &str = "54001";
 /// A statement sent in a transaction that has already failed.
 pub const IN_FAILED_SQL_TRANSACTION: &str = "25P02";

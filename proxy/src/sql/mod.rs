@@ -3,6 +3,7 @@
 pub mod analyze;
 pub mod cache;
 pub mod ddl;
+pub mod depth;
 pub mod refusal;
 pub mod scan;
 pub mod sites;

@@ -464,3 +464,37 @@ async fn a_login_that_disconnects_mid_portal_is_audited() {
         "{records:#?}"
     );
 }
+
+#[tokio::test]
+async fn a_padded_statement_is_counted_and_cannot_take_pgveil_down() {
+    let e = setup(&["padder"]).await;
+    // The padding that once made the audit record too big for a datagram, and whose
+    // 7,000-deep expression exhausted a thread's stack (aborting the process).
+    let padded = format!(
+        "select id, phone from customers where id > 0{}",
+        " and id > 0".repeat(7000)
+    );
+    let mut raw = Raw::login(&e.proxy, "padder").await;
+    raw.send(&fe::query(&padded)).await;
+    let msgs = raw.until_ready().await;
+    let errors: Vec<_> = msgs.iter().filter_map(|m| m.field(b'M')).collect();
+    assert_eq!(data_rows(&msgs), LIMIT, "{} {errors:?}", tags(&msgs));
+    assert!(stopped_by_rule(&msgs));
+    // Past the bound: refused before it is parsed; the session and pgveil go on.
+    let deeper = format!(
+        "select id from customers where id > 0{}",
+        " and id > 0".repeat(17_000)
+    );
+    raw.send(&fe::query(&deeper)).await;
+    let msgs = raw.until_ready().await;
+    assert!(
+        msgs.iter()
+            .any(|m| m.sqlstate().as_deref() == Some("54001")),
+        "{}",
+        tags(&msgs)
+    );
+    let c = client_as(&e.proxy, "writer_app", "").await;
+    assert_eq!(c.query("select 1", &[]).await.unwrap().len(), 1);
+    let records = e.records("padder").await;
+    assert_record(&records, "denied", LIMIT);
+}

@@ -35,6 +35,11 @@ const MAX_VIEW_DEPTH: usize = 16;
 
 /// A view's definition (`pg_get_viewdef`) as a query.
 fn parse_query(sql: &str) -> Option<Query> {
+    // Nested inside an analysis that was not given a larger stack: a deep definition is not
+    // followed (the view is then judged by the columns it exposes).
+    if super::depth::nesting_tokens(sql) > super::depth::GROW_ABOVE {
+        return None;
+    }
     let dialect = PostgreSqlDialect {};
     let mut statements = Parser::new(&dialect)
         .with_recursion_limit(RECURSION_LIMIT)
@@ -196,6 +201,16 @@ fn dynamic_code(text: &str) -> bool {
 
 /// Parse and analyse `sql`; every statement in it must pass for the text to pass.
 pub fn analyze(sql: &str, env: &Env<'_>) -> Result<Analysis, Refusal> {
+    // An expression as deep as a long operator chain would exhaust the stack of whatever walks
+    // it (the analysis, a clone, a drop): bounded, and given a stack that fits.
+    let nesting = super::depth::nesting_tokens(sql);
+    if nesting > super::depth::MAX_NESTING {
+        return Err(Refusal::too_complex(nesting, super::depth::MAX_NESTING));
+    }
+    super::depth::with_stack_for(nesting, || analyze_text(sql, env))
+}
+
+fn analyze_text(sql: &str, env: &Env<'_>) -> Result<Analysis, Refusal> {
     // sqlparser reads `U&"..."` as `U & "..."`: the identifier it spells (a function such as
     // set_config or query_to_xml, a column) would go unseen.
     if crate::sql::scan::has_unicode_identifier(sql.as_bytes()) {

@@ -811,3 +811,28 @@ fn spread_counts_the_rows_one_result_row_joins() {
         assert_eq!(spread(sql), *n, "{sql}");
     }
 }
+
+/// Operator chains as long as the bound allows are analysed without exhausting the stack (on a
+/// test thread's 2 MiB); longer ones are refused before they are parsed.
+#[test]
+fn deep_operator_chains_are_bounded_not_fatal() {
+    let f = fixture();
+    // Each `and id > 0` is three nesting tokens.
+    let n = crate::sql::depth::MAX_NESTING / 3 - 10;
+    let filter = " and id > 0".repeat(n);
+    let sql = format!("select name from customers where id > 0{filter}");
+    let a = run(&f, "dispatch_app", &sql).expect("a chain within the bound is analysed");
+    assert_eq!(a.statements[0].outputs.len(), 1);
+    // The generic walk (clones, visitor) over a long concatenation in the result.
+    // `||` is one nesting token per level: the deepest tree the bound lets through.
+    let concat = " || 'x'".repeat(crate::sql::depth::MAX_NESTING - 10);
+    let sql = format!("select name{concat} from customers");
+    if let Err(r) = run(&f, "dispatch_app", &sql) {
+        panic!("refused: {} {}", r.sqlstate, r.message);
+    }
+    // Past the bound: refused, 54001, before anything deep is built.
+    let filter = " and id > 0".repeat(crate::sql::depth::MAX_NESTING / 3 + 10);
+    let sql = format!("select name from customers where id > 0{filter}");
+    let r = run(&f, "dispatch_app", &sql).expect_err("a chain past the bound is refused");
+    assert_eq!(r.sqlstate, "54001");
+}

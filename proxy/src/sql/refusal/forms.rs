@@ -35,6 +35,18 @@ impl Refusal {
             .maybe_hint(hint)
     }
 
+    /// A text with more operators than the analysis takes (`found`, `max`): expressions that
+    /// deep would exhaust pgveil's stack.
+    pub fn too_complex(found: usize, max: usize) -> Refusal {
+        Refusal::new(
+            Rule::Unanalysable,
+            sqlstate::STATEMENT_TOO_COMPLEX,
+            format!("statement too complex for pgveil's analysis: {found} operators (at most {max} in a statement that names protected data)"),
+        )
+        .unanalysable()
+        .hint("split the condition, or pass the values as an array parameter")
+    }
+
     /// A statement kind the analysis does not know, naming protected data.
     pub fn unknown_statement(word: &str) -> Refusal {
         Refusal::unanalysable_form(
