@@ -1,6 +1,7 @@
 //! The records a statement's answer leaves: its audit entry and its alerts, taken when the
-//! statement completes, fails, is stopped by pgveil, or its suspended portal ends; and the
-//! rows it delivered, counted one by one as they leave ([`Delivery`]).
+//! statement completes, fails, is stopped by pgveil (a limit without room, a value that cannot
+//! be transformed), or its suspended portal ends; and the rows it delivered, counted one by
+//! one as they leave ([`Delivery`]), from the first row of a result (a portal's plan looked up).
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
@@ -9,9 +10,10 @@ use super::expect::Expect;
 use super::server::ServerToClient;
 use crate::audit::Outcome;
 use crate::enforce::anomaly::Alert;
+use crate::enforce::book::PortalPlan;
 use crate::enforce::delivery::Delivery;
 use crate::enforce::frontend::refusal_frame;
-use crate::enforce::rows::RowPlan;
+use crate::enforce::rows::{RowError, RowPlan};
 use crate::protocol::backend::{command_rows, error_code};
 use crate::sql::Refusal;
 
@@ -33,6 +35,21 @@ impl ServerToClient<'_> {
         }
         if Delivery::counts(plan, self.audit.is_some()) {
             self.result.delivery = Some(Delivery::new(plan.clone(), &self.login, header));
+        }
+    }
+
+    /// The first row of an Execute: look up the transforms of its portal.
+    pub(super) fn resolve_portal(&mut self) {
+        self.result.resolved = true;
+        if let Some(Expect::Execute { portal }) = self.answers.front() {
+            let portal = portal.clone();
+            if let Some(PortalPlan { row, formats }) = self.book.portal(&portal) {
+                self.start_delivery(&row, false);
+                if !row.is_empty() {
+                    self.transformer.result_of(&row);
+                    self.result.rows = Some((row, formats));
+                }
+            }
         }
     }
 
@@ -75,6 +92,23 @@ impl ServerToClient<'_> {
         self.result.discard = true;
         self.result.rows = None;
         self.result.copy = None;
+    }
+
+    /// A result could not be transformed: the client gets an error instead of the rest.
+    pub(super) fn fail(&mut self, e: RowError, out: &mut BytesMut) {
+        if matches!(e, RowError::Width { .. }) {
+            // The catalog may have changed under the analysis (a column added directly in
+            // PostgreSQL): read it again before the next statement.
+            self.enf.catalog.invalidate_database(&self.database);
+        }
+        out.extend_from_slice(&self.transformer.failed(self.enf, &e));
+        if let Some(d) = self.result.delivery.take() {
+            let why = format!("XX000 {e}");
+            self.record_delivery(&d, Outcome::Error, Some(why));
+            self.result.recorded = true;
+        }
+        self.result.discard = true;
+        self.result.rows = None;
     }
 
     /// The count of the statement whose answer this is: the current result's, or for an

@@ -14,11 +14,11 @@ use super::results::Current;
 use super::Shared;
 use crate::audit::{AuditSink, Entry, SessionAudit};
 use crate::context::ServerContext;
-use crate::enforce::book::{Book, PortalPlan};
+use crate::enforce::book::Book;
 use crate::enforce::delivery::Delivery;
 use crate::enforce::describe::Describer;
 use crate::enforce::results::Transformer;
-use crate::enforce::rows::{CopyFormat, RowError, RowPlan};
+use crate::enforce::rows::{CopyFormat, RowPlan};
 use crate::enforce::{notices, write, Enforcement};
 use crate::metrics::Command;
 use crate::protocol::backend::{command_word, parameter_status};
@@ -32,21 +32,21 @@ pub struct ServerToClient<'a> {
     pub(super) ctx: &'a ServerContext,
     pub(super) shared: &'a Shared,
     pub(super) answers: Answers<'a>,
-    book: Book,
+    pub(super) book: Book,
     /// Which statement of a simple Query the answers are at.
     query_index: usize,
     pub(super) result: Current,
     /// The counts of portals an Execute row limit suspended, by portal name.
     pub(super) suspended: HashMap<Bytes, Delivery>,
     describer: Describer,
-    transformer: Transformer,
+    pub(super) transformer: Transformer,
     /// A row was transformed while processing the current read.
     transformed: bool,
     /// DDL ran inside the transaction: the catalog is read again when it ends.
     ddl_pending: bool,
     /// The command of the batch's last Parse, for errors in its Bind or Execute.
     batch_command: Command,
-    database: String,
+    pub(super) database: String,
     pub(super) login: String,
     pub(super) audit: Option<(AuditSink, Arc<SessionAudit>)>,
     /// Records of statements that ended in this read, written before the answers go out.
@@ -580,21 +580,6 @@ impl<'a> ServerToClient<'a> {
         }
     }
 
-    /// The first row of an Execute: look up the transforms of its portal.
-    fn resolve_portal(&mut self) {
-        self.result.resolved = true;
-        if let Some(Expect::Execute { portal }) = self.answers.front() {
-            let portal = portal.clone();
-            if let Some(PortalPlan { row, formats }) = self.book.portal(&portal) {
-                self.start_delivery(&row, false);
-                if !row.is_empty() {
-                    self.transformer.result_of(&row);
-                    self.result.rows = Some((row, formats));
-                }
-            }
-        }
-    }
-
     /// CommandComplete or EmptyQueryResponse: a result ended.
     fn result_done(&mut self) {
         self.result.ended();
@@ -605,22 +590,5 @@ impl<'a> ServerToClient<'a> {
             }
             _ => {}
         }
-    }
-
-    /// A result could not be transformed: the client gets an error instead of the rest.
-    fn fail(&mut self, e: RowError, out: &mut BytesMut) {
-        if matches!(e, RowError::Width { .. }) {
-            // The catalog may have changed under the analysis (a column added directly in
-            // PostgreSQL): read it again before the next statement.
-            self.enf.catalog.invalidate_database(&self.database);
-        }
-        out.extend_from_slice(&self.transformer.failed(self.enf, &e));
-        if let Some(d) = self.result.delivery.take() {
-            let why = format!("XX000 {e}");
-            self.record_delivery(&d, crate::audit::Outcome::Error, Some(why));
-            self.result.recorded = true;
-        }
-        self.result.discard = true;
-        self.result.rows = None;
     }
 }
