@@ -14,6 +14,7 @@
 //!
 //! Imports run one way: `session → enforce → (sql, catalog, audit, policy)`.
 pub mod anomaly;
+pub mod array_param;
 pub mod binary;
 pub mod book;
 pub mod copy;

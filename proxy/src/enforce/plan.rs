@@ -86,6 +86,8 @@ pub(super) fn plan(
     let mut seals: Vec<Arc<Seal>> = Vec::new();
     let mut wp = WritePlan::default();
     let mut copy_in = None;
+    // Every use of an encrypted parameter: (start, end, number, lookup form).
+    let mut param_uses: Vec<(usize, usize, usize, Option<sql::LookupForm>)> = Vec::new();
     for s in &a.statements {
         for site in &s.sites {
             let seal = seal_for(site.column, state, snapshot, &mut seals)?;
@@ -108,13 +110,13 @@ pub(super) fn plan(
                 }
                 sql::SiteValue::Param(n) => {
                     let index = n - 1;
-                    if crate::sql::sites::token_end(sql, site.start) != Some(site.end) {
-                        wp.strips.push((site.start, site.end, *n));
-                    }
+                    param_uses.push((site.start, site.end, *n, lookup));
+                    let array = lookup == Some(sql::LookupForm::Array);
                     match wp.param(index) {
                         // Two uses of one parameter must encrypt to the same ciphertext.
                         Some(p)
                             if p.seal.cipher.domain() == seal.cipher.domain()
+                                && p.array == array
                                 && write_mode(&p.seal, p.lookup)
                                     == write_mode(&seal, lookup.is_some()) => {}
                         Some(p) => {
@@ -129,6 +131,8 @@ pub(super) fn plan(
                             index,
                             seal,
                             lookup: lookup.is_some(),
+                            array,
+                            widened: false,
                         }),
                     }
                 }
@@ -256,11 +260,39 @@ pub(super) fn plan(
             width,
         }));
     }
+    widen_lookups(&mut wp, &param_uses, sql);
     Ok(Prepared {
         rows,
         write: (!wp.is_empty()).then(|| Arc::new(wp)),
         copy_in,
     })
+}
+
+/// A parameter used only as `col = $n` or `col <> $n` lookups is widened like a literal:
+/// the text says `col = ANY($n)` (`<> ALL($n)`) and the Bind sends the value's envelope under
+/// every key version, so rows not yet re-encrypted after a rotation are found. Other uses
+/// keep the parameter one value (the active version), with casts around it removed.
+fn widen_lookups(
+    wp: &mut WritePlan,
+    uses: &[(usize, usize, usize, Option<sql::LookupForm>)],
+    sql: &str,
+) {
+    use sql::LookupForm::{Eq, NotEq};
+    for p in wp.params.iter_mut() {
+        let n = p.index + 1;
+        let mut of_it = uses.iter().filter(|u| u.2 == n).peekable();
+        p.widened = of_it.peek().is_some() && of_it.all(|u| matches!(u.3, Some(Eq | NotEq)));
+    }
+    for &(start, end, n, form) in uses {
+        let widened = wp.param(n - 1).is_some_and(|p| p.widened);
+        match form {
+            Some(f @ (Eq | NotEq)) if widened => wp.widen.push((start, end, n, f)),
+            _ if crate::sql::sites::token_end(sql, start) != Some(end) => {
+                wp.strips.push((start, end, n))
+            }
+            _ => {}
+        }
+    }
 }
 
 /// The anomaly rules whose rows a statement counts against: those of the levels of its

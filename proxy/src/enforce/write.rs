@@ -52,6 +52,11 @@ pub struct ParamEdit {
     pub index: usize,
     pub seal: Arc<Seal>,
     pub lookup: bool,
+    /// The array of `col = ANY($n)`: each element is encrypted (under every key version).
+    pub array: bool,
+    /// A scalar lookup the text widened to `= ANY($n)` / `<> ALL($n)`: its value is sent as
+    /// the array of its envelopes under every key version.
+    pub widened: bool,
 }
 
 /// Everything a statement text needs on its way in.
@@ -62,12 +67,18 @@ pub struct WritePlan {
     /// Casts around parameters removed from the text (`$1::date` → `$1`): byte ranges and
     /// the parameter number.
     pub strips: Vec<(usize, usize, usize)>,
+    /// Parameters of `col = $n` / `col <> $n` (and any cast around them) replaced by
+    /// `ANY($n)` / `ALL($n)`: byte ranges, the number and the form.
+    pub widen: Vec<(usize, usize, usize, LookupForm)>,
     pub params: Vec<ParamEdit>,
 }
 
 impl WritePlan {
     pub fn is_empty(&self) -> bool {
-        self.literals.is_empty() && self.params.is_empty() && self.strips.is_empty()
+        self.literals.is_empty()
+            && self.params.is_empty()
+            && self.strips.is_empty()
+            && self.widen.is_empty()
     }
 
     /// The edit of parameter `i` (0-based), if it is encrypted.
@@ -206,6 +217,66 @@ impl Sealer {
         Ok(n)
     }
 
+    /// The array parameter of `col = ANY($n)` (`binary`: in binary format) as a text-format
+    /// array of envelopes: every element's under every key version, NULLs kept.
+    pub fn seal_array(
+        &mut self,
+        seal: &Seal,
+        binary: bool,
+        value: &[u8],
+        out: &mut String,
+    ) -> Result<(), WriteError> {
+        let invalid = |reason: String| WriteError::Invalid {
+            column: seal.qualified.clone(),
+            level: seal.level,
+            reason,
+        };
+        let elements = if binary {
+            super::array_param::parse_binary(value)
+        } else {
+            std::str::from_utf8(value)
+                .map_err(|_| "the value is not valid UTF-8".to_string())
+                .and_then(super::array_param::parse_text)
+        }
+        .map_err(invalid)?;
+        out.push('{');
+        for el in &elements {
+            match el {
+                None => super::array_param::push_element(out, None),
+                Some(el) => {
+                    let plain = plaintext(seal, el)?;
+                    self.seal_versions(seal, &plain, out)?;
+                }
+            }
+        }
+        out.push('}');
+        Ok(())
+    }
+
+    /// The envelopes of `plain` under every key version, as elements of a text-format array
+    /// being written (`out` holds its opening brace and any elements before).
+    pub fn seal_versions(
+        &mut self,
+        seal: &Seal,
+        plain: &str,
+        out: &mut String,
+    ) -> Result<(), WriteError> {
+        let mut envelope = String::new();
+        for v in seal.cipher.versions() {
+            envelope.clear();
+            self.sealed += 1;
+            seal.cipher
+                .encrypt_deterministic_as(v, plain.as_bytes(), &mut self.scratch, &mut envelope)
+                .map_err(|err| WriteError::Encrypt {
+                    column: seal.qualified.clone(),
+                    level: seal.level,
+                    reason: err.to_string(),
+                })?;
+            super::array_param::push_element(out, Some(&envelope));
+        }
+        Ok(())
+    }
+
     /// The replacement text of a literal: a quoted envelope, or for a lookup under several
     /// key versions, the envelopes of each in the form its position allows.
     fn literal(&mut self, e: &LiteralEdit, out: &mut String) -> Result<(), WriteError> {
@@ -221,7 +292,8 @@ impl Sealer {
             Some(f) => f,
         };
         let (open, sep, close) = match form {
-            LookupForm::Single => {
+            // The analysis makes array lookups of parameters only.
+            LookupForm::Single | LookupForm::Array => {
                 out.push('\'');
                 self.seal(&e.seal, true, &e.plaintext, out)?;
                 out.push('\'');
@@ -256,12 +328,18 @@ impl Sealer {
         enum Edit<'p> {
             Lit(&'p LiteralEdit),
             Strip(usize),
+            Widen(usize, LookupForm),
         }
         let mut edits: Vec<(usize, usize, Edit<'_>)> = plan
             .literals
             .iter()
             .map(|l| (l.start, l.end, Edit::Lit(l)))
             .chain(plan.strips.iter().map(|&(s, e, n)| (s, e, Edit::Strip(n))))
+            .chain(
+                plan.widen
+                    .iter()
+                    .map(|&(s, e, n, f)| (s, e, Edit::Widen(n, f))),
+            )
             .collect();
         edits.sort_by_key(|e| e.0);
         let mut out = String::with_capacity(sql.len() + 96 * edits.len());
@@ -276,6 +354,15 @@ impl Sealer {
                 Edit::Strip(n) => {
                     out.push('$');
                     out.push_str(&n.to_string());
+                }
+                Edit::Widen(n, f) => {
+                    out.push_str(if f == LookupForm::NotEq {
+                        "ALL($"
+                    } else {
+                        "ANY($"
+                    });
+                    out.push_str(&n.to_string());
+                    out.push(')');
                 }
             }
             at = end;
@@ -293,8 +380,12 @@ pub fn param_types(declared: &[u32], plan: &WritePlan) -> Vec<u32> {
         .max(plan.params.iter().map(|p| p.index + 1).max().unwrap_or(0));
     (0..n)
         .map(|i| {
-            if plan.param(i).is_some() {
-                TEXT_OID
+            if let Some(p) = plan.param(i) {
+                if p.array || p.widened {
+                    super::array_param::TEXT_ARRAY_OID
+                } else {
+                    TEXT_OID
+                }
             } else {
                 declared.get(i).copied().unwrap_or(0)
             }
@@ -307,6 +398,7 @@ pub fn param_types(declared: &[u32], plan: &WritePlan) -> Vec<u32> {
 fn client_type(declared: &[u32], e: &ParamEdit) -> u32 {
     match declared.get(e.index).copied() {
         Some(t) if t != 0 => t,
+        _ if e.array => super::array_param::array_type_of(e.seal.plain_type),
         _ => e.seal.plain_type,
     }
 }
@@ -372,29 +464,48 @@ fn bind_values(
             }
             continue;
         };
-        text.clear();
-        if b.param_format(i) == 1 {
-            let ty = client_type(declared, e);
-            binary::to_text(ty, v, text).map_err(|reason| WriteError::Invalid {
-                column: e.seal.qualified.clone(),
-                level: e.seal.level,
-                reason,
-            })?;
-        } else {
-            let s = std::str::from_utf8(v).map_err(|_| WriteError::Invalid {
-                column: e.seal.qualified.clone(),
-                level: e.seal.level,
-                reason: "the value is not valid UTF-8".into(),
-            })?;
-            text.push_str(s);
-        }
-        let plain = plaintext(&e.seal, text)?;
         env.clear();
-        sealer.seal(&e.seal, e.lookup, &plain, env)?;
+        if e.array {
+            sealer.seal_array(&e.seal, b.param_format(i) == 1, v, env)?;
+        } else {
+            text.clear();
+            param_text(b.param_format(i) == 1, client_type(declared, e), e, v, text)?;
+            let plain = plaintext(&e.seal, text)?;
+            if e.widened {
+                env.push('{');
+                sealer.seal_versions(&e.seal, &plain, env)?;
+                env.push('}');
+            } else {
+                sealer.seal(&e.seal, e.lookup, &plain, env)?;
+            }
+        }
         out.put_i32(env.len() as i32);
         out.put_slice(env.as_bytes());
     }
     Ok(())
+}
+
+/// A parameter's value as text: binary values read through `ty`, text ones checked as UTF-8.
+fn param_text(
+    binary_format: bool,
+    ty: u32,
+    e: &ParamEdit,
+    v: &[u8],
+    text: &mut String,
+) -> Result<(), WriteError> {
+    let invalid = |reason: String| WriteError::Invalid {
+        column: e.seal.qualified.clone(),
+        level: e.seal.level,
+        reason,
+    };
+    if binary_format {
+        binary::to_text(ty, v, text).map_err(invalid)
+    } else {
+        let s =
+            std::str::from_utf8(v).map_err(|_| invalid("the value is not valid UTF-8".into()))?;
+        text.push_str(s);
+        Ok(())
+    }
 }
 
 /// Rewrite a ParameterDescription body: encrypted parameters are described with the type

@@ -28,6 +28,9 @@ pub enum LookupForm {
     Item,
     /// Any other position (`'x' = col`): the active version only.
     Single,
+    /// The array parameter of `col = ANY($1)`: each element encrypted, under every key
+    /// version, into an array of envelopes.
+    Array,
 }
 
 /// The value at a site.

@@ -353,6 +353,54 @@ async fn lookups_find_rows_written_under_every_key_version() {
         .await,
         vec![vec!["0".to_string()]]
     );
+    // Parameters: `= $1` and `<> $1` are widened like literals (binary and a cast too).
+    let ids =
+        |rs: Vec<tokio_postgres::Row>| rs.iter().map(|r| r.get::<_, i32>(0)).collect::<Vec<_>>();
+    let got = w
+        .query(
+            "select id from customers where phone = $1 order by id",
+            &[&"13900000001"],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        ids(got),
+        vec![1, 2],
+        "= $1 finds rows under both key versions"
+    );
+    let got = w
+        .query(
+            "select id from customers where phone = $1::text order by id",
+            &[&"13900000001"],
+        )
+        .await
+        .unwrap();
+    assert_eq!(ids(got), vec![1, 2]);
+    let n: i64 = w
+        .query_one(
+            "select count(*) from customers where phone <> $1",
+            &[&"13900000001"],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 0);
+    // Described as the scalar the client sends.
+    let st = w
+        .prepare("select id from customers where phone = $1")
+        .await
+        .unwrap();
+    assert_eq!(st.params()[0], tokio_postgres::types::Type::TEXT);
+    // A parameter also written stays one value, under the active version (documented): its
+    // lookup finds the row under version 2 only, until rekey.
+    let got = w
+        .query(
+            "update customers set phone = $1 where phone = $1 returning id",
+            &[&"13900000001"],
+        )
+        .await
+        .unwrap();
+    assert_eq!(ids(got), vec![2]);
 }
 
 #[tokio::test]
@@ -491,4 +539,119 @@ async fn psql_inserts_and_copies_through_pgveil() {
         ],
     )
     .await;
+}
+
+/// `col = ANY($1)` with an array parameter (psycopg's list lookup): each element encrypted
+/// under every key version; in binary (tokio-postgres) and text (a raw Bind); NULL elements
+/// kept; the role rules of `=` apply; near neighbours that cannot be encrypted refused.
+#[tokio::test]
+async fn array_parameter_lookups_find_rows_under_every_key_version() {
+    let s = setup().await;
+    let w = client_as(&s.proxy, "writer_app", "").await;
+    w.batch_execute(
+        "insert into customers (id, phone) values (1, '13900000001'), (3, '13900000003')",
+    )
+    .await
+    .unwrap();
+    let mut k = Keyring::load(&s.keyring).unwrap();
+    k.add_version(1_700_000_100).unwrap();
+    k.save(&s.keyring, false).unwrap();
+    s.proxy.enforcement.as_ref().unwrap().reload().unwrap();
+    w.batch_execute("insert into customers (id, phone) values (2, '13900000002')")
+        .await
+        .unwrap();
+    // The core promise: what was written is ciphertext.
+    let db = direct(&s.cluster).await;
+    for r in db.query("select phone from customers", &[]).await.unwrap() {
+        assert!(r.get::<_, String>(0).starts_with("pgv1:"));
+    }
+    // Binary array of text, from tokio-postgres (typed by pgveil's ParameterDescription).
+    let st = w
+        .prepare("select id from customers where phone = any($1) order by id")
+        .await
+        .unwrap();
+    assert_eq!(st.params()[0], tokio_postgres::types::Type::TEXT_ARRAY);
+    let wanted = vec!["13900000001", "13900000002", "13999999999"];
+    let ids: Vec<i32> = w
+        .query(&st, &[&wanted])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(ids, vec![1, 2], "rows under key versions 1 and 2");
+    let none: Vec<&str> = Vec::new();
+    assert!(w.query(&st, &[&none]).await.unwrap().is_empty());
+    // A cast written on the parameter, and a desk role with lookup: true.
+    let desk = client_as(&s.proxy, "desk_app", "").await;
+    let ids: Vec<i32> = desk
+        .query(
+            "select id from customers where phone = any($1::text[]) order by id",
+            &[&vec!["13900000003", "13900000002"]],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(ids, vec![2, 3]);
+    // Text format, with a NULL element and quoting, through a raw Bind.
+    let mut raw = Raw::login(&s.proxy, "writer_app").await;
+    let mut batch = fe::parse("", "select id from customers where phone = any($1)");
+    batch.extend(fe::bind(
+        "",
+        "",
+        &[Some(r#"{NULL, "13900000001" ,13900000003}"#)],
+        false,
+    ));
+    batch.extend(fe::execute("", 0));
+    batch.extend(fe::sync());
+    raw.send(&batch).await;
+    let msgs = raw.until_ready().await;
+    assert_eq!(
+        msgs.iter().filter(|m| m.tag == b'D').count(),
+        2,
+        "{}",
+        tags(&msgs)
+    );
+    // A malformed array is refused with the column named; the session goes on.
+    let mut batch = fe::parse("", "select id from customers where phone = any($1)");
+    batch.extend(fe::bind("", "", &[Some("{{1},{2}}")], false));
+    batch.extend(fe::execute("", 0));
+    batch.extend(fe::sync());
+    raw.send(&batch).await;
+    let msgs = raw.until_ready().await;
+    assert!(
+        msgs.iter()
+            .any(|m| m.tag == b'E' && m.field(b'M').is_some_and(|t| t.contains("customers.phone"))),
+        "{}",
+        tags(&msgs)
+    );
+    // A role without lookup may not, as with `=`; literal arrays are not encrypted: refused.
+    let viewer = client_as(&s.proxy, "viewer_app", "").await;
+    let e = viewer
+        .query(
+            "select id from customers where phone = any($1)",
+            &[&vec!["13900000001"]],
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(e.code().unwrap().code(), "42501");
+    assert_eq!(
+        refused(
+            &w,
+            "select id from customers where phone = any('{13900000001}')"
+        )
+        .await,
+        "0A000"
+    );
+    // ARRAY[...] of literals: each encrypted in place.
+    assert_eq!(
+        rows(
+            &w,
+            "select id from customers where phone = any(array['13900000001', '13900000002']) order by id"
+        )
+        .await,
+        vec![vec!["1".to_string()], vec!["2".into()]]
+    );
 }

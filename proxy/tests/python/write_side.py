@@ -299,6 +299,14 @@ def psycopg_lookups():
             eq("psycopg literal IN lookup", cc.fetchall(), [(10010,), (10011,)])
         card = expected[10002]["id_card"]
         eq("psycopg lookup id_card", conn.execute("select id from customers where id_card = %s", (card,)).fetchall(), [(10002,)])
+        # A Python list: psycopg's usual list lookup, an array parameter (text and binary).
+        phones = [expected[10001]["phone"], expected[10150]["phone"], "13999999999"]
+        for fmt in ("%s", "%b"):
+            eq(
+                f"psycopg list lookup phone = any({fmt})",
+                conn.execute(f"select id from customers where phone = any({fmt}) order by id", (phones,)).fetchall(),
+                [(10001,), (10150,)],
+            )
         r = conn.execute(
             "select c.id from customers c join shipments s on s.sender_phone = c.phone where s.id = %s", (1,)
         ).fetchall()
@@ -431,6 +439,9 @@ async def asyncpg_lookups():
         for cid in (21001, 21002, 21003):
             eq(f"asyncpg prepared lookup ({cid})", await stmt.fetchval(expected[cid]["phone"]), cid)
         eq("asyncpg lookup of an unknown phone", await conn.fetchrow("select id from customers where phone = $1", "13999999999"), None)
+        phones = [expected[21001]["phone"], expected[21003]["phone"]]
+        got = await conn.fetch("select id from customers where phone = any($1) order by id", phones)
+        eq("asyncpg list lookup phone = any($1)", [r[0] for r in got], [21001, 21003])
     finally:
         await conn.close()
 

@@ -62,6 +62,18 @@ impl Analyzer<'_, '_> {
                 }
                 Ok(Src::Pass)
             }
+            Expr::AnyOp {
+                left,
+                compare_op: BinaryOperator::Eq,
+                right,
+                ..
+            } if matches!(ctx, Ctx::Pred | Ctx::Join) && bare(left).is_some() => {
+                match bare(left) {
+                    Some(b) if self.any_lookup(b, right, ctx)? => {}
+                    _ => self.generic(e, ctx)?,
+                }
+                Ok(Src::Pass)
+            }
             Expr::IsNull(inner) | Expr::IsNotNull(inner)
                 if matches!(ctx, Ctx::Pred | Ctx::Join) && bare(inner).is_some() =>
             {

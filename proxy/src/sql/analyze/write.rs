@@ -357,12 +357,15 @@ impl Analyzer<'_, '_> {
             ),
             Some(_) => sites::cast_call(sql, start, end).ok_or_else(not_here)?,
         };
-        // A lookup can only be widened over key versions where it stands as `col = value`.
-        let purpose = match (purpose, cast) {
-            (Purpose::Lookup(LookupForm::Eq | LookupForm::NotEq), Some(_)) => {
-                Purpose::Lookup(LookupForm::Single)
-            }
-            (p, _) => p,
+        // A lookup can only be widened over key versions where it stands as `col = value`; a
+        // cast around a literal stands in the way (around a parameter it is removed anyway).
+        let purpose = match (purpose, cast, &text) {
+            (
+                Purpose::Lookup(LookupForm::Eq | LookupForm::NotEq),
+                Some(_),
+                SiteValue::Literal(_),
+            ) => Purpose::Lookup(LookupForm::Single),
+            (p, _, _) => p,
         };
         self.sites.push(Site {
             start,
@@ -439,6 +442,38 @@ impl Analyzer<'_, '_> {
         Ok(())
     }
 
+    /// `col = ANY(...)` on an encrypted column: an array parameter (its elements encrypted at
+    /// Bind) or an `ARRAY[...]` of values (each encrypted in place). `false`: the column is
+    /// not encrypted, and the expression is read like any other.
+    pub(super) fn any_lookup(
+        &mut self,
+        col: &Expr,
+        array: &Expr,
+        ctx: Ctx,
+    ) -> Result<bool, Refusal> {
+        let Ref::Col(Src::Col(c)) = self.resolve(col) else {
+            return Ok(false);
+        };
+        if !self.encrypted(c) {
+            return Ok(false);
+        }
+        self.use_col(c, eq_usage(ctx))?;
+        match unnested(array) {
+            Expr::Array(a) => {
+                for e in &a.elem {
+                    if !self.value_site(e, c, Purpose::Lookup(LookupForm::Item))? {
+                        return Err(self.computed_lookup(c));
+                    }
+                }
+            }
+            e if is_parameter(e) => {
+                self.value_site(e, c, Purpose::Lookup(LookupForm::Array))?;
+            }
+            _ => return Err(self.computed_lookup(c)),
+        }
+        Ok(true)
+    }
+
     pub(super) fn computed_lookup(&self, c: ColumnId) -> Refusal {
         let col = self.env.policy.column(c);
         Refusal::computed_lookup(&col.qualified(), col.encrypt.name(), col.level)
@@ -476,5 +511,25 @@ impl Analyzer<'_, '_> {
         self.reference(a, Ctx::Join, u)?;
         self.reference(b, Ctx::Join, u)?;
         Ok(())
+    }
+}
+
+/// An expression without the parentheses around it.
+fn unnested(e: &Expr) -> &Expr {
+    match e {
+        Expr::Nested(inner) => unnested(inner),
+        _ => e,
+    }
+}
+
+/// A parameter `$n`, bare or cast (`$1::text[]`).
+fn is_parameter(e: &Expr) -> bool {
+    match e {
+        Expr::Nested(inner) => is_parameter(inner),
+        Expr::Value(v) => matches!(v.value, Value::Placeholder(_)),
+        Expr::Cast {
+            expr, format: None, ..
+        } => matches!(expr.as_ref(), Expr::Value(v) if matches!(v.value, Value::Placeholder(_))),
+        _ => false,
     }
 }
