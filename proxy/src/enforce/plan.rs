@@ -260,7 +260,26 @@ pub(super) fn plan(
             width,
         }));
     }
-    widen_lookups(&mut wp, &param_uses, sql);
+    let counts = if param_uses.is_empty() {
+        Vec::new()
+    } else {
+        crate::sql::depth::placeholder_counts(sql)
+    };
+    if !param_uses.is_empty() {
+        // A parameter the server would also see elsewhere must not be encrypted for it all.
+        for p in &wp.params {
+            let n = p.index + 1;
+            let sites = param_uses.iter().filter(|u| u.2 == n).count();
+            if counts.get(n).map_or(0, |c| c.0) > sites {
+                return Err(Refusal::parameter_used_elsewhere(
+                    n,
+                    &p.seal.qualified,
+                    p.seal.level,
+                ));
+            }
+        }
+    }
+    widen_lookups(&mut wp, &param_uses, &counts, sql);
     Ok(Prepared {
         rows,
         write: (!wp.is_empty()).then(|| Arc::new(wp)),
@@ -275,13 +294,18 @@ pub(super) fn plan(
 fn widen_lookups(
     wp: &mut WritePlan,
     uses: &[(usize, usize, usize, Option<sql::LookupForm>)],
+    counts: &[(usize, usize)],
     sql: &str,
 ) {
     use sql::LookupForm::{Eq, NotEq};
     for p in wp.params.iter_mut() {
         let n = p.index + 1;
-        let mut of_it = uses.iter().filter(|u| u.2 == n).peekable();
-        p.widened = of_it.peek().is_some() && of_it.all(|u| matches!(u.3, Some(Eq | NotEq)));
+        let of_it: Vec<_> = uses.iter().filter(|u| u.2 == n).collect();
+        // Every occurrence is such a lookup (a NULL test elsewhere would see an array).
+        let everywhere = counts.get(n).map_or(0, |c| c.1) == of_it.len();
+        p.widened = everywhere
+            && !of_it.is_empty()
+            && of_it.iter().all(|u| matches!(u.3, Some(Eq | NotEq)));
     }
     for &(start, end, n, form) in uses {
         let widened = wp.param(n - 1).is_some_and(|p| p.widened);

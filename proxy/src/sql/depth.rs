@@ -51,6 +51,53 @@ fn nests(t: &Token) -> bool {
     }
 }
 
+/// For each parameter `$n` of `sql` (index `n`), outside literals and comments: how many
+/// times its value is used, and how many times it occurs. An occurrence tested only with
+/// `IS [NOT] NULL` (a cast between allowed) is no use of the value: an envelope is NULL
+/// exactly when its value is.
+pub fn placeholder_counts(sql: &str) -> Vec<(usize, usize)> {
+    let dialect = PostgreSqlDialect {};
+    let mut counts = Vec::new();
+    let Ok(tokens) = Tokenizer::new(&dialect, sql).tokenize() else {
+        return counts;
+    };
+    let words: Vec<&Token> = tokens
+        .iter()
+        .filter(|t| !matches!(t, Token::Whitespace(_)))
+        .collect();
+    for (i, t) in words.iter().enumerate() {
+        let Token::Placeholder(p) = t else { continue };
+        let Some(n) = p.strip_prefix('$').and_then(|d| d.parse::<usize>().ok()) else {
+            continue;
+        };
+        if n >= 65_536 {
+            continue;
+        }
+        if counts.len() <= n {
+            counts.resize(n + 1, (0, 0));
+        }
+        counts[n].1 += 1;
+        if !only_null_tested(&words[i + 1..]) {
+            counts[n].0 += 1;
+        }
+    }
+    counts
+}
+
+/// The tokens after a parameter: `IS [NOT] NULL`, after any `::type` casts.
+fn only_null_tested(after: &[&Token]) -> bool {
+    let mut rest = after;
+    while let [Token::DoubleColon, Token::Word(_), tail @ ..] = rest {
+        rest = tail;
+    }
+    let is = |t: &Token, k: Keyword| matches!(t, Token::Word(w) if w.keyword == k);
+    match rest {
+        [a, b, ..] if is(a, Keyword::IS) && is(b, Keyword::NULL) => true,
+        [a, b, c, ..] => is(a, Keyword::IS) && is(b, Keyword::NOT) && is(c, Keyword::NULL),
+        _ => false,
+    }
+}
+
 /// Run `f` (an analysis of a text with `n` nesting tokens) where its recursion fits.
 pub fn with_stack_for<T>(n: usize, f: impl FnOnce() -> T) -> T {
     if n > GROW_ABOVE {
@@ -63,6 +110,17 @@ pub fn with_stack_for<T>(n: usize, f: impl FnOnce() -> T) -> T {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn counts_placeholders_outside_literals() {
+        let c = placeholder_counts("select $1, '$1', $$ $2 $$, $2 -- $1\n from t where c = $1");
+        assert_eq!(c, vec![(0, 0), (2, 2), (1, 1)]);
+        // Tested only for NULL: not a use of the value.
+        let c = placeholder_counts(
+            "select 1 from t where ($1 is null or c = $1) and ($2::text is not null or $2 = c)",
+        );
+        assert_eq!(c, vec![(0, 0), (1, 2), (1, 2)]);
+    }
 
     #[test]
     fn counts_what_can_nest() {

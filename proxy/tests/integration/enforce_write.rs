@@ -655,3 +655,46 @@ async fn array_parameter_lookups_find_rows_under_every_key_version() {
         vec![vec!["1".to_string()], vec!["2".into()]]
     );
 }
+
+/// A parameter encrypted for one use and read by value elsewhere would put its envelope where
+/// the server reads it in clear: refused, and nothing stored. A NULL test elsewhere is fine.
+#[tokio::test]
+async fn a_parameter_encrypted_for_one_use_is_never_seen_as_ciphertext_elsewhere() {
+    let s = setup().await;
+    let w = client_as(&s.proxy, "writer_app", "").await;
+    for sql in [
+        "insert into customers (id, phone, name) values ($1, $2, $2)",
+        "insert into customers (id, phone, name) values ($1, $2, upper($2))",
+        "select id, $2 from customers where id = $1 and phone = $2",
+    ] {
+        let e = w.query(sql, &[&1i32, &"13900000001"]).await.expect_err(sql);
+        let db = e.as_db_error().expect("a server error");
+        assert_eq!(db.code().code(), "0A000", "{sql}");
+        assert!(db.message().contains("parameter $2"), "{}", db.message());
+    }
+    let db = direct(&s.cluster).await;
+    let n: i64 = db
+        .query_one("select count(*) from customers", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 0, "nothing was stored");
+    // Near neighbours: two parameters; a NULL test of the same one (the optional filter).
+    w.execute(
+        "insert into customers (id, phone, name) values ($1, $2, $3)",
+        &[&1i32, &"13900000001", &"13900000001"],
+    )
+    .await
+    .unwrap();
+    let name: String = db
+        .query_one("select name from customers where id = 1", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(name, "13900000001");
+    let optional = "select id from customers where ($1::text is null or phone = $1) order by id";
+    let got = w.query(optional, &[&"13900000001"]).await.unwrap();
+    assert_eq!(got.len(), 1);
+    let got = w.query(optional, &[&None::<&str>]).await.unwrap();
+    assert_eq!(got.len(), 1, "a NULL filter matches every row");
+}

@@ -162,6 +162,18 @@ impl Refusal {
         .level(level)
     }
 
+    /// A parameter encrypted for `column` that the statement also uses where the server would
+    /// see its envelope (a plain column, a function, an output).
+    pub fn parameter_used_elsewhere(n: usize, column: &str, level: LevelId) -> Refusal {
+        Refusal::new(
+            Rule::MixedParameter,
+            sqlstate::FEATURE_NOT_SUPPORTED,
+            format!("parameter ${n} is encrypted for column {column} and also used elsewhere in the statement, where it would be its ciphertext"),
+        )
+        .hint("pass the value as two parameters, one for the encrypted column and one for the rest")
+        .level(level)
+    }
+
     pub fn no_key(domain: &str, column: &str, level: LevelId) -> Refusal {
         Refusal::new(
             Rule::NoKey,
