@@ -35,6 +35,16 @@ pub fn refusal_frame(r: &Refusal) -> BytesMut {
     error_response_hint(Severity::Error, r.sqlstate, &r.message, r.hint.as_deref())
 }
 
+/// Most protected named portals tracked; past this, SQL `FETCH` is refused for the rest of the
+/// session (a client would need thousands open at once).
+const MAX_PROTECTED_PORTALS: usize = 4096;
+
+/// Whether a SQL text has the word FETCH (a cursor read): one pass over its words.
+fn fetches(sql: &[u8]) -> bool {
+    sql.split(|b| !b.is_ascii_alphabetic())
+        .any(|w| w.eq_ignore_ascii_case(b"fetch"))
+}
+
 /// What the relay does with one message.
 #[derive(Default)]
 pub struct Judged {
@@ -89,6 +99,11 @@ pub struct Frontend {
     copy_in: Option<CopyState>,
     /// Portals bound to a COPY FROM STDIN into encrypted columns.
     portals: HashMap<Bytes, Arc<CopyInPlan>>,
+    /// Named portals bound to statements over protected data (until closed or bound again):
+    /// SQL `FETCH` could read them past the relay's transforms.
+    protected_portals: std::collections::HashSet<Bytes>,
+    /// More were bound than are tracked: SQL FETCH stays refused for the session.
+    portals_overflowed: bool,
     /// `crypto_operations_total{op="encrypt"}`.
     encrypted: IntCounter,
     audit: Option<Arc<SessionAudit>>,
@@ -116,6 +131,8 @@ impl Frontend {
             sealer: Sealer::default(),
             copy_in: None,
             portals: HashMap::new(),
+            protected_portals: std::collections::HashSet::new(),
+            portals_overflowed: false,
             encrypted,
             audit,
             entries: Vec::new(),
@@ -359,6 +376,18 @@ impl Frontend {
                 }
             }
         }
+        if !b.portal.is_empty() {
+            if params.is_some() {
+                if self.protected_portals.len() < MAX_PROTECTED_PORTALS {
+                    self.protected_portals
+                        .insert(Bytes::copy_from_slice(b.portal));
+                } else {
+                    self.portals_overflowed = true;
+                }
+            } else {
+                self.protected_portals.remove(b.portal);
+            }
+        }
         let Some(p) = params else {
             return Judged::default();
         };
@@ -412,6 +441,13 @@ impl Frontend {
         };
         self.count_sealed();
         judged
+    }
+
+    /// A Close of a portal (`kind` `P`): SQL FETCH can no longer reach it.
+    pub fn portal_closed(&mut self, kind: u8, name: &[u8]) {
+        if kind == b'P' && !self.protected_portals.is_empty() {
+            self.protected_portals.remove(name);
+        }
     }
 
     /// Describe of statement `name`: its encrypted parameters (the ParameterDescription names
@@ -503,6 +539,9 @@ impl Frontend {
     /// Judge a SQL text, and refuse it when its rows count against an anomaly limit with
     /// `then: deny` that is over.
     async fn judge(&mut self, sql: &[u8], readable: bool) -> Verdict {
+        if (self.portals_overflowed || !self.protected_portals.is_empty()) && fetches(sql) {
+            return Verdict::Refuse(Refusal::fetch_from_portal());
+        }
         let verdict = self.enforcer.judge(sql, readable).await;
         // The current role may have changed and pgveil could not ask: only what is judged
         // the same for every role passes.

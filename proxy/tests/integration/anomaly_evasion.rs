@@ -498,3 +498,58 @@ async fn a_padded_statement_is_counted_and_cannot_take_pgveil_down() {
     let records = e.records("padder").await;
     assert_record(&records, "denied", LIMIT);
 }
+
+#[tokio::test]
+async fn sql_fetch_cannot_read_a_protocol_portal_past_the_policy() {
+    let e = setup(&["fetcher"]).await;
+    let mut raw = Raw::login(&e.proxy, "fetcher").await;
+    raw.send(&fe::query("begin")).await;
+    raw.until_ready().await;
+    // A portal bound over protected data, then read by SQL FETCH instead of Execute: the
+    // server would answer from the portal, past the transforms, the count and the audit.
+    let mut batch = fe::parse("s", "select id, name, phone from customers");
+    batch.extend(fe::bind("c", "s", &[], false));
+    batch.extend(fe::sync());
+    raw.send(&batch).await;
+    raw.until_ready().await;
+    for sql in [
+        "fetch all from c",
+        "FETCH 10 c",
+        "select 1; fetch forward 5 in c",
+    ] {
+        raw.send(&fe::query(sql)).await;
+        let msgs = raw.until_ready().await;
+        assert_eq!(data_rows(&msgs), 0, "{sql}: {}", tags(&msgs));
+        assert!(
+            msgs.iter().any(|m| m.sqlstate().as_deref() == Some("42501")
+                && m.field(b'M').is_some_and(|t| t.contains("FETCH"))),
+            "{sql}: {}",
+            tags(&msgs)
+        );
+        raw.send(&fe::query("rollback")).await;
+        raw.until_ready().await;
+        raw.send(&fe::query("begin")).await;
+        raw.until_ready().await;
+        let mut batch = fe::bind("c", "s", &[], false);
+        batch.extend(fe::sync());
+        raw.send(&batch).await;
+        raw.until_ready().await;
+    }
+    // Execute reads it through the policy.
+    let mut batch = fe::execute("c", 5);
+    batch.extend(fe::sync());
+    raw.send(&batch).await;
+    assert_eq!(data_rows(&raw.until_ready().await), 5);
+    // Near neighbour: once the portal is closed, a SQL cursor over unprotected data fetches.
+    let mut batch = close_portal("c");
+    batch.extend(fe::sync());
+    raw.send(&batch).await;
+    raw.until_ready().await;
+    raw.send(&fe::query(
+        "declare k cursor for select id from shipments; fetch all from k; close k; commit",
+    ))
+    .await;
+    let msgs = raw.until_ready().await;
+    assert!(msgs.iter().all(|m| m.tag != b'E'), "{}", tags(&msgs));
+    e.proxy.shutdown().await;
+}

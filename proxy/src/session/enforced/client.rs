@@ -426,6 +426,7 @@ impl<'a, SW: AsyncWrite + Unpin> ClientToServer<'a, SW> {
 
     async fn close(&mut self, frame: Bytes) -> Stepped {
         let (kind, name) = msg::target(&frame[5..], "Close").map_err(malformed)?;
+        self.frontend.portal_closed(kind, name);
         let e = Expect::Close {
             kind,
             name: frame.slice_ref(name),

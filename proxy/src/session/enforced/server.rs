@@ -373,6 +373,8 @@ impl<'a> ServerToClient<'a> {
 
     fn portal_suspended(&mut self) -> bool {
         self.suspend_delivery();
+        // The Execute ended: a stop's "already recorded" belongs to it, not to the next one.
+        self.result.recorded = false;
         self.result.rows = None;
         self.result.resolved = false;
         if matches!(self.answers.front(), Some(Expect::Execute { .. })) {

@@ -4,6 +4,12 @@ use super::*;
 
 impl Analyzer<'_, '_> {
     pub(super) fn expr(&mut self, e: &Expr, ctx: Ctx) -> Result<Src, Refusal> {
+        // Deep trees (nested views' definitions among them) recurse here: grow the stack
+        // when little of it is left, whatever thread this runs on.
+        stacker::maybe_grow(RED_ZONE, STACK_SEGMENT, || self.expr_inner(e, ctx))
+    }
+
+    fn expr_inner(&mut self, e: &Expr, ctx: Ctx) -> Result<Src, Refusal> {
         let usage = match ctx {
             Ctx::Project => Usage::Projection,
             other => other.generic_usage(),

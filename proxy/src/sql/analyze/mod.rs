@@ -30,6 +30,11 @@ use crate::catalog::Snapshot;
 /// Deepest nesting the parser accepts (sqlparser's default is 50).
 const RECURSION_LIMIT: usize = 64;
 
+/// Below this much stack left, the analysis's recursion continues on a new segment.
+const RED_ZONE: usize = 256 * 1024;
+/// The size of such a segment.
+const STACK_SEGMENT: usize = 8 * 1024 * 1024;
+
 /// Deepest nesting of views followed through their definitions.
 const MAX_VIEW_DEPTH: usize = 16;
 

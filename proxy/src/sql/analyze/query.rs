@@ -3,6 +3,10 @@ use super::*;
 
 impl Analyzer<'_, '_> {
     pub(super) fn query(&mut self, q: &Query) -> Result<Vec<Src>, Refusal> {
+        stacker::maybe_grow(RED_ZONE, STACK_SEGMENT, || self.query_inner(q))
+    }
+
+    fn query_inner(&mut self, q: &Query) -> Result<Vec<Src>, Refusal> {
         let mut pushed = false;
         if let Some(with) = &q.with {
             self.ctes.push(HashMap::new());

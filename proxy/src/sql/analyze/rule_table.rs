@@ -239,6 +239,22 @@ fn applied_elsewhere() -> Vec<(&'static str, crate::sql::Refusal)> {
             Refusal::fast_path_call(),
         ),
         (
+            "`enforce/frontend.rs` (tests: anomaly_evasion)",
+            Refusal::fetch_from_portal(),
+        ),
+        (
+            "`enforce/plan.rs` (tests: enforce_write)",
+            Refusal::parameter_used_elsewhere(2, "public.customers.phone", 1),
+        ),
+        (
+            "`enforce/plan.rs` (tests: anomaly_evasion)",
+            Refusal::anomaly_packing("bulk", "important"),
+        ),
+        (
+            "`sql/analyze/mod.rs` (tests: anomaly_evasion)",
+            Refusal::too_complex(50_010, 50_000),
+        ),
+        (
             "`session/enforced/client.rs` (tests: roles, adversarial)",
             Refusal::unsettled_reading(),
         ),

@@ -830,6 +830,10 @@ fn deep_operator_chains_are_bounded_not_fatal() {
     if let Err(r) = run(&f, "dispatch_app", &sql) {
         panic!("refused: {} {}", r.sqlstate, r.message);
     }
+    // One nesting token per level: `and 1` repeated to the bound.
+    let filter = " and 1".repeat(crate::sql::depth::MAX_NESTING - 10);
+    let sql = format!("select name from customers where id > 0{filter}");
+    assert!(run(&f, "dispatch_app", &sql).is_ok());
     // Past the bound: refused, 54001, before anything deep is built.
     let filter = " and id > 0".repeat(crate::sql::depth::MAX_NESTING / 3 + 10);
     let sql = format!("select name from customers where id > 0{filter}");

@@ -132,6 +132,17 @@ impl Refusal {
         .hint("try again within the allowed hours, or ask the policy owner for an exception")
     }
 
+    /// SQL `FETCH` while a portal bound to a statement over protected data is open: the server
+    /// would answer it from that portal, past pgveil's transforms, counts and audit.
+    pub fn fetch_from_portal() -> Refusal {
+        Refusal::new(
+            Rule::Unsupported,
+            sqlstate::INSUFFICIENT_PRIVILEGE,
+            "pgveil refuses SQL FETCH while this session has a named portal open over protected data: the rows would bypass the policy".into(),
+        )
+        .hint("read the portal with Execute (your driver's cursor API), or close it first")
+    }
+
     pub fn fast_path_call() -> Refusal {
         Refusal::new(
             Rule::FastPathCall,
