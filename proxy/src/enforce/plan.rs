@@ -358,7 +358,9 @@ fn anomaly_limits(
             .iter()
             .filter(|(c, _)| of_level(&c))
             .map(|(_, n)| *n);
-        bare.chain(spread).max().unwrap_or(0).max(1) as u64
+        // Each scalar subquery in the result adds a stored row's values to every row.
+        let subqueries = s.subquery_reveals.iter().filter(|c| of_level(c)).count();
+        (bare.chain(spread).max().unwrap_or(0) + subqueries).max(1) as u64
     };
     policy
         .anomaly

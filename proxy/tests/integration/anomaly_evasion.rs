@@ -248,7 +248,7 @@ async fn rows_before_an_error_count_and_are_audited() {
 #[tokio::test]
 async fn computed_outputs_count_as_their_columns_and_gathering_is_refused() {
     let e = setup(&[
-        "concat", "nested", "selfjoin", "combined", "gather", "plain",
+        "concat", "nested", "selfjoin", "combined", "scalars", "gather", "plain",
     ])
     .await;
     // A concatenation is the column: 50 rows, then stopped.
@@ -290,6 +290,17 @@ async fn computed_outputs_count_as_their_columns_and_gathering_is_refused() {
     let msgs = raw.until_ready().await;
     assert_eq!(data_rows(&msgs), 12, "{}", tags(&msgs));
     assert!(stopped_by_rule(&msgs));
+    // Scalar subqueries each add a customer to every row: 3 per row, 16 rows (48), then
+    // stopped.
+    let mut raw = Raw::login(&e.proxy, "scalars").await;
+    raw.send(&fe::query(
+        "select name, (select name from customers d where d.id = c.id + 1),
+                (select name from customers d where d.id = c.id + 2) from customers c order by id",
+    ))
+    .await;
+    let msgs = raw.until_ready().await;
+    assert_eq!(data_rows(&msgs), 16, "{}", tags(&msgs));
+    assert!(stopped_by_rule(&msgs));
     // Aggregates that gather many rows into one cannot be counted: refused before they run.
     let g = client_as(&e.proxy, "gather", "").await;
     for sql in [
@@ -300,6 +311,9 @@ async fn computed_outputs_count_as_their_columns_and_gathering_is_refused() {
         "select array(select name from customers)",
         "select pg_catalog.jsonb_agg(name || '') from customers",
         "select string_agg(name, ',') over () from customers",
+        "select name, lag(name, 1) over (order by id), lag(name, 2) over (order by id) from customers",
+        "select percentile_disc(array[0, 0.5, 1]) within group (order by name) from customers",
+        "select sum(length(name)::numeric * 10::numeric ^ id) from customers",
         "with recursive r(i, s) as (select 1, ''::text union all
            select i + 1, s || (select name from customers where id = i) from r where i < 203)
          select s from r order by i desc limit 1",

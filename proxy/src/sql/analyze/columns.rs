@@ -41,8 +41,11 @@ impl Analyzer<'_, '_> {
                 col.level,
             ));
         }
-        if matches!(usage, Usage::Projection | Usage::FunctionArg) && !self.revealed.contains(&c) {
-            self.revealed.push(c);
+        if matches!(usage, Usage::Projection | Usage::FunctionArg) {
+            self.reveal_events += 1;
+            if !self.revealed.contains(&c) {
+                self.revealed.push(c);
+            }
         }
         match self.touched.iter_mut().find(|(id, _)| *id == c) {
             Some((_, u)) if *u == Usage::Projection => *u = usage,

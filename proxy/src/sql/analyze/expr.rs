@@ -144,10 +144,14 @@ impl Analyzer<'_, '_> {
                 Ok(Src::Pass)
             }
             Expr::Subquery(q) => {
+                let before = (self.reveal_events, self.revealed.clone());
                 for o in self.query(q)? {
                     if let Src::Col(c) = o {
                         self.use_col(c, Usage::FunctionArg)?;
                     }
+                }
+                if matches!(ctx, Ctx::Project | Ctx::Arg) {
+                    self.subquery_revealed(before);
                 }
                 Ok(Src::Pass)
             }
@@ -186,10 +190,14 @@ impl Analyzer<'_, '_> {
             return Err(Refusal::set_config(&arg));
         }
         for q in &v.subqueries {
+            let before = (self.reveal_events, self.revealed.clone());
             for o in self.query(q)? {
                 if let Src::Col(c) = o {
                     self.use_col(c, Usage::FunctionArg)?;
                 }
+            }
+            if matches!(ctx, Ctx::Project | Ctx::Arg) {
+                self.subquery_revealed(before);
             }
         }
         for r in &v.refs {
@@ -222,11 +230,32 @@ impl Analyzer<'_, '_> {
         Ok(())
     }
 
+    /// A subquery in a result position was analysed (`before`: the reveal count and the
+    /// revealed columns before it): note the columns it revealed, once for this subquery.
+    fn subquery_revealed(&mut self, before: (usize, Vec<ColumnId>)) {
+        if self.reveal_events == before.0 {
+            return;
+        }
+        // The columns revealed inside it: those new since; when none is new, every column
+        // revealed so far (it may have used any of them again).
+        let mut inside: Vec<ColumnId> = self
+            .revealed
+            .iter()
+            .copied()
+            .filter(|c| !before.1.contains(c))
+            .collect();
+        if inside.is_empty() {
+            inside = before.1;
+        }
+        self.subquery_reveals.extend(inside);
+    }
+
     /// Whether a gathering aggregate or constructor takes a protected value: a protected
     /// column or a whole row holding one, or a subquery (which is not looked into here).
     fn packs_protected(&self, f: &Function) -> bool {
         let mut inside = Collect::default();
-        let _ = f.args.visit(&mut inside);
+        // Its arguments, FILTER, WITHIN GROUP ordering and window: everything it reads.
+        let _ = f.visit(&mut inside);
         if !inside.subqueries.is_empty() || matches!(f.args, FunctionArguments::Subquery(_)) {
             return true;
         }
@@ -307,6 +336,38 @@ const PACKING: &[&str] = &[
     "xmlagg",
     "range_agg",
     "range_intersect_agg",
+    // Aggregates other than count, min and max: arithmetic can pack many values into one
+    // (`sum(x::numeric * 10^(9 * id))`).
+    "sum",
+    "avg",
+    "bit_and",
+    "bit_or",
+    "bit_xor",
+    "bool_and",
+    "bool_or",
+    "every",
+    "stddev",
+    "stddev_pop",
+    "stddev_samp",
+    "variance",
+    "var_pop",
+    "var_samp",
+    "corr",
+    "covar_pop",
+    "covar_samp",
+    "regr_avgx",
+    "regr_avgy",
+    "regr_count",
+    "regr_intercept",
+    "regr_r2",
+    "regr_slope",
+    "regr_sxx",
+    "regr_sxy",
+    "regr_syy",
+    "percentile_cont",
+    "percentile_disc",
+    "mode",
+    "any_value",
 ];
 
 impl Visitor for Collect {
@@ -379,7 +440,9 @@ impl Collect {
                 }
             }
         }
-        if PACKING.contains(&name.as_str()) {
+        // Window functions read other rows' values into this one (lag, nth_value, ...), and
+        // ordered-set aggregates gather by their ordering.
+        if PACKING.contains(&name.as_str()) || f.over.is_some() || !f.within_group.is_empty() {
             self.packing.push(f.clone());
         }
         self.functions.push(name);

@@ -112,6 +112,10 @@ pub struct StatementPlan {
     /// result from (`a.name, b.name` over a self-join: 2): how many stored rows' values of it
     /// one result row can carry, at least as far as one level combines them.
     pub spread: Vec<(ColumnId, usize)>,
+    /// For each scalar subquery in a result position (`SELECT (SELECT name ... WHERE id = 1),
+    /// (SELECT name ... WHERE id = 2)`), the columns it reveals, once per subquery: each adds
+    /// a stored row's values to every result row.
+    pub subquery_reveals: Vec<ColumnId>,
 }
 
 /// The columns of a `COPY ... FROM STDIN` row, by position: `Some` for encrypted ones.
@@ -183,6 +187,7 @@ fn inert() -> Analysis {
             revealed: Vec::new(),
             packs: false,
             spread: Vec::new(),
+            subquery_reveals: Vec::new(),
         }],
         role_dependent: false,
     }
@@ -354,6 +359,11 @@ struct Analyzer<'e, 'a> {
     /// See [`StatementPlan::revealed`] and [`StatementPlan::packs`].
     revealed: Vec<ColumnId>,
     packs: bool,
+    /// Revealing uses so far, every one counted (`revealed` keeps each column once).
+    reveal_events: usize,
+    /// Per scalar subquery in a result position, the columns it reveals (see
+    /// [`StatementPlan::subquery_reveals`]).
+    subquery_reveals: Vec<ColumnId>,
     /// A serial per scope level (each SELECT, write or join scope gets a new one).
     serials: Vec<usize>,
     next_serial: usize,
@@ -458,6 +468,8 @@ impl<'e, 'a> Analyzer<'e, 'a> {
             copy_in: None,
             revealed: Vec::new(),
             packs: false,
+            reveal_events: 0,
+            subquery_reveals: Vec::new(),
             serials: Vec::new(),
             next_serial: 0,
             resolved: std::cell::RefCell::new(None),

@@ -16,9 +16,9 @@ impl Analyzer<'_, '_> {
                 let outs = if with.recursive {
                     // A recursive query can carry values from row to row (a name appended
                     // to the last): its rows can hold any number of stored values.
-                    let before = self.revealed.len();
+                    let before = self.reveal_events;
                     let outs = self.recursive_cte(&name, &cte.alias, &cte.query)?;
-                    self.packs |= self.revealed.len() > before;
+                    self.packs |= self.reveal_events > before;
                     outs
                 } else {
                     let outs = self.query(&cte.query)?;

@@ -163,6 +163,7 @@ impl Analyzer<'_, '_> {
                 &std::mem::take(&mut self.exposures),
                 std::mem::take(&mut self.spread_in),
             ),
+            subquery_reveals: std::mem::take(&mut self.subquery_reveals),
         })
     }
 

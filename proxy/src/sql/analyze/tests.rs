@@ -736,6 +736,27 @@ fn revealed_columns_and_gathering() {
             vec![name],
             true,
         ),
+        // Window functions and ordered-set aggregates read other rows into this one; sums
+        // can pack values arithmetically.
+        (
+            "select lag(name, 3) over (order by id) from customers",
+            vec![name],
+            true,
+        ),
+        (
+            "select percentile_disc(0.5) within group (order by name) from customers",
+            vec![name],
+            true,
+        ),
+        ("select sum(length(name)) from customers", vec![name], true),
+        // A recursive query after the column was already read once.
+        (
+            "select name, (with recursive r(i, s) as (select 1, ''::text union all \
+             select i + 1, s || (select name from customers where id = i) from r where i < 9) \
+             select max(s) from r) from customers",
+            vec![name],
+            true,
+        ),
         // Near neighbours: gathering unprotected values, a recursive query over none.
         (
             "select string_agg(id::text, ','), max(name) from customers",
@@ -754,6 +775,11 @@ fn revealed_columns_and_gathering() {
             false,
         ),
     ];
+    // Scalar subqueries in the result: each adds its row's values.
+    let p = plan("select (select name from customers where id = 1), (select name from customers where id = 2), name from customers");
+    assert_eq!(p.subquery_reveals, vec![name, name]);
+    let p = plan("select id from customers where name = (select name from customers where id = 1)");
+    assert!(p.subquery_reveals.is_empty());
     for (sql, revealed, packs) in cases {
         let p = plan(sql);
         let mut got = p.revealed.clone();
