@@ -14,6 +14,7 @@ use super::anomaly::{self, Alert};
 use super::copy_in::{CopyIn, CopyInError, CopyInPlan};
 use super::enforcer::{Enforcer, Verdict};
 use super::plan::Prepared;
+use super::portals::ProtectedPortals;
 use super::reading;
 use super::statements::{Outcomes, StatementParams, Statements};
 use super::write::{self, Sealer};
@@ -33,16 +34,6 @@ const REFUSED_STATEMENT: &[u8] = b"pgveil: refused bind";
 /// pgveil's ErrorResponse for a refusal.
 pub fn refusal_frame(r: &Refusal) -> BytesMut {
     error_response_hint(Severity::Error, r.sqlstate, &r.message, r.hint.as_deref())
-}
-
-/// Most protected named portals tracked; past this, SQL `FETCH` is refused for the rest of the
-/// session (a client would need thousands open at once).
-const MAX_PROTECTED_PORTALS: usize = 4096;
-
-/// Whether a SQL text has the word FETCH (a cursor read): one pass over its words.
-fn fetches(sql: &[u8]) -> bool {
-    sql.split(|b| !b.is_ascii_alphabetic())
-        .any(|w| w.eq_ignore_ascii_case(b"fetch"))
 }
 
 /// What the relay does with one message.
@@ -99,11 +90,8 @@ pub struct Frontend {
     copy_in: Option<CopyState>,
     /// Portals bound to a COPY FROM STDIN into encrypted columns.
     portals: HashMap<Bytes, Arc<CopyInPlan>>,
-    /// Named portals bound to statements over protected data (until closed or bound again):
-    /// SQL `FETCH` could read them past the relay's transforms.
-    protected_portals: std::collections::HashSet<Bytes>,
-    /// More were bound than are tracked: SQL FETCH stays refused for the session.
-    portals_overflowed: bool,
+    /// Named portals over protected data, which SQL `FETCH` could read past the relay.
+    protected_portals: ProtectedPortals,
     /// `crypto_operations_total{op="encrypt"}`.
     encrypted: IntCounter,
     audit: Option<Arc<SessionAudit>>,
@@ -131,8 +119,7 @@ impl Frontend {
             sealer: Sealer::default(),
             copy_in: None,
             portals: HashMap::new(),
-            protected_portals: std::collections::HashSet::new(),
-            portals_overflowed: false,
+            protected_portals: ProtectedPortals::default(),
             encrypted,
             audit,
             entries: Vec::new(),
@@ -376,18 +363,7 @@ impl Frontend {
                 }
             }
         }
-        if !b.portal.is_empty() {
-            if params.is_some() {
-                if self.protected_portals.len() < MAX_PROTECTED_PORTALS {
-                    self.protected_portals
-                        .insert(Bytes::copy_from_slice(b.portal));
-                } else {
-                    self.portals_overflowed = true;
-                }
-            } else {
-                self.protected_portals.remove(b.portal);
-            }
-        }
+        self.protected_portals.bound(b.portal, params.is_some());
         let Some(p) = params else {
             return Judged::default();
         };
@@ -445,8 +421,8 @@ impl Frontend {
 
     /// A Close of a portal (`kind` `P`): SQL FETCH can no longer reach it.
     pub fn portal_closed(&mut self, kind: u8, name: &[u8]) {
-        if kind == b'P' && !self.protected_portals.is_empty() {
-            self.protected_portals.remove(name);
+        if kind == b'P' {
+            self.protected_portals.closed(name);
         }
     }
 
@@ -539,7 +515,7 @@ impl Frontend {
     /// Judge a SQL text, and refuse it when its rows count against an anomaly limit with
     /// `then: deny` that is over.
     async fn judge(&mut self, sql: &[u8], readable: bool) -> Verdict {
-        if (self.portals_overflowed || !self.protected_portals.is_empty()) && fetches(sql) {
+        if self.protected_portals.blocks(sql) {
             return Verdict::Refuse(Refusal::fetch_from_portal());
         }
         let verdict = self.enforcer.judge(sql, readable).await;

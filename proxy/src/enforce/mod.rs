@@ -25,6 +25,7 @@ pub mod enforcer;
 pub mod frontend;
 pub mod notices;
 pub mod plan;
+pub mod portals;
 pub mod reading;
 pub mod results;
 pub mod rows;
