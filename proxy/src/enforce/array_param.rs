@@ -34,9 +34,15 @@ pub fn array_type_of(elem: u32) -> u32 {
     }
 }
 
+/// Whitespace as `array_in` reads it (`scanner_isspace`: space, tab, newline, carriage
+/// return, vertical tab, form feed; no other).
+fn pg_space(c: char) -> bool {
+    matches!(c, ' ' | '\t' | '\n' | '\r' | '\x0b' | '\x0c')
+}
+
 /// The elements of a text-format array (`None`: NULL).
 pub fn parse_text(s: &str) -> Result<Vec<Option<String>>, String> {
-    let s = s.trim();
+    let s = s.trim_matches(pg_space);
     if s.starts_with('[') {
         return Err("arrays with explicit bounds are not supported here".into());
     }
@@ -50,7 +56,7 @@ pub fn parse_text(s: &str) -> Result<Vec<Option<String>>, String> {
     }
     let mut chars = inner.chars().peekable();
     loop {
-        while chars.peek().is_some_and(|c| c.is_ascii_whitespace()) {
+        while chars.peek().is_some_and(|c| pg_space(*c)) {
             chars.next();
         }
         let mut value = String::new();
@@ -67,10 +73,13 @@ pub fn parse_text(s: &str) -> Result<Vec<Option<String>>, String> {
                     None => return Err("unterminated quoted element".into()),
                 }
             }
-            while chars.peek().is_some_and(|c| c.is_ascii_whitespace()) {
+            while chars.peek().is_some_and(|c| pg_space(*c)) {
                 chars.next();
             }
         } else {
+            // Trailing whitespace is dropped, except what was escaped: the element ends at
+            // its last character that is not unescaped whitespace.
+            let mut keep = 0;
             while let Some(&c) = chars.peek() {
                 match c {
                     ',' => break,
@@ -83,20 +92,18 @@ pub fn parse_text(s: &str) -> Result<Vec<Option<String>>, String> {
                         chars.next();
                         value.push(chars.next().ok_or("unterminated escape")?);
                         escaped_any = true;
+                        keep = value.len();
                     }
                     _ => {
                         value.push(c);
                         chars.next();
+                        if !pg_space(c) {
+                            keep = value.len();
+                        }
                     }
                 }
             }
-            // Trailing whitespace of an unquoted element is not part of it.
-            if !escaped_any {
-                let kept = value
-                    .trim_end_matches(|c: char| c.is_ascii_whitespace())
-                    .len();
-                value.truncate(kept);
-            }
+            value.truncate(keep);
         }
         if !quoted && !escaped_any && value.eq_ignore_ascii_case("null") {
             out.push(None);
@@ -210,6 +217,12 @@ mod tests {
             vec![None, Some("NULL".into()), None]
         );
         assert_eq!(parse_text(r"{a\,b}").unwrap(), some(&["a,b"]));
+        // array_in's whitespace: a vertical tab is space; trailing space after an escape is
+        // dropped, an escaped space kept; a no-break space is no whitespace.
+        assert_eq!(parse_text("{\x0ba\x0b}").unwrap(), some(&["a"]));
+        assert_eq!(parse_text(r"{\a  }").unwrap(), some(&["a"]));
+        assert_eq!(parse_text(r"{a\ }").unwrap(), some(&["a "]));
+        assert!(parse_text("\u{a0}{a}").is_err());
         for bad in ["{{a},{b}}", "[1:2]={a,b}", "{a,}", "a,b", "{\"a}", "{a\"b}"] {
             assert!(parse_text(bad).is_err(), "{bad}");
         }

@@ -77,11 +77,34 @@ pub fn placeholder_counts(sql: &str) -> Vec<(usize, usize)> {
             counts.resize(n + 1, (0, 0));
         }
         counts[n].1 += 1;
-        if !only_null_tested(&words[i + 1..]) {
+        let before = i.checked_sub(1).map(|j| words[j]);
+        if !(stands_alone(before) && only_null_tested(&words[i + 1..])) {
             counts[n].0 += 1;
         }
     }
     counts
+}
+
+/// The token before a parameter leaves it an operand of its own (`x || $1 IS NULL` tests
+/// `x || $1`, not `$1`): the start, `(`, `,`, or a keyword that begins a condition.
+fn stands_alone(before: Option<&Token>) -> bool {
+    match before {
+        None | Some(Token::LParen | Token::Comma) => true,
+        Some(Token::Word(w)) => matches!(
+            w.keyword,
+            Keyword::AND
+                | Keyword::OR
+                | Keyword::NOT
+                | Keyword::WHERE
+                | Keyword::WHEN
+                | Keyword::THEN
+                | Keyword::ELSE
+                | Keyword::ON
+                | Keyword::HAVING
+                | Keyword::SELECT
+        ),
+        _ => false,
+    }
 }
 
 /// The tokens after a parameter: `IS [NOT] NULL`, after any `::type` casts.
@@ -120,6 +143,9 @@ mod tests {
             "select 1 from t where ($1 is null or c = $1) and ($2::text is not null or $2 = c)",
         );
         assert_eq!(c, vec![(0, 0), (1, 2), (1, 2)]);
+        // An operand of something else, tested for NULL as a whole: a use of the value.
+        let c = placeholder_counts("select 1 from t where c || $1 is null and c = $1");
+        assert_eq!(c, vec![(0, 0), (2, 2)]);
     }
 
     #[test]
