@@ -303,6 +303,14 @@ async fn equality_lookups_are_rewritten_and_use_the_index() {
     }
 }
 
+/// Rotate the keyring: version 2 becomes active, and pgveil reloads it.
+fn rotate(s: &Setup) {
+    let mut k = Keyring::load(&s.keyring).unwrap();
+    k.add_version(1_700_000_100).unwrap();
+    k.save(&s.keyring, false).unwrap();
+    s.proxy.enforcement.as_ref().unwrap().reload().unwrap();
+}
+
 #[tokio::test]
 async fn lookups_find_rows_written_under_every_key_version() {
     let s = setup().await;
@@ -310,11 +318,7 @@ async fn lookups_find_rows_written_under_every_key_version() {
     w.batch_execute("insert into customers (id, phone) values (1, '13900000001')")
         .await
         .unwrap();
-    // Rotate: version 2 becomes active; pgveil reloads.
-    let mut k = Keyring::load(&s.keyring).unwrap();
-    k.add_version(1_700_000_100).unwrap();
-    k.save(&s.keyring, false).unwrap();
-    s.proxy.enforcement.as_ref().unwrap().reload().unwrap();
+    rotate(&s);
     w.batch_execute("insert into customers (id, phone) values (2, '13900000001')")
         .await
         .unwrap();
@@ -553,10 +557,7 @@ async fn array_parameter_lookups_find_rows_under_every_key_version() {
     )
     .await
     .unwrap();
-    let mut k = Keyring::load(&s.keyring).unwrap();
-    k.add_version(1_700_000_100).unwrap();
-    k.save(&s.keyring, false).unwrap();
-    s.proxy.enforcement.as_ref().unwrap().reload().unwrap();
+    rotate(&s);
     w.batch_execute("insert into customers (id, phone) values (2, '13900000002')")
         .await
         .unwrap();
