@@ -6,6 +6,7 @@
 //! message codec. See docs/adr/0001-own-framing.md.
 
 pub mod backend;
+pub mod encoding;
 pub mod frame;
 pub mod frontend;
 pub mod sqlstate;
