@@ -6,6 +6,7 @@
 //! `{a,"b c",NULL}` with backslash escapes and optional whitespace around elements (a
 //! dimension prefix such as `[0:1]=` is refused); in binary, `array_send`'s layout.
 use super::binary;
+use crate::protocol::encoding::ClientEncoding;
 
 /// `text[]`.
 pub const TEXT_ARRAY_OID: u32 = 1009;
@@ -120,8 +121,9 @@ pub fn parse_text(s: &str) -> Result<Vec<Option<String>>, String> {
     }
 }
 
-/// The elements of a binary-format array as text (`None`: NULL), read through their type.
-pub fn parse_binary(v: &[u8]) -> Result<Vec<Option<String>>, String> {
+/// The elements of a binary-format array as text (`None`: NULL), read through their type
+/// (text elements in the client encoding `enc`).
+pub fn parse_binary(v: &[u8], enc: ClientEncoding) -> Result<Vec<Option<String>>, String> {
     let mut r = Reader { v, at: 0 };
     let ndim = r.i32()?;
     let _flags = r.i32()?;
@@ -146,7 +148,7 @@ pub fn parse_binary(v: &[u8]) -> Result<Vec<Option<String>>, String> {
         }
         let bytes = r.take(len as usize)?;
         let mut text = String::new();
-        binary::to_text(elem, bytes, &mut text)?;
+        binary::to_text(elem, bytes, enc, &mut text)?;
         out.push(Some(text));
     }
     if r.at != v.len() {
@@ -241,13 +243,13 @@ mod tests {
         v.extend_from_slice(&4i32.to_be_bytes());
         v.extend_from_slice(&3i32.to_be_bytes());
         assert_eq!(
-            parse_binary(&v).unwrap(),
+            parse_binary(&v, ClientEncoding::Utf8).unwrap(),
             vec![Some("1".into()), None, Some("3".into())]
         );
-        assert!(parse_binary(&v[..v.len() - 1]).is_err());
+        assert!(parse_binary(&v[..v.len() - 1], ClientEncoding::Utf8).is_err());
         // An empty array has no dimensions.
         let empty: Vec<u8> = [0i32, 0, 25].iter().flat_map(|x| x.to_be_bytes()).collect();
-        assert!(parse_binary(&empty).unwrap().is_empty());
+        assert!(parse_binary(&empty, ClientEncoding::Utf8).unwrap().is_empty());
     }
 
     #[test]

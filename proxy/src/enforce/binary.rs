@@ -2,6 +2,8 @@
 //! (masks work on text). Types without a decoder here are refused with a clear error.
 use std::fmt::Write;
 
+use crate::protocol::encoding::ClientEncoding;
+
 /// Type OIDs whose binary format is the text itself.
 const TEXTUAL: &[u32] = &[25, 1043, 1042, 19, 114, 705];
 
@@ -9,13 +11,15 @@ pub fn is_textual(oid: u32) -> bool {
     TEXTUAL.contains(&oid)
 }
 
-/// Append the text form of a binary value of type `oid` to `out`.
-pub fn to_text(oid: u32, v: &[u8], out: &mut String) -> Result<(), String> {
+/// Append the text form of a binary value of type `oid` to `out`. The binary format of text
+/// types is the text in the client encoding `enc` (the server converts it, as for text format).
+pub fn to_text(oid: u32, v: &[u8], enc: ClientEncoding, out: &mut String) -> Result<(), String> {
     let bad = || format!("malformed binary value of type {oid}");
+    let text = |b: &[u8]| enc.decode(b).map(|t| t.into_owned()).map_err(|e| e.to_string());
     match oid {
-        _ if is_textual(oid) => out.push_str(&String::from_utf8_lossy(v)),
+        _ if is_textual(oid) => out.push_str(&text(v)?),
         // jsonb: a version byte, then the text
-        3802 => out.push_str(&String::from_utf8_lossy(v.get(1..).ok_or_else(bad)?)),
+        3802 => out.push_str(&text(v.get(1..).ok_or_else(bad)?)?),
         16 => out.push_str(if v.first() == Some(&1) { "t" } else { "f" }),
         21 => {
             let b: [u8; 2] = v.try_into().map_err(|_| bad())?;
@@ -322,7 +326,7 @@ mod tests {
 
     fn t(oid: u32, v: &[u8]) -> String {
         let mut s = String::new();
-        to_text(oid, v, &mut s).unwrap();
+        to_text(oid, v, ClientEncoding::Utf8, &mut s).unwrap();
         s
     }
 
@@ -384,7 +388,11 @@ mod tests {
     #[test]
     fn unknown_types_are_refused() {
         let mut s = String::new();
-        assert!(to_text(600, &[0; 16], &mut s).is_err());
-        assert!(to_text(23, &[0; 3], &mut s).is_err());
+        assert!(to_text(600, &[0; 16], ClientEncoding::Utf8, &mut s).is_err());
+        assert!(to_text(23, &[0; 3], ClientEncoding::Utf8, &mut s).is_err());
+        assert!(to_text(25, b"\xd6\xd0", ClientEncoding::Utf8, &mut s).is_err());
+        s.clear();
+        to_text(25, b"\xd6\xd0", ClientEncoding::Gbk, &mut s).unwrap();
+        assert_eq!(s, "中");
     }
 }

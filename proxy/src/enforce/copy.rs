@@ -5,6 +5,7 @@ use bytes::{BufMut, BytesMut};
 use pgveil_policy::mask::PseudonymKey;
 
 use super::rows::{apply, CopyFormat, RowError, RowPlan, Scratch, Tally};
+use crate::protocol::encoding::ClientEncoding;
 
 /// Transform one CopyData payload into a whole CopyData frame in `out`. `first`: this is the
 /// first row of the result (a CSV header, when there is one, passes untouched).
@@ -19,6 +20,28 @@ pub fn copy_data(
     tally: &mut Tally,
     out: &mut BytesMut,
 ) -> Result<(), RowError> {
+    let enc = scratch.encoding;
+    if !enc.is_utf8() {
+        // The row read in the client encoding (the server's escapes are characters, a byte of
+        // a multibyte character is not), transformed as UTF-8, and written back: what the
+        // server sent is what the server's own conversion writes, so untouched fields come
+        // back byte for byte.
+        let text = enc
+            .decode(data)
+            .map_err(|_| RowError::Malformed("CopyData"))?
+            .into_owned();
+        scratch.encoding = ClientEncoding::Utf8;
+        let mut utf8 = BytesMut::new();
+        let r = copy_data(text.as_bytes(), plan, format, first, key, scratch, tally, &mut utf8);
+        scratch.encoding = enc;
+        r?;
+        let row = std::str::from_utf8(&utf8[5..]).map_err(|_| RowError::Malformed("CopyData"))?;
+        let bytes = enc.encode(row).map_err(RowError::Untranslatable)?;
+        out.put_u8(b'd');
+        out.put_i32(4 + bytes.len() as i32);
+        out.put_slice(&bytes);
+        return Ok(());
+    }
     let start = out.len();
     out.put_u8(b'd');
     out.put_i32(0);

@@ -282,7 +282,9 @@ impl Enforcer {
             return Verdict::Refuse(Refusal::unreadable_session());
         }
         let Ok(text) = std::str::from_utf8(sql) else {
-            return Verdict::Refuse(Refusal::not_utf8());
+            return Verdict::Refuse(Refusal::invalid_text(
+                "invalid byte sequence for encoding \"UTF8\"",
+            ));
         };
         let roles = self.roles(state, bound);
         let analysis = match self.enf.cache.get(text, bound.generation, &roles) {

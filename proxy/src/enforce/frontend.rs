@@ -18,6 +18,7 @@ use super::portals::ProtectedPortals;
 use super::reading;
 use super::statements::{Outcomes, StatementParams, Statements};
 use super::write::{self, Sealer};
+use crate::protocol::encoding::{ClientEncoding, StreamDecoder};
 use crate::audit::{Entry, SessionAudit};
 use crate::protocol::backend::{error_response_hint, Severity};
 use crate::protocol::frontend::{self as msg, Bind, Parse};
@@ -67,6 +68,9 @@ impl Judged {
 
 struct CopyState {
     copy: CopyIn,
+    /// The client encoding's stream decoder, when it is not UTF8: the data is read as UTF-8,
+    /// and the rows pgveil writes are encoded again.
+    decoder: Option<(ClientEncoding, StreamDecoder)>,
     /// A row could not be encrypted: the COPY was failed; the client's remaining data is
     /// dropped.
     failed: bool,
@@ -99,6 +103,8 @@ pub struct Frontend {
     entries: Vec<Entry>,
     /// See [`Frontend::role_known`].
     role_known: bool,
+    /// The session's client encoding, as the server last reported it.
+    encoding: ClientEncoding,
 }
 
 impl Frontend {
@@ -124,6 +130,23 @@ impl Frontend {
             audit,
             entries: Vec::new(),
             role_known: true,
+            encoding: ClientEncoding::Utf8,
+        }
+    }
+
+    /// The session's client encoding (texts the frontend gets are already decoded from it;
+    /// parameters and COPY data are read in it).
+    pub fn set_encoding(&mut self, encoding: ClientEncoding) {
+        self.encoding = encoding;
+        self.sealer.encoding = encoding;
+    }
+
+    fn copy_state(&self, plan: Arc<CopyInPlan>) -> CopyState {
+        CopyState {
+            copy: CopyIn::new(plan),
+            decoder: (!self.encoding.is_utf8())
+                .then(|| (self.encoding, StreamDecoder::new(self.encoding))),
+            failed: false,
         }
     }
 
@@ -151,7 +174,11 @@ impl Frontend {
     /// A statement that needs the analysis, refused because a statement before it that may
     /// change how SQL is read has not been answered yet, and cannot be waited for.
     pub fn refused_unsettled(&mut self, parse_name: Option<&[u8]>) -> Judged {
-        let r = Refusal::unsettled_reading();
+        self.refused_unjudged(parse_name, Refusal::unsettled_reading())
+    }
+
+    /// A statement refused before it could be judged (Query, or Parse of `parse_name`).
+    pub fn refused_unjudged(&mut self, parse_name: Option<&[u8]>, r: Refusal) -> Judged {
         self.note_refused(&r);
         let send = match parse_name {
             Some(name) => msg::parse_frame(name, REFUSED_SQL, &[]),
@@ -163,13 +190,7 @@ impl Frontend {
     /// A statement that needs the analysis, refused because the server could not tell the
     /// current role (its answer to pgveil's question failed with `code`).
     pub fn refused_role_unknown(&mut self, parse_name: Option<&[u8]>, code: &str) -> Judged {
-        let r = Refusal::role_unknown(code);
-        self.note_refused(&r);
-        let send = match parse_name {
-            Some(name) => msg::parse_frame(name, REFUSED_SQL, &[]),
-            None => msg::query_frame(REFUSED_SQL),
-        };
-        Judged::refused(send, &r)
+        self.refused_unjudged(parse_name, Refusal::role_unknown(code))
     }
 
     /// Whether the server must be asked who the current role is before the next statement
@@ -230,10 +251,7 @@ impl Frontend {
                 };
                 self.count_sealed();
                 if let Some(c) = &p.copy_in {
-                    self.copy_in = Some(CopyState {
-                        copy: CopyIn::new(c.clone()),
-                        failed: false,
-                    });
+                    self.copy_in = Some(self.copy_state(c.clone()));
                 }
                 Judged {
                     send,
@@ -434,11 +452,8 @@ impl Frontend {
 
     /// Execute: a portal bound to a COPY FROM STDIN into encrypted columns starts the COPY.
     pub fn execute(&mut self, portal: &[u8]) {
-        if let Some(c) = self.portals.get(portal) {
-            self.copy_in = Some(CopyState {
-                copy: CopyIn::new(c.clone()),
-                failed: false,
-            });
+        if let Some(c) = self.portals.get(portal).cloned() {
+            self.copy_in = Some(self.copy_state(c));
         }
     }
 
@@ -484,9 +499,14 @@ impl Frontend {
             }
             return true;
         }
-        let r = match tag {
-            b'd' => state.copy.feed(&frame[5..], out),
-            b'c' => state.copy.finish(out),
+        let r = match (tag, &mut state.decoder) {
+            (b'd', None) => state.copy.feed(&frame[5..], out),
+            (b'c', None) => state.copy.finish(out),
+            (b'd' | b'c', Some((enc, decoder))) => {
+                state
+                    .copy
+                    .transcoded(*enc, decoder, tag == b'c', &frame[5..], out)
+            }
             _ => Ok(()),
         };
         match r {

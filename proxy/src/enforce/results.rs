@@ -11,6 +11,7 @@ use super::copy;
 use super::rows::{self, CopyFormat, RowError, RowPlan, Scratch, Tally};
 use super::{Enforcement, PolicyState};
 use crate::metrics::values::ValueCounters;
+use crate::protocol::encoding::ClientEncoding;
 use crate::protocol::backend::{error_response, Severity};
 use crate::protocol::sqlstate;
 
@@ -34,6 +35,11 @@ impl Transformer {
     /// The policy state of this cycle.
     pub fn state(&mut self, enf: &Enforcement) -> &Arc<PolicyState> {
         self.state.get_or_insert_with(|| enf.current())
+    }
+
+    /// The session's client encoding (values arrive and leave in it).
+    pub fn set_encoding(&mut self, encoding: ClientEncoding) {
+        self.scratch.encoding = encoding;
     }
 
     /// Values of `plan`'s result are tallied under its roles.
@@ -106,6 +112,7 @@ impl Transformer {
             RowError::Unexpected { .. } | RowError::Width { .. } => {
                 sqlstate::INSUFFICIENT_PRIVILEGE
             }
+            RowError::Untranslatable(_) => crate::protocol::encoding::UNTRANSLATABLE_CHARACTER,
             _ => sqlstate::INTERNAL_ERROR,
         };
         error_response(Severity::Error, code, &e.to_string())

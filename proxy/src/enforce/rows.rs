@@ -5,6 +5,7 @@
 //! is turned into its text form first ([`super::binary`]). A masked or hashed column is
 //! reported as `text`, and text's binary format is its UTF-8 bytes, so whichever format the
 //! client asked for, it gets a value of the type it was told.
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use bytes::{BufMut, BytesMut};
@@ -14,6 +15,7 @@ use pgveil_policy::mask::{Mask, PseudonymKey};
 use pgveil_policy::model::{Action, ColumnId, LevelId};
 
 use super::binary;
+use crate::protocol::encoding::{ClientEncoding, Untranslatable};
 
 /// `text`'s type OID.
 pub const TEXT_OID: u32 = 25;
@@ -125,6 +127,10 @@ pub enum RowError {
     Unexpected { index: usize, column: String },
     #[error("the result has {got} columns where pgveil's analysis planned {planned}, in a statement on protected data; the statement was stopped")]
     Width { got: usize, planned: usize },
+    /// A decrypted or masked value has a character the client encoding cannot hold (the
+    /// server's own error for such a value, SQLSTATE 22P05).
+    #[error("{0}")]
+    Untranslatable(Untranslatable),
 }
 
 /// A RowDescription field, as far as the cross-check needs it.
@@ -219,6 +225,8 @@ pub fn row_description(
 /// Per-session scratch space, so that transforming a row allocates nothing after warm-up.
 #[derive(Default)]
 pub struct Scratch {
+    /// The session's client encoding: values arrive in it and leave in it.
+    pub encoding: ClientEncoding,
     plain: Vec<u8>,
     encoded: Vec<u8>,
     input: String,
@@ -317,7 +325,14 @@ pub fn apply<'s>(
 ) -> Result<Option<&'s [u8]>, RowError> {
     tally.add(op.level, op.action);
     let column = || plan.qualified.get(i).cloned().unwrap_or_default();
-    let plain: &[u8] = match &op.cipher {
+    let enc = scratch.encoding;
+    let not_utf8 = || RowError::Decrypt {
+        column: column(),
+        reason: "the decrypted value is not UTF-8 text".into(),
+    };
+    // A decrypted value is UTF-8 text (what was encrypted); a value as the server sent it is
+    // in the client encoding.
+    let (plain, decrypted): (&[u8], bool) = match &op.cipher {
         Some(c) if value.starts_with(ENVELOPE_PREFIX.as_bytes()) => {
             c.decrypt_into(value, &mut scratch.plain)
                 .map_err(|e| RowError::Decrypt {
@@ -325,18 +340,15 @@ pub fn apply<'s>(
                     reason: e.to_string(),
                 })?;
             tally.decrypted += 1;
-            &scratch.plain
+            (&scratch.plain, true)
         }
-        _ => value,
+        _ => (value, false),
     };
     match &op.op {
         Op::Null => Ok(None),
         Op::Plain if binary && op.reports_plain_type() && !binary::is_textual(op.plain_type) => {
             // The client asked for the original type's binary format.
-            let text = std::str::from_utf8(plain).map_err(|_| RowError::Decrypt {
-                column: column(),
-                reason: "the decrypted value is not UTF-8 text".into(),
-            })?;
+            let text = std::str::from_utf8(plain).map_err(|_| not_utf8())?;
             binary::from_text(op.plain_type, text, &mut scratch.encoded).map_err(|reason| {
                 RowError::Decrypt {
                     column: column(),
@@ -345,19 +357,35 @@ pub fn apply<'s>(
             })?;
             Ok(Some(&scratch.encoded))
         }
+        Op::Plain if decrypted && !enc.is_utf8() => {
+            // Text in either format: the client's encoding, as the server would send it.
+            let text = std::str::from_utf8(plain).map_err(|_| not_utf8())?;
+            let bytes = enc.encode(text).map_err(RowError::Untranslatable)?;
+            scratch.encoded.clear();
+            scratch.encoded.extend_from_slice(&bytes);
+            Ok(Some(&scratch.encoded))
+        }
         Op::Plain => Ok(Some(plain)),
         Op::Mask(m) => {
             scratch.text.clear();
             let textual = !binary || binary::is_textual(op.type_oid);
-            match std::str::from_utf8(plain) {
-                // Text (either format) that is valid UTF-8: masked where it lies.
-                Ok(text) if textual => m.apply(text, key, &mut scratch.text),
-                _ => {
+            let read = if decrypted {
+                std::str::from_utf8(plain).ok().map(Cow::Borrowed)
+            } else if textual {
+                enc.decode(plain).ok()
+            } else {
+                None
+            };
+            match read {
+                // Text (either format) the client encoding reads: masked where it lies.
+                Some(text) => m.apply(&text, key, &mut scratch.text),
+                None => {
                     scratch.input.clear();
-                    if textual {
+                    if decrypted || textual {
+                        // Not text (never sent by the server): masked as it reads.
                         scratch.input.push_str(&String::from_utf8_lossy(plain));
                     } else {
-                        binary::to_text(op.type_oid, plain, &mut scratch.input).map_err(
+                        binary::to_text(op.type_oid, plain, enc, &mut scratch.input).map_err(
                             |reason| RowError::Decrypt {
                                 column: column(),
                                 reason,
@@ -367,7 +395,15 @@ pub fn apply<'s>(
                     m.apply(&scratch.input, key, &mut scratch.text);
                 }
             }
-            Ok(Some(scratch.text.as_bytes()))
+            if enc.is_utf8() {
+                return Ok(Some(scratch.text.as_bytes()));
+            }
+            let bytes = enc
+                .encode(&scratch.text)
+                .map_err(RowError::Untranslatable)?;
+            scratch.encoded.clear();
+            scratch.encoded.extend_from_slice(&bytes);
+            Ok(Some(&scratch.encoded))
         }
     }
 }

@@ -16,6 +16,7 @@ use pgveil_policy::model::{ColumnId, LevelId};
 
 use super::binary;
 use super::rows::TEXT_OID;
+use crate::protocol::encoding::ClientEncoding;
 use crate::protocol::frontend::{self, Bind};
 use crate::protocol::sqlstate;
 use crate::sql::{LookupForm, Refusal};
@@ -133,7 +134,7 @@ pub fn canonical(oid: u32, text: &str) -> Result<Cow<'_, str>, String> {
     let mut bin = Vec::new();
     binary::from_text(oid, text, &mut bin)?;
     let mut out = String::new();
-    binary::to_text(oid, &bin, &mut out)?;
+    binary::to_text(oid, &bin, ClientEncoding::Utf8, &mut out)?;
     Ok(Cow::Owned(out))
 }
 
@@ -155,6 +156,8 @@ pub fn plaintext<'v>(seal: &Seal, value: &'v str) -> Result<Cow<'v, str>, WriteE
 /// Buffers reused across values, and the session's nonce generator.
 #[derive(Default)]
 pub struct Sealer {
+    /// The session's client encoding, in which parameters arrive.
+    pub encoding: ClientEncoding,
     scratch: Vec<u8>,
     /// Envelopes produced (for the crypto metric).
     pub sealed: u64,
@@ -232,11 +235,12 @@ impl Sealer {
             reason,
         };
         let elements = if binary {
-            super::array_param::parse_binary(value)
+            super::array_param::parse_binary(value, self.encoding)
         } else {
-            std::str::from_utf8(value)
-                .map_err(|_| "the value is not valid UTF-8".to_string())
-                .and_then(super::array_param::parse_text)
+            self.encoding
+                .decode(value)
+                .map_err(|e| e.to_string())
+                .and_then(|t| super::array_param::parse_text(&t))
         }
         .map_err(invalid)?;
         out.push('{');
@@ -469,7 +473,8 @@ fn bind_values(
             sealer.seal_array(&e.seal, b.param_format(i) == 1, v, env)?;
         } else {
             text.clear();
-            param_text(b.param_format(i) == 1, client_type(declared, e), e, v, text)?;
+            let enc = sealer.encoding;
+            param_text(b.param_format(i) == 1, client_type(declared, e), e, v, enc, text)?;
             let plain = plaintext(&e.seal, text)?;
             if e.widened {
                 env.push('{');
@@ -485,12 +490,14 @@ fn bind_values(
     Ok(())
 }
 
-/// A parameter's value as text: binary values read through `ty`, text ones checked as UTF-8.
+/// A parameter's value as text: binary values read through `ty`, text ones read in the
+/// client encoding `enc`.
 fn param_text(
     binary_format: bool,
     ty: u32,
     e: &ParamEdit,
     v: &[u8],
+    enc: ClientEncoding,
     text: &mut String,
 ) -> Result<(), WriteError> {
     let invalid = |reason: String| WriteError::Invalid {
@@ -499,11 +506,10 @@ fn param_text(
         reason,
     };
     if binary_format {
-        binary::to_text(ty, v, text).map_err(invalid)
+        binary::to_text(ty, v, enc, text).map_err(invalid)
     } else {
-        let s =
-            std::str::from_utf8(v).map_err(|_| invalid("the value is not valid UTF-8".into()))?;
-        text.push_str(s);
+        let s = enc.decode(v).map_err(|e| invalid(e.to_string()))?;
+        text.push_str(&s);
         Ok(())
     }
 }

@@ -15,12 +15,14 @@
 //!
 //! Text and CSV with PostgreSQL's default delimiter, quote, escape and NULL string; the analysis
 //! refuses other options, HEADER in text format, ENCODING and binary COPY into encrypted
-//! columns, and sessions whose client encoding is not UTF8.
+//! columns. In a session whose client encoding is not UTF8 the frontend decodes the stream
+//! before it reaches [`CopyIn`] and encodes the rows it writes again (`enforce/frontend.rs`).
 use std::sync::Arc;
 
 use bytes::{BufMut, BytesMut};
 
 use super::rows::CopyFormat;
+use crate::protocol::encoding::{ClientEncoding, StreamDecoder};
 use super::write::{plaintext, Seal, Sealer, WriteError};
 use read::{
     escape_text, quote_csv, scan_line, split_csv, split_text, Eol, Fields, How, LineScan, Step,
@@ -46,6 +48,9 @@ pub enum CopyInError {
     RowTooLong,
     #[error("malformed COPY data: {0}")]
     Malformed(&'static str),
+    /// Not text in the session's client encoding (the server's words for it).
+    #[error("{0}")]
+    Encoding(String),
 }
 
 /// One COPY FROM STDIN in progress.
@@ -98,6 +103,44 @@ impl CopyIn {
         }
         self.pending.extend_from_slice(data);
         self.frame(out, false)
+    }
+
+    /// CopyData (or CopyDone, `done`) in a session whose client encoding `enc` is not UTF8:
+    /// the data read through `decoder`, the rows written in `enc` again. The server converts
+    /// each line before it reads escapes and delimiters, so reading the decoded text is
+    /// reading what the server reads.
+    pub fn transcoded(
+        &mut self,
+        enc: ClientEncoding,
+        decoder: &mut StreamDecoder,
+        done: bool,
+        data: &[u8],
+        out: &mut BytesMut,
+    ) -> Result<(), CopyInError> {
+        let mut utf8 = BytesMut::new();
+        let mut text = String::new();
+        let bad = |e: &dyn std::fmt::Display| CopyInError::Encoding(e.to_string());
+        if done {
+            decoder.finish().map_err(|e| bad(&e))?;
+            self.finish(&mut utf8)?;
+        } else {
+            decoder.feed(data, &mut text).map_err(|e| bad(&e))?;
+            self.feed(text.as_bytes(), &mut utf8)?;
+        }
+        // Whole CopyData frames of whole rows.
+        let mut rest = &utf8[..];
+        while rest.len() >= 5 {
+            let len = i32::from_be_bytes([rest[1], rest[2], rest[3], rest[4]]) as usize + 1;
+            let (frame, tail) = rest.split_at(len.min(rest.len()));
+            let rows = std::str::from_utf8(&frame[5..])
+                .map_err(|_| CopyInError::Malformed("a value is not text"))?;
+            let bytes = enc.encode(rows).map_err(|e| bad(&e))?;
+            out.put_u8(b'd');
+            out.put_i32(4 + bytes.len() as i32);
+            out.put_slice(&bytes);
+            rest = tail;
+        }
+        Ok(())
     }
 
     /// CopyDone: the end of the data; the last line may lack its line end.

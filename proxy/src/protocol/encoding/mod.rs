@@ -23,7 +23,11 @@ mod tables;
 use std::borrow::Cow;
 use std::fmt;
 
+use bytes::{BufMut, BytesMut};
 use encoding_rs::{Encoding, BIG5, GB18030, GBK};
+
+use super::backend::notice_fields;
+use super::frame::cstr;
 
 /// A `client_encoding` pgveil can read and write exactly as the server does.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -393,6 +397,76 @@ impl StreamDecoder {
             bytes: std::mem::take(&mut self.carry),
         })
     }
+}
+
+/// A Query, Parse or CopyFail frame pgveil built from UTF-8 text, with that text in the client
+/// encoding `enc` (statement names and types as they are); other frames as they are.
+pub fn frame_in(frame: &[u8], enc: ClientEncoding) -> Result<BytesMut, Untranslatable> {
+    let copy = || BytesMut::from(frame);
+    if enc.is_utf8() || frame.len() < 5 {
+        return Ok(copy());
+    }
+    let body = &frame[5..];
+    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    match frame[0] {
+        b'Q' => {
+            let Some((sql, _)) = cstr(body) else {
+                return Ok(copy());
+            };
+            Ok(with_strings(b'Q', &[&enc.encode(&text(sql))?], &[]))
+        }
+        b'P' => {
+            let Some((name, rest)) = cstr(body) else {
+                return Ok(copy());
+            };
+            let Some((sql, types)) = cstr(rest) else {
+                return Ok(copy());
+            };
+            Ok(with_strings(b'P', &[name, &enc.encode(&text(sql))?], types))
+        }
+        b'f' => {
+            let Some((message, _)) = cstr(body) else {
+                return Ok(copy());
+            };
+            Ok(with_strings(b'f', &[&enc.encode_lossy(&text(message))], &[]))
+        }
+        _ => Ok(copy()),
+    }
+}
+
+/// An ErrorResponse or NoticeResponse pgveil wrote (in UTF-8) with its texts in the client
+/// encoding `enc`; a character the encoding lacks becomes `?`.
+pub fn notice_in(frame: &[u8], enc: ClientEncoding) -> BytesMut {
+    if enc.is_utf8() || frame.len() < 5 {
+        return BytesMut::from(frame);
+    }
+    let mut out = BytesMut::with_capacity(frame.len() + 8);
+    out.put_u8(frame[0]);
+    out.put_i32(0);
+    for (kind, value) in notice_fields(&frame[5..]) {
+        out.put_u8(kind);
+        out.put_slice(&enc.encode_lossy(&String::from_utf8_lossy(value)));
+        out.put_u8(0);
+    }
+    out.put_u8(0);
+    let len = (out.len() - 1) as i32;
+    out[1..5].copy_from_slice(&len.to_be_bytes());
+    out
+}
+
+/// A frame of NUL-terminated `strings` followed by `tail`.
+fn with_strings(tag: u8, strings: &[&[u8]], tail: &[u8]) -> BytesMut {
+    let mut out = BytesMut::new();
+    out.put_u8(tag);
+    out.put_i32(0);
+    for s in strings {
+        out.put_slice(s);
+        out.put_u8(0);
+    }
+    out.put_slice(tail);
+    let len = (out.len() - 1) as i32;
+    out[1..5].copy_from_slice(&len.to_be_bytes());
+    out
 }
 
 #[cfg(test)]

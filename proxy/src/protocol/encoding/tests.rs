@@ -102,3 +102,29 @@ fn pack_and_unpack() {
     assert_eq!(unpack(0xa1a4), vec![0xa1, 0xa4]);
     assert_eq!(unpack(0x8130_8130), vec![0x81, 0x30, 0x81, 0x30]);
 }
+
+#[test]
+fn frames_pgveil_built_are_sent_in_the_client_encoding() {
+    use crate::protocol::frontend::{parse_frame, query_frame};
+    let q = frame_in(&query_frame("SELECT '中'"), Gbk).unwrap();
+    assert_eq!(&q[..], b"Q\0\0\0\x10SELECT '\xd6\xd0'\0");
+    let p = frame_in(&parse_frame(b"s1", "SELECT '中'", &[25]), Gbk).unwrap();
+    let want = parse_frame(b"s1", "SELECT 'xx'", &[25]);
+    assert_eq!(p.len(), want.len());
+    assert_eq!(&p[..12], &want[..12]);
+    assert_eq!(&p[12..14], b"\xd6\xd0");
+    assert!(frame_in(&query_frame("SELECT '\u{1e3f}'"), Gbk).is_err());
+    let same = query_frame("SELECT 1");
+    assert_eq!(frame_in(&same, Utf8).unwrap(), same);
+}
+
+#[test]
+fn pgveil_errors_reach_the_client_in_its_encoding() {
+    use crate::protocol::backend::{error_response, Severity};
+    let e = error_response(Severity::Error, "42501", "列 public.c.名字 \u{1e3f}");
+    let g = notice_in(&e, Gbk);
+    let body = &g[5..];
+    let m = crate::protocol::backend::notice_field(body, b'M').unwrap();
+    assert_eq!(Gbk.decode(m).unwrap(), "列 public.c.名字 ?");
+    assert_eq!(i32::from_be_bytes([g[1], g[2], g[3], g[4]]) as usize, g.len() - 1);
+}

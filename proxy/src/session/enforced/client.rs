@@ -1,6 +1,8 @@
 //! The client direction: whole messages in, one short step per message type, what the server
 //! gets out. For every message that gets an answer, what to expect is queued before the message
 //! leaves.
+use std::borrow::Cow;
+
 use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
@@ -11,6 +13,7 @@ use crate::audit::AuditSink;
 use crate::enforce::frontend::{Frontend, Judged};
 use crate::enforce::reading::Barrier;
 use crate::metrics::Command;
+use crate::protocol::encoding;
 use crate::protocol::frame::{is_frontend_tag, Header, MAX_MESSAGE_LEN};
 use crate::protocol::frontend as msg;
 use crate::protocol::ProtocolError;
@@ -44,7 +47,12 @@ enum Ready {
     Unsettled,
     /// The server could not tell the current role (the SQLSTATE of its answer).
     RoleUnknown(String),
+    /// The text is not valid in the session's client encoding (the server's words for it).
+    Invalid(String),
 }
+
+/// A statement's text as the server reads it.
+type Text<'t> = Cow<'t, [u8]>;
 
 /// What a message step tells the read loop.
 enum Step {
@@ -304,26 +312,83 @@ impl<'a, SW: AsyncWrite + Unpin> ClientToServer<'a, SW> {
         }
     }
 
+    /// A statement's text as the server reads it (decoded from the session's client encoding
+    /// when that is not UTF8), and whether it may be judged now. Decoded again if the encoding
+    /// changed while an earlier statement was awaited.
+    async fn read<'t>(&mut self, raw: &'t [u8], boundary: bool) -> Result<(Text<'t>, Ready), End> {
+        for _ in 0..2 {
+            let enc = self.shared.encoding();
+            let text = match enc.filter(|e| !e.is_utf8()) {
+                None => Cow::Borrowed(raw),
+                Some(e) => match e.decode(raw) {
+                    Ok(t) => Cow::Owned(t.into_owned().into_bytes()),
+                    Err(invalid) => {
+                        return Ok((Cow::Borrowed(raw), Ready::Invalid(invalid.to_string())))
+                    }
+                },
+            };
+            let ready = self.ready(&text, boundary).await?;
+            if self.shared.encoding() == enc {
+                self.frontend.set_encoding(enc.unwrap_or_default());
+                return Ok((text, ready));
+            }
+        }
+        Ok((Cow::Borrowed(raw), Ready::Unsettled))
+    }
+
+    /// What the frontend sends in place of a message, and pgveil's error, in the client
+    /// encoding (the frontend works in UTF-8).
+    fn encoded(&mut self, j: &mut Judged) {
+        let Some(enc) = self.shared.encoding().filter(|e| !e.is_utf8()) else {
+            return;
+        };
+        if let Some(send) = j.send.take() {
+            match encoding::frame_in(&send, enc) {
+                Ok(f) => j.send = Some(f),
+                Err(e) => {
+                    // Cannot happen for text decoded from this encoding; never sent altered.
+                    let r = crate::sql::Refusal::invalid_text(&e.to_string());
+                    let name = (send.first() == Some(&b'P'))
+                        .then(|| msg::parse(&send[5..]).map(|p| p.name.to_vec()).ok())
+                        .flatten();
+                    *j = self.frontend.refused_unjudged(name.as_deref(), r);
+                }
+            }
+        }
+        if let Some(r) = j.refusal.take() {
+            j.refusal = Some(encoding::notice_in(&r, enc));
+        }
+    }
+
     async fn query(&mut self, frame: Bytes, boundary: bool) -> Stepped {
-        let sql = msg::query_text(&frame[5..]).map_err(malformed)?;
-        let command = Command::from_sql(sql);
-        let effects = may_deallocate(sql).then(|| frame.slice_ref(sql));
+        let raw = msg::query_text(&frame[5..]).map_err(malformed)?;
+        let (sql, ready) = self.read(raw, boundary).await?;
+        let command = Command::from_sql(&sql);
+        let effects = may_deallocate(&sql).then(|| match &sql {
+            Cow::Borrowed(s) => frame.slice_ref(s),
+            Cow::Owned(s) => Bytes::copy_from_slice(s),
+        });
+        let mut judged = match ready {
+            Ready::Yes => {
+                let changed = self.shared.changed_transaction();
+                self.frontend
+                    .query(&sql, self.shared.readable(), changed)
+                    .await
+            }
+            Ready::Unsettled => self.frontend.refused_unsettled(None),
+            Ready::RoleUnknown(code) => self.frontend.refused_role_unknown(None, &code),
+            Ready::Invalid(reason) => self
+                .frontend
+                .refused_unjudged(None, crate::sql::Refusal::invalid_text(&reason)),
+        };
+        self.encoded(&mut judged);
         let Judged {
             send,
             refusal,
             plan,
             barrier,
             ..
-        } = match self.ready(sql, boundary).await? {
-            Ready::Yes => {
-                let changed = self.shared.changed_transaction();
-                self.frontend
-                    .query(sql, self.shared.readable(), changed)
-                    .await
-            }
-            Ready::Unsettled => self.frontend.refused_unsettled(None),
-            Ready::RoleUnknown(code) => self.frontend.refused_role_unknown(None, &code),
-        };
+        } = judged;
         self.shared.set_scrub(self.frontend.scrubs());
         self.shared.note_ddl_matters(self.frontend.ddl_matters());
         let effects = if refusal.is_some() { None } else { effects };
@@ -341,15 +406,22 @@ impl<'a, SW: AsyncWrite + Unpin> ClientToServer<'a, SW> {
     }
 
     async fn parse(&mut self, frame: Bytes, boundary: bool) -> Stepped {
-        let p = msg::parse(&frame[5..]).map_err(malformed)?;
+        let raw = msg::parse(&frame[5..]).map_err(malformed)?;
+        let (sql, ready) = self.read(raw.sql, boundary).await?;
+        let p = msg::Parse { sql: &sql, ..raw };
         let command = Command::from_sql(p.sql);
         let name = frame.slice_ref(p.name);
-        let (j, seq) = match self.ready(p.sql, boundary).await? {
+        let (mut j, seq) = match ready {
             Ready::Yes => {
                 let changed = self.shared.changed_transaction();
                 self.frontend
                     .parse(&name, &p, self.shared.readable(), changed)
                     .await
+            }
+            Ready::Invalid(reason) => {
+                let r = crate::sql::Refusal::invalid_text(&reason);
+                let j = self.frontend.refused_unjudged(Some(&name), r);
+                (j, self.frontend.parse_refused(&name))
             }
             Ready::Unsettled => {
                 let j = self.frontend.refused_unsettled(Some(&name));
@@ -360,6 +432,7 @@ impl<'a, SW: AsyncWrite + Unpin> ClientToServer<'a, SW> {
                 (j, self.frontend.parse_refused(&name))
             }
         };
+        self.encoded(&mut j);
         self.shared.set_scrub(self.frontend.scrubs());
         self.shared.note_ddl_matters(self.frontend.ddl_matters());
         if j.barrier != Barrier::None {
@@ -381,8 +454,13 @@ impl<'a, SW: AsyncWrite + Unpin> ClientToServer<'a, SW> {
             Some(sql) => self.ready(&sql, boundary).await?,
             None => Ready::Yes,
         };
-        let j = match ready {
+        self.frontend
+            .set_encoding(self.shared.encoding().unwrap_or_default());
+        let mut j = match ready {
             Ready::Yes => self.frontend.bind(&b, self.shared.readable()).await,
+            Ready::Invalid(reason) => self
+                .frontend
+                .bind_refused(&b, &crate::sql::Refusal::invalid_text(&reason)),
             Ready::Unsettled => self
                 .frontend
                 .bind_refused(&b, &crate::sql::Refusal::unsettled_reading()),
@@ -390,6 +468,7 @@ impl<'a, SW: AsyncWrite + Unpin> ClientToServer<'a, SW> {
                 .frontend
                 .bind_refused(&b, &crate::sql::Refusal::role_unknown(&code)),
         };
+        self.encoded(&mut j);
         if j.barrier != Barrier::None {
             self.barrier_sent(false, j.barrier);
         }

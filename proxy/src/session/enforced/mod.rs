@@ -19,7 +19,7 @@ mod server;
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -31,6 +31,7 @@ use crate::enforce::enforcer::Enforcer;
 use crate::enforce::frontend::Frontend;
 use crate::enforce::statements::Outcomes;
 use crate::enforce::Enforcement;
+use crate::protocol::encoding::{self, ClientEncoding};
 use crate::session::auth::Established;
 use crate::session::closing::{finish, idle_watch, log_end, Activity, End};
 use crate::session::halves::{with_halves, Flags, ReadHalf, WriteHalf};
@@ -39,11 +40,15 @@ use expect::{Answers, MAX_PENDING};
 use queue::Queue;
 use server::ServerToClient;
 
+/// [`Shared::encoding`] of a client encoding pgveil cannot read.
+const UNREADABLE: u8 = u8::MAX;
+
 /// What both directions of an enforced session share.
 struct Shared {
     flags: Flags,
-    /// `client_encoding` is UTF8, as the server last reported it.
-    utf8: AtomicBool,
+    /// `client_encoding` as the server last reported it: its index in
+    /// [`encoding::SUPPORTED`], or [`UNREADABLE`] for one pgveil cannot read.
+    encoding: AtomicU8,
     /// `standard_conforming_strings` is on, as the server last reported it.
     scs: AtomicBool,
     /// Error and notice texts are scrubbed (the login may not read every protected column
@@ -71,10 +76,12 @@ impl Shared {
     /// read SQL text are kept.
     fn apply(&self, name: &str, value: &str) {
         match name {
-            "client_encoding" => self.utf8.store(
-                value.eq_ignore_ascii_case("utf8") || value.eq_ignore_ascii_case("utf-8"),
-                Ordering::Relaxed,
-            ),
+            "client_encoding" => {
+                let at = ClientEncoding::from_name(value)
+                    .and_then(|e| encoding::SUPPORTED.iter().position(|s| *s == e))
+                    .map_or(UNREADABLE, |i| i as u8);
+                self.encoding.store(at, Ordering::Relaxed)
+            }
             "standard_conforming_strings" => self
                 .scs
                 .store(value.eq_ignore_ascii_case("on"), Ordering::Relaxed),
@@ -89,7 +96,14 @@ impl Shared {
 
     /// Whether pgveil reads SQL text as the server does in this session.
     fn readable(&self) -> bool {
-        self.utf8.load(Ordering::Relaxed) && self.scs.load(Ordering::Relaxed)
+        self.encoding().is_some() && self.scs.load(Ordering::Relaxed)
+    }
+
+    /// The session's client encoding, when pgveil can read it.
+    fn encoding(&self) -> Option<ClientEncoding> {
+        encoding::SUPPORTED
+            .get(usize::from(self.encoding.load(Ordering::Relaxed)))
+            .copied()
     }
 
     /// A barrier was sent; returns its number (barriers are answered in order).
@@ -194,7 +208,7 @@ pub async fn run(ctx: &ServerContext, est: Established, peer: SocketAddr, enf: A
     } = est;
     let shared = Shared {
         flags: Flags::new(Activity::new(ctx.config.idle_timeout)),
-        utf8: AtomicBool::new(false),
+        encoding: AtomicU8::new(UNREADABLE),
         scs: AtomicBool::new(false),
         scrub: AtomicBool::new(true),
         sent: Mutex::new(VecDeque::new()),

@@ -3,6 +3,7 @@
 use super::expect::Expect;
 use super::server::ServerToClient;
 use crate::protocol::backend::{error_code, parameter_status};
+use crate::protocol::encoding::ClientEncoding;
 
 impl ServerToClient<'_> {
     /// Whether the answers now are the probe's.
@@ -14,7 +15,7 @@ impl ServerToClient<'_> {
     pub(super) fn probe_answer(&mut self, tag: u8, body: &[u8]) -> bool {
         match tag {
             b'D' => {
-                let role = first_value(body);
+                let role = first_value(body, self.shared.encoding().unwrap_or_default());
                 if let Some(Expect::Probe { role: r, .. }) = self.answers.front() {
                     *r = role;
                 }
@@ -56,8 +57,9 @@ impl ServerToClient<'_> {
     }
 }
 
-/// The first value of a DataRow, as text (`None` for NULL or a malformed row).
-fn first_value(body: &[u8]) -> Option<String> {
+/// The first value of a DataRow, as text in the client encoding `enc` (`None` for NULL or a
+/// malformed row).
+fn first_value(body: &[u8], enc: ClientEncoding) -> Option<String> {
     let n = i16::from_be_bytes(body.get(0..2)?.try_into().ok()?);
     if n < 1 {
         return None;
@@ -65,21 +67,26 @@ fn first_value(body: &[u8]) -> Option<String> {
     let len = i32::from_be_bytes(body.get(2..6)?.try_into().ok()?);
     let len = usize::try_from(len).ok()?;
     let v = body.get(6..6 + len)?;
-    String::from_utf8(v.to_vec()).ok()
+    enc.decode(v).ok().map(|t| t.into_owned())
 }
 
 #[cfg(test)]
 mod tests {
     use super::first_value;
+    use crate::protocol::encoding::ClientEncoding::{Gbk, Utf8};
 
     #[test]
     fn the_first_value_of_a_row() {
         let mut row = vec![0, 1, 0, 0, 0, 5];
         row.extend_from_slice(b"alice");
-        assert_eq!(first_value(&row).as_deref(), Some("alice"));
-        assert_eq!(first_value(&[0, 1, 0xff, 0xff, 0xff, 0xff]), None);
-        assert_eq!(first_value(&[0, 1, 0, 0, 0, 9, b'x']), None);
-        assert_eq!(first_value(&[0, 0]), None);
-        assert_eq!(first_value(&[]), None);
+        assert_eq!(first_value(&row, Utf8).as_deref(), Some("alice"));
+        let mut row = vec![0, 1, 0, 0, 0, 2];
+        row.extend_from_slice(b"\xd6\xd0");
+        assert_eq!(first_value(&row, Gbk).as_deref(), Some("中"));
+        assert_eq!(first_value(&row, Utf8), None);
+        assert_eq!(first_value(&[0, 1, 0xff, 0xff, 0xff, 0xff], Utf8), None);
+        assert_eq!(first_value(&[0, 1, 0, 0, 0, 9, b'x'], Utf8), None);
+        assert_eq!(first_value(&[0, 0], Utf8), None);
+        assert_eq!(first_value(&[], Utf8), None);
     }
 }

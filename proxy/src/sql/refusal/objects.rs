@@ -178,17 +178,19 @@ impl Refusal {
         Refusal::new(
             Rule::UnreadableSession,
             sqlstate::INVALID_PARAMETER_VALUE,
-            "pgveil refuses statements on protected data in this session: client_encoding must be UTF8 and standard_conforming_strings on, or pgveil would read the SQL differently from the server".into(),
+            "pgveil refuses statements on protected data in this session: client_encoding must be one pgveil reads as the server does (UTF8, GBK, GB18030, EUC_CN, BIG5) and standard_conforming_strings on, or pgveil would read the SQL differently from the server".into(),
         )
         .hint("SET client_encoding = 'UTF8'; SET standard_conforming_strings = on")
         .unanalysable()
     }
 
-    pub fn not_utf8() -> Refusal {
+    /// A text that is not valid in the session's client encoding (`reason`: the server's own
+    /// words for it, which it would answer too).
+    pub fn invalid_text(reason: &str) -> Refusal {
         Refusal::new(
             Rule::UnreadableSession,
-            sqlstate::INVALID_PARAMETER_VALUE,
-            "pgveil refuses a statement on protected data that is not valid UTF-8".into(),
+            "22021",
+            reason.to_string(),
         )
         .unanalysable()
     }
