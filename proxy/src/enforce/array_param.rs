@@ -249,7 +249,9 @@ mod tests {
         assert!(parse_binary(&v[..v.len() - 1], ClientEncoding::Utf8).is_err());
         // An empty array has no dimensions.
         let empty: Vec<u8> = [0i32, 0, 25].iter().flat_map(|x| x.to_be_bytes()).collect();
-        assert!(parse_binary(&empty, ClientEncoding::Utf8).unwrap().is_empty());
+        assert!(parse_binary(&empty, ClientEncoding::Utf8)
+            .unwrap()
+            .is_empty());
     }
 
     #[test]

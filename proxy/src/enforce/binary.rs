@@ -15,7 +15,11 @@ pub fn is_textual(oid: u32) -> bool {
 /// types is the text in the client encoding `enc` (the server converts it, as for text format).
 pub fn to_text(oid: u32, v: &[u8], enc: ClientEncoding, out: &mut String) -> Result<(), String> {
     let bad = || format!("malformed binary value of type {oid}");
-    let text = |b: &[u8]| enc.decode(b).map(|t| t.into_owned()).map_err(|e| e.to_string());
+    let text = |b: &[u8]| {
+        enc.decode(b)
+            .map(|t| t.into_owned())
+            .map_err(|e| e.to_string())
+    };
     match oid {
         _ if is_textual(oid) => out.push_str(&text(v)?),
         // jsonb: a version byte, then the text

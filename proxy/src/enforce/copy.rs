@@ -32,7 +32,16 @@ pub fn copy_data(
             .into_owned();
         scratch.encoding = ClientEncoding::Utf8;
         let mut utf8 = BytesMut::new();
-        let r = copy_data(text.as_bytes(), plan, format, first, key, scratch, tally, &mut utf8);
+        let r = copy_data(
+            text.as_bytes(),
+            plan,
+            format,
+            first,
+            key,
+            scratch,
+            tally,
+            &mut utf8,
+        );
         scratch.encoding = enc;
         r?;
         let row = std::str::from_utf8(&utf8[5..]).map_err(|_| RowError::Malformed("CopyData"))?;

@@ -18,9 +18,9 @@ use super::portals::ProtectedPortals;
 use super::reading;
 use super::statements::{Outcomes, StatementParams, Statements};
 use super::write::{self, Sealer};
-use crate::protocol::encoding::{ClientEncoding, StreamDecoder};
 use crate::audit::{Entry, SessionAudit};
 use crate::protocol::backend::{error_response_hint, Severity};
+use crate::protocol::encoding::{ClientEncoding, StreamDecoder};
 use crate::protocol::frontend::{self as msg, Bind, Parse};
 use crate::sql::Refusal;
 

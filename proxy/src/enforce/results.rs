@@ -11,8 +11,8 @@ use super::copy;
 use super::rows::{self, CopyFormat, RowError, RowPlan, Scratch, Tally};
 use super::{Enforcement, PolicyState};
 use crate::metrics::values::ValueCounters;
-use crate::protocol::encoding::ClientEncoding;
 use crate::protocol::backend::{error_response, Severity};
+use crate::protocol::encoding::ClientEncoding;
 use crate::protocol::sqlstate;
 
 /// One session's result transforms.

@@ -474,7 +474,14 @@ fn bind_values(
         } else {
             text.clear();
             let enc = sealer.encoding;
-            param_text(b.param_format(i) == 1, client_type(declared, e), e, v, enc, text)?;
+            param_text(
+                b.param_format(i) == 1,
+                client_type(declared, e),
+                e,
+                v,
+                enc,
+                text,
+            )?;
             let plain = plaintext(&e.seal, text)?;
             if e.widened {
                 env.push('{');

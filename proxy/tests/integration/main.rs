@@ -11,6 +11,7 @@ mod bad_input;
 mod copy_reading;
 mod deploy;
 mod disconnects;
+mod encodings;
 mod enforce_audit;
 mod enforce_matrix;
 mod enforce_read;

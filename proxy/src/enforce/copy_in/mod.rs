@@ -22,8 +22,8 @@ use std::sync::Arc;
 use bytes::{BufMut, BytesMut};
 
 use super::rows::CopyFormat;
-use crate::protocol::encoding::{ClientEncoding, StreamDecoder};
 use super::write::{plaintext, Seal, Sealer, WriteError};
+use crate::protocol::encoding::{ClientEncoding, StreamDecoder};
 use read::{
     escape_text, quote_csv, scan_line, split_csv, split_text, Eol, Fields, How, LineScan, Step,
 };

@@ -18,6 +18,7 @@
 //! A sequence the server rejects may still decode here (encoding_rs accepts more: HKSCS in
 //! BIG5, four-byte sequences in GBK): the server then fails the message, so nothing pgveil
 //! judged runs. Every sequence the server accepts decodes to the server's character.
+#[rustfmt::skip]
 mod tables;
 
 use std::borrow::Cow;
@@ -219,7 +220,11 @@ impl ClientEncoding {
                 Some(n) if i + n <= b.len() => n,
                 _ => return Err(invalid(&b[i..])),
             };
-            if n > 1 && decode_fixes.binary_search_by_key(&pack(&b[i..i + n]), |e| e.0).is_ok() {
+            if n > 1
+                && decode_fixes
+                    .binary_search_by_key(&pack(&b[i..i + n]), |e| e.0)
+                    .is_ok()
+            {
                 fixed = true;
             }
             if b[i] == 0 {
@@ -428,7 +433,11 @@ pub fn frame_in(frame: &[u8], enc: ClientEncoding) -> Result<BytesMut, Untransla
             let Some((message, _)) = cstr(body) else {
                 return Ok(copy());
             };
-            Ok(with_strings(b'f', &[&enc.encode_lossy(&text(message))], &[]))
+            Ok(with_strings(
+                b'f',
+                &[&enc.encode_lossy(&text(message))],
+                &[],
+            ))
         }
         _ => Ok(copy()),
     }

@@ -3,7 +3,11 @@ use ClientEncoding::*;
 
 fn roundtrip(e: ClientEncoding, text: &str, bytes: &[u8]) {
     assert_eq!(e.encode(text).as_deref(), Ok(bytes), "{e:?} encode {text}");
-    assert_eq!(e.decode(bytes).as_deref(), Ok(text), "{e:?} decode {bytes:02x?}");
+    assert_eq!(
+        e.decode(bytes).as_deref(),
+        Ok(text),
+        "{e:?} decode {bytes:02x?}"
+    );
 }
 
 #[test]
@@ -111,8 +115,8 @@ fn frames_pgveil_built_are_sent_in_the_client_encoding() {
     let p = frame_in(&parse_frame(b"s1", "SELECT '中'", &[25]), Gbk).unwrap();
     let want = parse_frame(b"s1", "SELECT 'xx'", &[25]);
     assert_eq!(p.len(), want.len());
-    assert_eq!(&p[..12], &want[..12]);
-    assert_eq!(&p[12..14], b"\xd6\xd0");
+    assert_eq!(&p[..16], &want[..16]);
+    assert_eq!(&p[16..18], b"\xd6\xd0");
     assert!(frame_in(&query_frame("SELECT '\u{1e3f}'"), Gbk).is_err());
     let same = query_frame("SELECT 1");
     assert_eq!(frame_in(&same, Utf8).unwrap(), same);
@@ -126,5 +130,8 @@ fn pgveil_errors_reach_the_client_in_its_encoding() {
     let body = &g[5..];
     let m = crate::protocol::backend::notice_field(body, b'M').unwrap();
     assert_eq!(Gbk.decode(m).unwrap(), "列 public.c.名字 ?");
-    assert_eq!(i32::from_be_bytes([g[1], g[2], g[3], g[4]]) as usize, g.len() - 1);
+    assert_eq!(
+        i32::from_be_bytes([g[1], g[2], g[3], g[4]]) as usize,
+        g.len() - 1
+    );
 }

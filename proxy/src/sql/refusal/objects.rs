@@ -187,12 +187,7 @@ impl Refusal {
     /// A text that is not valid in the session's client encoding (`reason`: the server's own
     /// words for it, which it would answer too).
     pub fn invalid_text(reason: &str) -> Refusal {
-        Refusal::new(
-            Rule::UnreadableSession,
-            "22021",
-            reason.to_string(),
-        )
-        .unanalysable()
+        Refusal::new(Rule::UnreadableSession, "22021", reason.to_string()).unanalysable()
     }
 
     pub fn catalog_unavailable(database: &str, error: &str) -> Refusal {
