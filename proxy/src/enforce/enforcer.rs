@@ -282,9 +282,12 @@ impl Enforcer {
             return Verdict::Refuse(Refusal::unreadable_session());
         }
         let Ok(text) = std::str::from_utf8(sql) else {
-            return Verdict::Refuse(Refusal::invalid_text(
-                "invalid byte sequence for encoding \"UTF8\"",
-            ));
+            let invalid = crate::protocol::encoding::ClientEncoding::Utf8
+                .decode(sql)
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default();
+            return Verdict::Refuse(Refusal::invalid_text("22021", &invalid));
         };
         let roles = self.roles(state, bound);
         let analysis = match self.enf.cache.get(text, bound.generation, &roles) {

@@ -25,15 +25,15 @@ use crate::support::write_fixture as enforce_write;
 use crate::support::*;
 
 /// What a script printed: its last stdout line parsed as the JSON summary.
-struct Summary {
-    json: serde_json::Value,
-    ok: bool,
-    stdout: String,
-    stderr: String,
+pub(crate) struct Summary {
+    pub(crate) json: serde_json::Value,
+    pub(crate) ok: bool,
+    pub(crate) stdout: String,
+    pub(crate) stderr: String,
 }
 
 /// Run `proxy/tests/python/<script>` with `env`, within `timeout_s` seconds.
-async fn run_script(
+pub(crate) async fn run_script(
     python: &Path,
     script: &str,
     env: &[(&str, String)],
@@ -66,7 +66,7 @@ async fn run_script(
     }
 }
 
-fn assert_script_ok(summary: &Summary) {
+pub(crate) fn assert_script_ok(summary: &Summary) {
     assert!(
         summary.ok,
         "Python clients through pgveil failed:\n{}\n{}",

@@ -50,16 +50,38 @@ pub const SUPPORTED: [ClientEncoding; 5] = [
     ClientEncoding::Big5,
 ];
 
-/// Bytes the server would reject as `invalid byte sequence for encoding` (SQLSTATE 22021).
+/// Bytes the server rejects, with its words: `invalid byte sequence for encoding` (SQLSTATE
+/// 22021) when its `pg_encoding_verifymbchar` rejects them, or, when that passes but its
+/// conversion table has no character for them, `has no equivalent` (22P05).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Invalid {
     pub encoding: ClientEncoding,
     /// The offending sequence, as the server quotes it (up to the character's length).
     pub bytes: Vec<u8>,
+    /// The sequence is well formed for the server, but no character of its table.
+    pub unmapped: bool,
+}
+
+impl Invalid {
+    pub fn sqlstate(&self) -> &'static str {
+        if self.unmapped {
+            UNTRANSLATABLE_CHARACTER
+        } else {
+            CHARACTER_NOT_IN_REPERTOIRE
+        }
+    }
 }
 
 impl fmt::Display for Invalid {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.unmapped {
+            return write!(
+                f,
+                "character with byte sequence {} in encoding \"{}\" has no equivalent in encoding \"UTF8\"",
+                hex_bytes(&self.bytes),
+                self.encoding.name()
+            );
+        }
         write!(
             f,
             "invalid byte sequence for encoding \"{}\": {}",
@@ -191,11 +213,33 @@ impl ClientEncoding {
         i
     }
 
+    /// Whether the server's `pg_encoding_verifymbchar` accepts `unit` (one character as
+    /// [`ClientEncoding::unit_len`] cuts it) as well formed.
+    fn well_formed(self, unit: &[u8]) -> bool {
+        let hi = |x: &u8| (0x81..=0xFE).contains(x);
+        let digit = |x: &u8| (0x30..=0x39).contains(x);
+        match (self, unit) {
+            // 0x8D 0x20 is rejected specifically (PostgreSQL's NONUTF8_INVALID_BYTE0/1).
+            (ClientEncoding::Gbk | ClientEncoding::Big5, [a, b]) => {
+                *b != 0 && (*a, *b) != (0x8D, 0x20)
+            }
+            (ClientEncoding::EucCn, [a, b]) => {
+                (0xA1..=0xFE).contains(a) && (0xA1..=0xFE).contains(b)
+            }
+            (ClientEncoding::Gb18030, [a, b, c, d]) => hi(a) && digit(b) && hi(c) && digit(d),
+            (ClientEncoding::Gb18030, [a, b]) => {
+                hi(a) && ((0x40..=0x7E).contains(b) || (0x80..=0xFE).contains(b))
+            }
+            _ => false,
+        }
+    }
+
     /// `b` read as the server reads text in this encoding.
     pub fn decode(self, b: &[u8]) -> Result<Cow<'_, str>, Invalid> {
         let invalid = |bytes: &[u8]| Invalid {
             encoding: self,
             bytes: bytes.to_vec(),
+            unmapped: self.well_formed(bytes),
         };
         let Some(codec) = self.codec() else {
             return std::str::from_utf8(b).map(Cow::Borrowed).map_err(|e| {
@@ -400,6 +444,7 @@ impl StreamDecoder {
         Err(Invalid {
             encoding: self.encoding,
             bytes: std::mem::take(&mut self.carry),
+            unmapped: false,
         })
     }
 }

@@ -56,11 +56,19 @@ fn euc_cn_is_only_gb2312() {
 
 #[test]
 fn invalid_sequences_are_named_as_the_server_names_them() {
+    // GBK's well-formedness check is only "two bytes, no NUL": the table says the rest.
     let e = Gbk.decode(b"select '\x81'").unwrap_err();
     assert_eq!(
         e.to_string(),
-        "invalid byte sequence for encoding \"GBK\": 0x81 0x27"
+        "character with byte sequence 0x81 0x27 in encoding \"GBK\" has no equivalent in encoding \"UTF8\""
     );
+    assert_eq!(e.sqlstate(), "22P05");
+    let e = EucCn.decode(b"select '\x81'").unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "invalid byte sequence for encoding \"EUC_CN\": 0x81 0x27"
+    );
+    assert_eq!(e.sqlstate(), "22021");
     assert!(Gbk.decode(b"abc\x81").is_err());
     assert!(Utf8.decode(b"\xff").is_err());
     assert!(Gb18030.decode(b"\x81\x30\x81").is_err());

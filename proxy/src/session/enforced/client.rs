@@ -47,8 +47,8 @@ enum Ready {
     Unsettled,
     /// The server could not tell the current role (the SQLSTATE of its answer).
     RoleUnknown(String),
-    /// The text is not valid in the session's client encoding (the server's words for it).
-    Invalid(String),
+    /// The text is not valid in the session's client encoding (the server's answer to it).
+    Invalid(encoding::Invalid),
 }
 
 /// A statement's text as the server reads it.
@@ -322,9 +322,7 @@ impl<'a, SW: AsyncWrite + Unpin> ClientToServer<'a, SW> {
                 None => Cow::Borrowed(raw),
                 Some(e) => match e.decode(raw) {
                     Ok(t) => Cow::Owned(t.into_owned().into_bytes()),
-                    Err(invalid) => {
-                        return Ok((Cow::Borrowed(raw), Ready::Invalid(invalid.to_string())))
-                    }
+                    Err(invalid) => return Ok((Cow::Borrowed(raw), Ready::Invalid(invalid))),
                 },
             };
             let ready = self.ready(&text, boundary).await?;
@@ -347,7 +345,10 @@ impl<'a, SW: AsyncWrite + Unpin> ClientToServer<'a, SW> {
                 Ok(f) => j.send = Some(f),
                 Err(e) => {
                     // Cannot happen for text decoded from this encoding; never sent altered.
-                    let r = crate::sql::Refusal::invalid_text(&e.to_string());
+                    let r = crate::sql::Refusal::invalid_text(
+                        encoding::UNTRANSLATABLE_CHARACTER,
+                        &e.to_string(),
+                    );
                     let name = (send.first() == Some(&b'P'))
                         .then(|| msg::parse(&send[5..]).map(|p| p.name.to_vec()).ok())
                         .flatten();
@@ -377,9 +378,7 @@ impl<'a, SW: AsyncWrite + Unpin> ClientToServer<'a, SW> {
             }
             Ready::Unsettled => self.frontend.refused_unsettled(None),
             Ready::RoleUnknown(code) => self.frontend.refused_role_unknown(None, &code),
-            Ready::Invalid(reason) => self
-                .frontend
-                .refused_unjudged(None, crate::sql::Refusal::invalid_text(&reason)),
+            Ready::Invalid(reason) => self.frontend.refused_unjudged(None, invalid_text(&reason)),
         };
         self.encoded(&mut judged);
         let Judged {
@@ -419,7 +418,7 @@ impl<'a, SW: AsyncWrite + Unpin> ClientToServer<'a, SW> {
                     .await
             }
             Ready::Invalid(reason) => {
-                let r = crate::sql::Refusal::invalid_text(&reason);
+                let r = invalid_text(&reason);
                 let j = self.frontend.refused_unjudged(Some(&name), r);
                 (j, self.frontend.parse_refused(&name))
             }
@@ -458,9 +457,7 @@ impl<'a, SW: AsyncWrite + Unpin> ClientToServer<'a, SW> {
             .set_encoding(self.shared.encoding().unwrap_or_default());
         let mut j = match ready {
             Ready::Yes => self.frontend.bind(&b, self.shared.readable()).await,
-            Ready::Invalid(reason) => self
-                .frontend
-                .bind_refused(&b, &crate::sql::Refusal::invalid_text(&reason)),
+            Ready::Invalid(reason) => self.frontend.bind_refused(&b, &invalid_text(&reason)),
             Ready::Unsettled => self
                 .frontend
                 .bind_refused(&b, &crate::sql::Refusal::unsettled_reading()),
@@ -512,6 +509,12 @@ impl<'a, SW: AsyncWrite + Unpin> ClientToServer<'a, SW> {
         };
         self.forward(e, &frame, None).await
     }
+}
+
+/// pgveil's refusal of a text the server would reject in the client encoding: the server's
+/// own SQLSTATE and words.
+fn invalid_text(e: &encoding::Invalid) -> crate::sql::Refusal {
+    crate::sql::Refusal::invalid_text(e.sqlstate(), &e.to_string())
 }
 
 /// Whether a SQL text may drop prepared statements (DEALLOCATE, DISCARD): one pass over its

@@ -184,10 +184,10 @@ impl Refusal {
         .unanalysable()
     }
 
-    /// A text that is not valid in the session's client encoding (`reason`: the server's own
-    /// words for it, which it would answer too).
-    pub fn invalid_text(reason: &str) -> Refusal {
-        Refusal::new(Rule::UnreadableSession, "22021", reason.to_string()).unanalysable()
+    /// A text that is not valid in the session's client encoding (`sqlstate` and `reason`:
+    /// the server's own answer to it).
+    pub fn invalid_text(sqlstate: &'static str, reason: &str) -> Refusal {
+        Refusal::new(Rule::UnreadableSession, sqlstate, reason.to_string()).unanalysable()
     }
 
     pub fn catalog_unavailable(database: &str, error: &str) -> Refusal {
