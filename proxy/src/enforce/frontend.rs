@@ -103,8 +103,6 @@ pub struct Frontend {
     entries: Vec<Entry>,
     /// See [`Frontend::role_known`].
     role_known: bool,
-    /// The session's client encoding, as the server last reported it.
-    encoding: ClientEncoding,
 }
 
 impl Frontend {
@@ -130,22 +128,21 @@ impl Frontend {
             audit,
             entries: Vec::new(),
             role_known: true,
-            encoding: ClientEncoding::Utf8,
         }
     }
 
     /// The session's client encoding (texts the frontend gets are already decoded from it;
     /// parameters and COPY data are read in it).
     pub fn set_encoding(&mut self, encoding: ClientEncoding) {
-        self.encoding = encoding;
         self.sealer.encoding = encoding;
     }
 
     fn copy_state(&self, plan: Arc<CopyInPlan>) -> CopyState {
+        let enc = self.sealer.encoding;
+        let decoder = (!enc.is_utf8()).then(|| (enc, StreamDecoder::new(enc)));
         CopyState {
             copy: CopyIn::new(plan),
-            decoder: (!self.encoding.is_utf8())
-                .then(|| (self.encoding, StreamDecoder::new(self.encoding))),
+            decoder,
             failed: false,
         }
     }

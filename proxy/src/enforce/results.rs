@@ -37,6 +37,13 @@ impl Transformer {
         self.state.get_or_insert_with(|| enf.current())
     }
 
+    /// Transforms for a session in client encoding `encoding`.
+    pub fn new(encoding: ClientEncoding) -> Transformer {
+        let mut t = Transformer::default();
+        t.set_encoding(encoding);
+        t
+    }
+
     /// The session's client encoding (values arrive and leave in it).
     pub fn set_encoding(&mut self, encoding: ClientEncoding) {
         self.scratch.encoding = encoding;

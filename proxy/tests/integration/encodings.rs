@@ -327,10 +327,10 @@ async fn legacy_sessions_write_and_read_chinese_text() {
     .await
     .unwrap();
     let proxy = files.proxy(&cluster).await;
-    let rows = rows();
+    let mut rows = rows();
     // A character each encoding lacks (GB18030 holds all of Unicode).
     let foreign = serde_json::json!({ "GBK": "\u{1e3f}", "EUC_CN": "張", "BIG5": "张" });
-    let summary = crate::python_clients::run_script(
+    let summary = crate::support::python::run_script(
         &python,
         "encodings.py",
         &[
@@ -342,12 +342,72 @@ async fn legacy_sessions_write_and_read_chinese_text() {
         180,
     )
     .await;
-    crate::python_clients::assert_script_ok(&summary);
+    crate::support::python::assert_script_ok(&summary);
     assert!(
         summary.json["passed"].as_u64().unwrap_or(0) >= 100,
         "fewer checks ran than expected:\n{}",
         summary.stdout
     );
+
+    // psql, as a GBK application's script runs it: bytes in, bytes out.
+    let gbk = ClientEncoding::Gbk;
+    let script = "INSERT INTO passengers (id, name, address, id_card, nickname) VALUES \
+                  (41, E'乗務員', '江苏省南京市玄武区中山路1号', '110105194912310322', '小乗');\n\
+                  SELECT name, address FROM passengers WHERE name = '乗務員';\n\
+                  \\copy (SELECT name, nickname FROM passengers WHERE id = 41) TO STDOUT\n";
+    let mut child = tokio::process::Command::new(psql())
+        .args([
+            "-X",
+            "-A",
+            "-t",
+            "-q",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-h",
+            "127.0.0.1",
+        ])
+        .args([
+            "-p",
+            &proxy.addr.port().to_string(),
+            "-U",
+            "writer_app",
+            "-d",
+            "postgres",
+        ])
+        .env("PGSSLMODE", "disable")
+        .env("PGCLIENTENCODING", "GBK")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    tokio::io::AsyncWriteExt::write_all(&mut stdin, &gbk.encode(script).unwrap())
+        .await
+        .unwrap();
+    drop(stdin);
+    let out = child.wait_with_output().await.unwrap();
+    assert!(
+        out.status.success(),
+        "psql: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The COPY row keeps 乗's trail byte 0x5C unescaped, as the server writes it.
+    let want = gbk
+        .encode("乗務員|江苏省南京市玄武区中山路1号\n乗務員\t小乗\n")
+        .unwrap()
+        .into_owned();
+    assert_eq!(out.stdout, want, "{:?}", gbk.decode(&out.stdout));
+    rows.as_object_mut().unwrap()["GBK"]
+        .as_array_mut()
+        .unwrap()
+        .push(serde_json::json!([
+            41,
+            "乗務員",
+            "江苏省南京市玄武区中山路1号",
+            "110105194912310322",
+            "小乗"
+        ]));
 
     // In the database: ciphertext only, and its plaintext is the UTF-8 text each session meant.
     let keys = pgveil_policy::keyring::Keyring::load(&files.keyring)

@@ -17,62 +17,11 @@
 use pgveil_policy::crypto::Mode;
 use pgveil_policy::keyring::Keyring;
 use serde_json::json;
-use std::path::Path;
 
 use crate::support::python::*;
 use crate::support::read_fixture::{mask, setup, ROWS};
 use crate::support::write_fixture as enforce_write;
 use crate::support::*;
-
-/// What a script printed: its last stdout line parsed as the JSON summary.
-pub(crate) struct Summary {
-    pub(crate) json: serde_json::Value,
-    pub(crate) ok: bool,
-    pub(crate) stdout: String,
-    pub(crate) stderr: String,
-}
-
-/// Run `proxy/tests/python/<script>` with `env`, within `timeout_s` seconds.
-pub(crate) async fn run_script(
-    python: &Path,
-    script: &str,
-    env: &[(&str, String)],
-    timeout_s: u64,
-) -> Summary {
-    let mut cmd = tokio::process::Command::new(python);
-    cmd.arg(python_dir().join(script))
-        .env("PYTHONUNBUFFERED", "1")
-        .env("PYTHONIOENCODING", "utf-8")
-        .kill_on_drop(true);
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    let out = tokio::time::timeout(std::time::Duration::from_secs(timeout_s), cmd.output())
-        .await
-        .unwrap_or_else(|_| panic!("{script} took over {timeout_s} s"))
-        .unwrap_or_else(|e| panic!("run {}: {e}", python.display()));
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    let json: serde_json::Value = stdout
-        .lines()
-        .last()
-        .and_then(|l| serde_json::from_str(l).ok())
-        .unwrap_or_else(|| panic!("{script} printed no JSON summary:\n{stdout}\n{stderr}"));
-    Summary {
-        ok: out.status.success() && json["ok"] == true && json["failed"] == 0,
-        json,
-        stdout,
-        stderr,
-    }
-}
-
-pub(crate) fn assert_script_ok(summary: &Summary) {
-    assert!(
-        summary.ok,
-        "Python clients through pgveil failed:\n{}\n{}",
-        summary.stdout, summary.stderr
-    );
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn psycopg_and_asyncpg_see_the_policy() {

@@ -159,6 +159,16 @@ def run_encoding(enc, rows):
         check(via[0] == "22P05" and via == direct, f"{enc}: untranslatable {via} vs direct {direct}")
         check(rows_of(w, "SELECT 1") == [(1,)], f"{enc}: session unusable after 22P05")
         connect("writer_app", "UTF8").execute("DELETE FROM passengers WHERE id = %s", (fid,))
+    # A session that switches encoding mid-way (SET, then RESET) reads the same rows each time.
+    sw = connect("writer_app", "UTF8")
+    q = f"SELECT {COLS} FROM passengers WHERE {where} ORDER BY id"
+    for step in (f"SET client_encoding TO '{enc}'", "RESET client_encoding", f"SET client_encoding = '{enc}'"):
+        sw.execute(step)
+        got = rows_of(sw, q)
+        check(got == want, f"{enc}: after {step} ({sw.info.encoding}): {got}")
+        found = rows_of(sw, "SELECT id FROM passengers WHERE name = %s", (first[1],))
+        check(found == [(first[0],)], f"{enc}: lookup after {step}: {found}")
+    sw.close()
     # A UTF-8 session finds what the legacy session wrote (the plaintext encrypted is UTF-8).
     uw = connect("writer_app", "UTF8")
     found = rows_of(uw, "SELECT id FROM passengers WHERE name = %s", (first[1],))

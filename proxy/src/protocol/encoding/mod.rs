@@ -30,6 +30,11 @@ use encoding_rs::{Encoding, BIG5, GB18030, GBK};
 use super::backend::notice_fields;
 use super::frame::cstr;
 
+/// Byte sequences (packed) the server decodes otherwise, and its character; sorted.
+type DecodeFixes = &'static [(u32, u32)];
+/// Code point ranges the server encodes otherwise, and its bytes (packed; 0: none); sorted.
+type EncodeFixes = &'static [(u32, u32, u32)];
+
 /// A `client_encoding` pgveil can read and write exactly as the server does.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum ClientEncoding {
@@ -167,7 +172,7 @@ impl ClientEncoding {
         }
     }
 
-    fn fixes(self) -> (&'static [(u32, u32)], &'static [(u32, u32, u32)]) {
+    fn fixes(self) -> (DecodeFixes, EncodeFixes) {
         match self {
             ClientEncoding::Utf8 => (&[], &[]),
             ClientEncoding::Gbk => (tables::GBK_DECODE, tables::GBK_ENCODE),

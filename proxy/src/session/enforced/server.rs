@@ -63,8 +63,6 @@ impl<'a> ServerToClient<'a> {
         login: String,
         audit: Option<(AuditSink, Arc<SessionAudit>)>,
     ) -> Self {
-        let mut transformer = Transformer::default();
-        transformer.set_encoding(shared.encoding().unwrap_or_default());
         ServerToClient {
             enf,
             ctx,
@@ -75,7 +73,7 @@ impl<'a> ServerToClient<'a> {
             result: Current::default(),
             suspended: HashMap::new(),
             describer: Describer::default(),
-            transformer,
+            transformer: Transformer::new(shared.encoding().unwrap_or_default()),
             transformed: false,
             ddl_pending: false,
             batch_command: Command::UNKNOWN,
@@ -260,10 +258,8 @@ impl<'a> ServerToClient<'a> {
     fn parameter_status(&mut self, body: &[u8]) -> bool {
         if let Some((n, v)) = parameter_status(body) {
             self.shared.apply(&n, &v);
-            if n == "client_encoding" {
-                let enc = self.shared.encoding().unwrap_or_default();
-                self.transformer.set_encoding(enc);
-            }
+            let enc = self.shared.encoding().unwrap_or_default();
+            self.transformer.set_encoding(enc);
         }
         true
     }

@@ -101,3 +101,53 @@ pub fn venv_into_cache() -> PathBuf {
     std::fs::write(&stamp, &reqs).unwrap_or_else(|e| panic!("write {}: {e}", stamp.display()));
     python
 }
+
+/// What a script printed: its last stdout line parsed as the JSON summary.
+pub struct Summary {
+    pub json: serde_json::Value,
+    pub ok: bool,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// Run `proxy/tests/python/<script>` with `env`, within `timeout_s` seconds.
+pub async fn run_script(
+    python: &Path,
+    script: &str,
+    env: &[(&str, String)],
+    timeout_s: u64,
+) -> Summary {
+    let mut cmd = tokio::process::Command::new(python);
+    cmd.arg(python_dir().join(script))
+        .env("PYTHONUNBUFFERED", "1")
+        .env("PYTHONIOENCODING", "utf-8")
+        .kill_on_drop(true);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = tokio::time::timeout(std::time::Duration::from_secs(timeout_s), cmd.output())
+        .await
+        .unwrap_or_else(|_| panic!("{script} took over {timeout_s} s"))
+        .unwrap_or_else(|e| panic!("run {}: {e}", python.display()));
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    let json: serde_json::Value = stdout
+        .lines()
+        .last()
+        .and_then(|l| serde_json::from_str(l).ok())
+        .unwrap_or_else(|| panic!("{script} printed no JSON summary:\n{stdout}\n{stderr}"));
+    Summary {
+        ok: out.status.success() && json["ok"] == true && json["failed"] == 0,
+        json,
+        stdout,
+        stderr,
+    }
+}
+
+pub fn assert_script_ok(summary: &Summary) {
+    assert!(
+        summary.ok,
+        "Python clients through pgveil failed:\n{}\n{}",
+        summary.stdout, summary.stderr
+    );
+}
