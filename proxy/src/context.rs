@@ -72,9 +72,15 @@ fn enforcement(
 ) -> anyhow::Result<crate::enforce::Enforcement> {
     use crate::enforce::{Enforcement, PolicyFiles, PolicyState};
     let state = PolicyState::load(&e.policy, &e.keyring).map_err(|m| anyhow::anyhow!(m))?;
+    // The catalog connection reaches the server as the sessions do: same address, same TLS
+    // mode and CA, same host name checked.
+    let upstream = Arc::new(Upstream::new(&config.upstream)?);
+    let dial: crate::catalog::Dial = Arc::new(move || {
+        let upstream = upstream.clone();
+        Box::pin(async move { upstream.connect().await.map_err(|e| e.to_string()) })
+    });
     let source = crate::catalog::CatalogSource {
-        host: config.upstream.host.clone(),
-        port: config.upstream.port,
+        dial,
         user: e.catalog_user.clone(),
         password: e.catalog_password.clone(),
         connect_timeout: config.upstream.connect_timeout,
@@ -83,16 +89,6 @@ fn enforcement(
             connections: metrics.enforcement.catalog_connections.clone(),
         }),
     };
-    if matches!(
-        config.upstream.tls_mode,
-        crate::config::UpstreamTlsMode::Require | crate::config::UpstreamTlsMode::VerifyFull
-    ) {
-        anyhow::bail!(
-            "upstream.tls.mode: {} is not yet supported together with a policy (the catalog \
-             connection has no TLS); use a Unix-domain socket or prefer/disable on a trusted network",
-            config.upstream.tls_mode.name()
-        );
-    }
     tracing::info!(policy = %e.policy.display(), version = state.policy.version(), "enforcing policy");
     Ok(Enforcement::new(
         state,

@@ -15,6 +15,15 @@ pub struct TestCerts {
 impl TestCerts {
     /// Generate fresh certificates into `dir`, naming the files `<prefix>-*.pem`.
     pub fn generate(dir: &Path, prefix: &str) -> Result<TestCerts, TestkitError> {
+        TestCerts::generate_for(dir, prefix, &["localhost", "127.0.0.1"])
+    }
+
+    /// [`TestCerts::generate`] with a server certificate valid for `names` only.
+    pub fn generate_for(
+        dir: &Path,
+        prefix: &str,
+        names: &[&str],
+    ) -> Result<TestCerts, TestkitError> {
         let err = |e: rcgen::Error| TestkitError::Certificate(e.to_string());
         let ca_key = rcgen::KeyPair::generate().map_err(err)?;
         let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).map_err(err)?;
@@ -28,11 +37,12 @@ impl TestCerts {
 
         let leaf_key = rcgen::KeyPair::generate().map_err(err)?;
         let mut leaf_params =
-            rcgen::CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()])
+            rcgen::CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
                 .map_err(err)?;
-        leaf_params
-            .distinguished_name
-            .push(rcgen::DnType::CommonName, "localhost");
+        leaf_params.distinguished_name.push(
+            rcgen::DnType::CommonName,
+            names.first().copied().unwrap_or("localhost"),
+        );
         let leaf_cert = leaf_params.signed_by(&leaf_key, &ca_issuer).map_err(err)?;
 
         let certs = TestCerts {

@@ -43,6 +43,8 @@ pub struct ClusterOptions {
     pub tls: bool,
     /// Accept only TLS connections for non-superusers (`hostssl`).
     pub tls_only: bool,
+    /// The names the server certificate is valid for (empty: `localhost` and `127.0.0.1`).
+    pub tls_names: Vec<String>,
     /// Login roles to create: (name, password).
     pub users: Vec<(String, String)>,
     /// Extra `postgresql.conf` lines.
@@ -55,6 +57,7 @@ impl Default for ClusterOptions {
             auth: AuthMethod::Trust,
             tls: false,
             tls_only: false,
+            tls_names: Vec::new(),
             users: Vec::new(),
             settings: Vec::new(),
         }
@@ -231,7 +234,11 @@ impl PgCluster {
             options.auth.password_encryption()
         ));
         if options.tls {
-            let certs = TestCerts::generate(self.dir.path(), "pg")?;
+            let names: Vec<&str> = options.tls_names.iter().map(String::as_str).collect();
+            let certs = match names.is_empty() {
+                true => TestCerts::generate(self.dir.path(), "pg")?,
+                false => TestCerts::generate_for(self.dir.path(), "pg", &names)?,
+            };
             if let Some((uid, gid)) = self.run_as {
                 chown(&certs.server_key, uid, gid)?;
             }

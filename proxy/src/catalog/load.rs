@@ -2,14 +2,27 @@
 //!
 //! Least privilege: every query reads `pg_catalog` only, which any role may read; the
 //! catalog login needs `CONNECT` on each database and nothing else.
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
 use std::time::Duration;
+
+use crate::stream::ServerStream;
 
 use super::snapshot::{Attribute, Dependency, FunctionSource, RawCatalog, RelKind, Relation};
 
-/// The server's own words for a failed query (tokio-postgres shows only "db error").
+/// The server's own words for a failed query or login (tokio-postgres shows only "db error"),
+/// or the cause tokio-postgres keeps behind its own summary.
 fn server_message(e: &tokio_postgres::Error) -> String {
-    match e.as_db_error() {
-        Some(d) => format!("{} ({})", d.message(), d.code().code()),
+    if let Some(d) = e.as_db_error() {
+        return format!("{} ({})", d.message(), d.code().code());
+    }
+    match std::error::Error::source(e).map(|s| s.to_string()) {
+        Some(s) if s == "password missing" => format!(
+            "{e}: the server asks for a password and none is set (set catalog.password or \
+             PGVEIL_CATALOG_PASSWORD)"
+        ),
+        Some(s) => format!("{e}: {s}"),
         None => e.to_string(),
     }
 }
@@ -39,11 +52,18 @@ impl LoadError {
 /// How many times a read is tried when other sessions change the catalog under it.
 const READ_ATTEMPTS: u32 = 4;
 
+/// Opens a byte stream to the server with TLS negotiated as `upstream.tls` says (the same code
+/// and settings as the sessions' upstream connections; built by `context.rs`). An error says
+/// why, in one line.
+pub type Dial = Arc<
+    dyn Fn() -> Pin<Box<dyn Future<Output = Result<ServerStream, String>> + Send>> + Send + Sync,
+>;
+
 /// How pgveil reaches the catalog of one database.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct CatalogSource {
-    pub host: String,
-    pub port: u16,
+    /// The stream to the server, TLS included: the login then runs over it.
+    pub dial: Dial,
     pub user: String,
     pub password: Option<String>,
     pub connect_timeout: Duration,
@@ -60,7 +80,12 @@ pub struct CatalogCounters {
 
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
-    #[error("catalog connection to database {database:?} as {user:?} failed: {source}")]
+    #[error("catalog connection to database {database:?} failed: {reason}")]
+    Dial { database: String, reason: String },
+    #[error(
+        "catalog connection to database {database:?} as {user:?} failed: {}",
+        server_message(source)
+    )]
     Connect {
         database: String,
         user: String,
@@ -174,7 +199,12 @@ impl CatalogSource {
         let timeout = self.connect_timeout + Duration::from_secs(30);
         let read = async {
             if conn.client.as_ref().is_none_or(|c| c.is_closed()) {
-                conn.client = Some(connect(self.config(database), database, &self.user).await?);
+                let stream = (self.dial)().await.map_err(|reason| LoadError::Dial {
+                    database: database.to_string(),
+                    reason,
+                })?;
+                conn.client =
+                    Some(connect_over(stream, self.config(database), database, &self.user).await?);
                 if let Some(c) = &self.counters {
                     c.connections.with_label_values(&[database]).inc();
                 }
@@ -215,8 +245,8 @@ impl CatalogSource {
 
     fn config(&self, database: &str) -> tokio_postgres::Config {
         let mut cfg = tokio_postgres::Config::new();
-        cfg.host(&self.host)
-            .port(self.port)
+        // The stream arrives with TLS already negotiated (or deliberately plain).
+        cfg.ssl_mode(tokio_postgres::config::SslMode::Disable)
             .user(&self.user)
             .dbname(database)
             .application_name("pgveil-catalog")
@@ -241,6 +271,29 @@ async fn connect(
                 user: user.to_string(),
                 source,
             })?;
+    tokio::spawn(async move {
+        if let Err(e) = conn.await {
+            tracing::debug!(error = %e, "catalog connection ended");
+        }
+    });
+    Ok(client)
+}
+
+/// Log in over a stream [`Dial`] opened.
+async fn connect_over(
+    stream: ServerStream,
+    cfg: tokio_postgres::Config,
+    database: &str,
+    user: &str,
+) -> Result<tokio_postgres::Client, LoadError> {
+    let (client, conn) = cfg
+        .connect_raw(stream, tokio_postgres::NoTls)
+        .await
+        .map_err(|source| LoadError::Connect {
+            database: database.to_string(),
+            user: user.to_string(),
+            source,
+        })?;
     tokio::spawn(async move {
         if let Err(e) = conn.await {
             tracing::debug!(error = %e, "catalog connection ended");

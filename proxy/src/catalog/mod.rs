@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use pgveil_policy::CompiledPolicy;
 
-pub use load::{CatalogCounters, CatalogSource, LoadError};
+pub use load::{CatalogCounters, CatalogSource, Dial, LoadError};
 pub use snapshot::{RawCatalog, Relation, Snapshot};
 
 /// What is built once per snapshot and policy version and cached with it (the analysis's

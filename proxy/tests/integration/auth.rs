@@ -111,3 +111,53 @@ async fn negotiate_protocol_version_is_relayed() {
     assert_eq!(answer[1].body[6..], *b"42");
     proxy.shutdown().await;
 }
+
+/// The catalog login needs a password the configuration lacks: statements on protected data
+/// are refused with a reason that names the setting, and the server's reason for a wrong one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_catalog_login_without_its_password_is_named() {
+    use crate::support::write_fixture::{policy_files, POLICY};
+    let pg = pg(ClusterOptions {
+        auth: AuthMethod::ScramSha256,
+        users: vec![
+            (USER.into(), PASSWORD.into()),
+            ("catalog_login".into(), "s3cret".into()),
+        ],
+        ..Default::default()
+    });
+    direct(&pg)
+        .await
+        .batch_execute(
+            "create table customers (id int primary key, name text, phone text, id_card text,
+                                     address text, points text);",
+        )
+        .await
+        .unwrap();
+    let files = policy_files(POLICY);
+    for (password, says) in [
+        (None, "set catalog.password or PGVEIL_CATALOG_PASSWORD"),
+        (
+            Some("wrong".to_string()),
+            "password authentication failed for user \"catalog_login\" (28P01)",
+        ),
+    ] {
+        let mut config = config_for(&pg);
+        let mut e = pgveil::config::EnforcementConfig::new(
+            files.policy.clone(),
+            files.keyring.clone(),
+            "catalog_login",
+        );
+        e.catalog_password = password;
+        config.enforcement = Some(e);
+        let proxy = proxy_with(config).await;
+        let c = client(&proxy).await;
+        let err = c
+            .query("select phone from customers", &[])
+            .await
+            .expect_err("the catalog cannot be read");
+        let db = err.as_db_error().expect("an ErrorResponse");
+        assert_eq!(db.code().code(), "57P03", "{db:?}");
+        assert!(db.message().contains(says), "{}", db.message());
+        proxy.shutdown().await;
+    }
+}

@@ -185,3 +185,91 @@ async fn client_without_tls_support_on_proxy_gets_n() {
     assert_eq!(stdout, "1");
     proxy.shutdown().await;
 }
+
+/// A policy over TLS to the server (managed PostgreSQL insists on it): the catalog connection
+/// dials as the sessions do, with the same mode, CA and host name check.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_policy_reads_the_catalog_over_tls() {
+    use crate::support::write_fixture::{assert_stored_ciphertext, policy_files, POLICY};
+    let pg = tls_pg(AuthMethod::Trust);
+    let db = direct(&pg).await;
+    db.batch_execute(
+        "create role writer_app login; create role catalog_login login;
+         create table customers (id int primary key, name text, phone text, id_card text,
+                                 address text, points text);
+         create table shipments (id int primary key, customer_id int, sender_phone text, note text);
+         grant all on all tables in schema public to public;",
+    )
+    .await
+    .unwrap();
+    let files = policy_files(POLICY);
+    for (i, mode) in [UpstreamTlsMode::Require, UpstreamTlsMode::VerifyFull]
+        .into_iter()
+        .enumerate()
+    {
+        let mut config = config_for(&pg);
+        config.upstream.host = "localhost".into();
+        config.upstream.tls_mode = mode;
+        config.upstream.ca_file = pg.certs().map(|c| c.ca_cert.clone());
+        // A login that may connect over TLS only (hostssl): the catalog must use TLS.
+        config.enforcement = Some(pgveil::config::EnforcementConfig::new(
+            files.policy.clone(),
+            files.keyring.clone(),
+            "catalog_login",
+        ));
+        let proxy = proxy_with(config).await;
+        let c = client_as(&proxy, "writer_app", "").await;
+        let phone = format!("1391234567{i}");
+        c.execute(
+            "insert into customers (id, phone) values ($1, $2)",
+            &[&(i as i32), &phone],
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{mode:?}: {e:?}"));
+        let back: String = c
+            .query_one("select phone from customers where phone = $1", &[&phone])
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(back, phone, "{mode:?}");
+        let catalog_ssl: Vec<bool> = db
+            .query(
+                "select s.ssl from pg_stat_ssl s join pg_stat_activity a using (pid)
+                  where a.application_name = 'pgveil-catalog' and a.usename = 'catalog_login'",
+                &[],
+            )
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        assert_eq!(catalog_ssl, vec![true], "{mode:?}: the catalog connection");
+        assert_stored_ciphertext(&pg, &files.keyring, &[phone]).await;
+        proxy.shutdown().await;
+    }
+
+    // A certificate for another host name: verify-full refuses it, on every leg, and says why.
+    let other = crate::support::pg(ClusterOptions {
+        auth: AuthMethod::Trust,
+        tls: true,
+        tls_only: true,
+        tls_names: vec!["db.internal".into()],
+        ..Default::default()
+    });
+    let mut config = config_for(&other);
+    config.upstream.tls_mode = UpstreamTlsMode::VerifyFull;
+    config.upstream.ca_file = other.certs().map(|c| c.ca_cert.clone());
+    config.enforcement = Some(pgveil::config::EnforcementConfig::new(
+        files.policy.clone(),
+        files.keyring.clone(),
+        "postgres",
+    ));
+    let proxy = proxy_with(config).await;
+    let err = tokio_postgres::connect(&conninfo(&proxy, "postgres", ""), tokio_postgres::NoTls)
+        .await
+        .err()
+        .expect("a certificate for db.internal must not verify for 127.0.0.1");
+    assert_eq!(err.code().map(|c| c.code()), Some("08001"), "{err:?}");
+    assert!(format!("{err:?}").contains("certificate"), "{err:?}");
+    proxy.shutdown().await;
+}
