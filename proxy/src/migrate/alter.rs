@@ -14,7 +14,9 @@ CREATE SCHEMA IF NOT EXISTS pgveil;
 CREATE TABLE IF NOT EXISTS pgveil.original_types(
     table_name regclass, column_name name, original_type regtype,
     PRIMARY KEY (table_name, column_name));
-ALTER TABLE pgveil.original_types ADD COLUMN IF NOT EXISTS original_type_full text;";
+ALTER TABLE pgveil.original_types ADD COLUMN IF NOT EXISTS original_type_full text;
+GRANT USAGE ON SCHEMA pgveil TO PUBLIC;
+GRANT SELECT ON pgveil.original_types TO PUBLIC;";
 
 const RECORD: &str = "\
 INSERT INTO pgveil.original_types (table_name, column_name, original_type, original_type_full)

@@ -26,6 +26,9 @@ pub use batch::{Op, TableSummary};
 /// Exit code when `--check` (or a run) finds values left to do.
 pub const EXIT_REMAINING: u8 = 3;
 
+/// Exit code of `--dry-run` when the real run would refuse a column.
+pub const EXIT_REFUSED: u8 = 4;
+
 /// Options shared by `encrypt`, `decrypt` and `rekey`.
 #[derive(Debug, clap::Args)]
 pub struct MigrateArgs {
@@ -92,8 +95,11 @@ pub fn run(op: Op, args: MigrateArgs) -> anyhow::Result<ExitCode> {
         };
         let plan = plan::Plan::build(&client, &state.policy, &state.keys, op, &opts).await?;
         if args.dry_run {
-            plan.print_dry_run(op);
-            return Ok(ExitCode::SUCCESS);
+            if plan.print_dry_run(op) {
+                return Ok(ExitCode::SUCCESS);
+            }
+            eprintln!("pgveil: the run would refuse the columns marked REFUSED above (nothing was changed)");
+            return Ok(ExitCode::from(EXIT_REFUSED));
         }
         if args.check {
             let report = check::scan(&client, &plan, &state.keys, true).await?;

@@ -80,6 +80,21 @@ SELECT conname::text, contype::text, conrelid = $1::oid
 FROM pg_constraint
 WHERE (conrelid = $1::oid AND $2::int2 = ANY(conkey)) OR (confrelid = $1::oid AND $2::int2 = ANY(confkey))";
 
+/// Views, rules and row-level security policies that depend on a column: PostgreSQL refuses to
+/// change its type under them ("cannot alter type of a column used by a view or rule").
+const DEPENDENTS: &str = "\
+SELECT DISTINCT CASE d.classid
+         WHEN 'pg_rewrite'::regclass THEN
+           (SELECT CASE WHEN v.oid = $1::oid THEN 'rule ' || r.rulename::text
+                        ELSE 'view ' || v.oid::regclass::text END
+              FROM pg_rewrite r JOIN pg_class v ON v.oid = r.ev_class WHERE r.oid = d.objid)
+         ELSE (SELECT 'row security policy ' || p.polname::text FROM pg_policy p WHERE p.oid = d.objid)
+       END
+FROM pg_depend d
+WHERE d.refclassid = 'pg_class'::regclass AND d.refobjid = $1::oid AND d.refobjsubid = $2::int2
+  AND d.classid IN ('pg_rewrite'::regclass, 'pg_policy'::regclass)
+ORDER BY 1";
+
 const INDEXES: &str = "\
 SELECT c.relname::text, am.amname::text, i.indisunique, i.indisprimary,
        i.indexprs IS NOT NULL OR i.indpred IS NOT NULL
@@ -264,8 +279,10 @@ impl Plan {
         )
     }
 
-    /// `--dry-run`: what would be done, table by table.
-    pub fn print_dry_run(&self, op: Op) {
+    /// `--dry-run`: what would be done, table by table; `false` when something would be
+    /// refused (every reason is printed).
+    pub fn print_dry_run(&self, op: Op) -> bool {
+        let mut fine = true;
         println!("dry run: nothing will be changed");
         for t in &self.tables {
             println!(
@@ -301,9 +318,11 @@ impl Plan {
                 }
                 for b in &c.blockers {
                     println!("  {}: REFUSED: {b}", c.name);
+                    fine = false;
                 }
             }
         }
+        fine
     }
 }
 
@@ -329,6 +348,16 @@ async fn blockers(client: &Client, oid: u32, col: &ColumnPlan) -> anyhow::Result
             )),
             // Primary keys and unique constraints are looked at through their index.
             _ => {}
+        }
+    }
+    if !col.is_text {
+        for r in client.query(DEPENDENTS, &[&oid, &col.attnum]).await? {
+            let Some(what) = r.get::<_, Option<String>>(0) else {
+                continue;
+            };
+            out.push(format!(
+                "{what} uses this column, and PostgreSQL cannot change the column's type to text under it; drop it first and recreate it after (pgveil reads views over encrypted columns)"
+            ));
         }
     }
     for r in client.query(INDEXES, &[&oid, &col.attnum]).await? {

@@ -885,3 +885,50 @@ async fn retire_force_crypto_shreds() {
         text(&check)
     );
 }
+
+/// The DBA's path: a view over a non-text column blocks its type change, and `--dry-run` says so
+/// (with every other reason) and exits 4, as the real run refuses before changing anything;
+/// after `encrypt`, a catalog login with only LOGIN reads `pgveil.original_types`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dry_run_reports_every_blocker_and_the_catalog_login_needs_no_grant() {
+    let env = Env::new(&format!(
+        "{PEOPLE}
+         create view people_points as select id, points from people;
+         create role catalog_login login;"
+    ));
+    let db = direct(&env.cluster).await;
+    let dry = env.run("encrypt", &["--dry-run"]);
+    let out = text(&dry);
+    assert_eq!(dry.status.code(), Some(4), "{out}");
+    assert!(
+        out.contains("points: REFUSED: view people_points uses this column"),
+        "{out}"
+    );
+    let real = env.run("encrypt", &[]);
+    assert!(!real.status.success(), "{}", text(&real));
+    assert!(
+        text(&real).contains("view people_points uses this column"),
+        "{}",
+        text(&real)
+    );
+    assert_eq!(col_type(&db, "people", "points").await, "bigint");
+
+    db.batch_execute("drop view people_points").await.unwrap();
+    ok(&env.run("encrypt", &[]));
+    // A plain login reads the recorded types: the proxy reports points as int8 again.
+    let mut config = config_for(&env.cluster);
+    config.enforcement = Some(pgveil::config::EnforcementConfig::new(
+        env.policy(),
+        env.keyring(),
+        "catalog_login",
+    ));
+    let proxy = proxy_with(config).await;
+    let c = client(&proxy).await;
+    let row = c
+        .query_one("select points from people where id = 1", &[])
+        .await
+        .unwrap();
+    assert_eq!(row.columns()[0].type_(), &tokio_postgres::types::Type::INT8);
+    assert_eq!(row.get::<_, i64>(0), 1200);
+    proxy.shutdown().await;
+}
