@@ -313,3 +313,28 @@ async fn failed_statements_are_counted_under_their_command() {
     }
     proxy.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn byte_counters_count_sessions_under_a_policy() {
+    let s = crate::support::write_fixture::setup().await;
+    let c = client_as(&s.proxy, "writer_app", "").await;
+    c.execute(
+        "insert into customers (id, phone) values (1, '13900000000')",
+        &[],
+    )
+    .await
+    .unwrap();
+    let (_, text) = http_get(s.proxy.metrics_addr.unwrap(), "/metrics").await;
+    for name in [
+        "pgveil_client_received_bytes_total",
+        "pgveil_client_sent_bytes_total",
+    ] {
+        let value: f64 = text
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no {name}:\n{text}"));
+        assert!(value > 50.0, "{name} = {value}");
+    }
+}

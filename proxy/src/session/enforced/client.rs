@@ -216,7 +216,11 @@ impl<'a, SW: AsyncWrite + Unpin> ClientToServer<'a, SW> {
             match read_more(&mut cr, &mut buf).await {
                 Ok(0) if buf.is_empty() => return End::ClientClosed,
                 Ok(0) => return End::ClientError(ProtocolError::Truncated),
-                Ok(_) => self.shared.flags.activity.touch(),
+                Ok(n) => {
+                    let metrics = &self.frontend.enforcer.enforcement().metrics;
+                    metrics.client_received_bytes.inc_by(n as u64);
+                    self.shared.flags.activity.touch()
+                }
                 Err(e) => return End::ClientError(ProtocolError::Io(e)),
             }
         }
