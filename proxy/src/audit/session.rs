@@ -110,15 +110,17 @@ impl SessionAudit {
     }
 
     /// The record of a statement pgveil refused (its text fingerprinted, never kept).
+    /// The record of a refused statement; `columns`: the protected column that caused it
+    /// (column, level, `refused`).
     pub fn denied(
         &self,
         command: String,
         sql: &str,
-        roles: Vec<String>,
+        (columns, roles): (Vec<(String, String, String)>, Vec<String>),
         sqlstate: &str,
         message: &str,
     ) -> Entry {
-        let info = AuditInfo::new(Vec::new(), command, roles, super::fingerprint(sql));
+        let info = AuditInfo::new(columns, command, roles, super::fingerprint(sql));
         self.statement(
             &info,
             0,

@@ -76,14 +76,7 @@ struct CopyState {
     failed: bool,
 }
 
-/// The large-object functions of PostgreSQL 15 that libpq calls through the fast-path
-/// protocol (OIDs fixed in `pg_proc.dat`, checked against the server by
-/// tests/integration/transparency.rs): lo_create, lo_open, lo_close, loread, lowrite,
-/// lo_lseek, lo_creat, lo_tell, lo_unlink, lo_truncate, lo_lseek64, lo_tell64, lo_truncate64.
-/// Not `lo_import`/`lo_export` with a server path (they read and write server files).
-pub const LARGE_OBJECT_FUNCTIONS: [u32; 13] = [
-    715, 952, 953, 954, 955, 956, 957, 958, 964, 1004, 3170, 3171, 3172,
-];
+pub use crate::protocol::frontend::LARGE_OBJECT_FUNCTIONS;
 
 pub struct Frontend {
     pub enforcer: Enforcer,
@@ -587,13 +580,16 @@ impl Frontend {
         let Some(audit) = &self.audit else { return };
         let text = String::from_utf8_lossy(sql);
         let command = crate::sql::first_word(&text).to_ascii_uppercase();
-        let e = audit.denied(
-            command,
-            &text,
-            self.enforcer.role_names(),
-            r.sqlstate,
-            &r.message,
-        );
+        let columns = match (&r.column, r.level) {
+            (Some(c), Some(level)) => {
+                let state = self.enforcer.enforcement().current();
+                let name = state.policy.policy().levels.get(level).cloned();
+                vec![(c.clone(), name.unwrap_or_default(), "refused".into())]
+            }
+            _ => Vec::new(),
+        };
+        let roles = self.enforcer.role_names();
+        let e = audit.denied(command, &text, (columns, roles), r.sqlstate, &r.message);
         self.entries.push(e);
     }
 }

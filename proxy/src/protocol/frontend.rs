@@ -194,6 +194,15 @@ pub fn finish(mut out: BytesMut) -> BytesMut {
     out
 }
 
+/// The large-object functions of PostgreSQL 15 that libpq calls through the fast-path
+/// protocol (OIDs fixed in `pg_proc.dat`, checked against the server by
+/// tests/integration/transparency.rs): lo_create, lo_open, lo_close, loread, lowrite,
+/// lo_lseek, lo_creat, lo_tell, lo_unlink, lo_truncate, lo_lseek64, lo_tell64, lo_truncate64.
+/// Not `lo_import`/`lo_export` with a server path (they read and write server files).
+pub const LARGE_OBJECT_FUNCTIONS: [u32; 13] = [
+    715, 952, 953, 954, 955, 956, 957, 958, 964, 1004, 3170, 3171, 3172,
+];
+
 /// A Query message.
 pub fn query_frame(sql: &str) -> BytesMut {
     let mut out = start(b'Q', sql.len() + 1);

@@ -111,6 +111,14 @@ async fn sensitive_statements_are_audited_without_values_and_the_chain_verifies(
         .as_str()
         .unwrap_or("")
         .starts_with("42501"));
+    // The refused statement names the column that caused it, its level, and `refused`.
+    let refused_cols = statements[3]["columns"].to_string();
+    assert!(
+        refused_cols.contains("public.customers.phone")
+            && refused_cols.contains("important")
+            && refused_cols.contains("refused"),
+        "{refused_cols}"
+    );
     assert_eq!(statements[4]["reason"], "23505");
     for secret in ["13912345678", "Canary Road", "13900000000"] {
         assert!(

@@ -18,7 +18,8 @@ impl Analyzer<'_, '_> {
                     reason.action
                 )),
             };
-            return Err(Refusal::column_use(reason.to_string(), hint, col.level));
+            let (column, reason) = (col.qualified(), reason.to_string());
+            return Err(Refusal::column_use(&column, reason, hint, col.level));
         }
         let col = policy.column(c);
         let equality = matches!(

@@ -4,10 +4,15 @@ use super::*;
 impl Refusal {
     // ---- the policy's decision on a column --------------------------------
 
-    /// A use of a column its action forbids; `reason` is the policy's own explanation.
-    pub fn column_use(reason: String, hint: Option<String>, level: LevelId) -> Refusal {
+    /// A use of `column` its action forbids; `reason` is the policy's own explanation.
+    pub fn column_use(
+        column: &str,
+        reason: String,
+        hint: Option<String>,
+        level: LevelId,
+    ) -> Refusal {
         Refusal::new(Rule::ColumnUse, sqlstate::INSUFFICIENT_PRIVILEGE, reason)
-            .level(level)
+            .of(column, level)
             .maybe_hint(hint)
     }
 
@@ -18,7 +23,7 @@ impl Refusal {
             sqlstate::INSUFFICIENT_PRIVILEGE,
             format!("permission denied for column {column}: reading it is not allowed (action deny; {source})"),
         )
-        .level(level)
+        .of(column, level)
     }
 
     /// `what` (EXPLAIN, SELECT INTO, ...) over a column the login may not read in clear.
@@ -34,7 +39,7 @@ impl Refusal {
             sqlstate::INSUFFICIENT_PRIVILEGE,
             format!("permission denied for column {column}: {what} over it is not allowed (level {level_name}, action {action})"),
         )
-        .level(level)
+        .of(column, level)
     }
 
     // ---- encrypted columns ------------------------------------------------
@@ -46,7 +51,7 @@ impl Refusal {
             format!("column {column} is encrypted randomized: equal values have different ciphertexts, so the server cannot compare it"),
         )
         .hint("declare the column encrypt: deterministic in the policy to look it up by equality (and run pgveil rekey), or filter in the application")
-        .level(level)
+        .of(column, level)
     }
 
     /// `what` (grouping, a pattern, a function, ...) on an encrypted column.
@@ -57,7 +62,7 @@ impl Refusal {
             format!("column {column} is encrypted ({mode}): the server holds only ciphertext, so {what} cannot work"),
         )
         .hint("read the column and compute on it in the application; deterministic columns also allow = and IN lookups")
-        .level(level)
+        .of(column, level)
     }
 
     pub fn computed_lookup(column: &str, mode: &str, level: LevelId) -> Refusal {
@@ -67,7 +72,7 @@ impl Refusal {
             format!("column {column} is encrypted ({mode}): pgveil can only compare it with a literal, a parameter or a column of the same key domain"),
         )
         .hint("compare it with a plain value: col = 'value', col = $1, col IN ('a', 'b')")
-        .level(level)
+        .of(column, level)
     }
 
     /// A comparison of an encrypted column with `with` (another column, or a clear value).
@@ -84,7 +89,7 @@ impl Refusal {
             format!("column {column} is encrypted ({mode}, domain {domain}): the server cannot compare its ciphertext with {with}"),
         )
         .hint("join encrypted columns only with columns of the same key domain and mode")
-        .level(level)
+        .of(column, level)
     }
 
     /// `x IN (SELECT ...)` where the two sides are encrypted differently.
@@ -95,7 +100,7 @@ impl Refusal {
             format!("column {column} is encrypted ({mode}, domain {domain}): IN (SELECT ...) must compare it with a column of the same key domain and mode"),
         )
         .hint("compare with literals or parameters, or select a column encrypted the same way")
-        .level(level)
+        .of(column, level)
     }
 
     /// Two different encrypted columns in one output of a set operation.
@@ -115,7 +120,7 @@ impl Refusal {
             format!("pgveil cannot encrypt a value computed inside the server for encrypted column {column} ({mode})"),
         )
         .hint(format!("send the value as a literal or a parameter, or copy it from another column encrypted in domain {domain} with the same mode"))
-        .level(level)
+        .of(column, level)
     }
 
     pub fn ciphertext_moved(column: &str, mode: &str, domain: &str, level: LevelId) -> Refusal {
@@ -125,7 +130,7 @@ impl Refusal {
             format!("pgveil refuses to copy the ciphertext of encrypted column {column} into a column that is not encrypted in domain {domain} ({mode})"),
         )
         .hint("read the values through pgveil and write them back as values")
-        .level(level)
+        .of(column, level)
     }
 
     /// A value for an encrypted column that pgveil cannot locate in the text, or a form of
@@ -171,7 +176,7 @@ impl Refusal {
             format!("parameter ${n} is encrypted for column {column} and also used elsewhere in the statement, where it would be its ciphertext"),
         )
         .hint("pass the value as two parameters, one for the encrypted column and one for the rest")
-        .level(level)
+        .of(column, level)
     }
 
     pub fn no_key(domain: &str, column: &str, level: LevelId) -> Refusal {
@@ -180,6 +185,6 @@ impl Refusal {
             sqlstate::INTERNAL_ERROR,
             format!("pgveil has no key for domain {domain} of column {column}"),
         )
-        .level(level)
+        .of(column, level)
     }
 }

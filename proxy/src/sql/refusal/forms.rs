@@ -13,7 +13,7 @@ impl Refusal {
             format!("pgveil cannot tell which table \"{name}\" belongs to here, and it may be the protected column {column}"),
         )
         .hint("qualify the column with its table, and give table functions a column list")
-        .level(level)
+        .of(column, level)
         .unanalysable()
     }
 
@@ -63,7 +63,7 @@ impl Refusal {
             format!("pgveil cannot tell the position of protected column {column} in this result: it follows a * over a relation or function whose columns pgveil does not know"),
         )
         .hint("list the columns explicitly")
-        .level(level)
+        .of(column, level)
         .unanalysable()
     }
 

@@ -17,6 +17,9 @@ pub struct Refusal {
     pub hint: Option<String>,
     /// The level of the column that caused it, when one did.
     pub level: Option<LevelId>,
+    /// The column that caused it (`schema.table.column`), when one did: the audit record of
+    /// the refused statement names it.
+    pub column: Option<String>,
     /// The text could not be parsed or contains a construct pgveil cannot analyse.
     pub unanalysable: bool,
 }
@@ -159,6 +162,7 @@ impl Refusal {
             message,
             hint: None,
             level: None,
+            column: None,
             unanalysable: false,
         }
     }
@@ -176,6 +180,12 @@ impl Refusal {
     fn level(mut self, level: LevelId) -> Refusal {
         self.level = Some(level);
         self
+    }
+
+    /// Caused by `column` (of level `level`).
+    fn of(mut self, column: &str, level: LevelId) -> Refusal {
+        self.column = Some(column.to_string());
+        self.level(level)
     }
 
     fn unanalysable(mut self) -> Refusal {
