@@ -218,7 +218,31 @@ pub struct Policy {
     pub anomaly: Vec<Anomaly>,
 }
 
+/// Something a valid policy does that its author may not mean: `policy check` prints it, and
+/// `serve` logs it at start-up.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Warning {
+    pub pos: Pos,
+    pub message: String,
+}
+
 impl Policy {
+    /// What a valid policy does that its author may not mean.
+    pub fn warnings(&self) -> Vec<Warning> {
+        self.anomaly
+            .iter()
+            .filter(|a| a.roles.is_empty())
+            .map(|a| Warning {
+                pos: a.pos,
+                message: format!(
+                    "anomaly rule \"{}\" has no roles: it limits every login, the application's \
+                     own included (name the roles it is for with `roles:`)",
+                    a.name
+                ),
+            })
+            .collect()
+    }
+
     pub fn level_id(&self, name: &str) -> Option<LevelId> {
         self.levels.iter().position(|l| l == name)
     }

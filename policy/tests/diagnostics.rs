@@ -398,3 +398,21 @@ fn random_bytes_never_panic() {
         }
     }
 }
+
+#[test]
+fn an_anomaly_rule_without_roles_is_a_warning_not_an_error() {
+    let text = format!(
+        "{BASE}anomaly:\n  - {{ name: everyone, max_rows: 5, per: 1m, then: deny }}\n  - {{ name: support_only, roles: [support], max_rows: 5, per: 1m }}\n"
+    );
+    let policy = load_str("p.yaml", &text).expect("a valid policy");
+    let w = policy.warnings();
+    assert_eq!(w.len(), 1, "{w:?}");
+    assert_eq!(w[0].pos.line, 15);
+    assert!(
+        w[0].message
+            .starts_with("anomaly rule \"everyone\" has no roles: it limits every login"),
+        "{}",
+        w[0].message
+    );
+    assert!(load_str("p.yaml", BASE).unwrap().warnings().is_empty());
+}

@@ -90,6 +90,15 @@ fn enforcement(
         }),
     };
     tracing::info!(policy = %e.policy.display(), version = state.policy.version(), "enforcing policy");
+    for w in state.policy.policy().warnings() {
+        tracing::warn!(policy = %e.policy.display(), line = w.pos.line, "{}", w.message);
+    }
+    if e.catalog_password.is_none() {
+        tracing::warn!(
+            catalog_user = %e.catalog_user,
+            "catalog.password is not set (nor PGVEIL_CATALOG_PASSWORD): the server must let the catalog login in without one (trust, peer or a certificate), or statements on protected data will be refused with 57P03"
+        );
+    }
     Ok(Enforcement::new(
         state,
         PolicyFiles {

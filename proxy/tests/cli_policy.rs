@@ -261,3 +261,25 @@ fn explain_a_statement_against_a_schema_file() {
     let t = run("support_app", "SELECT status FROM shipments");
     assert!(t.contains("fast path"), "{t}");
 }
+
+#[test]
+fn check_warns_of_an_anomaly_rule_for_every_login() {
+    let (_d, p) = temp_file(
+        "anomaly.yaml",
+        b"version: 1\nlevels: [core]\nroles: { app: [app] }\ntables: { t: { c: { level: core } } }\ndefaults: { core: deny }\nanomaly:\n  - { name: export, max_rows: 10, per: 1m, then: deny }\n",
+    );
+    let out = pgveil(&["policy", "check", p.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains(&format!(
+            "{}:7:5: warning: anomaly rule \"export\" has no roles: it limits every login",
+            p.display()
+        )),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = pgveil(&["policy", "check", "--format", "json", p.to_str().unwrap()]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["files"][0]["ok"], true);
+    assert_eq!(v["files"][0]["diagnostics"][0]["severity"], "warning");
+}

@@ -148,8 +148,8 @@ pub struct Snapshot {
     by_oid: HashMap<u32, usize>,
     /// Function name (lower case) → protected columns its body can expose.
     functions: HashMap<String, Vec<ColumnId>>,
-    /// Functions (lower case) whose body may change how the session's SQL is read (it names
-    /// `client_encoding` or `standard_conforming_strings`).
+    /// Functions (lower case) whose body may change how the session's SQL is read: see
+    /// [`reading_changers`].
     reading_changers: Vec<String>,
     member_of: HashMap<String, Vec<String>>,
     original_types: HashMap<(u32, String), u32>,
@@ -158,6 +158,59 @@ pub struct Snapshot {
     missing: HashMap<u32, Vec<String>>,
     view_definitions: HashMap<u32, String>,
     write_redirected: std::collections::HashSet<u32>,
+}
+
+/// Functions (lower case) whose body may change how the session's SQL is read, without pgveil
+/// seeing it in the statement that calls them: a body that names `client_encoding`,
+/// `standard_conforming_strings`, `names` (`SET NAMES`) or `set_config` (its setting may be a
+/// parameter), PL/pgSQL that runs SQL from text (`EXECUTE`), code in another trusted language
+/// (PL/Perl, PL/Tcl, ... can run any SQL), and, to a fixed point, functions whose body names
+/// one of those. (C functions are a superuser's to install.)
+fn reading_changers(functions: &[FunctionSource]) -> Vec<String> {
+    let words: Vec<Vec<Vec<u8>>> = functions
+        .iter()
+        .map(|f| super::words::words(f.body.as_bytes()).collect())
+        .collect();
+    let mut flagged: Vec<bool> = functions
+        .iter()
+        .zip(&words)
+        .map(|(f, w)| {
+            let lang = f.language.to_ascii_lowercase();
+            let named = w.iter().any(|w| {
+                matches!(
+                    w.as_slice(),
+                    b"client_encoding" | b"standard_conforming_strings" | b"names" | b"set_config"
+                )
+            });
+            let dynamic = lang == "plpgsql" && w.iter().any(|w| w == b"execute");
+            let opaque = !matches!(lang.as_str(), "sql" | "plpgsql" | "c" | "internal");
+            named || dynamic || opaque
+        })
+        .collect();
+    loop {
+        let names: std::collections::HashSet<Vec<u8>> = functions
+            .iter()
+            .zip(&flagged)
+            .filter(|(_, f)| **f)
+            .map(|(f, _)| f.name.to_ascii_lowercase().into_bytes())
+            .collect();
+        let mut changed = false;
+        for (i, w) in words.iter().enumerate() {
+            if !flagged[i] && w.iter().any(|w| names.contains(w)) {
+                flagged[i] = true;
+                changed = true;
+            }
+        }
+        if !changed {
+            break;
+        }
+    }
+    functions
+        .iter()
+        .zip(flagged)
+        .filter(|(_, f)| *f)
+        .map(|(f, _)| f.name.to_ascii_lowercase())
+        .collect()
 }
 
 impl Snapshot {
@@ -227,15 +280,7 @@ impl Snapshot {
             by_name.entry(r.name.clone()).or_default().push(i);
         }
         let functions = bind_functions(&raw, &relations, &by_oid, policy);
-        let reading_changers = raw
-            .functions
-            .iter()
-            .filter(|f| {
-                super::words::words(f.body.as_bytes())
-                    .any(|w| w == b"client_encoding" || w == b"standard_conforming_strings")
-            })
-            .map(|f| f.name.to_ascii_lowercase())
-            .collect();
+        let reading_changers = reading_changers(&raw.functions);
         let mut member_of: HashMap<String, Vec<String>> = HashMap::new();
         for (m, g) in raw.memberships {
             member_of.entry(m).or_default().push(g);

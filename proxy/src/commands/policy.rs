@@ -171,6 +171,15 @@ fn check(
             CheckFormat::Text => match &result {
                 Ok(p) => {
                     let pol = p.policy();
+                    for w in pol.warnings() {
+                        eprintln!(
+                            "{}:{}:{}: warning: {}",
+                            f.display(),
+                            w.pos.line,
+                            w.pos.col,
+                            w.message
+                        );
+                    }
                     println!(
                         "{}: ok ({} columns in {} tables, {} roles, {} rules; version {})",
                         f.display(),
@@ -188,7 +197,20 @@ fn check(
             },
             CheckFormat::Json => {
                 let (ok, version, diags) = match &result {
-                    Ok(p) => (true, Some(p.version().to_string()), Vec::new()),
+                    Ok(p) => (
+                        true,
+                        Some(p.version().to_string()),
+                        p.policy()
+                            .warnings()
+                            .iter()
+                            .map(|w| {
+                                serde_json::json!({
+                                    "line": w.pos.line, "column": w.pos.col, "severity": "warning",
+                                    "message": w.message, "hint": null,
+                                })
+                            })
+                            .collect::<Vec<_>>(),
+                    ),
                     Err(d) => (
                         false,
                         None,

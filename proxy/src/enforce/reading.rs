@@ -60,6 +60,8 @@ pub fn barrier(sql: &[u8], in_changed_transaction: bool) -> Barrier {
             b"rollback" | b"abort" | b"commit" | b"end" | b"prepare" if in_changed_transaction => {
                 return Barrier::Reading
             }
+            // `SET NAMES` is `SET client_encoding`.
+            b"names" if set => return Barrier::Reading,
             b"reset" => reset = true,
             b"set" => set = true,
             b"all" => all = true,

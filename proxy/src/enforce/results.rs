@@ -122,7 +122,8 @@ impl Transformer {
             RowError::Untranslatable(_) => crate::protocol::encoding::UNTRANSLATABLE_CHARACTER,
             _ => sqlstate::INTERNAL_ERROR,
         };
-        error_response(Severity::Error, code, &e.to_string())
+        let frame = error_response(Severity::Error, code, &e.to_string());
+        crate::protocol::encoding::notice_in(&frame, self.scratch.encoding)
     }
 
     /// ReadyForQuery: the time spent transforming is observed, the tally flushed, and the next

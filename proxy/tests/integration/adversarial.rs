@@ -676,3 +676,107 @@ async fn output_guard_stops_a_result_the_analysis_did_not_plan() {
     assert!(sqlstates(&msgs).is_empty(), "{msgs:?}");
     assert_eq!(msgs.iter().filter(|m| m.tag == b'D').count(), 2);
 }
+
+/// Canaries in the bodies read as GBK or BIG5 too (a legacy session's bytes).
+fn leaked_legacy(msgs: &[Msg]) -> Vec<String> {
+    let mut found = BTreeSet::new();
+    for m in msgs {
+        for enc in [encoding_rs::GBK, encoding_rs::BIG5, encoding_rs::UTF_8] {
+            let (text, _, _) = enc.decode(&m.body);
+            for c in canaries() {
+                if text.contains(&c) {
+                    found.insert(c);
+                }
+            }
+        }
+    }
+    found.into_iter().collect()
+}
+
+/// Class 5 in legacy encodings (review of the GBK/BIG5 work): `SET NAMES` is a barrier; a
+/// function that may change the encoding where pgveil cannot see it (its body names it, sets
+/// a setting by name, runs SQL from text, or calls such a function) is refused; statement
+/// names must be ASCII in a legacy session (the server converts them, BIG5 maps seven to one).
+#[tokio::test]
+async fn class_5_legacy_encodings_set_names_functions_and_names() {
+    let s = setup().await;
+    direct(&s.cluster)
+        .await
+        .batch_execute(
+            "create function set_names_gbk() returns int language sql as $$ SET NAMES 'GBK'; SELECT 1 $$;
+             create function set_setting(n text, v text) returns text language sql as $$ select set_config(n, v, false) $$;
+             create function run_text(q text) returns void language plpgsql as $$ begin execute q; end $$;
+             create function calls_run_text() returns int language sql as $$ select run_text('select 1'); select 1 $$;
+             create function harmless() returns int language plpgsql as $$ begin return 1; end $$;
+             grant execute on all functions in schema public to public;",
+        )
+        .await
+        .unwrap();
+    canaries_present(&s).await;
+    let mut raw = Raw::login(&s.proxy, "support_ann").await;
+    passes(&mut raw, "SELECT id FROM customers").await;
+    for call in [
+        "SELECT set_names_gbk()",
+        "SELECT set_setting('client_encoding', 'GBK')",
+        "SELECT run_text('SET NAMES ''GBK''')",
+        "SELECT calls_run_text()",
+    ] {
+        refused(&mut raw, call, "42501").await;
+    }
+    passes(&mut raw, "SELECT harmless()").await;
+
+    // UTF8 → GBK by SET NAMES, the statement pipelined behind it: read as GBK, 中's last byte
+    // and the backslash are one character, the literal ends, and concat(name) is refused.
+    let evil = "SELECT E'中\\' , concat(name) FROM customers --'";
+    let mut both = fe::query("SET NAMES 'GBK'");
+    both.extend(fe::query(evil));
+    raw.send(&both).await;
+    let first = raw.until_ready().await;
+    assert!(sqlstates(&first).is_empty(), "{first:?}");
+    let second = raw.until_ready().await;
+    assert!(
+        leaked_legacy(&second).is_empty(),
+        "leaked {:?}",
+        leaked_legacy(&second)
+    );
+    assert_eq!(sqlstates(&second), vec!["42501".to_string()], "{second:?}");
+    still_usable(&mut raw).await;
+
+    // GBK → UTF8, the GBK bytes of `SELECT E'中\' , ' , concat(name) ...` behind it.
+    let gbk_evil = [
+        &b"SELECT E'"[..],
+        b"\xd6\xd0\\' , ' , concat(name) FROM customers --'",
+    ]
+    .concat();
+    let mut both = fe::query("SET NAMES 'UTF8'");
+    both.extend(fe::query_bytes(&gbk_evil));
+    raw.send(&both).await;
+    let _ = raw.until_ready().await;
+    let second = raw.until_ready().await;
+    assert!(
+        leaked_legacy(&second).is_empty(),
+        "leaked {:?}",
+        leaked_legacy(&second)
+    );
+    assert!(!sqlstates(&second).is_empty(), "{second:?}");
+    still_usable(&mut raw).await;
+
+    // BIG5: 0xA15A and 0xA1C3 both become U+FFFD at the server; pgveil refuses such names.
+    passes(&mut raw, "SET client_encoding = 'BIG5'").await;
+    let mut batch = fe::parse_bytes(b"\xa1\x5a", b"SELECT name FROM customers");
+    batch.extend(fe::sync());
+    let msgs = exchange(&mut raw, &batch).await;
+    assert_eq!(sqlstates(&msgs), vec!["0A000".to_string()], "{msgs:?}");
+    let mut batch = fe::parse("s_ascii", "SELECT name FROM customers");
+    batch.extend(fe::bind("", "s_ascii", &[], false));
+    batch.extend(fe::execute("", 0));
+    batch.extend(fe::sync());
+    let msgs = exchange(&mut raw, &batch).await;
+    assert!(sqlstates(&msgs).is_empty(), "{msgs:?}");
+    assert!(
+        leaked_legacy(&msgs).is_empty(),
+        "leaked {:?}",
+        leaked_legacy(&msgs)
+    );
+    assert!(msgs.iter().any(|m| m.tag == b'D'), "{msgs:?}");
+}

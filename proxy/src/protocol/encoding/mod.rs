@@ -240,25 +240,68 @@ impl ClientEncoding {
     }
 
     /// `b` read as the server reads text in this encoding.
+    ///
+    /// Exactly the texts the server accepts: a sequence only encoding_rs reads (HKSCS in BIG5,
+    /// GBK's four-byte forms, GBK in an EUC_CN session) is refused with the server's error,
+    /// as is NUL. A value pgveil encrypts never reaches the server, so pgveil must refuse what
+    /// the server would have. (A character is read only when writing it back gives the same
+    /// bytes: the server's tables are one-to-one, but for seven BIG5 sequences it reads as
+    /// U+FFFD, which pgveil refuses.)
     pub fn decode(self, b: &[u8]) -> Result<Cow<'_, str>, Invalid> {
         let invalid = |bytes: &[u8]| Invalid {
             encoding: self,
             bytes: bytes.to_vec(),
             unmapped: self.well_formed(bytes),
         };
-        let Some(codec) = self.codec() else {
+        if let Some(at) = b.iter().position(|&x| x == 0) {
+            return Err(invalid(&b[at..at + 1]));
+        }
+        if self.is_utf8() || b.is_ascii() {
+            // ASCII is ASCII in every supported encoding (checked against the server).
             return std::str::from_utf8(b).map(Cow::Borrowed).map_err(|e| {
                 let at = e.valid_up_to();
                 let n = e.error_len().unwrap_or(b.len() - at);
                 invalid(&b[at..at + n])
             });
+        }
+        let text = self.decode_loose(b)?;
+        // Character by character, as the server cuts them: each must be one character that
+        // the server writes back as the same bytes.
+        let mut chars = text.chars();
+        let mut buf = [0u8; 4];
+        let mut i = 0;
+        while i < b.len() {
+            let n = self
+                .unit_len(&b[i..])
+                .unwrap_or(b.len() - i)
+                .min(b.len() - i);
+            let unit = &b[i..i + n];
+            let back = chars
+                .next()
+                .and_then(|c| self.encode(c.encode_utf8(&mut buf)).ok());
+            if back.as_deref() != Some(unit) {
+                return Err(invalid(unit));
+            }
+            i += n;
+        }
+        match chars.next() {
+            None => Ok(text),
+            Some(_) => Err(invalid(b)),
+        }
+    }
+
+    /// [`ClientEncoding::decode`] without the check that the text comes back.
+    fn decode_loose(self, b: &[u8]) -> Result<Cow<'_, str>, Invalid> {
+        let invalid = |bytes: &[u8]| Invalid {
+            encoding: self,
+            bytes: bytes.to_vec(),
+            unmapped: self.well_formed(bytes),
         };
-        if b.is_ascii() {
-            // ASCII is ASCII in every supported encoding (checked against the server).
+        let Some(codec) = self.codec() else {
             return std::str::from_utf8(b)
                 .map(Cow::Borrowed)
                 .map_err(|_| invalid(b));
-        }
+        };
         let (decode_fixes, _) = self.fixes();
         // Walk the server's characters: any the server reads differently from encoding_rs
         // sends the text down the slow path.

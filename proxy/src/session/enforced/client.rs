@@ -49,6 +49,8 @@ enum Ready {
     RoleUnknown(String),
     /// The text is not valid in the session's client encoding (the server's answer to it).
     Invalid(encoding::Invalid),
+    /// Refused before it could be judged.
+    Refused(crate::sql::Refusal),
 }
 
 /// A statement's text as the server reads it.
@@ -157,7 +159,10 @@ impl<'a, SW: AsyncWrite + Unpin> ClientToServer<'a, SW> {
             self.barrier_reading = false;
             return Ok(true);
         }
-        if !self.frontend.needs_analysis(sql) {
+        // A text that needs no analysis passes without waiting, unless the pending barrier may
+        // change the encoding and the text is not ASCII (which reads the same in every
+        // encoding): read in the encoding about to change, its words may not be the server's.
+        if !self.frontend.needs_analysis(sql) && (sql.is_ascii() || !self.barrier_reading) {
             return Ok(true);
         }
         if self.barrier_unsynced {
@@ -326,7 +331,16 @@ impl<'a, SW: AsyncWrite + Unpin> ClientToServer<'a, SW> {
                 None => Cow::Borrowed(raw),
                 Some(e) => match e.decode(raw) {
                     Ok(t) => Cow::Owned(t.into_owned().into_bytes()),
-                    Err(invalid) => return Ok((Cow::Borrowed(raw), Ready::Invalid(invalid))),
+                    // Not text in this encoding: perhaps in the one a pending barrier sets.
+                    Err(invalid) => match self.barrier {
+                        Some(_) if self.barrier_reading => {
+                            if !self.settled(raw).await? {
+                                return Ok((Cow::Borrowed(raw), Ready::Unsettled));
+                            }
+                            continue;
+                        }
+                        _ => return Ok((Cow::Borrowed(raw), Ready::Invalid(invalid))),
+                    },
                 },
             };
             let ready = self.ready(&text, boundary).await?;
@@ -381,6 +395,7 @@ impl<'a, SW: AsyncWrite + Unpin> ClientToServer<'a, SW> {
                     .await
             }
             Ready::Unsettled => self.frontend.refused_unsettled(None),
+            Ready::Refused(r) => self.frontend.refused_unjudged(None, r),
             Ready::RoleUnknown(code) => self.frontend.refused_role_unknown(None, &code),
             Ready::Invalid(reason) => self.frontend.refused_unjudged(None, invalid_text(&reason)),
         };
@@ -410,7 +425,10 @@ impl<'a, SW: AsyncWrite + Unpin> ClientToServer<'a, SW> {
 
     async fn parse(&mut self, frame: Bytes, boundary: bool) -> Stepped {
         let raw = msg::parse(&frame[5..]).map_err(malformed)?;
-        let (sql, ready) = self.read(raw.sql, boundary).await?;
+        let (sql, mut ready) = self.read(raw.sql, boundary).await?;
+        if let Some(r) = self.legacy_name(&[raw.name]) {
+            ready = Ready::Refused(r);
+        }
         let p = msg::Parse { sql: &sql, ..raw };
         let command = Command::from_sql(p.sql);
         let name = frame.slice_ref(p.name);
@@ -423,6 +441,10 @@ impl<'a, SW: AsyncWrite + Unpin> ClientToServer<'a, SW> {
             }
             Ready::Invalid(reason) => {
                 let r = invalid_text(&reason);
+                let j = self.frontend.refused_unjudged(Some(&name), r);
+                (j, self.frontend.parse_refused(&name))
+            }
+            Ready::Refused(r) => {
                 let j = self.frontend.refused_unjudged(Some(&name), r);
                 (j, self.frontend.parse_refused(&name))
             }
@@ -459,7 +481,12 @@ impl<'a, SW: AsyncWrite + Unpin> ClientToServer<'a, SW> {
         };
         self.frontend
             .set_encoding(self.shared.encoding().unwrap_or_default());
+        let ready = match self.legacy_name(&[b.portal, b.statement]) {
+            Some(r) => Ready::Refused(r),
+            None => ready,
+        };
         let mut j = match ready {
+            Ready::Refused(r) => self.frontend.bind_refused(&b, &r),
             Ready::Yes => self.frontend.bind(&b, self.shared.readable()).await,
             Ready::Invalid(reason) => self.frontend.bind_refused(&b, &invalid_text(&reason)),
             Ready::Unsettled => self
@@ -512,6 +539,15 @@ impl<'a, SW: AsyncWrite + Unpin> ClientToServer<'a, SW> {
             name: frame.slice_ref(name),
         };
         self.forward(e, &frame, None).await
+    }
+}
+
+impl<SW> ClientToServer<'_, SW> {
+    /// In a session whose client encoding is not UTF8, a statement or portal name that is not
+    /// ASCII is refused ([`crate::sql::Refusal::legacy_name`]).
+    fn legacy_name(&self, names: &[&[u8]]) -> Option<crate::sql::Refusal> {
+        let enc = self.shared.encoding().filter(|e| !e.is_utf8())?;
+        (!names.iter().all(|n| n.is_ascii())).then(|| crate::sql::Refusal::legacy_name(enc.name()))
     }
 }
 

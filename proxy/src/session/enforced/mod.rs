@@ -51,6 +51,9 @@ struct Shared {
     encoding: AtomicU8,
     /// `standard_conforming_strings` is on, as the server last reported it.
     scs: AtomicBool,
+    /// `server_encoding` is UTF8: the server converts a legacy client encoding to UTF-8
+    /// before it lexes (with `SQL_ASCII` it converts nothing, and lexes the client's bytes).
+    server_utf8: AtomicBool,
     /// Error and notice texts are scrubbed (the login may not read every protected column
     /// of this database in clear); set by the client direction as the enforcer learns it.
     scrub: AtomicBool,
@@ -82,6 +85,10 @@ impl Shared {
                     .map_or(UNREADABLE, |i| i as u8);
                 self.encoding.store(at, Ordering::Relaxed)
             }
+            "server_encoding" => self.server_utf8.store(
+                ClientEncoding::from_name(value) == Some(ClientEncoding::Utf8),
+                Ordering::Relaxed,
+            ),
             "standard_conforming_strings" => self
                 .scs
                 .store(value.eq_ignore_ascii_case("on"), Ordering::Relaxed),
@@ -99,11 +106,13 @@ impl Shared {
         self.encoding().is_some() && self.scs.load(Ordering::Relaxed)
     }
 
-    /// The session's client encoding, when pgveil can read it.
+    /// The session's client encoding, when pgveil can read it (a legacy one only over a UTF8
+    /// database).
     fn encoding(&self) -> Option<ClientEncoding> {
         encoding::SUPPORTED
             .get(usize::from(self.encoding.load(Ordering::Relaxed)))
             .copied()
+            .filter(|e| e.is_utf8() || self.server_utf8.load(Ordering::Relaxed))
     }
 
     /// A barrier was sent; returns its number (barriers are answered in order).
@@ -210,6 +219,7 @@ pub async fn run(ctx: &ServerContext, est: Established, peer: SocketAddr, enf: A
         flags: Flags::new(Activity::new(ctx.config.idle_timeout)),
         encoding: AtomicU8::new(UNREADABLE),
         scs: AtomicBool::new(false),
+        server_utf8: AtomicBool::new(false),
         scrub: AtomicBool::new(true),
         sent: Mutex::new(VecDeque::new()),
         barriers_sent: AtomicU64::new(0),

@@ -221,6 +221,14 @@ fn applied_elsewhere() -> Vec<(&'static str, crate::sql::Refusal)> {
             Refusal::unreadable_session(),
         ),
         (
+            "`session/enforced/client.rs`, Parse and Bind in a GBK, GB18030, EUC_CN or BIG5 session (tests: adversarial)",
+            Refusal::legacy_name("BIG5"),
+        ),
+        (
+            "`sql/analyze/expr.rs`, a call of a function whose body may change how SQL is read (tests: adversarial)",
+            Refusal::reading_function("set_setting"),
+        ),
+        (
             "`enforce/enforcer.rs` (tests: enforce_read)",
             Refusal::catalog_unavailable("tms", "connection refused"),
         ),

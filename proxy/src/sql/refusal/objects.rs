@@ -169,9 +169,22 @@ impl Refusal {
         Refusal::new(
             Rule::SessionChange,
             sqlstate::INSUFFICIENT_PRIVILEGE,
-            format!("pgveil refuses {function}() for this login: its body may change how the session's SQL is read (client_encoding or standard_conforming_strings)"),
+            format!("pgveil refuses {function}() for this login: its body may change how the session's SQL is read (client_encoding, SET NAMES, standard_conforming_strings, set_config, or SQL run from text)"),
         )
         .hint("set these settings with SET statements, which pgveil follows")
+    }
+
+    /// A statement or portal name that is not ASCII, in a session whose client encoding is not
+    /// UTF8: the server converts names (two BIG5 names can become one), pgveil keeps them as
+    /// sent, so it could not follow which statement a Bind runs.
+    pub fn legacy_name(encoding: &str) -> Refusal {
+        Refusal::new(
+            Rule::UnreadableSession,
+            sqlstate::FEATURE_NOT_SUPPORTED,
+            format!("pgveil refuses statement and portal names that are not ASCII in a {encoding} session"),
+        )
+        .hint("name prepared statements and portals in ASCII (drivers do)")
+        .unanalysable()
     }
 
     pub fn unreadable_session() -> Refusal {

@@ -283,6 +283,23 @@ pub mod fe {
         msg(b'Q', &b)
     }
 
+    /// A Query of raw bytes (text in a legacy client encoding).
+    pub fn query_bytes(sql: &[u8]) -> Vec<u8> {
+        let mut b = sql.to_vec();
+        b.push(0);
+        msg(b'Q', &b)
+    }
+
+    /// A Parse with a raw statement name and text.
+    pub fn parse_bytes(name: &[u8], sql: &[u8]) -> Vec<u8> {
+        let mut b = name.to_vec();
+        b.push(0);
+        b.extend_from_slice(sql);
+        b.push(0);
+        b.extend_from_slice(&0i16.to_be_bytes());
+        msg(b'P', &b)
+    }
+
     pub fn parse(name: &str, sql: &str) -> Vec<u8> {
         let mut b = Vec::new();
         cstr(&mut b, name);
