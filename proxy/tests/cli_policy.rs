@@ -261,3 +261,57 @@ fn explain_a_statement_against_a_schema_file() {
     let t = run("support_app", "SELECT status FROM shipments");
     assert!(t.contains("fast path"), "{t}");
 }
+
+/// Output to a reader that went away ends quietly: `pgveil policy schema | head -1` and a long
+/// matrix read one line at a time.
+#[test]
+fn output_to_a_closed_pipe_ends_quietly() {
+    use std::io::BufRead as _;
+    use std::process::Stdio;
+    // The reader is gone before pgveil writes anything.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_pgveil"))
+        .args(["policy", "schema"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run pgveil");
+    drop(child.stdout.take());
+    let out = child.wait_with_output().expect("wait for pgveil");
+    assert!(
+        !text(&out.stderr).contains("panicked"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(out.stderr.is_empty(), "{}", text(&out.stderr));
+    assert_eq!(out.status.code(), Some(0));
+    // A matrix far larger than a pipe's buffer, closed after its first line.
+    let mut policy = String::from("version: 1\nlevels: [core]\nroles:\n  r: [app]\ntables:\n");
+    for t in 0..100 {
+        policy.push_str(&format!("  public.table_{t}:\n"));
+        for c in 0..40 {
+            policy.push_str(&format!("    column_{c}: {{ level: core, kind: text }}\n"));
+        }
+    }
+    policy.push_str("defaults: { core: deny }\n");
+    let (_d, p) = temp_file("big.yaml", policy.as_bytes());
+    let mut child = Command::new(env!("CARGO_BIN_EXE_pgveil"))
+        .args(["policy", "matrix", p.to_str().unwrap()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run pgveil");
+    let stdout = child.stdout.take().expect("piped stdout");
+    let mut first = String::new();
+    std::io::BufReader::new(stdout)
+        .read_line(&mut first)
+        .expect("read a line");
+    assert!(first.starts_with("column"), "{first}");
+    let out = child.wait_with_output().expect("wait for pgveil");
+    assert!(
+        !text(&out.stderr).contains("panicked"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(out.stderr.is_empty(), "{}", text(&out.stderr));
+    assert_eq!(out.status.code(), Some(0));
+}

@@ -8,6 +8,8 @@ use anyhow::Context as _;
 use pgveil_policy::compile::Source;
 use pgveil_policy::{Action, CompiledPolicy, Decision, Transform};
 
+use crate::output::{out, outln};
+
 /// Work with a policy file.
 #[derive(Debug, clap::Args)]
 pub struct PolicyArgs {
@@ -89,13 +91,13 @@ pub fn run(args: PolicyArgs) -> anyhow::Result<ExitCode> {
             let Some(p) = load_or_report(&file) else {
                 return Ok(ExitCode::from(1));
             };
-            print!("{}", matrix(&p, format));
+            out!("{}", matrix(&p, format));
             Ok(ExitCode::SUCCESS)
         }
         PolicyCommand::Schema => {
             let s = serde_json::to_string_pretty(&pgveil_policy::schema::json_schema())
                 .context("serialising the schema")?;
-            println!("{s}");
+            outln!("{s}");
             Ok(ExitCode::SUCCESS)
         }
         PolicyCommand::Explain {
@@ -110,7 +112,7 @@ pub fn run(args: PolicyArgs) -> anyhow::Result<ExitCode> {
                 return Ok(ExitCode::from(1));
             };
             match sql {
-                None => print!("{}", explain(&p, &user, &member_of)),
+                None => out!("{}", explain(&p, &user, &member_of)),
                 Some(sql) => {
                     use super::explain::{explain_sql, CatalogFrom};
                     let from = match (&schema, &dsn) {
@@ -118,7 +120,7 @@ pub fn run(args: PolicyArgs) -> anyhow::Result<ExitCode> {
                         (None, Some(d)) => CatalogFrom::Dsn(d),
                         (None, None) => CatalogFrom::Policy,
                     };
-                    print!("{}", explain_sql(&p, &user, &member_of, &sql, from)?);
+                    out!("{}", explain_sql(&p, &user, &member_of, &sql, from)?);
                 }
             }
             Ok(ExitCode::SUCCESS)
@@ -171,7 +173,7 @@ fn check(
             CheckFormat::Text => match &result {
                 Ok(p) => {
                     let pol = p.policy();
-                    println!(
+                    outln!(
                         "{}: ok ({} columns in {} tables, {} roles, {} rules; version {})",
                         f.display(),
                         pol.columns.len(),
@@ -216,7 +218,7 @@ fn check(
     }
     if format == CheckFormat::Json {
         let doc = serde_json::json!({ "ok": !failed, "files": reports });
-        println!(
+        outln!(
             "{}",
             serde_json::to_string_pretty(&doc).unwrap_or_else(|_| doc.to_string())
         );

@@ -4,6 +4,7 @@ use anyhow::Context;
 use tokio_postgres::Client;
 
 use super::plan::TablePlan;
+use crate::output::outln;
 
 /// How long an `ALTER TABLE` waits for its lock before giving up, so that a long transaction
 /// elsewhere does not queue every other session behind the migration.
@@ -108,7 +109,7 @@ pub async fn restore_types(
     tx.commit().await.context("committing the type change")?;
     if report {
         for (c, t) in &cols {
-            println!("{}.{}: type restored to {t}", table.name, c.name);
+            outln!("{}.{}: type restored to {t}", table.name, c.name);
         }
     }
     Ok(())

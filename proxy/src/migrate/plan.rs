@@ -6,6 +6,7 @@ use pgveil_policy::CompiledPolicy;
 use tokio_postgres::Client;
 
 use super::{quote_ident, Op, Options};
+use crate::output::outln;
 
 /// One protected column of a table.
 #[derive(Debug, Clone)]
@@ -266,11 +267,14 @@ impl Plan {
 
     /// `--dry-run`: what would be done, table by table.
     pub fn print_dry_run(&self, op: Op) {
-        println!("dry run: nothing will be changed");
+        outln!("dry run: nothing will be changed");
         for t in &self.tables {
-            println!(
+            outln!(
                 "{} (primary key {} {}, about {} rows):",
-                t.name, t.pk, t.pk_type, t.est_rows
+                t.name,
+                t.pk,
+                t.pk_type,
+                t.est_rows
             );
             for c in &t.columns {
                 let mode = match c.mode {
@@ -292,15 +296,15 @@ impl Plan {
                     },
                     Op::Rekey => format!("{op} envelopes not under the active key ({mode})"),
                 };
-                println!("  {}: {what}", c.name);
+                outln!("  {}: {what}", c.name);
                 if op == Op::Encrypt && c.has_default {
-                    println!(
+                    outln!(
                         "  {}: warning: has a DEFAULT; rows inserted without this column store the default in plaintext",
                         c.name
                     );
                 }
                 for b in &c.blockers {
-                    println!("  {}: REFUSED: {b}", c.name);
+                    outln!("  {}: REFUSED: {b}", c.name);
                 }
             }
         }
