@@ -215,7 +215,8 @@ fn explain_a_statement_against_a_schema_file() {
         "{}/../examples/logistics/schema.sql",
         env!("CARGO_MANIFEST_DIR")
     );
-    let run = |user: &str, sql: &str| {
+    // Exit 0 when the statement would pass, 1 when the login would get an error.
+    let explain = |user: &str, sql: &str, code: i32| {
         let out = pgveil(&[
             "policy",
             "explain",
@@ -228,9 +229,11 @@ fn explain_a_statement_against_a_schema_file() {
             "--sql",
             sql,
         ]);
-        assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+        assert_eq!(out.status.code(), Some(code), "{}", text(&out.stderr));
         text(&out.stdout)
     };
+    let run = |user: &str, sql: &str| explain(user, sql, 0);
+    let refused = |user: &str, sql: &str| explain(user, sql, 1);
     let t = run(
         "support_app",
         "SELECT c.name, c.phone, c.id FROM customers c",
@@ -246,13 +249,13 @@ fn explain_a_statement_against_a_schema_file() {
     assert!(t.contains("column 3: not protected"), "{t}");
     assert!(t.ends_with("allowed\n"), "{t}");
     // The exact error the login would get, with the rule that decided.
-    let t = run("support_app", "SELECT * FROM customers");
+    let t = refused("support_app", "SELECT * FROM customers");
     assert!(
         t.contains("refused: ERROR 42501: permission denied for column public.customers.id_card"),
         "{t}"
     );
     assert!(t.contains("\"core-locked\""), "{t}");
-    let t = run("support_app", "SELECT id FROM customers ORDER BY name");
+    let t = refused("support_app", "SELECT id FROM customers ORDER BY name");
     assert!(
         t.contains("refused: ERROR 42501") && t.contains("HINT:"),
         "{t}"
@@ -260,6 +263,29 @@ fn explain_a_statement_against_a_schema_file() {
     // Statements that name nothing protected take the fast path.
     let t = run("support_app", "SELECT status FROM shipments");
     assert!(t.contains("fast path"), "{t}");
+    // Each protected column's use in words, not a Rust debug form.
+    let t = run(
+        "support_app",
+        "SELECT id FROM customers WHERE phone = '13812345678'",
+    );
+    assert!(
+        t.contains("uses public.customers.phone: equality condition (= or IN)\n"),
+        "{t}"
+    );
+    let t = refused(
+        "support_app",
+        "SELECT id FROM customers WHERE phone LIKE '138%'",
+    );
+    assert!(t.contains("refused: ERROR 42501"), "{t}");
+    for t in [
+        &t,
+        &run(
+            "dispatch_app",
+            "SELECT id FROM customers GROUP BY name, phone",
+        ),
+    ] {
+        assert!(!t.contains('{') && !t.contains("Predicate"), "{t}");
+    }
 }
 
 /// Output to a reader that went away ends quietly: `pgveil policy schema | head -1` and a long

@@ -34,13 +34,19 @@ pub fn catalog_from_dsn(dsn: &str) -> anyhow::Result<RawCatalog> {
     Ok(rt.block_on(crate::catalog::load::load_with(cfg, &db, &login))?)
 }
 
+/// What `explain --sql` found: the text to print, and whether the login would get an error.
+pub struct Explained {
+    pub text: String,
+    pub refused: bool,
+}
+
 pub fn explain_sql(
     p: &CompiledPolicy,
     user: &str,
     member_of: &[String],
     sql_text: &str,
     from: CatalogFrom<'_>,
-) -> anyhow::Result<String> {
+) -> anyhow::Result<Explained> {
     let mut out = String::new();
     let raw = match from {
         CatalogFrom::Schema(path) => {
@@ -87,19 +93,23 @@ pub fn explain_sql(
             out,
             "fast path: the statement names no protected table, column, view or function; forwarded untouched"
         );
-        return Ok(out);
+        return Ok(Explained {
+            text: out,
+            refused: false,
+        });
     }
     let env = Env {
         policy: p,
         snapshot: &snapshot,
         roles: &roles,
     };
-    match sql::analyze(sql_text, &env) {
+    let refused = match sql::analyze(sql_text, &env) {
         Err(r) => {
             let _ = writeln!(out, "refused: ERROR {}: {}", r.sqlstate, r.message);
             if let Some(h) = &r.hint {
                 let _ = writeln!(out, "HINT: {h}");
             }
+            true
         }
         Ok(a) => {
             for (n, s) in a.statements.iter().enumerate() {
@@ -134,11 +144,12 @@ pub fn explain_sql(
                     let _ = writeln!(out, "  column {}: {what}", i + 1);
                 }
                 for (c, u) in &s.touched {
-                    let _ = writeln!(out, "  uses {}: {u:?}", p.column(*c).qualified());
+                    let _ = writeln!(out, "  uses {}: {u}", p.column(*c).qualified());
                 }
             }
             let _ = writeln!(out, "allowed");
+            false
         }
-    }
-    Ok(out)
+    };
+    Ok(Explained { text: out, refused })
 }

@@ -41,7 +41,8 @@ pub enum PolicyCommand {
     },
     /// Print the JSON Schema of the policy file.
     Schema,
-    /// Show what a login gets for every classified column, or (with --sql) for one statement.
+    /// Show what a login gets for every classified column, or (with --sql) for one statement;
+    /// exit 1 when the login would get an error for the statement.
     Explain {
         /// The policy file.
         #[arg(long)]
@@ -120,7 +121,11 @@ pub fn run(args: PolicyArgs) -> anyhow::Result<ExitCode> {
                         (None, Some(d)) => CatalogFrom::Dsn(d),
                         (None, None) => CatalogFrom::Policy,
                     };
-                    out!("{}", explain_sql(&p, &user, &member_of, &sql, from)?);
+                    let e = explain_sql(&p, &user, &member_of, &sql, from)?;
+                    out!("{}", e.text);
+                    if e.refused {
+                        return Ok(ExitCode::from(1));
+                    }
                 }
             }
             Ok(ExitCode::SUCCESS)
