@@ -32,6 +32,10 @@ pub enum PolicyCommand {
         /// statements on such tables).
         #[arg(long)]
         dsn: Option<String>,
+        /// The same check against a schema file instead of a database: its CREATE TABLE and
+        /// CREATE VIEW statements (`pg_dump -s` output as it is).
+        #[arg(long, conflicts_with = "dsn")]
+        schema: Option<PathBuf>,
     },
     /// Print the role x column table of actions, for permission reviews.
     Matrix {
@@ -57,7 +61,8 @@ pub enum PolicyCommand {
         /// or the exact error the login would get.
         #[arg(long)]
         sql: Option<String>,
-        /// With --sql: CREATE TABLE statements to read the tables' columns from.
+        /// With --sql: a schema file to read the tables and views from (its CREATE TABLE and
+        /// CREATE VIEW statements; `pg_dump -s` output as it is).
         #[arg(long, requires = "sql", conflicts_with = "dsn")]
         schema: Option<PathBuf>,
         /// With --sql: read the catalog (columns, views, functions, role memberships) from a database.
@@ -81,10 +86,16 @@ pub enum MatrixFormat {
 
 pub fn run(args: PolicyArgs) -> anyhow::Result<ExitCode> {
     match args.command {
-        PolicyCommand::Check { files, format, dsn } => {
-            let catalog = match &dsn {
-                Some(d) => Some(super::explain::catalog_from_dsn(d)?),
-                None => None,
+        PolicyCommand::Check {
+            files,
+            format,
+            dsn,
+            schema,
+        } => {
+            let catalog = match (&dsn, &schema) {
+                (Some(d), _) => Some(super::explain::catalog_from_dsn(d)?),
+                (None, Some(s)) => Some(super::explain::catalog_from_schema(s)?),
+                (None, None) => None,
             };
             Ok(check(&files, format, catalog.as_ref()))
         }
