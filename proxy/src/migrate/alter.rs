@@ -15,11 +15,13 @@ CREATE SCHEMA IF NOT EXISTS pgveil;
 CREATE TABLE IF NOT EXISTS pgveil.original_types(
     table_name regclass, column_name name, original_type regtype,
     PRIMARY KEY (table_name, column_name));
-ALTER TABLE pgveil.original_types ADD COLUMN IF NOT EXISTS original_type_full text;";
+ALTER TABLE pgveil.original_types ADD COLUMN IF NOT EXISTS original_type_full text;
+ALTER TABLE pgveil.original_types ADD COLUMN IF NOT EXISTS original_typmod int4;";
 
 const RECORD: &str = "\
-INSERT INTO pgveil.original_types (table_name, column_name, original_type, original_type_full)
-SELECT $1::oid::regclass, $2::text::name, $3::oid::regtype, $4::text
+INSERT INTO pgveil.original_types
+    (table_name, column_name, original_type, original_type_full, original_typmod)
+SELECT $1::oid::regclass, $2::text::name, $3::oid::regtype, $4::text, $5::int4
 WHERE NOT EXISTS (SELECT 1 FROM pgveil.original_types
                   WHERE table_name = $1::oid::regclass AND column_name = $2::text::name)";
 
@@ -52,7 +54,13 @@ pub async fn to_text(client: &mut Client, table: &TablePlan) -> anyhow::Result<(
     for c in &cols {
         tx.execute(
             RECORD,
-            &[&table.oid, &c.name, &c.current_type_oid, &c.current_type],
+            &[
+                &table.oid,
+                &c.name,
+                &c.current_type_oid,
+                &c.current_type,
+                &c.current_typmod,
+            ],
         )
         .await
         .with_context(|| format!("recording the type of {}.{}", table.name, c.name))?;

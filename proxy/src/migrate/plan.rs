@@ -21,6 +21,8 @@ pub struct ColumnPlan {
     /// `format_type` of the column's current type, e.g. `bigint`, `text`.
     pub current_type: String,
     pub current_type_oid: u32,
+    /// `atttypmod`: the length of a `varchar(20)`, the precision of a `numeric(10,2)`, or -1.
+    pub current_typmod: i32,
     pub is_text: bool,
     /// The type recorded in `pgveil.original_types` (with its modifier when known).
     pub recorded_type: Option<String>,
@@ -72,7 +74,7 @@ WHERE i.indrelid = $1 AND i.indisprimary";
 
 const COLUMN: &str = "\
 SELECT a.attnum, format_type(a.atttypid, a.atttypmod), a.atttypid, a.atttypid = 'text'::regtype,
-       a.atthasdef
+       a.atthasdef, a.atttypmod
 FROM pg_attribute a
 WHERE a.attrelid = $1 AND a.attname = $2 AND a.attnum > 0 AND NOT a.attisdropped";
 
@@ -212,6 +214,7 @@ impl Plan {
                     mode,
                     current_type: row.get(1),
                     current_type_oid: row.get(2),
+                    current_typmod: row.get(5),
                     is_text: row.get(3),
                     recorded_type,
                     has_default: row.get(4),
