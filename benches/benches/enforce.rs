@@ -68,6 +68,7 @@ fn row_plan(phone: Option<Arc<DomainCipher>>, id_card: Option<Arc<DomainCipher>>
             action: Action::Mask,
             type_oid: 25,
             plain_type: 25,
+            plain_typmod: -1,
             cipher,
             op: Op::Mask(Mask::parse(mask).expect("mask")),
         })

@@ -88,6 +88,23 @@ impl Usage {
     }
 }
 
+/// How `pgveil policy explain` names a use: `read`, `equality condition`, ...
+impl fmt::Display for Usage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Usage::Projection => "read (select list or RETURNING)",
+            Usage::Predicate { equality: true } => "equality condition (= or IN)",
+            Usage::Predicate { equality: false } => {
+                "condition other than equality (range, pattern or function)"
+            }
+            Usage::JoinKey { equality: true } => "equality join key",
+            Usage::JoinKey { equality: false } => "join condition other than equality",
+            Usage::GroupOrder => "grouping or sorting (GROUP BY, ORDER BY, DISTINCT)",
+            Usage::FunctionArg => "argument of a function or operator",
+        })
+    }
+}
+
 /// What happens to each value of a column for a login.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Transform<'p> {

@@ -59,12 +59,8 @@ impl RunningProxy {
             tokio::spawn(watch_policy_files(enf.clone(), stop.clone()));
         }
         let server = tokio::spawn(server::run(listener, ctx, stop.clone()));
-        tracing::info!(
-            %addr,
-            %upstream,
-            metrics = ?metrics_addr,
-            "pgveil listening"
-        );
+        let metrics_at = metrics_addr.map_or_else(|| "off".to_string(), |a| a.to_string());
+        tracing::info!(%addr, %upstream, metrics = %metrics_at, "pgveil listening");
         Ok(RunningProxy {
             addr,
             metrics_addr,

@@ -89,7 +89,7 @@ fn enforcement(
             connections: metrics.enforcement.catalog_connections.clone(),
         }),
     };
-    tracing::info!(policy = %e.policy.display(), version = state.policy.version(), "enforcing policy");
+    tracing::info!(policy = %e.policy.display(), version = %state.policy.version(), "enforcing policy");
     for w in state.policy.policy().warnings() {
         tracing::warn!(policy = %e.policy.display(), line = w.pos.line, "{}", w.message);
     }

@@ -13,7 +13,8 @@
 //! - [`protocol`], [`stream`], [`tls`], [`upstream`], [`cancel`]: the wire, streams, TLS, the
 //!   upstream server, cancel keys;
 //! - [`metrics`]: Prometheus metrics and the HTTP endpoint;
-//! - [`demo`], [`commands`], [`migrate`]: the demo and the DBA's tools.
+//! - [`demo`], [`commands`], [`migrate`]: the demo and the DBA's tools; [`output`]: what they
+//!   print on standard output (quietly dropped once the reader has gone).
 pub mod app;
 pub mod audit;
 pub mod cancel;
@@ -27,6 +28,7 @@ pub mod enforce;
 pub mod logging;
 pub mod metrics;
 pub mod migrate;
+pub mod output;
 pub mod protocol;
 pub mod server;
 pub mod session;

@@ -17,12 +17,22 @@ fn main() -> ExitCode {
         Command::Decrypt(args) => pgveil::migrate::run(pgveil::migrate::Op::Decrypt, args),
         Command::Rekey(args) => pgveil::migrate::run(pgveil::migrate::Op::Rekey, args),
     };
-    match result {
+    let code = match result {
         Ok(code) => code,
         Err(e) => {
             eprintln!("pgveil: {e:#}");
             ExitCode::FAILURE
         }
+    };
+    // Output to a reader that went away (`| head`) was dropped quietly; other write errors
+    // fail the command.
+    pgveil::output::flush();
+    match pgveil::output::failure() {
+        Some(e) => {
+            eprintln!("pgveil: cannot write to standard output: {e}");
+            ExitCode::FAILURE
+        }
+        None => code,
     }
 }
 

@@ -215,7 +215,8 @@ fn explain_a_statement_against_a_schema_file() {
         "{}/../examples/logistics/schema.sql",
         env!("CARGO_MANIFEST_DIR")
     );
-    let run = |user: &str, sql: &str| {
+    // Exit 0 when the statement would pass, 1 when the login would get an error.
+    let explain = |user: &str, sql: &str, code: i32| {
         let out = pgveil(&[
             "policy",
             "explain",
@@ -228,9 +229,11 @@ fn explain_a_statement_against_a_schema_file() {
             "--sql",
             sql,
         ]);
-        assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+        assert_eq!(out.status.code(), Some(code), "{}", text(&out.stderr));
         text(&out.stdout)
     };
+    let run = |user: &str, sql: &str| explain(user, sql, 0);
+    let refused = |user: &str, sql: &str| explain(user, sql, 1);
     let t = run(
         "support_app",
         "SELECT c.name, c.phone, c.id FROM customers c",
@@ -246,13 +249,13 @@ fn explain_a_statement_against_a_schema_file() {
     assert!(t.contains("column 3: not protected"), "{t}");
     assert!(t.ends_with("allowed\n"), "{t}");
     // The exact error the login would get, with the rule that decided.
-    let t = run("support_app", "SELECT * FROM customers");
+    let t = refused("support_app", "SELECT * FROM customers");
     assert!(
         t.contains("refused: ERROR 42501: permission denied for column public.customers.id_card"),
         "{t}"
     );
     assert!(t.contains("\"core-locked\""), "{t}");
-    let t = run("support_app", "SELECT id FROM customers ORDER BY name");
+    let t = refused("support_app", "SELECT id FROM customers ORDER BY name");
     assert!(
         t.contains("refused: ERROR 42501") && t.contains("HINT:"),
         "{t}"
@@ -260,6 +263,216 @@ fn explain_a_statement_against_a_schema_file() {
     // Statements that name nothing protected take the fast path.
     let t = run("support_app", "SELECT status FROM shipments");
     assert!(t.contains("fast path"), "{t}");
+    // Each protected column's use in words, not a Rust debug form.
+    let t = run(
+        "support_app",
+        "SELECT id FROM customers WHERE phone = '13812345678'",
+    );
+    assert!(
+        t.contains("uses public.customers.phone: equality condition (= or IN)\n"),
+        "{t}"
+    );
+    let t = refused(
+        "support_app",
+        "SELECT id FROM customers WHERE phone LIKE '138%'",
+    );
+    assert!(t.contains("refused: ERROR 42501"), "{t}");
+    for t in [
+        &t,
+        &run(
+            "dispatch_app",
+            "SELECT id FROM customers GROUP BY name, phone",
+        ),
+    ] {
+        assert!(!t.contains('{') && !t.contains("Predicate"), "{t}");
+    }
+}
+
+/// A policy for the tables of tests/data/pg15_dump_schema.sql (and of the dump the test below
+/// makes), with `extra` column lines under public.customers.
+fn dump_policy(extra: &str) -> String {
+    format!(
+        "version: 1\nlevels: [core, important]\nroles:\n  support: [support_app]\ntables:\n  \
+         public.customers:\n    phone: {{ level: important, kind: cn_mobile }}\n    \
+         id_card: {{ level: core, kind: cn_id_card }}\n{extra}  public.waybills:\n    \
+         consignee_phone: {{ level: important, kind: cn_mobile }}\nrules:\n  \
+         - {{ roles: [support], level: important, action: mask }}\n\
+         defaults: {{ core: deny, important: mask }}\n"
+    )
+}
+
+/// `policy check --schema` and `policy explain --schema` with the output of `pg_dump -s`
+/// (PostgreSQL 15.18, `-C`): `\restrict`, `\connect`, CREATE DATABASE, sequences with `AS
+/// integer`, `ALTER ... OWNER TO`, SET, set_config, COMMENT ON, a function body with a `;`, a
+/// partition, a view and a materialized view are read or skipped, and nothing is reported.
+#[test]
+fn check_and_explain_read_a_pg_dump_file() {
+    let dump = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/data/pg15_dump_schema.sql")
+        .display()
+        .to_string();
+    let (_d, policy) = temp_file("policy.yaml", dump_policy("").as_bytes());
+    let out = pgveil(&[
+        "policy",
+        "check",
+        "--schema",
+        &dump,
+        policy.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(out.stderr.is_empty(), "{}", text(&out.stderr));
+    // A policy column the dump's table does not have is found.
+    let (_e, stale) = temp_file(
+        "stale.yaml",
+        dump_policy("    mobile_old: { level: important, kind: cn_mobile }\n").as_bytes(),
+    );
+    let out = pgveil(&[
+        "policy",
+        "check",
+        "--schema",
+        &dump,
+        stale.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("table public.customers has no column mobile_old"),
+        "{}",
+        text(&out.stderr)
+    );
+    // The view's columns come from its definition.
+    let explain = |sql: &str| {
+        let out = pgveil(&[
+            "policy",
+            "explain",
+            "--policy",
+            policy.to_str().unwrap(),
+            "--user",
+            "support_app",
+            "--schema",
+            &dump,
+            "--sql",
+            sql,
+        ]);
+        (out.status.code(), text(&out.stdout), text(&out.stderr))
+    };
+    let (code, t, err) = explain("SELECT id, mobile FROM customer_contacts");
+    assert_eq!(code, Some(0), "{t}{err}");
+    assert!(
+        t.contains("column 2: public.customers.phone: mask -> cn_mobile"),
+        "{t}"
+    );
+    let (code, t, _) = explain("SELECT * FROM customers");
+    assert_eq!(code, Some(1), "{t}");
+    assert!(t.contains("public.customers.id_card"), "{t}");
+}
+
+/// The same with a dump made now by PostgreSQL 15's own `pg_dump -s` of a live database.
+#[test]
+fn check_reads_what_pg_dump_writes_today() {
+    let cluster = match pgveil_testkit::PgCluster::start(Default::default()) {
+        Ok(c) => c,
+        Err(e) => panic!("cannot start PostgreSQL for the test: {e}"),
+    };
+    cluster
+        .psql(
+            "postgres",
+            "create table customers (id serial primary key, name varchar(20), id_card char(18), \
+                                     phone text, created_at timestamptz default now());\n\
+             comment on table customers is 'who sends; parcels';\n\
+             create table waybills (id bigserial primary key, customer_id int references customers, \
+                                    consignee_phone varchar(11));\n\
+             create view customer_contacts as select c.id, c.name, c.phone as mobile from customers c;",
+        )
+        .unwrap_or_else(|e| panic!("schema: {e}"));
+    let bins = pgveil_testkit::find_bindir().unwrap_or_else(|e| panic!("{e}"));
+    let dump = Command::new(bins.bin("pg_dump"))
+        .args(["-s", "-d", &cluster.superuser_conninfo("postgres")])
+        .output()
+        .expect("run pg_dump");
+    assert!(dump.status.success(), "{}", text(&dump.stderr));
+    let (_d, file) = temp_file("dump.sql", &dump.stdout);
+    let (_p, policy) = temp_file("policy.yaml", dump_policy("").as_bytes());
+    let out = pgveil(&[
+        "policy",
+        "check",
+        "--schema",
+        file.to_str().unwrap(),
+        policy.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(out.stderr.is_empty(), "{}", text(&out.stderr));
+    let out = pgveil(&[
+        "policy",
+        "explain",
+        "--policy",
+        policy.to_str().unwrap(),
+        "--user",
+        "support_app",
+        "--schema",
+        file.to_str().unwrap(),
+        "--sql",
+        "SELECT mobile FROM customer_contacts",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("column 1: public.customers.phone: mask -> cn_mobile"),
+        "{}",
+        text(&out.stdout)
+    );
+}
+
+/// Output to a reader that went away ends quietly: `pgveil policy schema | head -1` and a long
+/// matrix read one line at a time.
+#[test]
+fn output_to_a_closed_pipe_ends_quietly() {
+    use std::io::BufRead as _;
+    use std::process::Stdio;
+    // The reader is gone before pgveil writes anything.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_pgveil"))
+        .args(["policy", "schema"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run pgveil");
+    drop(child.stdout.take());
+    let out = child.wait_with_output().expect("wait for pgveil");
+    assert!(
+        !text(&out.stderr).contains("panicked"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(out.stderr.is_empty(), "{}", text(&out.stderr));
+    assert_eq!(out.status.code(), Some(0));
+    // A matrix far larger than a pipe's buffer, closed after its first line.
+    let mut policy = String::from("version: 1\nlevels: [core]\nroles:\n  r: [app]\ntables:\n");
+    for t in 0..100 {
+        policy.push_str(&format!("  public.table_{t}:\n"));
+        for c in 0..40 {
+            policy.push_str(&format!("    column_{c}: {{ level: core, kind: text }}\n"));
+        }
+    }
+    policy.push_str("defaults: { core: deny }\n");
+    let (_d, p) = temp_file("big.yaml", policy.as_bytes());
+    let mut child = Command::new(env!("CARGO_BIN_EXE_pgveil"))
+        .args(["policy", "matrix", p.to_str().unwrap()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run pgveil");
+    let stdout = child.stdout.take().expect("piped stdout");
+    let mut first = String::new();
+    std::io::BufReader::new(stdout)
+        .read_line(&mut first)
+        .expect("read a line");
+    assert!(first.starts_with("column"), "{first}");
+    let out = child.wait_with_output().expect("wait for pgveil");
+    assert!(
+        !text(&out.stderr).contains("panicked"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(out.stderr.is_empty(), "{}", text(&out.stderr));
+    assert_eq!(out.status.code(), Some(0));
 }
 
 #[test]

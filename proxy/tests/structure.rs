@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 /// The proxy crate's top-level modules, lowest first: a module may import only from layers
 /// below its own.
 const LAYERS: &[&[&str]] = &[
-    &["protocol", "config", "stream", "metrics"],
+    &["protocol", "config", "stream", "metrics", "output"],
     &["tls", "logging", "cancel", "catalog"],
     &["upstream", "audit", "sql"],
     &["enforce"],

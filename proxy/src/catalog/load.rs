@@ -131,11 +131,13 @@ JOIN pg_namespace n ON n.oid = p.pronamespace
 JOIN pg_language l ON l.oid = p.prolang
 WHERE n.nspname NOT IN ('pg_catalog', 'information_schema')";
 
-/// Recorded when a column is encrypted (by `pgveil encrypt`), so clients keep seeing its type.
+/// Recorded when a column is encrypted (by `pgveil encrypt`), so clients keep seeing its type
+/// with its modifier (`varchar(20)`; -1 where a record made before `original_typmod` has none).
 const HAS_ORIGINAL_TYPES: &str = "SELECT to_regclass('pgveil.original_types') IS NOT NULL";
 const ORIGINAL_TYPES: &str = "\
-SELECT table_name::oid::int8, column_name::text, original_type::oid::int8
-FROM pgveil.original_types";
+SELECT o.table_name::oid::int8, o.column_name::text, o.original_type::oid::int8,
+       coalesce((to_jsonb(o) ->> 'original_typmod')::int4, -1)
+FROM pgveil.original_types o";
 
 const INHERITS: &str = "SELECT inhrelid::int8, inhparent::int8 FROM pg_inherits";
 
@@ -442,12 +444,17 @@ async fn read_catalog(
                 row.get::<_, i64>(0) as u32,
                 row.get(1),
                 row.get::<_, i64>(2) as u32,
+                row.get::<_, i32>(3),
             ));
         }
     } else if has_types {
         for row in set(9) {
-            raw.original_types
-                .push((int(row, 0) as u32, text(row, 1), int(row, 2) as u32));
+            raw.original_types.push((
+                int(row, 0) as u32,
+                text(row, 1),
+                int(row, 2) as u32,
+                row.get(3).and_then(|v| v.parse().ok()).unwrap_or(-1),
+            ));
         }
     } else {
         *original_types = false;

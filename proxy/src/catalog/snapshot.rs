@@ -95,8 +95,8 @@ pub struct RawCatalog {
     /// (member, role it is a member of), already closed transitively.
     pub memberships: Vec<(String, String)>,
     /// Encrypted columns' original types, from `pgveil.original_types`: (relation oid,
-    /// column, type oid).
-    pub original_types: Vec<(u32, String, u32)>,
+    /// column, type oid, type modifier).
+    pub original_types: Vec<(u32, String, u32, i32)>,
     /// Every role of the cluster (`pg_roles`); empty when not read (a catalog from a schema
     /// file).
     pub roles: Vec<String>,
@@ -152,7 +152,7 @@ pub struct Snapshot {
     /// [`reading_changers`].
     reading_changers: Vec<String>,
     member_of: HashMap<String, Vec<String>>,
-    original_types: HashMap<(u32, String), u32>,
+    original_types: HashMap<(u32, String), (u32, i32)>,
     known_roles: std::collections::HashSet<String>,
     /// Policy columns that no longer exist in a relation that does, by relation oid.
     missing: HashMap<u32, Vec<String>>,
@@ -288,7 +288,7 @@ impl Snapshot {
         let original_types = raw
             .original_types
             .iter()
-            .map(|(rel, col, ty)| ((*rel, col.clone()), *ty))
+            .map(|(rel, col, ty, modifier)| ((*rel, col.clone()), (*ty, *modifier)))
             .collect();
         Snapshot {
             relations,
@@ -409,8 +409,9 @@ impl Snapshot {
         self.functions.keys().map(|s| s.as_str())
     }
 
-    /// The type an encrypted column had before it was encrypted (`pgveil.original_types`).
-    pub fn original_type(&self, rel: &Relation, column: &str) -> Option<u32> {
+    /// The type an encrypted column had before it was encrypted (`pgveil.original_types`),
+    /// and its modifier (`atttypmod`, -1 when none or not recorded).
+    pub fn original_type(&self, rel: &Relation, column: &str) -> Option<(u32, i32)> {
         self.original_types
             .get(&(rel.oid, column.to_string()))
             .copied()

@@ -6,6 +6,7 @@ use anyhow::Context;
 use pgveil_policy::keyring::Keyring;
 
 use crate::audit::{report, verify};
+use crate::output::{out, outln};
 
 /// Check and review audit logs.
 #[derive(Debug, clap::Args)]
@@ -63,9 +64,9 @@ pub fn run(args: AuditArgs) -> anyhow::Result<ExitCode> {
             match verify::verify(&files, &keys, verify::Options { open }) {
                 Ok(s) => {
                     for n in &s.notes {
-                        println!("note: {n}");
+                        outln!("note: {n}");
                     }
-                    println!(
+                    outln!(
                         "ok: {} records in {} file(s), {} log(s), {} checkpoint(s); {}",
                         s.records,
                         s.files,
@@ -111,7 +112,7 @@ pub fn run(args: AuditArgs) -> anyhow::Result<ExitCode> {
                 ReportFormat::Csv => rep.to_csv(),
                 ReportFormat::Json => rep.to_json() + "\n",
             };
-            print!("{out}");
+            out!("{out}");
             Ok(ExitCode::SUCCESS)
         }
     }

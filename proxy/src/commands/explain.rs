@@ -7,7 +7,7 @@ use std::str::FromStr;
 use anyhow::Context as _;
 use pgveil_policy::{CompiledPolicy, Transform};
 
-use crate::catalog::snapshot::RawCatalog;
+use crate::catalog::snapshot::{Dependency, RawCatalog, RelKind};
 use crate::catalog::Snapshot;
 use crate::sql::{self, Env, Src};
 
@@ -34,22 +34,62 @@ pub fn catalog_from_dsn(dsn: &str) -> anyhow::Result<RawCatalog> {
     Ok(rt.block_on(crate::catalog::load::load_with(cfg, &db, &login))?)
 }
 
+/// What `explain --sql` found: the text to print, and whether the login would get an error.
+pub struct Explained {
+    pub text: String,
+    pub refused: bool,
+}
+
+/// Read the tables and views a schema file declares (`pg_dump -s` output as it is); the
+/// statements it should read but cannot are named on stderr. A view is taken to depend on
+/// every column of the relations its query names (the database's `pg_depend` is exact).
+pub fn catalog_from_schema(path: &Path) -> anyhow::Result<RawCatalog> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("{}: cannot read schema file", path.display()))?;
+    let declared = sql::ddl::read(&text);
+    for s in &declared.skipped {
+        eprintln!("{}: {s}", path.display());
+    }
+    let rels = &declared.relations;
+    let mut raw = RawCatalog::from_tables(
+        rels.iter()
+            .map(|t| (t.schema.clone(), t.name.clone(), t.columns.clone())),
+    );
+    let oids: Vec<u32> = raw.relations.iter().map(|r| r.oid).collect();
+    let oid = |i: usize| oids.get(i).copied().unwrap_or(0);
+    let find = |(schema, name): &(String, String)| {
+        rels.iter()
+            .position(|t| &t.schema == schema && &t.name == name)
+            .map(oid)
+    };
+    for (i, t) in rels.iter().enumerate() {
+        raw.inherits
+            .extend(t.parents.iter().filter_map(find).map(|p| (oid(i), p)));
+        let Some(view) = &t.view else { continue };
+        if let Some(r) = raw.relations.get_mut(i) {
+            r.kind = RelKind::View;
+        }
+        raw.view_definitions.push((oid(i), view.definition.clone()));
+        raw.dependencies
+            .extend(view.reads.iter().filter_map(find).map(|on| Dependency {
+                from: oid(i),
+                on,
+                attnum: 0,
+            }));
+    }
+    Ok(raw)
+}
+
 pub fn explain_sql(
     p: &CompiledPolicy,
     user: &str,
     member_of: &[String],
     sql_text: &str,
     from: CatalogFrom<'_>,
-) -> anyhow::Result<String> {
+) -> anyhow::Result<Explained> {
     let mut out = String::new();
     let raw = match from {
-        CatalogFrom::Schema(path) => {
-            let text = std::fs::read_to_string(path)
-                .with_context(|| format!("{}: cannot read schema file", path.display()))?;
-            let tables =
-                sql::ddl::tables(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
-            RawCatalog::from_tables(tables.into_iter().map(|t| (t.schema, t.name, t.columns)))
-        }
+        CatalogFrom::Schema(path) => catalog_from_schema(path)?,
         CatalogFrom::Dsn(dsn) => catalog_from_dsn(dsn)?,
         CatalogFrom::Policy => {
             let _ = writeln!(
@@ -87,19 +127,23 @@ pub fn explain_sql(
             out,
             "fast path: the statement names no protected table, column, view or function; forwarded untouched"
         );
-        return Ok(out);
+        return Ok(Explained {
+            text: out,
+            refused: false,
+        });
     }
     let env = Env {
         policy: p,
         snapshot: &snapshot,
         roles: &roles,
     };
-    match sql::analyze(sql_text, &env) {
+    let refused = match sql::analyze(sql_text, &env) {
         Err(r) => {
             let _ = writeln!(out, "refused: ERROR {}: {}", r.sqlstate, r.message);
             if let Some(h) = &r.hint {
                 let _ = writeln!(out, "HINT: {h}");
             }
+            true
         }
         Ok(a) => {
             for (n, s) in a.statements.iter().enumerate() {
@@ -134,11 +178,12 @@ pub fn explain_sql(
                     let _ = writeln!(out, "  column {}: {what}", i + 1);
                 }
                 for (c, u) in &s.touched {
-                    let _ = writeln!(out, "  uses {}: {u:?}", p.column(*c).qualified());
+                    let _ = writeln!(out, "  uses {}: {u}", p.column(*c).qualified());
                 }
             }
             let _ = writeln!(out, "allowed");
+            false
         }
-    }
-    Ok(out)
+    };
+    Ok(Explained { text: out, refused })
 }

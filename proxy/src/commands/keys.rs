@@ -4,6 +4,8 @@ use std::process::ExitCode;
 
 use pgveil_policy::keyring::Keyring;
 
+use crate::output::outln;
+
 /// Manage a keyring file.
 #[derive(Debug, clap::Args)]
 pub struct KeysArgs {
@@ -56,7 +58,7 @@ pub fn run(args: KeysArgs) -> anyhow::Result<ExitCode> {
             k.save(&out, true)?;
             let info = k.list();
             let fp = info.first().map(|i| i.fingerprint.as_str()).unwrap_or("");
-            println!(
+            outln!(
                 "{}: new keyring, version 1 active (fingerprint {fp})",
                 out.display()
             );
@@ -65,7 +67,7 @@ pub fn run(args: KeysArgs) -> anyhow::Result<ExitCode> {
             let mut k = Keyring::load(&file)?;
             let v = k.add_version(now())?;
             k.save(&file, false)?;
-            println!(
+            outln!(
                 "{}: version {v} added and active; earlier versions still decrypt",
                 file.display()
             );
@@ -79,12 +81,14 @@ pub fn run(args: KeysArgs) -> anyhow::Result<ExitCode> {
         } => return crate::migrate::retire::run(&file, version, &dsn, &policy, force),
         KeysCommand::List { file } => {
             let k = Keyring::load(&file)?;
-            println!(
+            outln!(
                 "{:<8}  {:<20}  {:<16}  active",
-                "version", "created", "fingerprint"
+                "version",
+                "created",
+                "fingerprint"
             );
             for i in k.list() {
-                println!(
+                outln!(
                     "{:<8}  {:<20}  {:<16}  {}",
                     i.version,
                     i.created,

@@ -8,6 +8,8 @@ use anyhow::Context as _;
 use pgveil_policy::compile::Source;
 use pgveil_policy::{Action, CompiledPolicy, Decision, Transform};
 
+use crate::output::{out, outln};
+
 /// Work with a policy file.
 #[derive(Debug, clap::Args)]
 pub struct PolicyArgs {
@@ -30,6 +32,10 @@ pub enum PolicyCommand {
         /// statements on such tables).
         #[arg(long)]
         dsn: Option<String>,
+        /// The same check against a schema file instead of a database: its CREATE TABLE and
+        /// CREATE VIEW statements (`pg_dump -s` output as it is).
+        #[arg(long, conflicts_with = "dsn")]
+        schema: Option<PathBuf>,
     },
     /// Print the role x column table of actions, for permission reviews.
     Matrix {
@@ -39,7 +45,8 @@ pub enum PolicyCommand {
     },
     /// Print the JSON Schema of the policy file.
     Schema,
-    /// Show what a login gets for every classified column, or (with --sql) for one statement.
+    /// Show what a login gets for every classified column, or (with --sql) for one statement;
+    /// exit 1 when the login would get an error for the statement.
     Explain {
         /// The policy file.
         #[arg(long)]
@@ -54,7 +61,8 @@ pub enum PolicyCommand {
         /// or the exact error the login would get.
         #[arg(long)]
         sql: Option<String>,
-        /// With --sql: CREATE TABLE statements to read the tables' columns from.
+        /// With --sql: a schema file to read the tables and views from (its CREATE TABLE and
+        /// CREATE VIEW statements; `pg_dump -s` output as it is).
         #[arg(long, requires = "sql", conflicts_with = "dsn")]
         schema: Option<PathBuf>,
         /// With --sql: read the catalog (columns, views, functions, role memberships) from a database.
@@ -78,10 +86,16 @@ pub enum MatrixFormat {
 
 pub fn run(args: PolicyArgs) -> anyhow::Result<ExitCode> {
     match args.command {
-        PolicyCommand::Check { files, format, dsn } => {
-            let catalog = match &dsn {
-                Some(d) => Some(super::explain::catalog_from_dsn(d)?),
-                None => None,
+        PolicyCommand::Check {
+            files,
+            format,
+            dsn,
+            schema,
+        } => {
+            let catalog = match (&dsn, &schema) {
+                (Some(d), _) => Some(super::explain::catalog_from_dsn(d)?),
+                (None, Some(s)) => Some(super::explain::catalog_from_schema(s)?),
+                (None, None) => None,
             };
             Ok(check(&files, format, catalog.as_ref()))
         }
@@ -89,13 +103,13 @@ pub fn run(args: PolicyArgs) -> anyhow::Result<ExitCode> {
             let Some(p) = load_or_report(&file) else {
                 return Ok(ExitCode::from(1));
             };
-            print!("{}", matrix(&p, format));
+            out!("{}", matrix(&p, format));
             Ok(ExitCode::SUCCESS)
         }
         PolicyCommand::Schema => {
             let s = serde_json::to_string_pretty(&pgveil_policy::schema::json_schema())
                 .context("serialising the schema")?;
-            println!("{s}");
+            outln!("{s}");
             Ok(ExitCode::SUCCESS)
         }
         PolicyCommand::Explain {
@@ -110,7 +124,7 @@ pub fn run(args: PolicyArgs) -> anyhow::Result<ExitCode> {
                 return Ok(ExitCode::from(1));
             };
             match sql {
-                None => print!("{}", explain(&p, &user, &member_of)),
+                None => out!("{}", explain(&p, &user, &member_of)),
                 Some(sql) => {
                     use super::explain::{explain_sql, CatalogFrom};
                     let from = match (&schema, &dsn) {
@@ -118,7 +132,11 @@ pub fn run(args: PolicyArgs) -> anyhow::Result<ExitCode> {
                         (None, Some(d)) => CatalogFrom::Dsn(d),
                         (None, None) => CatalogFrom::Policy,
                     };
-                    print!("{}", explain_sql(&p, &user, &member_of, &sql, from)?);
+                    let e = explain_sql(&p, &user, &member_of, &sql, from)?;
+                    out!("{}", e.text);
+                    if e.refused {
+                        return Ok(ExitCode::from(1));
+                    }
                 }
             }
             Ok(ExitCode::SUCCESS)
@@ -180,7 +198,7 @@ fn check(
                             w.message
                         );
                     }
-                    println!(
+                    outln!(
                         "{}: ok ({} columns in {} tables, {} roles, {} rules; version {})",
                         f.display(),
                         pol.columns.len(),
@@ -238,7 +256,7 @@ fn check(
     }
     if format == CheckFormat::Json {
         let doc = serde_json::json!({ "ok": !failed, "files": reports });
-        println!(
+        outln!(
             "{}",
             serde_json::to_string_pretty(&doc).unwrap_or_else(|_| doc.to_string())
         );

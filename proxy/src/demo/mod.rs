@@ -14,6 +14,7 @@ use pgveil_testkit::{AuthMethod, ClusterOptions, PgCluster};
 
 use crate::app::RunningProxy;
 use crate::config::{Config, UpstreamTlsMode};
+use crate::output::outln;
 
 const LOGISTICS_SCHEMA: &str = include_str!("../../../examples/logistics/schema.sql");
 const LOGISTICS_POLICY: &str = include_str!("../../../examples/logistics/policy.yaml");
@@ -39,7 +40,7 @@ pub struct DemoArgs {
 /// Run the demo; PostgreSQL is stopped and its directory removed on every exit path.
 pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     crate::logging::init(crate::config::LogFormat::Text, "warn");
-    println!("pgveil demo: starting a throwaway PostgreSQL ...");
+    outln!("pgveil demo: starting a throwaway PostgreSQL ...");
     let cluster = match start_cluster() {
         Ok(c) => Arc::new(c),
         Err(e) => {
@@ -54,7 +55,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         tokio::select! {
             r = tour(&cluster, &args) => r,
             _ = tokio::signal::ctrl_c() => {
-                println!("\ninterrupted; cleaning up");
+                outln!("\ninterrupted; cleaning up");
                 Ok(())
             }
         }
@@ -75,7 +76,7 @@ fn start_cluster() -> anyhow::Result<PgCluster> {
 
 async fn tour(cluster: &PgCluster, args: &DemoArgs) -> anyhow::Result<()> {
     let loaded = load_sample_data(cluster, args).await?;
-    println!("{loaded}");
+    outln!("{loaded}");
 
     // The policy of examples/logistics, a fresh keyring, and the protected columns encrypted
     // in place by `pgveil encrypt`'s code.
@@ -101,7 +102,7 @@ async fn tour(cluster: &PgCluster, args: &DemoArgs) -> anyhow::Result<()> {
     .iter()
     .map(|s| s.changed)
     .sum();
-    println!(
+    outln!(
         "Encrypted {sealed} values in the columns examples/logistics/policy.yaml marks `encrypt:` (AES-256-GCM envelopes).\n"
     );
 
@@ -119,7 +120,7 @@ async fn tour(cluster: &PgCluster, args: &DemoArgs) -> anyhow::Result<()> {
         "postgres",
     ));
     let proxy = RunningProxy::start(config).await?;
-    println!(
+    outln!(
         "pgveil listening on {} in front of PostgreSQL on {}:{}, enforcing examples/logistics/policy.yaml\n",
         proxy.addr,
         cluster.host(),
@@ -145,12 +146,12 @@ async fn tour(cluster: &PgCluster, args: &DemoArgs) -> anyhow::Result<()> {
     let dispatcher = connect(APP_USER).await?;
     let support = connect("support_app").await?;
     let analyst = connect("bi_reader").await?;
-    println!("Connected through pgveil as {APP_USER}, support_app and bi_reader (SCRAM-SHA-256 relayed to PostgreSQL).\n");
+    outln!("Connected through pgveil as {APP_USER}, support_app and bi_reader (SCRAM-SHA-256 relayed to PostgreSQL).\n");
     run_queries(&dispatcher, &support, &analyst, &admin).await?;
     show_metrics(&proxy).await;
 
     if args.keep {
-        println!(
+        outln!(
             "\nStill running. Try:  psql \"{}\"  (or user=support_app, user=bi_reader)\nPress Ctrl-C to stop and clean up.",
             conninfo(APP_USER)
         );
@@ -158,7 +159,7 @@ async fn tour(cluster: &PgCluster, args: &DemoArgs) -> anyhow::Result<()> {
     }
     drop((dispatcher, support, analyst));
     proxy.shutdown().await;
-    println!("\nDone. PostgreSQL stopped and its temp directory removed.");
+    outln!("\nDone. PostgreSQL stopped and its temp directory removed.");
     Ok(())
 }
 
@@ -220,16 +221,16 @@ const CUSTOMERS: &str =
     "SELECT name, id_card, phone, address FROM public.customers ORDER BY id LIMIT 5";
 
 async fn show(title: &str, client: &tokio_postgres::Client, sql: &str) -> anyhow::Result<()> {
-    println!("== {title}\n   {sql}\n");
+    outln!("== {title}\n   {sql}\n");
     match client.simple_query(sql).await {
-        Ok(messages) => println!("{}", table::render(&messages)),
+        Ok(messages) => outln!("{}", table::render(&messages)),
         Err(e) => match e.as_db_error() {
             Some(db) => {
-                println!("   ERROR {}: {}", db.code().code(), db.message());
+                outln!("   ERROR {}: {}", db.code().code(), db.message());
                 if let Some(h) = db.hint() {
-                    println!("   HINT: {h}");
+                    outln!("   HINT: {h}");
                 }
-                println!();
+                outln!();
             }
             None => return Err(e.into()),
         },
@@ -335,7 +336,7 @@ async fn run_queries(
         .await?;
     let international: i64 = dispatcher.query_one(&stmt, &[&"E%"]).await?.get(0);
     let domestic: i64 = dispatcher.query_one(&stmt, &[&"SF%"]).await?.get(0);
-    println!(
+    outln!(
         "== Prepared statement, reused: {domestic} domestic SF waybills, {international} international UPU S10 waybills\n"
     );
     Ok(())
@@ -343,7 +344,7 @@ async fn run_queries(
 
 async fn show_metrics(proxy: &RunningProxy) {
     let text = String::from_utf8_lossy(&proxy.metrics.render()).to_string();
-    println!(
+    outln!(
         "== A few of pgveil's Prometheus metrics (http://{}/metrics)",
         proxy
             .metrics_addr
@@ -359,6 +360,6 @@ async fn show_metrics(proxy: &RunningProxy) {
                 || l.starts_with("pgveil_denied_queries_total")
                 || l.starts_with("pgveil_policy_info"))
     }) {
-        println!("   {line}");
+        outln!("   {line}");
     }
 }

@@ -407,7 +407,7 @@ fn seal_for(
         .get(&col.domain)
         .cloned()
         .ok_or_else(|| Refusal::no_key(&col.domain, &col.qualified(), col.level))?;
-    let (_, plain_type) = column_types(col, snapshot);
+    let (_, (plain_type, _)) = column_types(col, snapshot);
     let seal = Arc::new(Seal {
         column: c,
         level: col.level,
@@ -423,8 +423,9 @@ fn seal_for(
     Ok(seal)
 }
 
-/// A column's type in the database, and the type clients see (its original type).
-fn column_types(col: &pgveil_policy::model::Column, snapshot: &Snapshot) -> (u32, u32) {
+/// A column's type in the database, and the type clients see (its original type, with the
+/// original modifier).
+fn column_types(col: &pgveil_policy::model::Column, snapshot: &Snapshot) -> (u32, (u32, i32)) {
     let (schema, table) = col.table.split_once('.').unwrap_or(("public", &col.table));
     let rel = snapshot.lookup(Some(schema), table).first().copied();
     let type_oid = rel
@@ -432,7 +433,7 @@ fn column_types(col: &pgveil_policy::model::Column, snapshot: &Snapshot) -> (u32
         .map_or(super::rows::TEXT_OID, |a| a.type_oid);
     let plain_type = rel
         .and_then(|r| snapshot.original_type(r, &col.column))
-        .unwrap_or(type_oid);
+        .unwrap_or((type_oid, -1));
     (type_oid, plain_type)
 }
 
@@ -469,10 +470,11 @@ fn column_op(
             ))
         }
     };
-    let (type_oid, plain_type) = column_types(col, snapshot);
+    let (type_oid, (plain_type, plain_typmod)) = column_types(col, snapshot);
     Ok(Some(ColumnOp {
         type_oid,
         plain_type,
+        plain_typmod,
         column: c,
         level: col.level,
         action: d.action,

@@ -4,6 +4,7 @@ use anyhow::Context;
 use tokio_postgres::Client;
 
 use super::plan::TablePlan;
+use crate::output::outln;
 
 /// How long an `ALTER TABLE` waits for its lock before giving up, so that a long transaction
 /// elsewhere does not queue every other session behind the migration.
@@ -15,12 +16,14 @@ CREATE TABLE IF NOT EXISTS pgveil.original_types(
     table_name regclass, column_name name, original_type regtype,
     PRIMARY KEY (table_name, column_name));
 ALTER TABLE pgveil.original_types ADD COLUMN IF NOT EXISTS original_type_full text;
+ALTER TABLE pgveil.original_types ADD COLUMN IF NOT EXISTS original_typmod int4;
 GRANT USAGE ON SCHEMA pgveil TO PUBLIC;
 GRANT SELECT ON pgveil.original_types TO PUBLIC;";
 
 const RECORD: &str = "\
-INSERT INTO pgveil.original_types (table_name, column_name, original_type, original_type_full)
-SELECT $1::oid::regclass, $2::text::name, $3::oid::regtype, $4::text
+INSERT INTO pgveil.original_types
+    (table_name, column_name, original_type, original_type_full, original_typmod)
+SELECT $1::oid::regclass, $2::text::name, $3::oid::regtype, $4::text, $5::int4
 WHERE NOT EXISTS (SELECT 1 FROM pgveil.original_types
                   WHERE table_name = $1::oid::regclass AND column_name = $2::text::name)";
 
@@ -53,7 +56,13 @@ pub async fn to_text(client: &mut Client, table: &TablePlan) -> anyhow::Result<(
     for c in &cols {
         tx.execute(
             RECORD,
-            &[&table.oid, &c.name, &c.current_type_oid, &c.current_type],
+            &[
+                &table.oid,
+                &c.name,
+                &c.current_type_oid,
+                &c.current_type,
+                &c.current_typmod,
+            ],
         )
         .await
         .with_context(|| format!("recording the type of {}.{}", table.name, c.name))?;
@@ -110,7 +119,7 @@ pub async fn restore_types(
     tx.commit().await.context("committing the type change")?;
     if report {
         for (c, t) in &cols {
-            println!("{}.{}: type restored to {t}", table.name, c.name);
+            outln!("{}.{}: type restored to {t}", table.name, c.name);
         }
     }
     Ok(())

@@ -10,6 +10,7 @@ use tokio_postgres::Client;
 
 use super::plan::Plan;
 use super::Op;
+use crate::output::outln;
 
 /// Envelopes decrypted per column to check authentication.
 const SAMPLE: u64 = 1000;
@@ -139,7 +140,7 @@ pub async fn scan(
                 .iter()
                 .map(|(v, n)| format!("v{v}: {n}"))
                 .collect();
-            println!(
+            outln!(
                 "{}.{}: {} plaintext, {} envelopes ({}), {} NULL; {} sampled envelopes decrypted, {} failed",
                 c.table,
                 c.column,
@@ -158,7 +159,7 @@ pub async fn scan(
         let plaintext: u64 = report.columns.iter().map(|c| c.plaintext).sum();
         let failures: u64 = report.columns.iter().map(|c| c.sample_failures).sum();
         if plaintext == 0 {
-            println!(
+            outln!(
                 "check: no plaintext left in {} encrypted columns",
                 report.columns.len()
             );
@@ -169,13 +170,13 @@ pub async fn scan(
                 .filter(|c| c.plaintext > 0)
                 .map(|c| format!("{}.{} ({})", c.table, c.column, c.plaintext))
                 .collect();
-            println!(
+            outln!(
                 "check: {plaintext} plaintext values remain in {}",
                 cols.join(", ")
             );
         }
         if failures > 0 {
-            println!("check: {failures} sampled envelopes failed to decrypt with this keyring");
+            outln!("check: {failures} sampled envelopes failed to decrypt with this keyring");
         }
     }
     Ok(report)

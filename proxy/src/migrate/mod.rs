@@ -21,6 +21,8 @@ use anyhow::Context;
 use pgveil_policy::crypto::KeySet;
 use pgveil_policy::CompiledPolicy;
 
+use crate::output::outln;
+
 pub use batch::{Op, TableSummary};
 
 /// Exit code when `--check` (or a run) finds values left to do.
@@ -107,9 +109,9 @@ pub fn run(op: Op, args: MigrateArgs) -> anyhow::Result<ExitCode> {
             let left = report.remaining(op, active);
             match op {
                 Op::Encrypt => {}
-                Op::Decrypt => println!("check: {left} values are still envelopes"),
+                Op::Decrypt => outln!("check: {left} values are still envelopes"),
                 Op::Rekey => {
-                    println!("check: {left} envelopes are not under the active version v{active}")
+                    outln!("check: {left} envelopes are not under the active version v{active}")
                 }
             }
             return Ok(if left == 0 {
@@ -157,13 +159,14 @@ pub async fn execute(
         }
         let summary = batch::run_table(client, table, keys, op, opts).await?;
         if opts.report {
-            println!("{summary}");
+            outln!("{summary}");
         }
         if op == Op::Decrypt {
             if summary.failed > 0 {
-                println!(
+                outln!(
                     "{}: original column types not restored: {} values are still envelopes",
-                    table.name, summary.failed
+                    table.name,
+                    summary.failed
                 );
             } else {
                 alter::restore_types(client, table, opts.report).await?;

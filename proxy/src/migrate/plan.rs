@@ -6,6 +6,7 @@ use pgveil_policy::CompiledPolicy;
 use tokio_postgres::Client;
 
 use super::{quote_ident, Op, Options};
+use crate::output::outln;
 
 /// One protected column of a table.
 #[derive(Debug, Clone)]
@@ -20,6 +21,8 @@ pub struct ColumnPlan {
     /// `format_type` of the column's current type, e.g. `bigint`, `text`.
     pub current_type: String,
     pub current_type_oid: u32,
+    /// `atttypmod`: the length of a `varchar(20)`, the precision of a `numeric(10,2)`, or -1.
+    pub current_typmod: i32,
     pub is_text: bool,
     /// The type recorded in `pgveil.original_types` (with its modifier when known).
     pub recorded_type: Option<String>,
@@ -71,7 +74,7 @@ WHERE i.indrelid = $1 AND i.indisprimary";
 
 const COLUMN: &str = "\
 SELECT a.attnum, format_type(a.atttypid, a.atttypmod), a.atttypid, a.atttypid = 'text'::regtype,
-       a.atthasdef
+       a.atthasdef, a.atttypmod
 FROM pg_attribute a
 WHERE a.attrelid = $1 AND a.attname = $2 AND a.attnum > 0 AND NOT a.attisdropped";
 
@@ -226,6 +229,7 @@ impl Plan {
                     mode,
                     current_type: row.get(1),
                     current_type_oid: row.get(2),
+                    current_typmod: row.get(5),
                     is_text: row.get(3),
                     recorded_type,
                     has_default: row.get(4),
@@ -283,11 +287,14 @@ impl Plan {
     /// refused (every reason is printed).
     pub fn print_dry_run(&self, op: Op) -> bool {
         let mut fine = true;
-        println!("dry run: nothing will be changed");
+        outln!("dry run: nothing will be changed");
         for t in &self.tables {
-            println!(
+            outln!(
                 "{} (primary key {} {}, about {} rows):",
-                t.name, t.pk, t.pk_type, t.est_rows
+                t.name,
+                t.pk,
+                t.pk_type,
+                t.est_rows
             );
             for c in &t.columns {
                 let mode = match c.mode {
@@ -309,15 +316,15 @@ impl Plan {
                     },
                     Op::Rekey => format!("{op} envelopes not under the active key ({mode})"),
                 };
-                println!("  {}: {what}", c.name);
+                outln!("  {}: {what}", c.name);
                 if op == Op::Encrypt && c.has_default {
-                    println!(
+                    outln!(
                         "  {}: warning: has a DEFAULT; rows inserted without this column store the default in plaintext",
                         c.name
                     );
                 }
                 for b in &c.blockers {
-                    println!("  {}: REFUSED: {b}", c.name);
+                    outln!("  {}: REFUSED: {b}", c.name);
                     fine = false;
                 }
             }

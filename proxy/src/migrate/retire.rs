@@ -6,6 +6,7 @@ use anyhow::{bail, Context};
 use pgveil_policy::keyring::Keyring;
 
 use super::{check, connect, plan::Plan, Op, Options};
+use crate::output::outln;
 
 /// Scan the policy's encrypted columns for envelopes under `version`; refuse while any remain
 /// unless `force` (crypto-shredding), then remove the version from the keyring file.
@@ -56,18 +57,18 @@ pub fn run(
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     keyring.save(file, false)?;
     if under > 0 {
-        println!(
+        outln!(
             "{}: version {version} removed WITH --force: {under} values encrypted under it can no longer be decrypted with this keyring (crypto-shredded; copies of the old keyring file still can)",
             file.display()
         );
     } else {
-        println!(
+        outln!(
             "{}: version {version} removed; no value in the policy's encrypted columns used it",
             file.display()
         );
     }
     if lowest {
-        println!(
+        outln!(
             "note: version {version} was the lowest version, which derives `hash` pseudonyms; they change now"
         );
     }

@@ -236,6 +236,43 @@ async fn binary_serves_and_stops_on_sigterm() {
     );
 }
 
+/// A log written into a file has no colour codes, and start-up logs plain values.
+#[test]
+fn serve_logs_plain_text_into_a_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("pgveil.log");
+    let file = std::fs::File::create(&log).unwrap();
+    let mut child = bin()
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--metrics-listen",
+            "127.0.0.1:0",
+        ])
+        .args(["--upstream-host", "127.0.0.1", "--upstream-port", "1"])
+        .env_remove("NO_COLOR")
+        .env_remove("RUST_LOG")
+        .stderr(file)
+        .spawn()
+        .unwrap();
+    let started = std::time::Instant::now();
+    let mut text = String::new();
+    while !text.contains("pgveil listening") && started.elapsed() < Duration::from_secs(20) {
+        std::thread::sleep(Duration::from_millis(50));
+        text = std::fs::read_to_string(&log).unwrap_or_default();
+    }
+    // SAFETY: sending a signal to our own child process.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let status = child.wait().unwrap();
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(status.success(), "{text}");
+    assert!(text.contains("pgveil listening"), "{text}");
+    assert!(!text.contains("\x1b["), "{text:?}");
+    assert!(!text.contains("Some("), "{text}");
+    assert!(text.contains(" metrics=127.0.0.1:"), "{text}");
+}
+
 #[test]
 fn demo_runs_the_tour_and_cleans_up() {
     let out = bin().args(["demo", "--customers", "50"]).output().unwrap();

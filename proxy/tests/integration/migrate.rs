@@ -291,6 +291,75 @@ async fn encrypt_text_int8_and_date_columns_then_read_through_the_proxy() {
     proxy.shutdown().await;
 }
 
+/// A `varchar(11)` keeps its length: recorded with its modifier when encrypted, reported
+/// with it to clients through the proxy (psql's `\gdesc` shows `character varying(11)`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_encrypted_varchar_keeps_its_length() {
+    let policy = "version: 1\nlevels: [important]\nroles:\n  reader: [app]\ntables:\n  \
+                  public.contacts:\n    phone: { level: important, kind: cn_mobile, \
+                  encrypt: deterministic, domain: phone }\nrules:\n  \
+                  - { roles: [reader], level: important, action: allow }\n\
+                  defaults: { important: mask }\n";
+    let env = Env::with_policy(
+        "create table contacts (id int primary key, phone varchar(11), price numeric(10,2));
+         insert into contacts values (1, '13812345678', 1.5);
+         grant all on all tables in schema public to public;",
+        policy,
+    );
+    ok(&env.run("encrypt", &[]));
+    let db = direct(&env.cluster).await;
+    assert_eq!(col_type(&db, "contacts", "phone").await, "text");
+    let recorded = rows(
+        &db,
+        "select original_type_full, original_typmod from pgveil.original_types",
+    )
+    .await;
+    assert_eq!(
+        recorded,
+        vec![vec![
+            Some("character varying(11)".into()),
+            Some("15".into())
+        ]]
+    );
+    let mut config = config_for(&env.cluster);
+    config.enforcement = Some(EnforcementConfig::new(
+        env.policy(),
+        env.keyring(),
+        "postgres",
+    ));
+    let proxy = proxy_with(config).await;
+    let script = env.dir.path().join("gdesc.sql");
+    std::fs::write(&script, "select phone, price from contacts \\gdesc\n").unwrap();
+    let out = tokio::process::Command::new(psql())
+        .args(["-X", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-h", "127.0.0.1"])
+        .args([
+            "-p",
+            &proxy.addr.port().to_string(),
+            "-U",
+            USER,
+            "-d",
+            "postgres",
+        ])
+        .arg("-f")
+        .arg(&script)
+        .env("PGSSLMODE", "disable")
+        .env("PGPASSWORD", PASSWORD)
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        stdout.lines().collect::<Vec<_>>(),
+        ["phone|character varying(11)", "price|numeric(10,2)"]
+    );
+    proxy.shutdown().await;
+}
+
 #[tokio::test]
 async fn dry_run_changes_nothing() {
     let env = Env::new(PEOPLE);

@@ -39,6 +39,8 @@ pub struct ColumnOp {
     /// The type clients see for decrypted values: the column's type before it was encrypted
     /// (`pgveil.original_types`), else its type in the database.
     pub plain_type: u32,
+    /// The modifier of `plain_type` (`varchar(20)`, `numeric(10,2)`), or -1.
+    pub plain_typmod: i32,
     /// Set when the column is encrypted.
     pub cipher: Option<Arc<DomainCipher>>,
     pub op: Op,
@@ -207,7 +209,7 @@ pub fn row_description(
                 } else if op.reports_plain_type() {
                     out.put_u32(op.plain_type);
                     out.put_i16(binary::type_len(op.plain_type));
-                    out.put_i32(-1);
+                    out.put_i32(op.plain_typmod);
                 } else {
                     out.put_slice(&f[6..16]);
                 }

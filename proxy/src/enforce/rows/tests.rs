@@ -14,6 +14,7 @@ fn column(cipher: Option<Arc<DomainCipher>>, op: Op) -> Option<ColumnOp> {
         action: Action::Mask,
         type_oid: TEXT_OID,
         plain_type: TEXT_OID,
+        plain_typmod: -1,
         cipher,
         op,
     })
