@@ -166,6 +166,8 @@ impl Config {
             None => FileConfig::default(),
         };
         let mut c = Config::default();
+        let threads_set = args.worker_threads.is_some()
+            || file.limits.as_ref().is_some_and(|l| l.worker_threads.is_some());
         let pending = PendingEnforcement::from_file(&file);
         let audit = resolve_audit(file.audit)?;
         let file = FileConfig {
@@ -176,6 +178,9 @@ impl Config {
         c.apply_file(file);
         c.apply_args(args);
         c.enforcement = pending.resolve(args)?;
+        if c.enforcement.is_some() && !threads_set {
+            c.worker_threads = policy_worker_threads();
+        }
         c.validate()?;
         Ok(c)
     }
@@ -314,6 +319,15 @@ fn default_worker_threads() -> usize {
         .map(|n| n.get().saturating_sub(1))
         .unwrap_or(1)
         .max(1)
+}
+
+/// With a policy, one thread per CPU: transforming rows is CPU work that a single thread does
+/// for every session in turn (read-transform ran at 0.76–0.79× of pass-through on one thread
+/// against 0.88–0.90× on two, on 2 CPUs; docs/benchmarks.md).
+fn policy_worker_threads() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
 }
 
 /// Enforcement keys gathered from the file, before flags and environment override them.

@@ -153,3 +153,22 @@ fn audit_syslog_section() {
     .unwrap_err();
     assert!(e.to_string().contains("audit.syslog.format"), "{e}");
 }
+
+#[test]
+fn a_policy_runs_on_every_cpu_unless_told_otherwise() {
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let with_policy = ServeArgs {
+        policy: Some("policy.yaml".into()),
+        keyring: Some("pgveil.keys".into()),
+        catalog_user: Some("pgveil_catalog".into()),
+        ..Default::default()
+    };
+    assert_eq!(Config::resolve(&with_policy).unwrap().worker_threads, cpus);
+    let told = ServeArgs {
+        worker_threads: Some(1),
+        ..with_policy
+    };
+    assert_eq!(Config::resolve(&told).unwrap().worker_threads, 1);
+    let pass_through = Config::resolve(&ServeArgs::default()).unwrap();
+    assert_eq!(pass_through.worker_threads, cpus.saturating_sub(1).max(1));
+}
