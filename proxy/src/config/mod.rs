@@ -167,7 +167,10 @@ impl Config {
         };
         let mut c = Config::default();
         let threads_set = args.worker_threads.is_some()
-            || file.limits.as_ref().is_some_and(|l| l.worker_threads.is_some());
+            || file
+                .limits
+                .as_ref()
+                .is_some_and(|l| l.worker_threads.is_some());
         let pending = PendingEnforcement::from_file(&file);
         let audit = resolve_audit(file.audit)?;
         let file = FileConfig {
