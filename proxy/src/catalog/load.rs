@@ -265,20 +265,7 @@ async fn connect(
     database: &str,
     user: &str,
 ) -> Result<tokio_postgres::Client, LoadError> {
-    let (client, conn) =
-        cfg.connect(tokio_postgres::NoTls)
-            .await
-            .map_err(|source| LoadError::Connect {
-                database: database.to_string(),
-                user: user.to_string(),
-                source,
-            })?;
-    tokio::spawn(async move {
-        if let Err(e) = conn.await {
-            tracing::debug!(error = %e, "catalog connection ended");
-        }
-    });
-    Ok(client)
+    driven(cfg.connect(tokio_postgres::NoTls).await, database, user)
 }
 
 /// Log in over a stream [`Dial`] opened.
@@ -288,14 +275,28 @@ async fn connect_over(
     database: &str,
     user: &str,
 ) -> Result<tokio_postgres::Client, LoadError> {
-    let (client, conn) = cfg
-        .connect_raw(stream, tokio_postgres::NoTls)
-        .await
-        .map_err(|source| LoadError::Connect {
-            database: database.to_string(),
-            user: user.to_string(),
-            source,
-        })?;
+    let connected = cfg.connect_raw(stream, tokio_postgres::NoTls).await;
+    driven(connected, database, user)
+}
+
+/// A logged-in client, its connection driven in the background.
+fn driven<S, T>(
+    connected: Result<
+        (tokio_postgres::Client, tokio_postgres::Connection<S, T>),
+        tokio_postgres::Error,
+    >,
+    database: &str,
+    user: &str,
+) -> Result<tokio_postgres::Client, LoadError>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (client, conn) = connected.map_err(|source| LoadError::Connect {
+        database: database.to_string(),
+        user: user.to_string(),
+        source,
+    })?;
     tokio::spawn(async move {
         if let Err(e) = conn.await {
             tracing::debug!(error = %e, "catalog connection ended");

@@ -761,6 +761,50 @@ async fn class_5_legacy_encodings_set_names_functions_and_names() {
     assert!(!sqlstates(&second).is_empty(), "{second:?}");
     still_usable(&mut raw).await;
 
+    // The write-side twin: read as GBK, the literal ends and an UPDATE follows, whose phone
+    // must reach the encrypted column as an envelope (or be refused), never in clear.
+    let write_evil =
+        "SELECT E'中\\' ; UPDATE customers SET phone = $$13999990002$$ WHERE id = 1 --'";
+    let mut both = fe::query("SET NAMES 'GBK'");
+    both.extend(fe::query(write_evil));
+    raw.send(&both).await;
+    let _ = raw.until_ready().await;
+    let second = raw.until_ready().await;
+    assert!(
+        leaked_legacy(&second).is_empty(),
+        "leaked {:?}",
+        leaked_legacy(&second)
+    );
+    passes(&mut raw, "SET NAMES 'UTF8'").await;
+    let stored: i64 = direct(&s.cluster)
+        .await
+        .query_one(
+            "select count(*) from customers where phone like '%13999990002%'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(stored, 0, "a phone stored in clear: {second:?}");
+
+    // Extended protocol, one batch before Sync: SET NAMES is a barrier the statement after it
+    // cannot wait for (refused); a column that is merely called `names` is not (passes).
+    let batch = |first: &str| {
+        let mut b = fe::parse("", first);
+        b.extend(fe::bind("", "", &[], false));
+        b.extend(fe::execute("", 0));
+        b.extend(fe::parse("", "SELECT id FROM customers"));
+        b.extend(fe::bind("", "", &[], false));
+        b.extend(fe::execute("", 0));
+        b.extend(fe::sync());
+        b
+    };
+    let msgs = exchange(&mut raw, &batch("SET NAMES 'UTF8'")).await;
+    assert_eq!(sqlstates(&msgs), vec!["22023".to_string()], "{msgs:?}");
+    let msgs = exchange(&mut raw, &batch("SELECT 1 AS names")).await;
+    assert!(sqlstates(&msgs).is_empty(), "{msgs:?}");
+    assert_eq!(msgs.iter().filter(|m| m.tag == b'D').count(), 3, "{msgs:?}");
+
     // BIG5: 0xA15A and 0xA1C3 both become U+FFFD at the server; pgveil refuses such names.
     passes(&mut raw, "SET client_encoding = 'BIG5'").await;
     let mut batch = fe::parse_bytes(b"\xa1\x5a", b"SELECT name FROM customers");

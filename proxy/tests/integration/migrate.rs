@@ -984,6 +984,14 @@ async fn dry_run_reports_every_blocker_and_the_catalog_login_needs_no_grant() {
 
     db.batch_execute("drop view people_points").await.unwrap();
     ok(&env.run("encrypt", &[]));
+    for v in rows(&db, "select points from people")
+        .await
+        .iter()
+        .flatten()
+        .flatten()
+    {
+        assert!(is_envelope(v.as_bytes()), "points stored in clear: {v}");
+    }
     // A plain login reads the recorded types: the proxy reports points as int8 again.
     let mut config = config_for(&env.cluster);
     config.enforcement = Some(pgveil::config::EnforcementConfig::new(

@@ -239,6 +239,15 @@ impl ClientEncoding {
         }
     }
 
+    /// The server's error for `bytes` (one character as it cuts them).
+    fn invalid(self, bytes: &[u8]) -> Invalid {
+        Invalid {
+            encoding: self,
+            bytes: bytes.to_vec(),
+            unmapped: self.well_formed(bytes),
+        }
+    }
+
     /// `b` read as the server reads text in this encoding.
     ///
     /// Exactly the texts the server accepts: a sequence only encoding_rs reads (HKSCS in BIG5,
@@ -248,11 +257,7 @@ impl ClientEncoding {
     /// bytes: the server's tables are one-to-one, but for seven BIG5 sequences it reads as
     /// U+FFFD, which pgveil refuses.)
     pub fn decode(self, b: &[u8]) -> Result<Cow<'_, str>, Invalid> {
-        let invalid = |bytes: &[u8]| Invalid {
-            encoding: self,
-            bytes: bytes.to_vec(),
-            unmapped: self.well_formed(bytes),
-        };
+        let invalid = |bytes: &[u8]| self.invalid(bytes);
         if let Some(at) = b.iter().position(|&x| x == 0) {
             return Err(invalid(&b[at..at + 1]));
         }
@@ -292,11 +297,7 @@ impl ClientEncoding {
 
     /// [`ClientEncoding::decode`] without the check that the text comes back.
     fn decode_loose(self, b: &[u8]) -> Result<Cow<'_, str>, Invalid> {
-        let invalid = |bytes: &[u8]| Invalid {
-            encoding: self,
-            bytes: bytes.to_vec(),
-            unmapped: self.well_formed(bytes),
-        };
+        let invalid = |bytes: &[u8]| self.invalid(bytes);
         let Some(codec) = self.codec() else {
             return std::str::from_utf8(b)
                 .map(Cow::Borrowed)
